@@ -1,0 +1,77 @@
+"""The exceptions apilake raises.
+
+Every failure a user can meet is one of these types; the CLI turns them into a message and an
+exit code in one place (`apilake.cli`). Tracebacks are for bugs, not for user mistakes.
+"""
+
+from __future__ import annotations
+
+
+class ApilakeError(Exception):
+    """Base class of every error apilake raises on purpose."""
+
+    exit_code = 1
+
+
+class JobFileError(ApilakeError):
+    """The job file (or a command-line option standing in for it) is unusable.
+
+    The message names the file, the key path (`sources[0].endpoints[2].kind`) and what was expected.
+    """
+
+    exit_code = 2
+
+
+class TemplateError(JobFileError):
+    """A placeholder template cannot be rendered (unknown name, bad date format, unsafe key)."""
+
+
+class TransferError(ApilakeError):
+    """One unit could not be fetched or landed; the run goes on with the other units.
+
+    `transient` says whether trying again may help (connection errors, timeouts, cut bodies,
+    429, 5xx): the retry policy only retries transient errors.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+        self.retry_after = retry_after
+        self.attempts = 1
+
+
+class IntegrityError(TransferError):
+    """A body was short, longer than announced, or not a complete gzip stream: nothing is stored."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
+
+
+class DestinationError(ApilakeError):
+    """The destination cannot be reached or written (permissions, full disk, missing bucket)."""
+
+
+class RunLockedError(ApilakeError):
+    """Another run of the same job into the same destination is still going."""
+
+    exit_code = 3
+
+
+class InterruptedRun(ApilakeError):
+    """The run was stopped by SIGINT or SIGTERM; landed objects stay, the rest is left for a rerun."""
+
+    exit_code = 130
+
+
+class MissingExtraError(ApilakeError):
+    """An optional feature needs a package that is not installed (e.g. `apilake[dask]`)."""
+
+    exit_code = 2

@@ -1,0 +1,304 @@
+"""The job file: YAML in, a validated `Job` out.
+
+Loading runs in four steps, each with errors that name the file and the key path:
+YAML parse → profile overlay (`profiles:`) → `${VAR}` substitution → pydantic validation.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from apilake.errors import JobFileError, TemplateError
+from apilake.templates import placeholders
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+Scalar = str | int | float | bool
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Retry(_Model):
+    """When to try a failed request again. Only transient failures are retried."""
+
+    attempts: int = Field(5, ge=1, le=100)
+    backoff_initial: float = Field(1.0, ge=0)
+    backoff_max: float = Field(60.0, ge=0)
+    budget_seconds: float = Field(900.0, gt=0)
+
+
+class Timeouts(_Model):
+    """Seconds; `total` bounds one whole request including its body, so a stall never hangs a run."""
+
+    connect: float = Field(10.0, gt=0)
+    read: float = Field(60.0, gt=0)
+    total: float = Field(3600.0, gt=0)
+
+
+class Endpoint(_Model):
+    name: Name
+    kind: Literal["json", "bulk"]
+    path: str
+    params: dict[str, Scalar | list[Scalar]] = {}
+    matrix: dict[Name, list[Scalar]] = {}
+    paginate: Literal["none", "next_page", "page_index"] = "none"
+    key: str | None = None
+    lag: int = Field(0, ge=0, le=3650, description="days between the run date and the date requested")
+    schedule: str | None = None
+    # bulk only
+    urls: str = "data.urls"
+    files: Literal["metrics", "dimensions", "all"] = "all"
+    include: list[str] = []
+    exclude: list[str] = []
+
+    @field_validator("matrix")
+    @classmethod
+    def _non_empty_axes(cls, matrix: dict[str, list[Scalar]]) -> dict[str, list[Scalar]]:
+        for axis, values in matrix.items():
+            if not values:
+                raise ValueError(f"matrix variable {axis!r} has no values")
+            if axis in ("date", "source", "endpoint"):
+                raise ValueError(f"matrix variable {axis!r} clashes with a built-in placeholder")
+        return matrix
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, expression: str | None) -> str | None:
+        return _check_cron(expression)
+
+
+class Source(_Model):
+    name: Name
+    base_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+(/\S*)?$")]
+    token: str | None = None
+    headers: dict[str, str] = {}
+    requests_per_minute: int | None = Field(None, ge=1)
+    requests_per_day: int | None = Field(None, ge=1)
+    concurrency: int = Field(4, ge=1, le=256)
+    retry: Retry = Retry()
+    timeouts: Timeouts = Timeouts()
+    max_json_mb: float = Field(256, gt=0)
+    endpoints: list[Endpoint] = Field(min_length=1)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique_endpoints(cls, endpoints: list[Endpoint]) -> list[Endpoint]:
+        _check_unique([e.name for e in endpoints], "endpoint")
+        return endpoints
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log, a record, a key or another origin."""
+        return [s for s in [self.token, *self.headers.values()] if s]
+
+
+class S3Options(_Model):
+    """Options for `s3://` destinations; credentials come from the standard AWS chain only."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: Literal["auto", "virtual", "path"] = "auto"
+    part_size_mb: int = Field(8, ge=5, le=5120)
+    parts_in_flight: int = Field(2, ge=1, le=16)
+    verify_tls: bool = True
+
+
+class Job(_Model):
+    timezone: str = "UTC"
+    destination: str = "./lake"
+    concurrency: int = Field(16, ge=1, le=1024, description="cap on transfers in flight across all sources")
+    schedule: str | None = None
+    catch_up: int = Field(1, ge=0, description="missed scheduled runs to make up after downtime")
+    executor: Literal["local", "dask"] = "local"
+    scheduler_address: str | None = None
+    s3: S3Options = S3Options()
+    sources: list[Source] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Seoul or UTC)") from None
+        return name
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, expression: str | None) -> str | None:
+        return _check_cron(expression)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, sources: list[Source]) -> list[Source]:
+        _check_unique([s.name for s in sources], "source")
+        return sources
+
+    @model_validator(mode="after")
+    def _templates(self) -> Job:
+        for si, source in enumerate(self.sources):
+            for ei, endpoint in enumerate(source.endpoints):
+                where = f"sources[{si}].endpoints[{ei}]"
+                known = {"date", "source", "endpoint", *endpoint.matrix}
+                file_names = {"file_kind", "dimension", "file_name", "url_path", "file_date"}
+                fields: list[tuple[str, str, set[str]]] = [("path", endpoint.path, known)]
+                fields += [(f"params.{k}", str(v), known) for k, v in endpoint.params.items()]
+                if endpoint.key is not None:
+                    key_known = known | file_names if endpoint.kind == "bulk" else known
+                    fields.append(("key", endpoint.key, key_known))
+                for field, template, names in fields:
+                    try:
+                        unknown = [n for n in placeholders(template) if n not in names]
+                    except TemplateError as exc:
+                        raise ValueError(f"{where}.{field}: {exc}") from None
+                    if unknown:
+                        raise ValueError(
+                            f"{where}.{field}: unknown placeholder {{{unknown[0]}}} "
+                            f"(known here: {', '.join(sorted(names))})"
+                        )
+        return self
+
+    def secrets(self) -> list[str]:
+        return [secret for source in self.sources for secret in source.secrets()]
+
+
+def _check_unique(names: list[str], what: str) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"two {what}s are named {name!r}; names must be unique")
+        seen.add(name)
+
+
+def _check_cron(expression: str | None) -> str | None:
+    if expression is None:
+        return None
+    from croniter import croniter
+
+    if not croniter.is_valid(expression):
+        raise ValueError(f"{expression!r} is not a cron expression (five fields: minute hour day month weekday)")
+    return expression
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+_ENV_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\$")
+
+
+def load_job(
+    path: str | Path,
+    *,
+    profile: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Job:
+    """Read, overlay, substitute and validate a job file; every failure is a `JobFileError`."""
+    path = Path(path)
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobFileError(f"{path}: no such job file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobFileError(f"{path}: cannot read the job file: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise JobFileError(f"{path}:{where}: not valid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise JobFileError(f"{path}: a job file is a YAML mapping with at least a `sources:` list")
+    raw = apply_profile(raw, profile or environ.get("APILAKE_PROFILE"), path)
+    raw = substitute_env(raw, environ, path)
+    try:
+        return Job.model_validate(raw)
+    except ValidationError as exc:
+        raise JobFileError(format_validation_error(path, exc)) from None
+
+
+def apply_profile(raw: dict[str, Any], profile: str | None, path: Path) -> dict[str, Any]:
+    """Overlay `profiles.<name>` on the job; `sources` in a profile are keyed by source name."""
+    profiles = raw.pop("profiles", None) or {}
+    if not isinstance(profiles, dict):
+        raise JobFileError(f"{path}: profiles: expected a mapping of profile name to settings")
+    if profile is None:
+        return raw
+    if profile not in profiles:
+        known = ", ".join(sorted(profiles)) or "none defined"
+        raise JobFileError(f"{path}: profiles: no profile named {profile!r} (known: {known})")
+    overlay = profiles[profile] or {}
+    if not isinstance(overlay, dict):
+        raise JobFileError(f"{path}: profiles.{profile}: expected a mapping of settings")
+    merged = dict(raw)
+    for key, value in overlay.items():
+        if key == "sources":
+            merged["sources"] = _overlay_sources(raw.get("sources"), value, path, profile)
+        elif isinstance(value, dict) and isinstance(raw.get(key), dict):
+            merged[key] = {**raw[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _overlay_sources(sources: Any, overlay: Any, path: Path, profile: str) -> Any:
+    if not isinstance(overlay, dict) or not isinstance(sources, list):
+        raise JobFileError(f"{path}: profiles.{profile}.sources: expected a mapping of source name to settings")
+    names = [s.get("name") for s in sources if isinstance(s, dict)]
+    for name in overlay:
+        if name not in names:
+            raise JobFileError(f"{path}: profiles.{profile}.sources.{name}: no source named {name!r} in the job")
+    return [
+        {**source, **overlay[source["name"]]} if isinstance(source, dict) and source.get("name") in overlay else source
+        for source in sources
+    ]
+
+
+def substitute_env(node: Any, environ: dict[str, str], path: Path, where: str = "") -> Any:
+    """Replace `${VAR}` (and `${VAR:-default}`) in every string; `$$` is a literal `$`."""
+    if isinstance(node, dict):
+        return {k: substitute_env(v, environ, path, _join(where, str(k))) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute_env(v, environ, path, f"{where}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group("name"), match.group("default")
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise JobFileError(f"{path}: {where}: environment variable {name} is not set (export it, or write ${{{name}:-default}})")
+
+    return _ENV_VAR.sub(replace, node)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: the job file is not valid:"]
+    for error in exc.errors():
+        where = ""
+        for part in error["loc"]:
+            where += f"[{part}]" if isinstance(part, int) else _join(where, str(part))[len(where):]
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (a typo? see the job file reference in the README)"
+        elif error["type"] == "literal_error":
+            message = f"got {error['input']!r}; {message.lower()}"
+        lines.append(f"  {where or '(top level)'}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""Object keys: the default layout, page keys, and the parts of a bulk file URL. Pure functions.
+
+Default layout (Hive-style `dt=` partitions, in the spirit of the batch apilake replaces)::
+
+    json:  {source}/{endpoint}/dt={date}/{matrix values}.json
+           e.g. dataai/app_history/dt=2026-11-25/market=ios,product_id=284882215.json
+    bulk:  {source}/{endpoint}/{file_kind}/{dimension}/dt={file_date}/{file_name}
+           e.g. dataai/bulk/dimensions/product_id/dt=2026-11-25/product_id.9.20261125.1.csv.gz
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import posixpath
+import re
+from collections.abc import Mapping
+from urllib.parse import parse_qs, urlsplit
+
+DEFAULT_BULK_KEY = "{source}/{endpoint}/{file_kind}/{dimension}/dt={file_date}/{file_name}"
+
+_ISO_DATE = re.compile(r"(?<!\d)(\d{4}-\d{2}-\d{2})(?!\d)")
+
+
+def default_json_key(matrix: Mapping[str, object]) -> str:
+    """The default key template of a JSON endpoint: one file per matrix combination and date."""
+    stem = ",".join(f"{name}={{{name}}}" for name in matrix) or "data"
+    return "{source}/{endpoint}/dt={date}/" + stem + ".json"
+
+
+def page_key(key: str, page: int) -> str:
+    """Where page `page` (1-based) of a paginated unit lands: page 1 at the key, page n beside it.
+
+    `.../ios.json` → `.../ios.json` (page 1), `.../ios.page-0002.json` (page 2), ...
+    """
+    if page == 1:
+        return key
+    folder, name = posixpath.split(key)
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        stem, ext = name, ""
+    suffix = f".page-{page:04d}" + (f".{ext}" if ext else "")
+    return posixpath.join(folder, stem + suffix)
+
+
+def file_values(url: str, run_date: dt.date) -> dict[str, str]:
+    """Template values describing one bulk file URL.
+
+    The vendor names files in a `name=` query parameter (`metrics/...` or `dimensions/...`);
+    other vendors' URLs fall back to the URL path.
+    """
+    parts = urlsplit(url)
+    name = parse_qs(parts.query).get("name", [""])[0]
+    url_path = (name or parts.path).strip("/")
+    segments = url_path.split("/")
+    file_kind = segments[0] if name and segments[0] in ("metrics", "dimensions") else "files"
+    dimension = ""
+    if file_kind == "dimensions":
+        dimension = segments[-1].split(".", 1)[0]
+    found = _ISO_DATE.search(url_path)
+    return {
+        "file_kind": file_kind,
+        "dimension": dimension,
+        "file_name": segments[-1] or "index",
+        "url_path": url_path,
+        "file_date": found.group(1) if found else run_date.isoformat(),
+    }
+
+
+def file_selected(values: Mapping[str, str], files: str, include: list[str], exclude: list[str]) -> bool:
+    """Does a listed file pass the endpoint's `files`, `include` and `exclude` filters?
+
+    Patterns are shell globs matched against the file's URL path (`metrics/*/daily/*`).
+    """
+    if files != "all" and values["file_kind"] != files:
+        return False
+    path = values["url_path"]
+    if include and not any(fnmatch.fnmatchcase(path, p) for p in include):
+        return False
+    return not any(fnmatch.fnmatchcase(path, p) for p in exclude)

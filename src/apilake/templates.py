@@ -1,0 +1,107 @@
+"""Placeholder templates for paths, parameters and object keys, and key sanitising.
+
+Pure functions: no I/O, no clock. A placeholder is `{name}`, optionally with a day offset for
+dates and a strftime format::
+
+    {date}              2026-11-25   (the unit's run date, ISO)
+    {date-6}            2026-11-19   (six days earlier: a 7-day window is {date-6} .. {date})
+    {date:%Y%m%d}       20261125
+    {date+1:%Y/%m/%d}   2026/11/26
+    {market}            a matrix variable, or any other value the caller provides
+
+`{{` and `}}` stand for literal braces.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Collection, Mapping
+from urllib.parse import quote
+
+from apilake.errors import TemplateError
+
+Value = str | int | float | dt.date
+
+_PLACEHOLDER = re.compile(
+    r"\{\{|\}\}|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<offset>[+-]\d+)?(?::(?P<fmt>[^{}]*))?\}|[{}]"
+)
+MAX_KEY_BYTES = 1024
+
+
+def placeholders(template: str) -> list[str]:
+    """The names a template refers to, in order of appearance (for validation up front)."""
+    names = []
+    for match in _PLACEHOLDER.finditer(template):
+        text = match.group(0)
+        if text in ("{", "}"):
+            raise TemplateError(f"unbalanced brace in template {template!r} (write {{{{ or }}}} for a literal brace)")
+        if match.group("name"):
+            names.append(match.group("name"))
+    return names
+
+
+def render(
+    template: str,
+    values: Mapping[str, Value],
+    *,
+    escape_slashes: bool = False,
+    paths: Collection[str] = (),
+) -> str:
+    """Fill a template's placeholders from `values`.
+
+    With `escape_slashes`, a `/` inside a substituted value is percent-encoded, so a value can
+    never add a folder level to an object key (the template's own slashes stay); the values
+    named in `paths` are paths on purpose and keep theirs.
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text in ("{{", "}}"):
+            return text[0]
+        name = match.group("name")
+        if name is None:
+            raise TemplateError(f"unbalanced brace in template {template!r} (write {{{{ or }}}} for a literal brace)")
+        if name not in values:
+            known = ", ".join(sorted(values)) or "none"
+            raise TemplateError(f"unknown placeholder {{{name}}} in {template!r} (known here: {known})")
+        value = values[name]
+        offset, fmt = match.group("offset"), match.group("fmt")
+        if isinstance(value, dt.date):
+            if offset:
+                value = value + dt.timedelta(days=int(offset))
+            text = value.strftime(fmt) if fmt else value.isoformat()
+        elif offset or fmt:
+            raise TemplateError(f"{{{name}}} in {template!r} is not a date: offsets and formats apply to dates only")
+        else:
+            text = str(value)
+        return text.replace("/", "%2F") if escape_slashes and name not in paths else text
+
+    return _PLACEHOLDER.sub(substitute, template)
+
+
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def sanitize_key(key: str) -> str:
+    """Make a rendered key safe for any destination, or refuse it.
+
+    Drops empty segments and a leading `/`, percent-encodes control characters, backslashes and
+    `.`/`..` segments, so no key can climb out of the destination or hide a character in a log.
+    """
+    segments = []
+    for segment in key.split("/"):
+        segment = _UNSAFE_CHARS.sub(lambda m: quote(m.group(0), safe=""), segment)
+        if segment in ("", "."):
+            continue
+        if set(segment) == {"."}:
+            segment = segment.replace(".", "%2E")
+        segments.append(segment)
+    safe = "/".join(segments)
+    if not safe:
+        raise TemplateError(f"key template rendered to an empty key ({key!r})")
+    if len(safe.encode()) > MAX_KEY_BYTES:
+        raise TemplateError(f"key is longer than {MAX_KEY_BYTES} bytes: {safe[:80]}...")
+    if safe.startswith("_apilake/") or safe == "_apilake":
+        raise TemplateError(f"key {safe!r} would land inside apilake's own _apilake/ folder")
+    return safe

@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+
+from apilake.errors import JobFileError
+from apilake.jobfile import load_job
+
+GOOD = """
+timezone: Asia/Seoul
+sources:
+  - name: dataai
+    base_url: https://api.data.ai
+    token: ${TOKEN}
+    endpoints:
+      - name: hist
+        kind: json
+        path: /v1.3/x/{market}
+        matrix: {market: [ios]}
+profiles:
+  dev:
+    destination: ./dev-lake
+    sources:
+      dataai: {base_url: "http://127.0.0.1:9999", requests_per_minute: 5}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_loads_and_substitutes(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, GOOD), environ={"TOKEN": "s3cr3t"})
+    assert job.sources[0].token == "s3cr3t"
+    assert job.secrets() == ["s3cr3t"]
+    assert job.destination == "./lake"
+
+
+def test_profile_overrides_top_level_and_source_settings(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, GOOD), profile="dev", environ={"TOKEN": "x"})
+    assert job.destination == "./dev-lake"
+    assert job.sources[0].base_url == "http://127.0.0.1:9999"
+    assert job.sources[0].requests_per_minute == 5
+    assert job.sources[0].endpoints[0].name == "hist"
+
+
+def test_profile_from_environment(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, GOOD), environ={"TOKEN": "x", "APILAKE_PROFILE": "dev"})
+    assert job.destination == "./dev-lake"
+
+
+@pytest.mark.parametrize(
+    "text, environ, message",
+    [
+        (GOOD, {}, r"sources\[0\].token: environment variable TOKEN is not set"),
+        (GOOD.replace("kind: json", "kind: jsn"), {"TOKEN": "x"}, r"sources\[0\].endpoints\[0\].kind: got 'jsn'"),
+        (GOOD.replace("kind: json", "kind: json\n        pagnate: next_page"), {"TOKEN": "x"}, r"sources\[0\].endpoints\[0\].pagnate: unknown key"),
+        (GOOD.replace("timezone: Asia/Seoul", "timezone: Mars/Base"), {"TOKEN": "x"}, "unknown time zone 'Mars/Base'"),
+        (GOOD.replace("{market}", "{markt}"), {"TOKEN": "x"}, r"sources\[0\].endpoints\[0\].path: unknown placeholder \{markt\}"),
+        ("sources: [\n  - name: x\n", {}, "line 2, column 3: not valid YAML"),
+        ("- just a list", {}, "a job file is a YAML mapping"),
+        (GOOD.replace("[ios]", "ios"), {"TOKEN": "x"}, r"matrix.market: Input should be a valid list"),
+    ],
+)
+def test_errors_name_file_and_key_path(tmp_path: Path, text: str, environ: dict, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(JobFileError, match=message) as info:
+        load_job(path, environ=environ)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_profile(tmp_path: Path) -> None:
+    with pytest.raises(JobFileError, match="no profile named 'prod'"):
+        load_job(write(tmp_path, GOOD), profile="prod", environ={"TOKEN": "x"})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(JobFileError, match="no such job file"):
+        load_job(tmp_path / "nope.yaml")

@@ -1,0 +1,58 @@
+import datetime as dt
+
+import pytest
+
+from apilake.keys import default_json_key, file_selected, file_values, page_key
+
+D = dt.date(2026, 11, 25)
+METRIC = "http://h/v2/bulk/data?name=metrics/app_downloads/all/all/daily/2026-11-24/data.7.20261124.1.csv.gz&signature=ab"
+DIMENSION = "http://h/v2/bulk/data?name=dimensions/app_downloads/daily/2026-11-24/product_id.7.20261124.1.csv.gz&signature=ab"
+OTHER = "https://files.example.com/exports/2026-11-20/part-0001.csv.gz?token=zz"
+
+
+@pytest.mark.parametrize(
+    "key, page, expected",
+    [
+        ("a/b.json", 1, "a/b.json"),
+        ("a/b.json", 2, "a/b.page-0002.json"),
+        ("a/b", 3, "a/b.page-0003"),
+        ("a/b.c.json", 12, "a/b.c.page-0012.json"),
+    ],
+)
+def test_page_key(key: str, page: int, expected: str) -> None:
+    assert page_key(key, page) == expected
+
+
+def test_default_json_key() -> None:
+    assert default_json_key({"market": [], "product_id": []}) == "{source}/{endpoint}/dt={date}/market={market},product_id={product_id}.json"
+    assert default_json_key({}) == "{source}/{endpoint}/dt={date}/data.json"
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        (METRIC, {"file_kind": "metrics", "dimension": "", "file_name": "data.7.20261124.1.csv.gz", "file_date": "2026-11-24"}),
+        (DIMENSION, {"file_kind": "dimensions", "dimension": "product_id", "file_name": "product_id.7.20261124.1.csv.gz", "file_date": "2026-11-24"}),
+        (OTHER, {"file_kind": "files", "dimension": "", "file_name": "part-0001.csv.gz", "file_date": "2026-11-20"}),
+        ("http://h/x/y", {"file_kind": "files", "dimension": "", "file_name": "y", "file_date": "2026-11-25"}),
+    ],
+)
+def test_file_values(url: str, expected: dict) -> None:
+    values = file_values(url, D)
+    assert {k: values[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "url, files, include, exclude, selected",
+    [
+        (METRIC, "all", [], [], True),
+        (METRIC, "metrics", [], [], True),
+        (METRIC, "dimensions", [], [], False),
+        (DIMENSION, "dimensions", [], [], True),
+        (DIMENSION, "all", ["*/product_id.*"], [], True),
+        (DIMENSION, "all", ["metrics/*"], [], False),
+        (METRIC, "all", [], ["metrics/*"], False),
+    ],
+)
+def test_file_selected(url: str, files: str, include: list, exclude: list, selected: bool) -> None:
+    assert file_selected(file_values(url, D), files, include, exclude) is selected
