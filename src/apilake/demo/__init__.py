@@ -1,0 +1,37 @@
+"""`apilake demo`: the bundled example job against the built-in emulator, into a local lake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import click
+
+JOB_FILE = Path(__file__).with_name("job.yaml")
+
+
+def run_demo(dest: str, date: str | None) -> int:
+    from apilake import logs
+    from apilake.dates import run_dates
+    from apilake.emulator import Emulator
+    from apilake.jobfile import load_job
+    from apilake.plan import plan
+    from apilake.runner import run_job
+    from apilake.summary import human_bytes, summarize
+
+    with Emulator() as emu:
+        environ = {**os.environ, "DATAAI_BASE_URL": emu.api_url, "DATAAI_TOKEN": emu.config.token}
+        job = load_job(JOB_FILE, environ=environ)
+        dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date)
+        click.echo(f"emulator: {emu.api_url} (files from {emu.files_url}); job: {JOB_FILE}; date: {dates[0]}")
+        logs.setup()
+        logs.set_secrets(job.secrets())
+        report = run_job(job, plan(job, dates), job_path=str(JOB_FILE), dates=dates, destination=dest)
+    click.echo("\nlanded:")
+    for result in report.results:
+        for obj in result.objects:
+            click.echo(f"  {human_bytes(obj.bytes):>10}  {obj.key}")
+    click.echo("\n" + summarize(report.results))
+    click.echo(f"\nrun {report.run_id} {report.status}; lake: {Path(report.destination)}; record: {report.record_key}")
+    return report.exit_code

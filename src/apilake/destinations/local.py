@@ -1,0 +1,109 @@
+"""A folder on a local (or mounted) file system: the default destination."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from apilake.destinations import Destination, ObjectInfo
+from apilake.errors import DestinationError
+
+TEMP_MARK = ".apilake-tmp-"
+
+
+class _FileWriter:
+    def __init__(self, handle: BinaryIO, key: str) -> None:
+        self._handle = handle
+        self._key = key
+
+    async def write(self, chunk: bytes) -> None:
+        # Page-cache writes of a few hundred KiB return in microseconds: a thread hop would cost more.
+        try:
+            self._handle.write(chunk)
+        except OSError as exc:
+            raise _os_error(exc, self._key) from None
+
+
+class LocalDestination(Destination):
+    """Objects are files under `root`; a write goes to a hidden temporary file beside its target,
+    is fsynced, then renamed over the key, so readers (and a crash) never see half a file."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise DestinationError(f"key {key!r} resolves outside the destination {self.root}")
+        return path
+
+    async def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f"{TEMP_MARK}probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise DestinationError(
+                f"destination {self.root} is not writable: {exc.strerror or exc}; "
+                "choose another --dest or fix its permissions"
+            ) from None
+
+    @asynccontextmanager
+    async def open_write(self, key: str, *, size_hint: int | None = None) -> AsyncIterator[_FileWriter]:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for stale in path.parent.glob(f".{path.name}{TEMP_MARK}*"):
+                stale.unlink(missing_ok=True)  # left by a killed run; the run lock says none is live
+            temp = path.parent / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
+            handle = open(temp, "xb")
+        except OSError as exc:
+            raise _os_error(exc, key) from None
+        try:
+            with handle:
+                yield _FileWriter(handle, key)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            return ObjectInfo(key, self._path(key).stat().st_size)
+        except FileNotFoundError:
+            return None
+
+    async def read(self, key: str) -> bytes:
+        return await asyncio.to_thread(self._path(key).read_bytes)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        base = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return
+        for folder, _dirs, files in os.walk(base):
+            for name in sorted(files):
+                if TEMP_MARK in name:
+                    continue
+                path = Path(folder, name)
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield ObjectInfo(key, path.stat().st_size)
+
+    async def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+def _os_error(exc: OSError, key: str) -> DestinationError:
+    if exc.errno == errno.ENOSPC:
+        return DestinationError(f"disk full while writing {key!r}; nothing was stored under that key")
+    return DestinationError(f"cannot write {key!r}: {exc.strerror or exc}")

@@ -1,0 +1,121 @@
+"""Bulk endpoints: a JSON listing of file URLs, then one streamed transfer per file.
+
+A file streams from the HTTP response straight into the destination's writer, through a
+`StreamCheck` that verifies length and gzip framing on the way: no local copy, no second pass,
+and a damaged file never becomes visible under its key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from apilake.destinations import Destination
+from apilake.errors import TransferError
+from apilake.fetch.client import SourceClient
+from apilake.fetch.json import get_json
+from apilake.integrity import StreamCheck
+from apilake.jobfile import Endpoint
+from apilake.keys import file_selected, file_values
+from apilake.plan import Unit, file_key
+from apilake.record import LandedObject, UnitResult
+
+CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class FileTransfer:
+    """One file of a listing: where it comes from and where it lands."""
+
+    unit: str
+    url: str
+    key: str
+
+
+@dataclass(slots=True)
+class Listing:
+    result: UnitResult
+    files: list[FileTransfer] = field(default_factory=list)
+
+
+def dig(doc: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return None
+        doc = doc[part]
+    return doc
+
+
+async def fetch_listing(unit: Unit, endpoint: Endpoint, client: SourceClient) -> Listing:
+    """GET the listing and choose its files; the listing's facts go into the run record."""
+    started = time.monotonic()
+    status, body, doc, attempts = await get_json(client, unit.request_url, f"{unit.id} listing")
+    urls = dig(doc, endpoint.urls)
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise TransferError(f"{unit.id}: the listing has no list of URLs at {endpoint.urls!r} (set `urls:` on the endpoint)")
+    if not urls:
+        raise TransferError(f"{unit.id}: the listing offers no files at {endpoint.urls!r} (published late? see `lag:`)")
+    unique = list(dict.fromkeys(urls))
+    run_date = dt.date.fromisoformat(unit.date)
+    files = []
+    for url in unique:
+        values = file_values(url, run_date)
+        if file_selected(values, endpoint.files, endpoint.include, endpoint.exclude):
+            files.append(FileTransfer(f"{unit.id}/{values['url_path']}", url, file_key(unit, url)))
+    if not files:
+        raise TransferError(f"{unit.id}: none of the {len(unique)} listed files passes files/include/exclude")
+    result = UnitResult(
+        unit.id,
+        unit.source,
+        unit.endpoint,
+        unit.date,
+        "listing",
+        "landed",
+        url=client.redact(unit.request_url),
+        attempts=attempts,
+        seconds=round(time.monotonic() - started, 3),
+        listing={
+            "http_status": status,
+            "bytes": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "offered": len(urls),
+            "duplicates": len(urls) - len(unique),
+            "selected": len(files),
+            "urls": [client.redact(u) for u in unique],
+        },
+    )
+    return Listing(result, files)
+
+
+async def transfer_file(
+    unit: Unit, transfer: FileTransfer, client: SourceClient, dest: Destination, *, force: bool
+) -> UnitResult:
+    started = time.monotonic()
+    result = UnitResult(
+        transfer.unit, unit.source, unit.endpoint, unit.date, "file", "landed", url=client.redact(transfer.url)
+    )
+    if not force and (landed := await dest.stat(transfer.key)) is not None:
+        result.status = "skipped"
+        result.objects.append(LandedObject(transfer.key, landed.size, landed.sha256))
+        return result
+
+    async def attempt() -> tuple[int, StreamCheck]:
+        async with client.stream(transfer.url) as response:
+            length = response.headers.get("content-length")
+            expected = int(length) if length and length.isdigit() else None
+            check = StreamCheck(expected_length=expected, gzip=transfer.key.endswith(".gz"))
+            async with dest.open_write(transfer.key, size_hint=expected) as writer:
+                async for chunk in response.aiter_raw(CHUNK):  # raw: stored bytes are the served bytes
+                    check.update(chunk)
+                    await writer.write(chunk)
+                check.finish()
+            return response.status_code, check
+
+    (status, check), attempts = await client.retrying(client.source.retry, attempt, what=transfer.unit)
+    result.objects.append(LandedObject(transfer.key, check.size, check.sha256, status, attempts))
+    result.attempts = attempts
+    result.seconds = round(time.monotonic() - started, 3)
+    return result

@@ -1,0 +1,196 @@
+"""HTTP for one source: credentials scoped to its origin, redirects, rate limits, timeouts, retries.
+
+Redirects are followed here, not by httpx, because the source's token and secret headers must
+only ever go to the source's own origin: the vendor answers file requests with a 302 to a
+pre-signed object-store URL on another host, which gets no credentials at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
+from tenacity.wait import wait_random_exponential
+
+from apilake import __version__
+from apilake.errors import TransferError
+from apilake.fetch.limits import RequestBudget
+from apilake.jobfile import Retry, Source
+from apilake.redact import Redactor
+
+log = logging.getLogger("apilake")
+T = TypeVar("T")
+
+MAX_REDIRECTS = 5
+ERROR_BODY_BYTES = 2048
+TRANSIENT_STATUS = {408, 425, 428, 429, 500, 502, 503, 504}
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+class SourceClient:
+    """The one HTTP client of a source, shared by all of its units in this process."""
+
+    def __init__(self, source: Source, redact: Redactor, budget: RequestBudget) -> None:
+        self.source = source
+        self.redact = redact
+        self.budget = budget
+        self._origin = origin(source.base_url)
+        self._credentials = dict(source.headers)
+        if source.token:
+            self._credentials["Authorization"] = f"Bearer {source.token}"
+        t = source.timeouts
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=None),
+            limits=httpx.Limits(max_connections=source.concurrency * 2, max_keepalive_connections=source.concurrency * 2),
+            headers={"User-Agent": f"apilake/{__version__}"},
+            follow_redirects=False,
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    @asynccontextmanager
+    async def stream(self, url: str) -> AsyncIterator[httpx.Response]:
+        """GET `url` and yield a 2xx response whose body is not read yet.
+
+        Non-2xx statuses and transport failures (also those met while the caller reads the body)
+        become `TransferError`s whose message is already redacted.
+        """
+        response = await self._send(url)
+        try:
+            yield response
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, url) from None
+        finally:
+            await response.aclose()
+
+    async def _send(self, url: str) -> httpx.Response:
+        for _hop in range(MAX_REDIRECTS + 1):
+            own_origin = origin(url) == self._origin
+            if own_origin:
+                await self.budget.acquire()
+            headers = self._credentials if own_origin else {}
+            try:
+                response = await self._http.send(self._http.build_request("GET", url, headers=headers), stream=True)
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc, url) from None
+            if response.is_redirect and "location" in response.headers:
+                await response.aclose()
+                url = urljoin(url, response.headers["location"])
+                continue
+            if response.is_success:
+                return response
+            try:
+                body = await _read_prefix(response, ERROR_BODY_BYTES)
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                await response.aclose()
+            raise self._status_error(response, body)
+        raise TransferError(f"more than {MAX_REDIRECTS} redirects starting at {self.redact(url)}")
+
+    def _status_error(self, response: httpx.Response, body: bytes) -> TransferError:
+        status = response.status_code
+        detail = body.decode("utf-8", "replace").strip().replace("\n", " ")[:300]
+        message = f"HTTP {status} {response.reason_phrase} from {response.url.copy_with(query=None)}"
+        if detail:
+            message += f": {detail}"
+        return TransferError(
+            self.redact(message),
+            status=status,
+            transient=status in TRANSIENT_STATUS or status >= 500,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+
+    def _transport_error(self, exc: httpx.HTTPError, url: str) -> TransferError:
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, ssl.SSLError):
+                return TransferError(self.redact(f"TLS error talking to {url}: {cause}"), transient=False)
+            cause = cause.__cause__ or cause.__context__
+        kind = type(exc).__name__
+        text = str(exc) or kind
+        if isinstance(exc, httpx.TimeoutException):
+            text = f"timed out ({kind})"
+        elif isinstance(exc, httpx.ConnectError):
+            text = f"cannot connect: {text}"
+        return TransferError(self.redact(f"{text} ({url})"), transient=True)
+
+    async def retrying(self, policy: Retry, attempt: Callable[[], Awaitable[T]], *, what: str) -> tuple[T, int]:
+        """Run `attempt` until it succeeds or the policy gives up; returns its result and the attempt count.
+
+        Only transient `TransferError`s are retried, with exponential back-off and full jitter;
+        a `Retry-After` from the server wins over the back-off. Every attempt runs under the
+        source's whole-request timeout, so a stalled server can never hang a run.
+        """
+        total = self.source.timeouts.total
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.budget_seconds),
+            wait=_RetryAfterOrBackoff(policy),
+            retry=retry_if_exception(lambda exc: isinstance(exc, TransferError) and exc.transient),
+            before_sleep=lambda state: log.warning(
+                "retrying %s after attempt %d: %s", what, state.attempt_number, state.outcome and state.outcome.exception()
+            ),
+            reraise=True,
+        )
+        try:
+            async for try_ in retrying:
+                with try_:
+                    try:
+                        async with asyncio.timeout(total):
+                            result = await attempt()
+                    except TimeoutError:
+                        raise TransferError(f"{what}: no complete response within {total:g} s (timeouts.total)", transient=True) from None
+                return result, try_.retry_state.attempt_number
+        except TransferError as exc:
+            exc.attempts = retrying.statistics.get("attempt_number", 1)
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _RetryAfterOrBackoff:
+    def __init__(self, policy: Retry) -> None:
+        self._backoff = wait_random_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransferError) and exc.retry_after is not None:
+            return exc.retry_after
+        return self._backoff(state)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+async def _read_prefix(response: httpx.Response, limit: int) -> bytes:
+    body = b""
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= limit:
+            break
+    return body[:limit]

@@ -1,0 +1,107 @@
+"""JSON units: every page of one request, checked, then landed as returned.
+
+Pages land as separate objects (see `keys.page_key`), page 1 last: once the unit's key exists,
+every page of it exists, which is what reruns rely on to skip it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+from urllib.parse import urljoin
+
+from apilake.destinations import Destination
+from apilake.errors import TransferError
+from apilake.fetch.client import TRANSIENT_STATUS, SourceClient
+from apilake.keys import page_key
+from apilake.plan import Unit, encode_query
+from apilake.record import LandedObject, UnitResult
+
+MAX_PAGES = 10_000
+
+
+async def get_json(client: SourceClient, url: str, what: str) -> tuple[int, bytes, Any, int]:
+    """One JSON document with retries: (status, raw body, parsed body, attempts)."""
+    limit = int(client.source.max_json_mb * 1024 * 1024)
+
+    async def attempt() -> tuple[int, bytes, Any]:
+        async with client.stream(url) as response:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise TransferError(
+                        f"{what}: response is larger than max_json_mb ({client.source.max_json_mb:g} MB); "
+                        "raise sources[].max_json_mb if such bodies are expected"
+                    )
+            expected = response.headers.get("content-length")
+            if expected and "content-encoding" not in response.headers and int(expected) != len(body):
+                raise TransferError(f"{what}: body ended after {len(body)} of {expected} bytes", transient=True)
+            return response.status_code, bytes(body), parse_body(bytes(body), what, client)
+
+    (status, body, doc), attempts = await client.retrying(client.source.retry, attempt, what=what)
+    return status, body, doc, attempts
+
+
+def parse_body(body: bytes, what: str, client: SourceClient) -> Any:
+    """The parsed body, or a `TransferError` for bodies that are not a successful JSON answer."""
+    try:
+        doc = json.loads(body)
+    except RecursionError:
+        raise TransferError(f"{what}: JSON is nested too deeply to be data") from None
+    except ValueError:
+        start = body[:60].decode("utf-8", "replace").replace("\n", " ")
+        raise TransferError(client.redact(f"{what}: body is not JSON (it starts with {start!r})")) from None
+    if isinstance(doc, dict) and "code" in doc and str(doc["code"]) not in ("200", "0"):
+        code = doc["code"]
+        status = code if isinstance(code, int) else None
+        message = client.redact(f"{what}: the body says code {code}: {str(doc.get('error', ''))[:300]}")
+        raise TransferError(message, status=status, transient=status in TRANSIENT_STATUS)
+    return doc
+
+
+def next_url(unit: Unit, doc: Any, current: str, page: int) -> str | None:
+    """The URL of the page after `page` (1-based), or None when this was the last one."""
+    if not isinstance(doc, dict):
+        return None
+    if unit.paginate == "next_page":
+        following = doc.get("next_page")
+        return urljoin(current, following) if isinstance(following, str) and following else None
+    if unit.paginate == "page_index":
+        total, index = doc.get("page_num"), doc.get("page_index", page - 1)
+        if not isinstance(total, int) or not isinstance(index, int) or index + 1 >= total:
+            return None
+        params = [(k, v) for k, v in unit.params if k != "page_index"] + [("page_index", str(index + 1))]
+        return unit.url + "?" + encode_query(params)
+    return None
+
+
+async def fetch_json_unit(unit: Unit, client: SourceClient, dest: Destination, *, force: bool) -> UnitResult:
+    started = time.monotonic()
+    result = UnitResult(
+        unit.id, unit.source, unit.endpoint, unit.date, "json", "landed", url=client.redact(unit.request_url)
+    )
+    if not force and (landed := await dest.stat(unit.key)) is not None:
+        result.status = "skipped"
+        result.objects.append(LandedObject(unit.key, landed.size, landed.sha256))
+        return result
+    pages: list[tuple[int, bytes, int]] = []
+    url: str | None = unit.request_url
+    seen = set()
+    while url is not None:
+        if len(pages) >= MAX_PAGES or url in seen:
+            raise TransferError(f"{unit.id}: pagination does not end (page {len(pages) + 1}, {client.redact(url)})")
+        seen.add(url)
+        status, body, doc, attempts = await get_json(client, url, f"{unit.id} page {len(pages) + 1}")
+        pages.append((status, body, attempts))
+        url = next_url(unit, doc, url, len(pages))
+    for number in range(len(pages), 0, -1):
+        status, body, attempts = pages[number - 1]
+        key = page_key(unit.key, number)
+        await dest.put(key, body)
+        result.objects.insert(0, LandedObject(key, len(body), hashlib.sha256(body).hexdigest(), status, attempts))
+    result.attempts = sum(p[2] for p in pages)
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
