@@ -76,10 +76,10 @@ class LocalExecutor:
                 for unit in units:
                     group.create_task(self._unit(unit, group))
 
-    def _finish(self, result: UnitResult) -> None:
-        self.on_result(result)
-
     def _fail(self, unit: Unit, kind: str, unit_id: str, exc: Exception, url: str) -> UnitResult:
+        if not isinstance(exc, (TransferError, DestinationError)):
+            log.error("internal error in %s", unit_id, exc_info=exc)
+            exc = TransferError(f"internal error ({type(exc).__name__}: {exc}); please report it")
         return UnitResult(
             unit_id,
             unit.source,
@@ -97,7 +97,7 @@ class LocalExecutor:
         kind = "json" if unit.kind == "json" else "listing"
         async with self._source_slots[unit.source], self._job_slots:
             if self._budgets[unit.source].spent:
-                self._finish(self._not_attempted(unit, kind, unit.id, unit.request_url))
+                self.on_result(self._not_attempted(unit, kind, unit.id, unit.request_url))
                 return
             try:
                 if unit.kind == "json":
@@ -107,20 +107,20 @@ class LocalExecutor:
                     result = listing.result
                     for transfer in listing.files:
                         group.create_task(self._file(unit, transfer))
-            except (TransferError, DestinationError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
                 result = self._fail(unit, kind, unit.id, exc, unit.request_url)
-        self._finish(result)
+        self.on_result(result)
 
     async def _file(self, unit: Unit, transfer: FileTransfer) -> None:
         async with self._source_slots[unit.source], self._job_slots:
             if self._budgets[unit.source].spent:
-                self._finish(self._not_attempted(unit, "file", transfer.unit, transfer.url))
+                self.on_result(self._not_attempted(unit, "file", transfer.unit, transfer.url))
                 return
             try:
                 result = await transfer_file(unit, transfer, self._clients[unit.source], self.dest, force=self.force)
-            except (TransferError, DestinationError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
                 result = self._fail(unit, "file", transfer.unit, exc, transfer.url)
-        self._finish(result)
+        self.on_result(result)
 
     def _not_attempted(self, unit: Unit, kind: str, unit_id: str, url: str) -> UnitResult:
         budget = self._budgets[unit.source]

@@ -147,19 +147,19 @@ class SourceClient:
             ),
             reraise=True,
         )
+        async def bounded() -> T:
+            try:
+                async with asyncio.timeout(total):
+                    return await attempt()
+            except TimeoutError:
+                raise TransferError(f"{what}: no complete response within {total:g} s (timeouts.total)", transient=True) from None
+
         try:
-            async for try_ in retrying:
-                with try_:
-                    try:
-                        async with asyncio.timeout(total):
-                            result = await attempt()
-                    except TimeoutError:
-                        raise TransferError(f"{what}: no complete response within {total:g} s (timeouts.total)", transient=True) from None
-                return result, try_.retry_state.attempt_number
+            result = await retrying(bounded)
         except TransferError as exc:
             exc.attempts = retrying.statistics.get("attempt_number", 1)
             raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return result, retrying.statistics.get("attempt_number", 1)
 
 
 class _RetryAfterOrBackoff:

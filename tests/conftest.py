@@ -1,0 +1,74 @@
+"""Shared fixtures: the vendor emulator on loopback, and the real `apilake` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from apilake.emulator import Emulator, EmulatorConfig
+
+APILAKE = str(Path(sys.executable).parent / "apilake")
+TOKEN = "tok-9f8e7d6c5b4a"  # distinctive, so a leak anywhere is easy to find
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator(config=EmulatorConfig(token=TOKEN)) as emu:
+        yield emu
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the installed `apilake` command as a user would, in a fresh process."""
+    environ = {**os.environ, "DATAAI_TOKEN": TOKEN, **(env or {})}
+    return subprocess.run([APILAKE, *args], capture_output=True, text=True, env=environ, timeout=timeout)
+
+
+def source(emu: Emulator, endpoints: list[dict[str, Any]], **settings: Any) -> dict[str, Any]:
+    retry = {"attempts": 3, "backoff_initial": 0.05, "backoff_max": 0.2, "budget_seconds": 20}
+    return {
+        "name": "dataai",
+        "base_url": emu.api_url,
+        "token": "${DATAAI_TOKEN}",
+        "concurrency": 4,
+        "retry": retry,
+        "endpoints": endpoints,
+        **settings,
+    }
+
+
+def write_job(tmp_path: Path, emu: Emulator, endpoints: list[dict[str, Any]], **top: Any) -> Path:
+    src_settings = top.pop("source", {})
+    job = {"timezone": "Asia/Seoul", "destination": str(tmp_path / "lake"), **top,
+           "sources": [source(emu, endpoints, **src_settings)]}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path
+
+
+def lake_objects(lake: Path) -> dict[str, bytes]:
+    """Every landed object (apilake's own records excluded) by key."""
+    return {
+        p.relative_to(lake).as_posix(): p.read_bytes()
+        for p in sorted(lake.rglob("*"))
+        if p.is_file() and not p.relative_to(lake).as_posix().startswith("_apilake/")
+    }
+
+
+def records(lake: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((lake / "_apilake" / "runs").glob("*.json"))]
+
+
+def all_text(lake: Path, result: subprocess.CompletedProcess[str]) -> str:
+    """Everything a run wrote that a person could read: output, logs, records, keys."""
+    texts = [result.stdout, result.stderr]
+    texts += [p.read_text() for p in (lake / "_apilake").rglob("*.json")] if (lake / "_apilake").exists() else []
+    texts += [p.as_posix() for p in lake.rglob("*")] if lake.exists() else []
+    return "\n".join(texts)

@@ -1,0 +1,139 @@
+"""End to end: `apilake run` with JSON endpoints against the emulator on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from apilake.emulator import Fault, expected_records
+from conftest import TOKEN, all_text, lake_objects, records, run_cli, write_job
+
+DATE = "2026-11-25"
+HISTORY = {
+    "name": "app_history",
+    "kind": "json",
+    "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
+    "params": {"countries": ["US", "FR", "KR"], "start_date": "{date-6}", "end_date": "{date}"},
+    "matrix": {"market": ["ios", "google-play"], "product_id": [284882215, 310633997]},
+    "paginate": "next_page",
+}
+REVIEWS = {
+    "name": "reviews",
+    "kind": "json",
+    "path": "/v1.3/apps/{market}/app/{product_id}/reviews",
+    "params": {"countries": "US", "start_date": "{date-6}", "end_date": "{date}"},
+    "matrix": {"market": ["ios"], "product_id": [1, 2, 3, 4]},
+    "paginate": "page_index",
+}
+
+
+def landed_records(lake: Path, prefix: str, list_key: str) -> dict[str, list]:
+    """Records per unit file stem, across its pages, in page order."""
+    units: dict[str, list] = {}
+    for key, body in lake_objects(lake).items():
+        if key.startswith(prefix):
+            stem = key.rsplit("/", 1)[1].split(".")[0]
+            units.setdefault(stem, []).append((key, json.loads(body)[list_key]))
+    return {stem: [r for _, page in sorted(pages, key=lambda kp: (".page-" in kp[0], kp[0])) for r in page] for stem, pages in units.items()}
+
+
+def test_every_record_lands_exactly_once_across_pages_and_matrix(tmp_path: Path, emulator) -> None:
+    job = write_job(tmp_path, emulator, [HISTORY, REVIEWS])
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 0, result.stderr
+    lake = tmp_path / "lake"
+
+    history = landed_records(lake, "dataai/app_history/dt=2026-11-25/", "list")
+    assert len(history) == 4
+    for market in ("ios", "google-play"):
+        for product in (284882215, 310633997):
+            expected = expected_records(
+                f"/v1.3/intelligence/apps/{market}/app/{product}/history",
+                {"countries": "US+FR+KR", "start_date": "2026-11-19", "end_date": DATE},
+            )
+            assert len(expected) > 10  # spans several pages
+            assert history[f"market=ios,product_id={product}" if market == "ios" else f"market=google-play,product_id={product}"] == expected
+
+    reviews = landed_records(lake, "dataai/reviews/", "reviews")
+    for product in (1, 2, 3, 4):
+        expected = expected_records(f"/v1.3/apps/ios/app/{product}/reviews", {"countries": "US", "start_date": "2026-11-19", "end_date": DATE})
+        assert reviews[f"market=ios,product_id={product}"] == expected
+    [record] = records(lake)
+    assert record["status"] == "succeeded" and record["counts"] == {"landed": 8}
+
+
+def test_second_run_skips_what_landed(tmp_path: Path, emulator) -> None:
+    job = write_job(tmp_path, emulator, [HISTORY])
+    assert run_cli("run", str(job), "--date", DATE).returncode == 0
+    before = lake_objects(tmp_path / "lake")
+    emulator.stats.reset()
+    again = run_cli("run", str(job), "--date", DATE)
+    assert again.returncode == 0
+    assert emulator.stats.count(origin="api") == 0
+    assert lake_objects(tmp_path / "lake") == before
+    assert records(tmp_path / "lake")[-1]["counts"] == {"skipped": 4}
+
+
+def test_401_503_and_html_fail_their_units_and_the_rest_land(tmp_path: Path, emulator) -> None:
+    emulator.config.faults = [
+        Fault(match="/app/1/reviews", kind="status", status=401),
+        Fault(match="/app/2/reviews", kind="status", status=503),
+        Fault(match="/app/3/reviews", kind="body", body=b"<html><body>Maintenance</body></html>", content_type="text/html"),
+    ]
+    job = write_job(tmp_path, emulator, [REVIEWS])
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 1
+    keys = set(lake_objects(tmp_path / "lake"))
+    assert keys == {"dataai/reviews/dt=2026-11-25/market=ios,product_id=4.json"}
+    failed = {u["unit"]: u for u in records(tmp_path / "lake")[-1]["units"] if u["status"] == "failed"}
+    assert set(failed) == {f"dataai/reviews/{DATE}/market=ios,product_id={p}" for p in (1, 2, 3)}
+    assert "HTTP 401" in failed[f"dataai/reviews/{DATE}/market=ios,product_id=1"]["error"]
+    assert failed[f"dataai/reviews/{DATE}/market=ios,product_id=1"]["attempts"] == 1  # never retried
+    assert failed[f"dataai/reviews/{DATE}/market=ios,product_id=2"]["attempts"] == 3  # retried, then given up
+    assert "not JSON" in failed[f"dataai/reviews/{DATE}/market=ios,product_id=3"]["error"]
+    for product in (1, 2, 3):
+        assert f"product_id={product}" in result.stdout  # the summary names every failed unit
+
+
+def test_dry_run_prints_units_and_keys_and_touches_no_network(tmp_path: Path, emulator) -> None:
+    job = write_job(tmp_path, emulator, [HISTORY])
+    result = run_cli("run", str(job), "--date", DATE, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert emulator.stats.count() == 0
+    assert not (tmp_path / "lake").exists()
+    assert "dataai/app_history/dt=2026-11-25/market=ios,product_id=284882215.json" in result.stdout
+    assert f"{emulator.api_url}/v1.3/intelligence/apps/google-play/app/310633997/history?countries=US+FR+KR" in result.stdout
+    assert "4 unit(s)" in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_bad_job_file_exits_2_with_the_key_path(tmp_path: Path, emulator) -> None:
+    job = write_job(tmp_path, emulator, [{**HISTORY, "kind": "xml"}])
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 2
+    assert "sources[0].endpoints[0].kind" in result.stderr
+    assert str(job) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert emulator.stats.count() == 0
+
+
+def test_hostile_parameter_value_stays_inside_the_destination(tmp_path: Path, emulator) -> None:
+    hostile = {**REVIEWS, "matrix": {"market": ["ios"], "product_id": ["../../../etc", "..", "a/../../b"]},
+               "key": "{source}/{market}/{product_id}/data.json"}
+    job = write_job(tmp_path, emulator, [hostile])
+    run_cli("run", str(job), "--date", DATE)
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(tmp_path / "lake") and p.name != "job.yaml"]
+    assert outside == []
+    for key in lake_objects(tmp_path / "lake"):
+        assert ".." not in key.split("/")
+
+
+def test_token_never_reaches_logs_or_records(tmp_path: Path, emulator) -> None:
+    emulator.config.faults = [Fault(match="/app/1/reviews", kind="echo_secret", status=400)]
+    job = write_job(tmp_path, emulator, [REVIEWS, HISTORY])
+    result = run_cli("run", str(job), "--date", DATE, "--verbose", "--log-format", "json")
+    assert result.returncode == 1
+    assert emulator.stats.auth_headers("api") > 0  # the token was really sent to the API
+    echoed = [u for u in records(tmp_path / "lake")[-1]["units"] if "product_id=1" in u["unit"]]
+    assert echoed and echoed[0]["status"] == "failed"
+    assert TOKEN not in all_text(tmp_path / "lake", result)
