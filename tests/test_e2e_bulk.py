@@ -73,7 +73,7 @@ def test_second_run_downloads_nothing_and_force_downloads_again(tmp_path: Path, 
     assert again.returncode == 0
     assert emulator.stats.count(origin="files") == 0
     assert emulator.stats.count(path_contains="/v2/bulk/data") == 0
-    assert records(tmp_path / "lake")[-1]["counts"] == {"landed": 1, "skipped": 8}  # the listing, 8 files skipped
+    assert records(tmp_path / "lake")[-1]["counts"] == {"listed": 1, "skipped": 8}
     forced = run_cli("run", str(job), "--date", "2026-11-25", "--force")
     assert forced.returncode == 0
     assert emulator.stats.count(origin="files") == 8

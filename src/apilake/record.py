@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from apilake.destinations import RECORDS_PREFIX, Destination
 
-Status = Literal["landed", "skipped", "failed", "not_attempted", "interrupted"]
+Status = Literal["landed", "listed", "skipped", "failed", "not_attempted", "interrupted"]
 
 
 @dataclass(slots=True)

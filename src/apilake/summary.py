@@ -30,6 +30,8 @@ def summarize(results: Iterable[UnitResult]) -> str:
     problems = []
     for r in results:
         counts = per_endpoint[f"{r.source}/{r.endpoint}"]
+        if r.status == "listed":
+            continue  # a listing is evidence, not an object: only its failure counts
         counts[r.status] += 1
         counts["bytes"] += r.bytes
         counts["seconds"] += r.seconds

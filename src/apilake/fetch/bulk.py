@@ -73,7 +73,7 @@ async def fetch_listing(unit: Unit, endpoint: Endpoint, client: SourceClient) ->
         unit.endpoint,
         unit.date,
         "listing",
-        "landed",
+        "listed",
         url=client.redact(unit.request_url),
         attempts=attempts,
         seconds=round(time.monotonic() - started, 3),
