@@ -1,0 +1,45 @@
+"""A loopback emulator of the data.ai vendor API (v1.3 JSON API + Bulk API).
+
+Used by the demo, the end-to-end tests and the benchmarks: a real HTTP server
+whose data is deterministic (see :mod:`.data`) and whose faults are injectable
+(see :class:`Fault`).
+"""
+
+from .config import EmulatorConfig
+from .data import (
+    ApiError,
+    bulk_file_names,
+    expected_file_names,
+    expected_records,
+    file_bytes,
+    file_length,
+    file_sha256,
+    gunzip_members,
+    iter_file_chunks,
+    iter_file_range,
+    list_key,
+)
+from .faults import FAULT_KINDS, Fault
+from .server import Emulator, serve
+from .stats import RequestRecord, Stats
+
+__all__ = [
+    "ApiError",
+    "Emulator",
+    "EmulatorConfig",
+    "FAULT_KINDS",
+    "Fault",
+    "RequestRecord",
+    "Stats",
+    "bulk_file_names",
+    "expected_file_names",
+    "expected_records",
+    "file_bytes",
+    "file_length",
+    "file_sha256",
+    "gunzip_members",
+    "iter_file_chunks",
+    "iter_file_range",
+    "list_key",
+    "serve",
+]
