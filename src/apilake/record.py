@@ -50,8 +50,8 @@ class UnitResult:
 
 
 def new_run_id(now: dt.datetime) -> str:
-    """Sortable by time, unique across hosts: 20261126T134000Z-3f9a1c."""
-    return now.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    """Sortable by time (to the microsecond), unique across hosts: 20261126T134000.123456Z-3f9a1c."""
+    return now.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + secrets.token_hex(3)
 
 
 def record_key(run_id: str) -> str:
