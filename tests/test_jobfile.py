@@ -78,3 +78,9 @@ def test_unknown_profile(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(JobFileError, match="no such job file"):
         load_job(tmp_path / "nope.yaml")
+
+
+def test_secret_looking_variables_are_secrets_wherever_they_are_used(tmp_path: Path) -> None:
+    text = GOOD.replace("matrix: {market: [ios]}", "matrix: {market: [ios]}\n        params: {api_key: '${VENDOR_API_KEY}', region: '${REGION}'}")
+    job = load_job(write(tmp_path, text), environ={"TOKEN": "t0k3n", "VENDOR_API_KEY": "k3y-value", "REGION": "eu"})
+    assert set(job.secrets()) == {"t0k3n", "k3y-value"}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from apilake.errors import JobFileError, TemplateError
 from apilake.templates import placeholders
@@ -80,6 +80,7 @@ class Source(_Model):
     base_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+(/\S*)?$")]
     token: str | None = None
     headers: dict[str, str] = {}
+    requests_per_second: int | None = Field(None, ge=1)
     requests_per_minute: int | None = Field(None, ge=1)
     requests_per_day: int | None = Field(None, ge=1)
     concurrency: int = Field(4, ge=1, le=256)
@@ -121,6 +122,7 @@ class Job(_Model):
     scheduler_address: str | None = None
     s3: S3Options = S3Options()
     sources: list[Source] = Field(min_length=1)
+    _env_secrets: tuple[str, ...] = PrivateAttr(default=())
 
     @field_validator("timezone")
     @classmethod
@@ -167,7 +169,9 @@ class Job(_Model):
         return self
 
     def secrets(self) -> list[str]:
-        return [secret for source in self.sources for secret in source.secrets()]
+        """Tokens, secret headers, and values of `${VAR}`s whose names say they are secret."""
+        found = [secret for source in self.sources for secret in source.secrets()] + list(self._env_secrets)
+        return list(dict.fromkeys(found))
 
 
 def _check_unique(names: list[str], what: str) -> None:
@@ -191,6 +195,7 @@ def _check_cron(expression: str | None) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # loading
 
+SECRET_VARIABLE = re.compile(r"(?i)TOKEN|SECRET|PASSW|KEY|CREDENTIAL|AUTH|SIGNATURE")
 _ENV_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\$")
 
 
@@ -219,11 +224,14 @@ def load_job(
     if not isinstance(raw, dict):
         raise JobFileError(f"{path}: a job file is a YAML mapping with at least a `sources:` list")
     raw = apply_profile(raw, profile or environ.get("APILAKE_PROFILE"), path)
-    raw = substitute_env(raw, environ, path)
+    used: dict[str, str] = {}
+    raw = substitute_env(raw, environ, path, used=used)
     try:
-        return Job.model_validate(raw)
+        job = Job.model_validate(raw)
     except ValidationError as exc:
         raise JobFileError(format_validation_error(path, exc)) from None
+    job._env_secrets = tuple(value for name, value in used.items() if SECRET_VARIABLE.search(name) and value)
+    return job
 
 
 def apply_profile(raw: dict[str, Any], profile: str | None, path: Path) -> dict[str, Any]:
@@ -263,12 +271,15 @@ def _overlay_sources(sources: Any, overlay: Any, path: Path, profile: str) -> An
     ]
 
 
-def substitute_env(node: Any, environ: dict[str, str], path: Path, where: str = "") -> Any:
-    """Replace `${VAR}` (and `${VAR:-default}`) in every string; `$$` is a literal `$`."""
+def substitute_env(node: Any, environ: dict[str, str], path: Path, where: str = "", *, used: dict[str, str]) -> Any:
+    """Replace `${VAR}` (and `${VAR:-default}`) in every string; `$$` is a literal `$`.
+
+    `used` collects the variables read, so values of secret-looking ones can be redacted.
+    """
     if isinstance(node, dict):
-        return {k: substitute_env(v, environ, path, _join(where, str(k))) for k, v in node.items()}
+        return {k: substitute_env(v, environ, path, _join(where, str(k)), used=used) for k, v in node.items()}
     if isinstance(node, list):
-        return [substitute_env(v, environ, path, f"{where}[{i}]") for i, v in enumerate(node)]
+        return [substitute_env(v, environ, path, f"{where}[{i}]", used=used) for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
 
@@ -277,6 +288,7 @@ def substitute_env(node: Any, environ: dict[str, str], path: Path, where: str = 
             return "$"
         name, default = match.group("name"), match.group("default")
         if name in environ:
+            used[name] = environ[name]
             return environ[name]
         if default is not None:
             return default

@@ -61,7 +61,7 @@ class LocalExecutor:
         self.force = force
         self.on_result = on_result
         self._endpoints = {(s.name, e.name): e for s in job.sources for e in s.endpoints}
-        self._budgets = {s.name: RequestBudget(s.name, s.requests_per_minute, s.requests_per_day) for s in job.sources}
+        self._budgets = {s.name: RequestBudget(s) for s in job.sources}
         self._source_slots = {s.name: asyncio.Semaphore(s.concurrency) for s in job.sources}
         self._job_slots = asyncio.Semaphore(job.concurrency)
         self._clients: dict[str, SourceClient] = {}
