@@ -1,0 +1,142 @@
+"""A real S3 protocol server for tests: moto's standalone server on loopback, in its own process.
+
+A separate process keeps the stored objects out of the test process (memory measurements stay
+honest) and lets a test start a server with its own settings, e.g. one that checks credentials
+(`MotoServer(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})`).
+
+Use `with MotoServer() as endpoint_url:` directly, or the `moto_endpoint` fixture (import it into a
+test module or a conftest.py), which also points the AWS credential chain at dummy values so a
+developer's real ~/.aws is never read.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+
+DUMMY_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+# Variables that would let a developer's own AWS setup leak into a test.
+AWS_ENV_TO_CLEAR = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CA_BUNDLE",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class MotoServer:
+    """`python -m moto.server` on 127.0.0.1 and a free port; stopped (terminate, wait) on exit."""
+
+    def __init__(self, env: dict[str, str] | None = None, *, startup_timeout: float = 20.0) -> None:
+        self.env = env or {}
+        self.startup_timeout = startup_timeout
+        self.endpoint_url = ""
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
+
+    def start(self) -> str:
+        last_error = ""
+        for _attempt in range(3):  # the free port can be taken between probing and binding
+            port = _free_port()
+            env = {**os.environ, **DUMMY_AWS_ENV, **self.env}
+            self._log = tempfile.NamedTemporaryFile(prefix="moto-server-", suffix=".log")
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
+            if self._wait_until_listening(port):
+                self.endpoint_url = f"http://127.0.0.1:{port}"
+                return self.endpoint_url
+            last_error = Path(self._log.name).read_text(errors="replace")[-2000:]
+            self.stop()
+        raise RuntimeError(f"moto server did not start:\n{last_error}")
+
+    def _wait_until_listening(self, port: int) -> bool:
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return False
+            try:
+                # A TCP connect, not an HTTP request: a request would count against
+                # INITIAL_NO_AUTH_ACTION_COUNT on a server that checks credentials.
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def use_dummy_aws_env(monkeypatch: pytest.MonkeyPatch, config_dir: Path) -> None:
+    """Point the AWS credential chain at dummy keys only: no ~/.aws files, no instance metadata."""
+    for name in AWS_ENV_TO_CLEAR:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in DUMMY_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config_dir / "aws-config-absent"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(config_dir / "aws-credentials-absent"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Dummy AWS credentials for the test, whatever the developer's own setup."""
+    use_dummy_aws_env(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def moto_endpoint(aws_env: None) -> Iterator[str]:
+    """The endpoint URL of a fresh moto S3 server, stopped after the test."""
+    with MotoServer() as endpoint_url:
+        yield endpoint_url

@@ -1,0 +1,408 @@
+"""S3Destination against a real S3 protocol server (moto, loopback only)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from apilake.destinations import ObjectInfo, open_destination
+from apilake.destinations.s3 import MAX_PARTS, MIB, MIN_PART, S3Destination, part_size
+from apilake.errors import DestinationError
+from apilake.jobfile import S3Options
+
+try:
+    from moto_server import MotoServer, aws_env, moto_endpoint  # noqa: F401  (fixtures)
+except ImportError:  # tests/ became a package
+    from tests.moto_server import MotoServer, aws_env, moto_endpoint  # noqa: F401
+
+BUCKET = "lake"
+
+
+def _options(endpoint: str, **kw: Any) -> S3Options:
+    return S3Options(endpoint_url=endpoint, region="us-east-1", addressing_style="path", **kw)
+
+
+@pytest.fixture
+def endpoint(moto_endpoint: str) -> str:
+    boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=BUCKET)
+    return moto_endpoint
+
+
+def _dest(endpoint: str, prefix: str = "landing", **kw: Any) -> S3Destination:
+    return S3Destination(f"s3://{BUCKET}/{prefix}", _options(endpoint, **kw))
+
+
+def _chunks(data: bytes, seed: int = 7) -> Iterator[bytes]:
+    """Uneven chunk sizes, as an HTTP stream hands them over."""
+    rng = random.Random(seed)
+    pos = 0
+    while pos < len(data):
+        size = rng.choice([1, 4099, 65_536, 300_001, 1 << 20, 777_777])
+        yield data[pos : pos + size]
+        pos += size
+
+
+def _stream(dest: S3Destination, key: str, data: bytes, **kw: Any) -> None:
+    async def go() -> None:
+        try:
+            async with dest.open_write(key, **kw) as writer:
+                for chunk in _chunks(data):
+                    await writer.write(chunk)
+        finally:
+            await dest.close()
+
+    asyncio.run(go())
+
+
+def _run(dest: S3Destination, coro_fn: Any) -> Any:
+    async def go() -> Any:
+        try:
+            return await coro_fn()
+        finally:
+            await dest.close()
+
+    return asyncio.run(go())
+
+
+def test_small_object_put_stat_read_list_delete(endpoint: str) -> None:
+    dest = open_destination(f"s3://{BUCKET}/landing", _options(endpoint))
+    assert isinstance(dest, S3Destination) and dest.url == f"s3://{BUCKET}/landing"
+    body = b'{"rows": [1, 2, 3]}' * 100
+
+    async def go() -> tuple[Any, ...]:
+        await dest.check()
+        await dest.put("api/2024/01/a.json", body)
+        await dest.put("api/2024/01/empty.json", b"")
+        await dest.put("other/b.json", b"b")
+        info = await dest.stat("api/2024/01/a.json")
+        data = await dest.read("api/2024/01/a.json")
+        listed = [o async for o in dest.list("api/")]
+        everything = [o async for o in dest.list()]
+        missing = await dest.stat("api/nope.json")
+        await dest.delete("other/b.json")
+        await dest.delete("other/b.json")  # deleting twice is fine, as in the local destination
+        gone = await dest.stat("other/b.json")
+        with pytest.raises(FileNotFoundError):
+            await dest.read("other/b.json")
+        return info, data, listed, everything, missing, gone
+
+    info, data, listed, everything, missing, gone = _run(dest, go)
+    assert info == ObjectInfo("api/2024/01/a.json", len(body), hashlib.sha256(body).hexdigest())
+    assert data == body
+    assert listed == [ObjectInfo("api/2024/01/a.json", len(body)), ObjectInfo("api/2024/01/empty.json", 0)]
+    assert [o.key for o in everything] == ["api/2024/01/a.json", "api/2024/01/empty.json", "other/b.json"]
+    assert missing is None and gone is None
+    # keys live under the destination prefix, with the sha256 as user metadata
+    head = boto3.client("s3", endpoint_url=endpoint).head_object(Bucket=BUCKET, Key="landing/api/2024/01/a.json")
+    assert head["Metadata"] == {"sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_list_paginates_and_bucket_root_prefix(endpoint: str) -> None:
+    dest = S3Destination(f"s3://{BUCKET}", _options(endpoint))
+    client = boto3.client("s3", endpoint_url=endpoint)
+    for i in range(1005):  # list_objects_v2 pages hold 1,000 keys
+        client.put_object(Bucket=BUCKET, Key=f"k/{i:05d}", Body=b"x")
+
+    async def go() -> list[ObjectInfo]:
+        return [o async for o in dest.list("k/")]
+
+    listed = _run(dest, go)
+    assert [o.key for o in listed] == [f"k/{i:05d}" for i in range(1005)]
+
+
+def test_multipart_stream_is_byte_identical(endpoint: str) -> None:
+    dest = _dest(endpoint, part_size_mb=5)
+    data = os.urandom(3 * 5 * MIB + 123_457)  # three full parts and a short last one
+    _stream(dest, "bulk/big.csv.gz", data)
+    client = boto3.client("s3", endpoint_url=endpoint)
+    got = client.get_object(Bucket=BUCKET, Key="landing/bulk/big.csv.gz")["Body"].read()
+    assert got == data
+    assert client.head_object(Bucket=BUCKET, Key="landing/bulk/big.csv.gz", PartNumber=1)["PartsCount"] == 4
+    info = _run(dest, lambda: dest.stat("bulk/big.csv.gz"))
+    assert info == ObjectInfo("bulk/big.csv.gz", len(data), None)  # multipart: the run records hold the sha256
+    assert dest.open_multipart_uploads() == []
+
+
+def test_stream_of_exactly_one_part_uses_multipart(endpoint: str) -> None:
+    dest = _dest(endpoint, part_size_mb=5)
+    data = os.urandom(5 * MIB)
+    _stream(dest, "one-part.bin", data, size_hint=len(data))
+    assert _run(dest, lambda: dest.read("one-part.bin")) == data
+
+
+def test_exception_in_block_leaves_nothing(endpoint: str) -> None:
+    dest = _dest(endpoint, part_size_mb=5)
+
+    async def go(key: str, size: int) -> None:
+        try:
+            async with dest.open_write(key) as writer:
+                for chunk in _chunks(os.urandom(size)):
+                    await writer.write(chunk)
+                raise RuntimeError("source connection dropped")
+        finally:
+            await dest.close()
+
+    with pytest.raises(RuntimeError, match="dropped"):
+        asyncio.run(go("multi.bin", 12 * MIB))  # two parts uploaded or uploading, then the failure
+    with pytest.raises(RuntimeError, match="dropped"):
+        asyncio.run(go("single.bin", 100_000))
+    assert _run(dest, lambda: dest.stat("multi.bin")) is None
+    assert _run(dest, lambda: dest.stat("single.bin")) is None
+    assert dest.open_multipart_uploads() == []
+    assert boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def test_cancellation_aborts_multipart_upload(endpoint: str) -> None:
+    dest = _dest(endpoint, part_size_mb=5)
+
+    async def go() -> None:
+        ready = asyncio.Event()
+
+        async def transfer() -> None:
+            async with dest.open_write("cancelled.bin") as writer:
+                await writer.write(os.urandom(11 * MIB))  # parts 1 and 2 leave; they may still be in flight
+                ready.set()
+                await asyncio.sleep(3600)
+
+        task = asyncio.create_task(transfer())
+        await ready.wait()
+        task.cancel()
+        try:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            await dest.close()
+
+    asyncio.run(go())
+    assert dest.open_multipart_uploads() == []
+    assert _run(dest, lambda: dest.stat("cancelled.bin")) is None
+
+
+def test_cancellation_while_the_upload_starts_still_aborts(endpoint: str) -> None:
+    dest = _dest(endpoint, part_size_mb=5)
+    client = dest.client()
+    real_create = client.create_multipart_upload
+    creating = threading.Event()
+
+    def slow_create(**kwargs: Any) -> Any:
+        creating.set()
+        time.sleep(0.3)
+        return real_create(**kwargs)
+
+    client.create_multipart_upload = slow_create
+
+    async def go() -> None:
+        async def transfer() -> None:
+            async with dest.open_write("starting.bin") as writer:
+                await writer.write(os.urandom(6 * MIB))
+
+        task = asyncio.create_task(transfer())
+        while not creating.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()  # the upload exists only after this: it must be aborted all the same
+        try:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            await dest.close()
+
+    asyncio.run(go())
+    assert dest.open_multipart_uploads() == []
+    assert _run(dest, lambda: dest.stat("starting.bin")) is None
+
+
+def test_failed_part_upload_names_the_key_and_aborts(endpoint: str) -> None:
+    dest = _dest(endpoint, part_size_mb=5)
+    client = dest.client()
+    real_upload_part = client.upload_part
+
+    def flaky_upload_part(**kwargs: Any) -> Any:
+        if kwargs["PartNumber"] == 2:
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"}}, "UploadPart")
+        return real_upload_part(**kwargs)
+
+    client.upload_part = flaky_upload_part
+    with pytest.raises(DestinationError, match=r"part 2 of s3://lake/landing/flaky\.bin.*InternalError"):
+        _stream(dest, "flaky.bin", os.urandom(16 * MIB))
+    assert dest.open_multipart_uploads() == []
+    assert _run(dest, lambda: dest.stat("flaky.bin")) is None
+
+
+def test_check_missing_bucket(moto_endpoint: str) -> None:
+    dest = S3Destination("s3://no-such-bucket/x", _options(moto_endpoint))
+    with pytest.raises(DestinationError, match="bucket 'no-such-bucket' does not exist"):
+        _run(dest, dest.check)
+
+
+def test_check_rejected_credentials(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # moto checks credentials once INITIAL_NO_AUTH_ACTION_COUNT actions have passed (here: at once);
+    # keys not created through its IAM are unknown to it.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID0000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-print-this-secret")
+    with MotoServer(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as endpoint_url:
+        dest = S3Destination(f"s3://{BUCKET}", _options(endpoint_url))
+        with pytest.raises(DestinationError) as caught:
+            _run(dest, dest.check)
+    message = str(caught.value)
+    assert "403" in message and "AWS_ACCESS_KEY_ID" in message and "AWS_PROFILE" in message
+    assert "do-not-print-this-secret" not in message and "AKIAEXAMPLEKEYID0000" not in message
+
+
+def test_check_without_credentials(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    dest = S3Destination(f"s3://{BUCKET}", _options("http://127.0.0.1:9"))
+    with pytest.raises(DestinationError, match="no usable AWS credentials.*standard AWS chain"):
+        _run(dest, dest.check)
+
+
+def test_check_unknown_profile(aws_env: None) -> None:
+    dest = S3Destination(f"s3://{BUCKET}", _options("http://127.0.0.1:9", profile="nobody"))
+    with pytest.raises(DestinationError, match="profile 'nobody'"):
+        _run(dest, dest.check)
+
+
+def test_check_unreachable_endpoint(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with socket_closed_port() as port:
+        dest = S3Destination(f"s3://{BUCKET}", _options(f"http://127.0.0.1:{port}"))
+        with pytest.raises(DestinationError, match=f"cannot reach the S3 endpoint http://127.0.0.1:{port}"):
+            _run(dest, dest.check)
+
+
+class socket_closed_port:
+    """A loopback port with nothing listening."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("url", ["s3://", "s3:///prefix", "s3://bad bucket/x"])
+def test_bad_url(url: str) -> None:
+    with pytest.raises(DestinationError, match="bucket"):
+        S3Destination(url, S3Options())
+
+
+@pytest.mark.parametrize(
+    ("url", "root"), [("s3://b", ""), ("s3://b/", ""), ("s3://b/p", "p/"), ("s3://b/p/q/", "p/q/")]
+)
+def test_url_prefix(url: str, root: str) -> None:
+    dest = S3Destination(url, S3Options())
+    assert (dest.bucket, dest.root, dest.url) == ("b", root, url)
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "./a"])
+def test_unsafe_keys_are_refused(key: str) -> None:
+    async def go() -> None:
+        async with S3Destination("s3://b/p", S3Options()).open_write(key):
+            pass
+
+    with pytest.raises(DestinationError, match="not a valid object key"):
+        asyncio.run(go())
+
+
+def _plan(total: int, *, part_size_mb: int, size_hint: int | None) -> list[int]:
+    sizes, left = [], total
+    while left > 0:
+        size = min(left, part_size(len(sizes) + 1, part_size_mb=part_size_mb, size_hint=size_hint))
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+GB = 10**9
+
+
+@pytest.mark.parametrize(
+    ("total", "part_size_mb", "hinted", "parts", "first_part"),
+    [
+        (50 * GB, 8, True, 5_961, 8 * MIB),  # 50 GB / 9,000 = 5.3 MiB < 8 MiB
+        (50 * GB, 5, True, 7_948, 6 * MIB),  # 5.3 MiB, rounded up to 6 MiB
+        (1_500_000_000, 8, True, 179, 8 * MIB),
+        (50 * GB, 8, False, 2_741, 8 * MIB),  # 1,000 x 8 MiB, 1,000 x 16 MiB, 741 x 32 MiB
+        (50 * GB, 5, False, 3_318, 5 * MIB),  # ... up to 40 MiB parts
+        (200 * GB, 8, False, 4_553, 8 * MIB),  # ... up to 128 MiB parts
+        (20 * MIB, 5, False, 4, 5 * MIB),
+    ],
+)
+def test_part_size_table(total: int, part_size_mb: int, hinted: bool, parts: int, first_part: int) -> None:
+    sizes = _plan(total, part_size_mb=part_size_mb, size_hint=total if hinted else None)
+    assert len(sizes) <= MAX_PARTS
+    assert all(size >= MIN_PART for size in sizes[:-1])
+    assert len(sizes) == parts
+    assert sizes[0] == first_part
+    if hinted:
+        assert len(set(sizes[:-1])) <= 1  # one size when the length is known: predictable memory
+
+
+def test_part_size_stream_longer_than_its_hint_still_fits() -> None:
+    sizes = _plan(500 * GB, part_size_mb=8, size_hint=10 * GB)
+    assert len(sizes) <= MAX_PARTS and all(size >= MIN_PART for size in sizes[:-1])
+    with pytest.raises(DestinationError, match="at most 10,000 parts"):
+        part_size(MAX_PARTS + 1, part_size_mb=8)
+
+
+def test_memory_is_bounded_by_parts_in_flight(endpoint: str) -> None:
+    dest = _dest(endpoint, part_size_mb=5, parts_in_flight=2)
+    client = dest.client()
+    real_upload_part = client.upload_part
+    running = 0
+    most_running = 0
+    lock = threading.Lock()
+
+    def slow_upload_part(**kwargs: Any) -> Any:  # slower than the stream: write() must wait
+        nonlocal running, most_running
+        with lock:
+            running += 1
+            most_running = max(most_running, running)
+        try:
+            time.sleep(0.15)
+            return real_upload_part(**kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    client.upload_part = slow_upload_part
+    block = os.urandom(1 << 20)
+    total = 40 * MIB
+    bound = (2 + 1) * 5 * MIB
+
+    async def go() -> int:
+        async with dest.open_write("bounded.bin") as writer:
+            sent = 0
+            while sent < total:
+                n = min(total - sent, 65_536 * random.randint(1, 16))  # 64 KiB .. 1 MiB
+                await writer.write(block[:n])
+                sent += n
+        await dest.close()
+        return writer.peak_held_bytes
+
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        peak_counted = asyncio.run(go())
+        traced_peak = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+    assert most_running == 2
+    assert 2 * 5 * MIB < peak_counted <= bound
+    # Everything Python allocated meanwhile (chunks, boto3 internals) stays near the bound too.
+    assert traced_peak <= bound + 4 * MIB, traced_peak / MIB
