@@ -45,6 +45,7 @@ def source(emu: Emulator, endpoints: list[dict[str, Any]], **settings: Any) -> d
 
 
 def write_job(tmp_path: Path, emu: Emulator, endpoints: list[dict[str, Any]], **top: Any) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     src_settings = top.pop("source", {})
     job = {"timezone": "Asia/Seoul", "destination": str(tmp_path / "lake"), **top,
            "sources": [source(emu, endpoints, **src_settings)]}

@@ -1,0 +1,128 @@
+"""End to end: `apilake run` into s3://bucket/prefix on moto's standalone S3 server."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+
+from apilake.emulator import Fault, expected_file_names, file_bytes
+from conftest import TOKEN, run_cli, write_job
+from moto_server import MotoServer, aws_env, moto_endpoint  # noqa: F401 - fixtures
+
+DATE = "2026-11-25"
+BULK = {
+    "name": "bulk_daily",
+    "kind": "bulk",
+    "path": "/v2/bulk/get-bulk-urls",
+    "params": {"metric_bundles": "app_downloads", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"},
+}
+DETAILS = {
+    "name": "details",
+    "kind": "json",
+    "path": "/v1.3/apps/{market}/app/{product_id}/details",
+    "matrix": {"market": ["ios", "google-play"], "product_id": [1, 2]},
+}
+
+
+def s3(endpoint: str):
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
+def bucket_objects(endpoint: str, bucket: str = "lake", prefix: str = "raw/") -> dict[str, bytes]:
+    client = s3(endpoint)
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])]
+    return {k[len(prefix):]: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def data_objects(endpoint: str) -> dict[str, bytes]:
+    return {k: v for k, v in bucket_objects(endpoint).items() if not k.startswith("_apilake/")}
+
+
+def s3_job(tmp_path: Path, emulator, endpoint: str, endpoints: list, **top) -> Path:
+    return write_job(tmp_path, emulator, endpoints, destination="s3://lake/raw", s3={"endpoint_url": endpoint, "part_size_mb": 5}, **top)
+
+
+def expected_bulk(emulator) -> dict[str, bytes]:
+    out = {}
+    for name in expected_file_names("app_downloads", DATE, DATE, "daily", emulator.config):
+        kind, *_, date, file_name = name.split("/")
+        folder = "metrics" if kind == "metrics" else f"dimensions/{file_name.split('.')[0]}"
+        out[f"dataai/bulk_daily/{folder}/dt={date}/{file_name}"] = file_bytes(name, emulator.config.file_size_for(name))
+    return out
+
+
+@pytest.fixture
+def bucket(moto_endpoint: str) -> str:
+    s3(moto_endpoint).create_bucket(Bucket="lake")
+    return moto_endpoint
+
+
+def test_json_and_bulk_land_byte_identical_once_and_rerun_uploads_nothing(tmp_path: Path, emulator, bucket: str) -> None:
+    emulator.config.file_sizes = {"data.": 12 * 1024 * 1024}  # metric files span three 5 MiB parts
+    job = s3_job(tmp_path, emulator, bucket, [DETAILS, BULK])
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    landed = data_objects(bucket)
+    bulk = {k: v for k, v in landed.items() if "/bulk_daily/" in k}
+    assert bulk == expected_bulk(emulator)
+    assert max(len(v) for v in bulk.values()) > 10 * 1024 * 1024  # multipart really happened
+    details = {k: json.loads(v) for k, v in landed.items() if "/details/" in k}
+    assert sorted(details) == [f"dataai/details/dt={DATE}/market={m},product_id={p}.json" for m in ("google-play", "ios") for p in (1, 2)]
+    records = [k for k in bucket_objects(bucket) if k.startswith("_apilake/runs/")]
+    assert len(records) == 1
+    assert s3(bucket).list_multipart_uploads(Bucket="lake").get("Uploads", []) == []
+
+    emulator.stats.reset()
+    again = run_cli("run", str(job), "--date", DATE)
+    assert again.returncode == 0
+    assert emulator.stats.count(origin="files") == 0
+    assert data_objects(bucket) == landed
+    record = json.loads(bucket_objects(bucket)[sorted(k for k in bucket_objects(bucket) if k.startswith("_apilake/runs/"))[-1]])
+    assert record["counts"] == {"skipped": 8, "listed": 1}
+
+
+def test_transfer_cut_half_way_leaves_no_object_and_no_open_upload(tmp_path: Path, emulator, bucket: str) -> None:
+    emulator.config.file_sizes = {"data.": 12 * 1024 * 1024}
+    emulator.config.faults = [Fault(match=r"data\.\d+\.20261125\.1\.csv\.gz", kind="cut", origin="files")]
+    job = s3_job(tmp_path, emulator, bucket, [BULK])
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 1
+    expected = expected_bulk(emulator)
+    cut = [k for k in expected if k.endswith(".1.csv.gz") and "/metrics/" in k]
+    assert data_objects(bucket) == {k: v for k, v in expected.items() if k not in cut}
+    assert s3(bucket).list_multipart_uploads(Bucket="lake").get("Uploads", []) == []
+
+
+def test_missing_bucket_exits_2_before_any_work(tmp_path: Path, emulator, moto_endpoint: str) -> None:
+    job = s3_job(tmp_path, emulator, moto_endpoint, [DETAILS])
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 2
+    assert "bucket 'lake'" in result.stderr and "Traceback" not in result.stderr
+    assert emulator.stats.count() == 0
+
+
+def test_bad_credentials_exit_2_and_are_never_printed(tmp_path: Path, emulator, aws_env: None, monkeypatch) -> None:
+    secret = "wrongSecretKey0123456789"
+    with MotoServer(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as endpoint:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+        job = s3_job(tmp_path, emulator, endpoint, [DETAILS])
+        result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 2
+    assert "credentials" in result.stderr
+    assert secret not in result.stdout + result.stderr
+    assert emulator.stats.count() == 0
+
+
+def test_exit_codes_are_right_every_time_in_fresh_processes(tmp_path: Path, emulator, bucket: str) -> None:
+    """The S3 path must never turn a result into a crash at interpreter exit (cron relies on it)."""
+    emulator.config.faults = [Fault(match="/app/2/details", kind="status", status=404)]
+    good = s3_job(tmp_path / "good", emulator, bucket, [{**DETAILS, "matrix": {"market": ["ios"], "product_id": [1]}}])
+    bad = s3_job(tmp_path / "bad", emulator, bucket, [DETAILS])
+    codes = [(run_cli("run", str(good), "--date", DATE, "--force").returncode, run_cli("run", str(bad), "--date", DATE).returncode) for _ in range(8)]
+    assert codes == [(0, 1)] * 8
+    assert TOKEN not in json.dumps({k: v.decode("utf-8", "replace") for k, v in bucket_objects(bucket).items()})
