@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,25 @@ def emulator() -> Iterator[Emulator]:
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the installed `apilake` command as a user would, in a fresh process."""
-    environ = {**os.environ, "DATAAI_TOKEN": TOKEN, **(env or {})}
-    return subprocess.run([APILAKE, *args], capture_output=True, text=True, env=environ, timeout=timeout)
+    return subprocess.run([APILAKE, *args], capture_output=True, text=True, env=_environ(env), timeout=timeout)
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start `apilake` in the background (for kill, signal and lock tests); the caller waits for it."""
+    return subprocess.Popen([APILAKE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environ(env))
+
+
+def _environ(extra: dict[str, str] | None) -> dict[str, str]:
+    return {**os.environ, "DATAAI_TOKEN": TOKEN, **(extra or {})}
+
+
+def wait_for(condition: Any, timeout: float = 30.0) -> None:
+    """Poll until `condition()` is true (a bounded wait on a real process, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.02)
 
 
 def source(emu: Emulator, endpoints: list[dict[str, Any]], **settings: Any) -> dict[str, Any]:
@@ -55,11 +73,14 @@ def write_job(tmp_path: Path, emu: Emulator, endpoints: list[dict[str, Any]], **
 
 
 def lake_objects(lake: Path) -> dict[str, bytes]:
-    """Every landed object (apilake's own records excluded) by key."""
+    """Every landed object by key: apilake's own records and hidden temporary files excluded.
+
+    Temporary files start with a dot, so lake readers (Spark, Hive, Trino) skip them too.
+    """
     return {
         p.relative_to(lake).as_posix(): p.read_bytes()
         for p in sorted(lake.rglob("*"))
-        if p.is_file() and not p.relative_to(lake).as_posix().startswith("_apilake/")
+        if p.is_file() and not p.relative_to(lake).as_posix().startswith("_apilake/") and not p.name.startswith(".")
     }
 
 

@@ -25,7 +25,9 @@ class _FileWriter:
     async def write(self, chunk: bytes) -> None:
         # Page-cache writes of a few hundred KiB return in microseconds: a thread hop would cost more.
         try:
-            self._handle.write(chunk)
+            view = memoryview(chunk)
+            while view:  # an unbuffered write may take less than it was given
+                view = view[self._handle.write(view) or 0 :]
         except OSError as exc:
             raise _os_error(exc, self._key) from None
 
@@ -64,7 +66,7 @@ class LocalDestination(Destination):
             for stale in path.parent.glob(f".{path.name}{TEMP_MARK}*"):
                 stale.unlink(missing_ok=True)  # left by a killed run; the run lock says none is live
             temp = path.parent / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
-            handle = open(temp, "xb")
+            handle = open(temp, "xb", buffering=0)  # chunks are large: no copy into a buffer
         except OSError as exc:
             raise _os_error(exc, key) from None
         try:
