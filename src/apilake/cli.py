@@ -75,7 +75,9 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date, start=start, end=end)
     units = plan(job, dates, only)
     if dry_run:
-        _print_plan(units, dest or job.destination)
+        from apilake.redact import Redactor
+
+        _print_plan(units, dest or job.destination, Redactor(job.secrets()))
         return
     from apilake.runner import run_job
     from apilake.summary import summarize
@@ -88,10 +90,10 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     sys.exit(report.exit_code)
 
 
-def _print_plan(units: list[Any], destination: str) -> None:
+def _print_plan(units: list[Any], destination: str, redact: Any) -> None:
     for unit in units:
         target = unit.key if unit.kind == "json" else f"{unit.key}  (per listed file)"
-        click.echo(f"{unit.id}\n    GET {unit.request_url}\n    -> {target}")
+        click.echo(redact(f"{unit.id}\n    GET {unit.request_url}\n    -> {target}"))
     click.echo(f"{len(units)} unit(s) into {destination}")
 
 

@@ -1,0 +1,181 @@
+"""Bad input gets a clear error that names the file, key or unit, never a traceback, never data loss.
+
+One test per row of the README's "Bad input" table.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from apilake.emulator import Fault
+from conftest import TOKEN, all_text, lake_objects, records, run_cli, write_job
+
+DATE = "2026-11-25"
+DETAILS = {"name": "details", "kind": "json", "path": "/v1.3/apps/ios/app/{product_id}/details", "matrix": {"product_id": [1, 2]}}
+BULK = {
+    "name": "bulk_daily",
+    "kind": "bulk",
+    "path": "/v2/bulk/get-bulk-urls",
+    "params": {"metric_bundles": "app_downloads", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"},
+}
+
+
+def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+# -- the job file: exit 2 before any work --------------------------------------------------------
+
+JOB_FILE_CASES = [
+    pytest.param(lambda text: text.replace("kind: json", "kind: [json"), "not valid YAML", id="malformed-yaml"),
+    pytest.param(lambda text: text.replace("kind: json", "kind: json\n    paginte: next_page"), "sources[0].endpoints[0].paginte: unknown key", id="unknown-key"),
+    pytest.param(lambda text: text.replace("concurrency: 4", "concurrency: lots"), "sources[0].concurrency: Input should be a valid integer", id="wrong-type"),
+    pytest.param(lambda text: text.replace("kind: json", "kind: xml"), "sources[0].endpoints[0].kind: got 'xml'", id="unknown-kind"),
+    pytest.param(lambda text: text.replace("${DATAAI_TOKEN}", "${NOT_SET_ANYWHERE}"), "sources[0].token: environment variable NOT_SET_ANYWHERE is not set", id="missing-var"),
+    pytest.param(lambda text: text.replace("path: /v1.3", "key: '{product_id}'\n    path: /v1.3"), "empty key", id="key-renders-empty"),
+    pytest.param(lambda text: text.replace("path: /v1.3", "key: _apilake/{product_id}.json\n    path: /v1.3"), "_apilake/", id="key-inside-apilake"),
+]
+
+
+@pytest.mark.parametrize("edit, message", JOB_FILE_CASES)
+def test_bad_job_file_exits_2_naming_file_and_key(tmp_path: Path, emulator, edit, message: str) -> None:
+    job = write_job(tmp_path, emulator, [{**DETAILS, "matrix": {"product_id": ["", "x"]}} if "empty" in message else DETAILS])
+    job.write_text(edit(yaml.safe_dump(yaml.safe_load(job.read_text()), sort_keys=False, default_flow_style=False, indent=2)))
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    no_traceback(result)
+    assert emulator.stats.count() == 0
+    assert not (tmp_path / "lake").exists()
+
+
+# -- the network: the unit fails (exit 1), the message names the host --------------------------------
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "base_url, message",
+    [
+        pytest.param(f"http://127.0.0.1:{closed_port()}", "cannot connect", id="unreachable-host"),
+        pytest.param("http://no-such-host.invalid", "cannot connect", id="dns-failure"),
+    ],
+)
+def test_unreachable_hosts_fail_their_units(tmp_path: Path, emulator, base_url: str, message: str) -> None:
+    job = write_job(tmp_path, emulator, [DETAILS], source={"base_url": base_url})
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 1
+    assert message in result.stdout
+    assert base_url.split("//")[1] in result.stdout
+    no_traceback(result)
+
+
+def test_tls_error_fails_without_retrying(tmp_path: Path, emulator) -> None:
+    https_to_plain = emulator.api_url.replace("http://", "https://")
+    job = write_job(tmp_path, emulator, [DETAILS], source={"base_url": https_to_plain})
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 1
+    assert "TLS error" in result.stdout
+    assert {u["attempts"] for u in records(tmp_path / "lake")[-1]["units"]} == {1}
+
+
+# -- the destination ------------------------------------------------------------------------------
+
+def test_destination_that_is_not_writable_exits_2(tmp_path: Path, emulator) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    job = write_job(tmp_path, emulator, [DETAILS])
+    result = run_cli("run", str(job), "--date", DATE, "--dest", str(blocker / "lake"))
+    assert result.returncode == 2
+    assert "is not writable" in result.stderr and str(blocker / "lake") in result.stderr
+    no_traceback(result)
+    assert emulator.stats.count() == 0
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 1 MiB tmpfs: a real full disk (needs root and mount; skipped where unavailable)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_fails_the_unit_and_leaves_no_partial_file(tmp_path: Path, emulator, tiny_disk: Path) -> None:
+    emulator.config.file_sizes = {"data.": 3_000_000}  # metric files do not fit in 1 MiB
+    emulator.config.file_size = 20_000
+    job = write_job(tmp_path, emulator, [BULK])
+    result = run_cli("run", str(job), "--date", DATE, "--dest", str(tiny_disk / "lake"))
+    assert result.returncode == 1
+    assert "disk full" in result.stdout
+    landed = lake_objects(tiny_disk / "lake")
+    assert landed and not any("/metrics/" in k for k in landed)  # dimension files fit and landed whole
+    assert [p for p in tiny_disk.rglob("*") if ".apilake-tmp-" in p.name] == []
+    no_traceback(result)
+
+
+# -- what the vendor sends ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        pytest.param(Fault(match="get-bulk-urls", kind="body", body=b"<html>maintenance</html>", content_type="text/html"), "not JSON", id="listing-not-json"),
+        pytest.param(Fault(match="get-bulk-urls", kind="body", body=b'{"code": 200, "data": {"urls": []}}'), "offers no files", id="listing-zero-urls"),
+        pytest.param(Fault(match="get-bulk-urls", kind="body", body=b'{"code": 200, "data": {}}'), "no list of URLs at 'data.urls'", id="listing-without-urls"),
+    ],
+)
+def test_bad_listings_fail_their_unit(tmp_path: Path, emulator, fault: Fault, message: str) -> None:
+    emulator.config.faults = [fault]
+    job = write_job(tmp_path, emulator, [BULK])
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 1
+    assert message in result.stdout
+    assert lake_objects(tmp_path / "lake") == {}
+
+
+def test_duplicate_urls_in_a_listing_land_once(tmp_path: Path, emulator) -> None:
+    import httpx
+
+    real = httpx.get(f"{emulator.api_url}/v2/bulk/get-bulk-urls", params=BULK["params"] | {"start_date": DATE, "end_date": DATE},
+                     headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    urls = real["data"]["urls"]
+    emulator.config.faults = [Fault(match="get-bulk-urls", kind="body", body=json.dumps({"code": 200, "data": {"urls": urls + urls[:2]}}).encode())]
+    emulator.stats.reset()
+    job = write_job(tmp_path, emulator, [BULK])
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 0, result.stdout
+    assert len(lake_objects(tmp_path / "lake")) == len(urls)
+    assert emulator.stats.count(origin="files") == len(urls)
+    [listing] = [u for u in records(tmp_path / "lake")[-1]["units"] if u["kind"] == "listing"]
+    assert listing["listing"]["duplicates"] == 2
+
+
+def test_a_2_gb_json_body_is_capped_not_buffered(tmp_path: Path, emulator) -> None:
+    emulator.config.faults = [Fault(match="/app/2/details", kind="huge_json", size=2 * 1024**3)]
+    job = write_job(tmp_path, emulator, [DETAILS], source={"max_json_mb": 4})
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 1
+    assert "larger than max_json_mb (4 MB)" in result.stdout
+    assert sorted(lake_objects(tmp_path / "lake")) == ["dataai/details/dt=2026-11-25/product_id=1.json"]
+
+
+def test_secret_in_a_query_string_is_masked_everywhere(tmp_path: Path, emulator) -> None:
+    emulator.config.faults = [Fault(match="/app/2/details", kind="echo_secret", status=404)]
+    job = write_job(tmp_path, emulator, [{**DETAILS, "params": {"api_key": "${VENDOR_API_KEY}"}}])
+    result = run_cli("run", str(job), "--date", DATE, "--verbose", env={"VENDOR_API_KEY": "qk-55aa77bb"})
+    assert result.returncode == 1
+    assert "qk-55aa77bb" not in all_text(tmp_path / "lake", result)
+    assert TOKEN not in all_text(tmp_path / "lake", result)
+    dry = run_cli("run", str(job), "--date", DATE, "--dry-run", env={"VENDOR_API_KEY": "qk-55aa77bb"})
+    assert "api_key=***" in dry.stdout and "qk-55aa77bb" not in dry.stdout
