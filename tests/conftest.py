@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from apilake.emulator import Emulator, EmulatorConfig
+from apilake.emulator import Emulator, EmulatorConfig, expected_file_names, file_bytes
 
 APILAKE = str(Path(sys.executable).parent / "apilake")
 TOKEN = "tok-9f8e7d6c5b4a"  # distinctive, so a leak anywhere is easy to find
@@ -94,3 +94,16 @@ def all_text(lake: Path, result: subprocess.CompletedProcess[str]) -> str:
     texts += [p.read_text() for p in (lake / "_apilake").rglob("*.json")] if (lake / "_apilake").exists() else []
     texts += [p.as_posix() for p in lake.rglob("*")] if lake.exists() else []
     return "\n".join(texts)
+
+
+def expected_bulk(
+    emulator: Emulator, bundles: str, start: str, end: str, kinds: tuple[str, ...] = ("metrics", "dimensions"), endpoint: str = "bulk_daily"
+) -> dict[str, bytes]:
+    """What a bulk endpoint must land under the default layout: every listed file of those kinds, byte-exact."""
+    expected = {}
+    for name in expected_file_names(bundles, start, end, "daily", emulator.config):
+        kind, *_, date, file_name = name.split("/")
+        if kind in kinds:
+            folder = "metrics" if kind == "metrics" else f"dimensions/{file_name.split('.')[0]}"
+            expected[f"dataai/{endpoint}/{folder}/dt={date}/{file_name}"] = file_bytes(name, emulator.config.file_size_for(name))
+    return expected

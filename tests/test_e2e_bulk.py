@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from apilake.emulator import Fault, expected_file_names, file_bytes
-from conftest import TOKEN, all_text, lake_objects, records, run_cli, write_job
+from apilake.emulator import Fault
+from conftest import TOKEN, all_text, expected_bulk, lake_objects, records, run_cli, write_job
 
 BULK = {
     "name": "bulk_daily",
@@ -20,15 +20,7 @@ BULK = {
 
 
 def expected_lake(emulator, start: str, end: str, kinds: tuple[str, ...] = ("metrics", "dimensions")) -> dict[str, bytes]:
-    """What must land: every listed file of those kinds under the default layout, with its exact bytes."""
-    expected = {}
-    for name in expected_file_names("app_downloads,usage", start, end, "daily", emulator.config):
-        kind, *_, date, file_name = name.split("/")
-        if kind not in kinds:
-            continue
-        folder = f"metrics" if kind == "metrics" else f"dimensions/{file_name.split('.')[0]}"
-        expected[f"dataai/bulk_daily/{folder}/dt={date}/{file_name}"] = file_bytes(name, emulator.config.file_size_for(name))
-    return expected
+    return expected_bulk(emulator, "app_downloads,usage", start, end, kinds)
 
 
 def test_every_listed_file_lands_byte_identical_once_and_the_token_stays_home(tmp_path: Path, emulator) -> None:

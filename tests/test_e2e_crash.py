@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from apilake.emulator import Fault, expected_file_names, file_bytes
-from conftest import lake_objects, records, run_cli, start_cli, wait_for, write_job
+from apilake.emulator import Fault
+from conftest import expected_bulk, lake_objects, records, run_cli, start_cli, wait_for, write_job
 
 DATE = "2026-11-25"
 BULK = {
@@ -19,12 +19,7 @@ SLOW = r"data\.\d+\.20261125\.2\.csv\.gz"  # the metric file #2 of each bundle d
 
 
 def expected(emulator) -> dict[str, bytes]:
-    out = {}
-    for name in expected_file_names("app_downloads,usage", DATE, DATE, "daily", emulator.config):
-        kind, *_, date, file_name = name.split("/")
-        folder = "metrics" if kind == "metrics" else f"dimensions/{file_name.split('.')[0]}"
-        out[f"dataai/bulk_daily/{folder}/dt={date}/{file_name}"] = file_bytes(name, emulator.config.file_size_for(name))
-    return out
+    return expected_bulk(emulator, "app_downloads,usage", DATE, DATE)
 
 
 def temp_files(lake: Path) -> list[Path]:

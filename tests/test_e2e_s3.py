@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import boto3
 import pytest
 
-from apilake.emulator import Fault, expected_file_names, file_bytes
-from conftest import TOKEN, run_cli, write_job
+from apilake.emulator import Fault
+from conftest import TOKEN, expected_bulk, run_cli, write_job
 from moto_server import MotoServer, aws_env, moto_endpoint  # noqa: F401 - fixtures
 
 DATE = "2026-11-25"
@@ -46,15 +45,6 @@ def s3_job(tmp_path: Path, emulator, endpoint: str, endpoints: list, **top) -> P
     return write_job(tmp_path, emulator, endpoints, destination="s3://lake/raw", s3={"endpoint_url": endpoint, "part_size_mb": 5}, **top)
 
 
-def expected_bulk(emulator) -> dict[str, bytes]:
-    out = {}
-    for name in expected_file_names("app_downloads", DATE, DATE, "daily", emulator.config):
-        kind, *_, date, file_name = name.split("/")
-        folder = "metrics" if kind == "metrics" else f"dimensions/{file_name.split('.')[0]}"
-        out[f"dataai/bulk_daily/{folder}/dt={date}/{file_name}"] = file_bytes(name, emulator.config.file_size_for(name))
-    return out
-
-
 @pytest.fixture
 def bucket(moto_endpoint: str) -> str:
     s3(moto_endpoint).create_bucket(Bucket="lake")
@@ -68,7 +58,7 @@ def test_json_and_bulk_land_byte_identical_once_and_rerun_uploads_nothing(tmp_pa
     assert result.returncode == 0, result.stdout + result.stderr
     landed = data_objects(bucket)
     bulk = {k: v for k, v in landed.items() if "/bulk_daily/" in k}
-    assert bulk == expected_bulk(emulator)
+    assert bulk == expected_bulk(emulator, "app_downloads", DATE, DATE)
     assert max(len(v) for v in bulk.values()) > 10 * 1024 * 1024  # multipart really happened
     details = {k: json.loads(v) for k, v in landed.items() if "/details/" in k}
     assert sorted(details) == [f"dataai/details/dt={DATE}/market={m},product_id={p}.json" for m in ("google-play", "ios") for p in (1, 2)]
@@ -91,7 +81,7 @@ def test_transfer_cut_half_way_leaves_no_object_and_no_open_upload(tmp_path: Pat
     job = s3_job(tmp_path, emulator, bucket, [BULK])
     result = run_cli("run", str(job), "--date", DATE)
     assert result.returncode == 1
-    expected = expected_bulk(emulator)
+    expected = expected_bulk(emulator, "app_downloads", DATE, DATE)
     cut = [k for k in expected if k.endswith(".1.csv.gz") and "/metrics/" in k]
     assert data_objects(bucket) == {k: v for k, v in expected.items() if k not in cut}
     assert s3(bucket).list_multipart_uploads(Bucket="lake").get("Uploads", []) == []

@@ -15,6 +15,7 @@ from typing import Any
 
 from apilake.destinations import Destination
 from apilake.errors import TransferError
+from apilake.fetch import skip_if_landed
 from apilake.fetch.client import SourceClient
 from apilake.fetch.json import get_json
 from apilake.integrity import StreamCheck
@@ -97,9 +98,7 @@ async def transfer_file(
     result = UnitResult(
         transfer.unit, unit.source, unit.endpoint, unit.date, "file", "landed", url=client.redact(transfer.url)
     )
-    if not force and (landed := await dest.stat(transfer.key)) is not None:
-        result.status = "skipped"
-        result.objects.append(LandedObject(transfer.key, landed.size, landed.sha256))
+    if await skip_if_landed(dest, transfer.key, result, force=force):
         return result
 
     async def attempt() -> tuple[int, StreamCheck]:

@@ -14,6 +14,7 @@ from urllib.parse import urljoin
 
 from apilake.destinations import Destination
 from apilake.errors import TransferError
+from apilake.fetch import skip_if_landed
 from apilake.fetch.client import TRANSIENT_STATUS, SourceClient
 from apilake.keys import page_key
 from apilake.plan import Unit, encode_query
@@ -83,9 +84,7 @@ async def fetch_json_unit(unit: Unit, client: SourceClient, dest: Destination, *
     result = UnitResult(
         unit.id, unit.source, unit.endpoint, unit.date, "json", "landed", url=client.redact(unit.request_url)
     )
-    if not force and (landed := await dest.stat(unit.key)) is not None:
-        result.status = "skipped"
-        result.objects.append(LandedObject(unit.key, landed.size, landed.sha256))
+    if await skip_if_landed(dest, unit.key, result, force=force):
         return result
     pages: list[tuple[int, bytes, int]] = []
     url: str | None = unit.request_url
