@@ -132,5 +132,124 @@ def emulator(port: int, files_port: int, latency_ms: float, requests_per_minute:
     serve(api_port=port, files_port=files_port, config=config)
 
 
+@main.command()
+@job_argument
+@profile_option
+@click.option("--dest", metavar="URL", help="Override the destination (a folder or s3://bucket/prefix).")
+@click.option("--state-file", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Where the last handled fire of each schedule is kept "
+                   "(default: $XDG_STATE_HOME or ~/.local/state, apilake/schedule-<hash>.json).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Also log to this file, rotated daily.")
+def schedule(job_file: str, profile: str | None, dest: str | None, state_file: str | None, log_format: str, log_file: str | None) -> None:
+    """Run JOB.yaml on its `schedule:` crons (in the job's timezone) until SIGTERM/SIGINT.
+
+    Runs are sequential; each is for yesterday in the job's timezone at its fire time. After
+    downtime, up to `catch_up:` missed fires per schedule run, oldest first. A signal between
+    runs stops at once (exit 0); during a run it interrupts the run (exit 130), which the next
+    start makes up.
+    """
+    from apilake import logs
+    from apilake.plan import plan
+    from apilake.runner import run_job
+    from apilake.errors import JobFileError
+    from apilake.schedule import Scheduler, default_state_path
+
+    job = _load(job_file, profile)
+    destination = dest or job.destination
+    logs.setup(fmt=log_format, level=logging.INFO, log_file=log_file)
+    logs.set_secrets(job.secrets())
+    log = logging.getLogger("apilake")
+
+    def run_once(only: list[str] | None, run_date: dt.date) -> int:
+        try:
+            report = run_job(job, plan(job, [run_date], only or ()), job_path=job_file, dates=[run_date], destination=destination)
+        except ApilakeError as exc:
+            log.error("run for %s: %s", run_date, exc)
+            return exc.exit_code
+        bad = len(report.failures())
+        log.info("run %s for %s %s: %d result(s), %d not landed", report.run_id, run_date, report.status, len(report.results), bad)
+        return report.exit_code
+
+    local = not destination.startswith("s3://")
+    where = str(Path(destination.removeprefix("file://")).expanduser().absolute()) if local else destination
+    state = Path(state_file) if state_file else default_state_path(job_file, where)
+    scheduler = Scheduler(job, run_once, state_path=state)
+    if not scheduler.schedules:
+        raise JobFileError(f"{job_file}: no `schedule:` (at the top level or on an endpoint): nothing to schedule")
+    click.echo(f"scheduling {Path(job_file).resolve()} (timezone {job.timezone}) into {destination}; state: {state}")
+    for sched, fire in scheduler.upcoming():
+        utc = fire.astimezone(dt.timezone.utc)
+        click.echo(f"  {sched.expression:<20} {sched.describe():<30} next {fire:%Y-%m-%d %H:%M %Z} ({utc:%Y-%m-%d %H:%M} UTC)")
+    scheduler.install_signal_handlers()
+    scheduler.run_forever()
+    sys.exit(130 if scheduler.interrupted else 0)
+
+
+@main.command()
+@job_argument
+@profile_option
+@click.option("--host-timezone", metavar="ZONE", help="The zone the host's cron uses (default: this machine's, from $TZ or /etc/localtime).")
+def cron(job_file: str, profile: str | None, host_timezone: str | None) -> None:
+    """Print crontab lines running JOB.yaml on its schedules, converted to the host's zone.
+
+    A schedule with no exact host-zone equivalent all year (DST rules differ, or days shift
+    across midnight) is printed under CRON_TZ=<job zone> (cronie) instead.
+    """
+    from apilake.schedule import crontab
+
+    job = _load(job_file, profile)
+    program = Path(sys.executable).parent / "apilake"
+    click.echo(crontab(job, job_file, host_timezone=host_timezone, profile=profile,
+                       program=str(program) if program.exists() else "apilake"), nl=False)
+
+
+@main.command()
+@click.argument("job_file", metavar="[JOB.yaml]", required=False, type=click.Path(dir_okay=False))
+@click.option("--dest", metavar="URL", help="The destination to inspect (default: the job's).")
+@profile_option
+@click.option("--from", "start", metavar="YYYY-MM-DD", help="First run date of the gap report (inclusive).")
+@click.option("--to", "end", metavar="YYYY-MM-DD", help="Last run date of the gap report (inclusive).")
+@click.option("--runs", default=10, show_default=True, type=click.IntRange(min=0), help="How many recent runs to list.")
+def status(job_file: str | None, dest: str | None, profile: str | None, start: str | None, end: str | None, runs: int) -> None:
+    """Recent runs, the latest failures, and the dates of each endpoint missing from the destination.
+
+    Gaps cover the last 7 run dates ending yesterday in the job's timezone (UTC without a job
+    file), or --from/--to. With JOB.yaml, expected units come from the job; without it, from the
+    run records. Exit code: 0 no gaps, 1 gaps found, 2 bad job file, option or destination.
+    """
+    import asyncio
+
+    from apilake.dates import default_run_date, run_dates
+    from apilake.destinations import open_destination
+    from apilake.errors import JobFileError
+    from apilake.status import StatusReport, build_report, render
+
+    job = _load(job_file, profile) if job_file else None
+    url = dest or (job.destination if job else None)
+    if url is None:
+        raise JobFileError("status needs JOB.yaml or --dest URL")
+    timezone = job.timezone if job else "UTC"
+    now = dt.datetime.now(dt.timezone.utc)
+    if start or end:
+        dates = run_dates(timezone, now, start=start, end=end)
+    else:
+        last = default_run_date(timezone, now)
+        dates = [last - dt.timedelta(days=i) for i in range(6, -1, -1)]
+    destination = open_destination(url, job.s3 if job else None)
+
+    async def inspect() -> StatusReport:
+        try:
+            return await build_report(destination, job, dates)
+        finally:
+            await destination.close()
+
+    report = asyncio.run(inspect())
+    if job is None and not report.records:
+        raise DestinationError(f"{url}: no run records under _apilake/runs/ (not an apilake destination, or nothing ran yet)")
+    click.echo(render(report, runs=runs, job_path=job_file, timezone=timezone))
+    sys.exit(report.exit_code)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,288 @@
+"""`apilake status`: recent runs, the latest failures, and which dates of which endpoints are missing.
+
+Evidence comes from the destination only: the run records under `_apilake/runs/` and the
+objects themselves, so the answer is right even after someone deletes or moves objects.
+
+With a job file, "expected" is what the planner says (pure, no network): every JSON unit's key
+(page 1) must exist; a bulk unit counts as present when its latest landed listing in the run
+records had every selected file landed or skipped, and those files all still exist. Without a
+job file, the endpoints, matrix combinations and lags are inferred from the run records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from apilake.destinations import Destination
+from apilake.jobfile import Job
+
+OK = ("landed", "skipped")
+LISTED = ("listed", "landed")  # a listing's success ("landed" in records of older versions)
+PROBLEMS = ("failed", "not_attempted", "interrupted")
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Units of one endpoint (`source/endpoint`) for one run date that are not in the destination."""
+
+    endpoint: str
+    run_date: str
+    missing: tuple[str, ...]
+    expected: int
+
+    @property
+    def date(self) -> str:
+        """The data date (run date minus the endpoint's lag), as in the unit ids and keys."""
+        return self.missing[0].split("/")[2]
+
+
+def find_gaps(expected: Mapping[tuple[str, str], Collection[str]], present: Collection[str]) -> list[Gap]:
+    """Pure: `expected` maps (endpoint, run date) to unit ids; a gap lists the ids not `present`."""
+    present = set(present)
+    gaps = []
+    for (endpoint, run_date), units in sorted(expected.items()):
+        missing = tuple(sorted(u for u in set(units) if u not in present))
+        if missing:
+            gaps.append(Gap(endpoint, run_date, missing, len(set(units))))
+    return gaps
+
+
+def fill_commands(gaps: Iterable[Gap], job_path: str) -> list[str]:
+    """One `apilake run` per endpoint over its gap dates (a rerun skips what already landed)."""
+    dates: dict[str, list[str]] = {}
+    for gap in gaps:
+        dates.setdefault(gap.endpoint, []).append(gap.run_date)
+    commands = []
+    for endpoint, days in sorted(dates.items()):
+        name = endpoint.split("/", 1)[1]
+        span = f"--date {days[0]}" if min(days) == max(days) else f"--from {min(days)} --to {max(days)}"
+        commands.append(f"apilake run {job_path} {span} --only {name}")
+    return commands
+
+
+# ---------------------------------------------------------------------------------------------
+# evidence from the destination
+
+
+@dataclass
+class Evidence:
+    """Run records, flattened for lookups: latest good result per unit and files per listing."""
+
+    records: list[dict[str, Any]]
+    good: dict[str, dict[str, Any]] = field(default_factory=dict)  # unit id → latest landed/skipped json result
+    listing_files: dict[str, list[str] | None] = field(default_factory=dict)  # listing id → keys, None if incomplete
+
+    def __post_init__(self) -> None:
+        for record in self.records:  # oldest first: later records win
+            units = record.get("units") or []
+            listings = {u["unit"] for u in units if u.get("kind") == "listing"}
+            files: dict[str, list[dict[str, Any]]] = {}
+            for unit in units:
+                if unit.get("kind") == "file":
+                    parts = unit["unit"].split("/")
+                    owner = next((p for i in range(3, len(parts)) if (p := "/".join(parts[:i])) in listings), None)
+                    if owner is not None:
+                        files.setdefault(owner, []).append(unit)
+            for unit in units:
+                if unit.get("kind") == "json" and unit.get("status") in OK:
+                    self.good[unit["unit"]] = unit
+                elif unit.get("kind") == "listing" and unit.get("status") in LISTED:
+                    mine = files.get(unit["unit"], [])
+                    selected = (unit.get("listing") or {}).get("selected", len(mine))
+                    complete = len(mine) >= selected and all(f.get("status") in OK for f in mine)
+                    keys = [o["key"] for f in mine for o in f.get("objects") or []]
+                    self.listing_files[unit["unit"]] = keys if complete else None
+
+    def required_keys(self, unit_id: str, kind: str) -> list[str] | None:
+        """Keys that must exist for a unit to count as present; None when the records say it never completed."""
+        if kind == "json":
+            result = self.good.get(unit_id)
+            return [o["key"] for o in result.get("objects") or []] or None if result else None
+        return self.listing_files.get(unit_id)
+
+
+async def existing(dest: Destination, keys: Iterable[str]) -> set[str]:
+    """Which of `keys` exist, with one listing per folder rather than one request per key."""
+    folders: dict[str, set[str]] = {}
+    for key in keys:
+        folders.setdefault(posixpath.dirname(key), set()).add(key)
+    found: set[str] = set()
+    for folder, wanted in folders.items():
+        if not folder or len(wanted) == 1:
+            for key in wanted:
+                if await dest.stat(key) is not None:
+                    found.add(key)
+            continue
+        async for info in dest.list(folder + "/"):
+            if info.key in wanted:
+                found.add(info.key)
+    return found
+
+
+async def present_units(dest: Destination, candidates: Mapping[str, list[str] | None]) -> set[str]:
+    """Units whose required keys all exist (`None`: not present whatever the destination holds)."""
+    keys = {k for ks in candidates.values() if ks for k in ks}
+    there = await existing(dest, keys)
+    return {unit for unit, ks in candidates.items() if ks and all(k in there for k in ks)}
+
+
+def expected_from_job(job: Job, run_dates: list[dt.date]) -> tuple[dict[tuple[str, str], set[str]], dict[str, tuple[str, str]]]:
+    """(endpoint, run date) → unit ids, and unit id → (kind, json key) from the pure planner."""
+    from apilake.plan import plan
+
+    expected: dict[tuple[str, str], set[str]] = {}
+    units: dict[str, tuple[str, str]] = {}
+    for run_date in run_dates:
+        for unit in plan(job, [run_date]):
+            expected.setdefault((f"{unit.source}/{unit.endpoint}", run_date.isoformat()), set()).add(unit.id)
+            units[unit.id] = (unit.kind, unit.key)
+    return expected, units
+
+
+def expected_from_records(records: list[dict[str, Any]], run_dates: list[dt.date]) -> dict[tuple[str, str], set[str]]:
+    """Endpoints and matrix combinations ever recorded, for every run date; lags inferred per endpoint."""
+    combos: dict[str, set[str]] = {}
+    lags: dict[str, int] = {}
+    for record in records:
+        first_run = min((dt.date.fromisoformat(d) for d in record.get("dates") or []), default=None)
+        earliest: dict[str, dt.date] = {}
+        for unit in record.get("units") or []:
+            if unit.get("kind") not in ("json", "listing"):
+                continue
+            endpoint = f"{unit['source']}/{unit['endpoint']}"
+            stem = f"{endpoint}/{unit['date']}"
+            combos.setdefault(endpoint, set()).add(unit["unit"][len(stem) :])
+            date = dt.date.fromisoformat(unit["date"])
+            earliest[endpoint] = min(earliest.get(endpoint, date), date)
+        if first_run:
+            for endpoint, date in earliest.items():
+                lags[endpoint] = max(0, (first_run - date).days)
+    expected: dict[tuple[str, str], set[str]] = {}
+    for endpoint, suffixes in combos.items():
+        for run_date in run_dates:
+            date = run_date - dt.timedelta(days=lags.get(endpoint, 0))
+            expected[endpoint, run_date.isoformat()] = {f"{endpoint}/{date.isoformat()}{s}" for s in suffixes}
+    return expected
+
+
+@dataclass
+class StatusReport:
+    destination: str
+    records: list[dict[str, Any]]
+    run_dates: list[dt.date]
+    expected: dict[tuple[str, str], set[str]]
+    gaps: list[Gap]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.gaps else 0
+
+
+async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.date]) -> StatusReport:
+    from apilake.record import read_records
+
+    records = await read_records(dest)
+    evidence = Evidence(records)
+    if job is not None:
+        expected, planned = expected_from_job(job, run_dates)
+        candidates = {
+            unit_id: [key] if kind == "json" else evidence.required_keys(unit_id, "listing")
+            for unit_id, (kind, key) in planned.items()
+        }
+    else:
+        expected = expected_from_records(records, run_dates)
+        kinds = {u["unit"]: u["kind"] for r in records for u in r.get("units") or [] if u.get("kind") in ("json", "listing")}
+        candidates = {
+            unit_id: evidence.required_keys(unit_id, kinds.get(unit_id, "json"))
+            for units in expected.values()
+            for unit_id in units
+        }
+    present = await present_units(dest, candidates)
+    return StatusReport(dest.url, records, run_dates, expected, find_gaps(expected, present))
+
+
+# ---------------------------------------------------------------------------------------------
+# text
+
+
+def _when(text: str | None) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def run_rows(records: list[dict[str, Any]], n: int) -> list[list[str]]:
+    rows = [["run", "status", "dates", "landed", "skipped", "failed", "not run", "started (UTC)", "duration"]]
+    for record in reversed(records[-n:] if n > 0 else []):
+        counts = record.get("counts") or {}
+        dates = record.get("dates") or []
+        started, finished = _when(record.get("started")), _when(record.get("finished"))
+        span = dates[0] if len(dates) == 1 else f"{dates[0]}..{dates[-1]}" if dates else "-"
+        rows.append(
+            [
+                str(record.get("run_id", "?")),
+                str(record.get("status", "?")),
+                span,
+                str(counts.get("landed", 0)),
+                str(counts.get("skipped", 0)),
+                str(counts.get("failed", 0)),
+                str(counts.get("not_attempted", 0) + counts.get("interrupted", 0)),
+                f"{started.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}" if started else "-",
+                f"{(finished - started).total_seconds():.1f}s" if started and finished else "running",
+            ]
+        )
+    return rows
+
+
+def _day(gap: Gap) -> str:
+    return gap.run_date + (f" (data date {gap.date})" if gap.date != gap.run_date else "")
+
+
+def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: str, limit: int = 20) -> str:
+    from apilake.summary import table
+
+    records = report.records
+    out = [f"destination {report.destination}: {len(records)} run record(s)"]
+    if records:
+        out += ["", f"last {min(runs, len(records))} run(s), newest first:", table(run_rows(records, runs))]
+        finished = [r for r in records if r.get("finished")]
+        shown = [records[-1]] + ([finished[-1]] if finished and finished[-1] is not records[-1] else [])
+        for record in shown:
+            problems = [u for u in record.get("units") or [] if u.get("status") in PROBLEMS]
+            out.append("")
+            if record.get("status") == "running" and not record.get("finished"):
+                out.append(f"run {record.get('run_id')} is still running (or was killed before it finished)")
+                continue
+            out.append(f"failures of run {record.get('run_id')}: {len(problems) or 'none'}")
+            for unit in problems[:limit]:
+                out.append(f"  {unit['status'].upper()} {unit['unit']}: {unit.get('error') or 'no reason recorded'}")
+            if len(problems) > limit:
+                out.append(f"  ... and {len(problems) - limit} more")
+    dates = report.run_dates
+    span = f"{dates[0]}..{dates[-1]}" if len(dates) > 1 else str(dates[0])
+    basis = "the job file" if job_path else "the run records"
+    out += ["", f"gaps for run dates {span} ({timezone}; expected units from {basis}):"]
+    if not report.expected:
+        out.append("  nothing expected: no endpoints known (no job file and no run records)")
+    elif not report.gaps:
+        out.append(f"  none: all {sum(len(u) for u in report.expected.values())} expected unit(s) are in the destination")
+    by_endpoint: dict[str, list[Gap]] = {}
+    for gap in report.gaps:
+        by_endpoint.setdefault(gap.endpoint, []).append(gap)
+    for endpoint, gaps in by_endpoint.items():
+        whole = [g for g in gaps if len(g.missing) == g.expected]
+        if whole:
+            out.append(f"  {endpoint}: missing {', '.join(_day(g) for g in whole)}")
+        for gap in (g for g in gaps if len(g.missing) < g.expected):
+            out.append(f"  {endpoint}: {_day(gap)} incomplete, {len(gap.missing)} of {gap.expected} units missing:")
+            out += [f"      {unit}" for unit in gap.missing[:limit]]
+            if len(gap.missing) > limit:
+                out.append(f"      ... and {len(gap.missing) - limit} more")
+    if report.gaps and job_path:
+        out += ["", "to fill them:"] + [f"  {c}" for c in fill_commands(report.gaps, job_path)]
+    return "\n".join(out)
