@@ -90,6 +90,8 @@ def test_run_dates(options: dict[str, str], expected: list[str]) -> None:
         ({"start": "2026-11-02", "end": "2026-11-01"}, "--to 2026-11-01 is before --from 2026-11-02"),
         ({"date": "2026/11/20"}, "--date '2026/11/20': expected a date as YYYY-MM-DD"),
         ({"date": "yesterday"}, "--date 'yesterday'"),
+        ({"date": "20261120"}, "--date '20261120': expected a date as YYYY-MM-DD"),
+        ({"date": "2026-W48-1"}, "--date '2026-W48-1'"),
         ({"date": "2026-02-30"}, "--date '2026-02-30'"),
         ({"start": "2026-11-01", "end": "2026-13-01"}, "--to '2026-13-01'"),
         ({"start": "2000-01-01", "end": "2026-11-01"}, "split a backfill longer than 3660 days"),

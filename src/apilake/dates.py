@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from zoneinfo import ZoneInfo
 
 from apilake.errors import JobFileError
 
 MAX_BACKFILL_DAYS = 3660
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def default_run_date(timezone: str, now: dt.datetime) -> dt.date:
@@ -19,6 +21,8 @@ def default_run_date(timezone: str, now: dt.datetime) -> dt.date:
 
 def parse_date(text: str, option: str) -> dt.date:
     try:
+        if not _ISO_DATE.fullmatch(text):
+            raise ValueError(text)
         return dt.date.fromisoformat(text)
     except ValueError:
         raise JobFileError(f"{option} {text!r}: expected a date as YYYY-MM-DD") from None
