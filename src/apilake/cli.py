@@ -64,8 +64,9 @@ def _load(job_file: str, profile: str | None) -> Any:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Also log to this file, rotated daily.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every landed object.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no info lines: warnings, errors and the summary only (for cron).")
 def run(job_file: str, date: str | None, start: str | None, end: str | None, only: tuple[str, ...], dest: str | None,
-        dry_run: bool, force: bool, profile: str | None, log_format: str, log_file: str | None, verbose: bool) -> None:
+        dry_run: bool, force: bool, profile: str | None, log_format: str, log_file: str | None, verbose: bool, quiet: bool) -> None:
     """Fetch every unit of JOB.yaml for the run date(s) and land it in the destination."""
     from apilake import logs
     from apilake.dates import run_dates
@@ -82,9 +83,15 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     from apilake.runner import run_job
     from apilake.summary import summarize
 
-    logs.setup(fmt=log_format, level=logging.DEBUG if verbose else logging.INFO, log_file=log_file)
+    from apilake.progress import Progress
+
+    logs.setup(fmt=log_format, level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO, log_file=log_file)
     logs.set_secrets(job.secrets())
-    report = run_job(job, units, job_path=job_file, dates=dates, destination=dest, force=force)
+    progress = Progress(len(units), quiet=quiet)
+    try:
+        report = run_job(job, units, job_path=job_file, dates=dates, destination=dest, force=force, on_result=progress.on_result)
+    finally:
+        progress.close()
     click.echo(summarize(report.results))
     click.echo(f"\nrun {report.run_id} {report.status}; record: {report.destination.rstrip('/')}/{report.record_key}")
     sys.exit(report.exit_code)

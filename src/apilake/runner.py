@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
-from apilake import __version__
+from apilake import __version__, logs
 from apilake.destinations import Destination, open_destination
 from apilake.errors import DestinationError, InterruptedRun, TransferError
 from apilake.fetch.bulk import FileTransfer, fetch_listing, transfer_file
@@ -161,7 +161,8 @@ async def _run(
     redact = Redactor(job.secrets())
     started = now()
     report = RunReport(new_run_id(started), dest.url, "running")
-    log.info("run %s: %d units into %s", report.run_id, len(units), dest.url, extra={"run_id": report.run_id})
+    logs.run_id.set(report.run_id)
+    log.info("run %s: %d units into %s", report.run_id, len(units), dest.url)
 
     def collect(result: UnitResult) -> None:
         report.results.append(result)
