@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 from apilake.emulator import Fault, expected_records
-from conftest import TOKEN, all_text, lake_objects, records, run_cli, write_job
+from conftest import APILAKE, TOKEN, all_text, lake_objects, records, run_cli, write_job
 
 DATE = "2026-11-25"
 HISTORY = {
@@ -137,3 +139,12 @@ def test_token_never_reaches_logs_or_records(tmp_path: Path, emulator) -> None:
     echoed = [u for u in records(tmp_path / "lake")[-1]["units"] if "product_id=1" in u["unit"]]
     assert echoed and echoed[0]["status"] == "failed"
     assert TOKEN not in all_text(tmp_path / "lake", result)
+
+
+def test_dry_run_needs_no_token_but_a_real_run_does(tmp_path: Path, emulator) -> None:
+    job = write_job(tmp_path, emulator, [HISTORY])
+    environ = {k: v for k, v in os.environ.items() if k != "DATAAI_TOKEN"}
+    dry = subprocess.run([APILAKE, "run", str(job), "--date", DATE, "--dry-run"], capture_output=True, text=True, env=environ)
+    assert dry.returncode == 0, dry.stderr
+    real = subprocess.run([APILAKE, "run", str(job), "--date", DATE], capture_output=True, text=True, env=environ)
+    assert real.returncode == 2 and "DATAAI_TOKEN is not set" in real.stderr

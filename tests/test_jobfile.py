@@ -84,3 +84,8 @@ def test_secret_looking_variables_are_secrets_wherever_they_are_used(tmp_path: P
     text = GOOD.replace("matrix: {market: [ios]}", "matrix: {market: [ios]}\n        params: {api_key: '${VENDOR_API_KEY}', region: '${REGION}'}")
     job = load_job(write(tmp_path, text), environ={"TOKEN": "t0k3n", "VENDOR_API_KEY": "k3y-value", "REGION": "eu"})
     assert set(job.secrets()) == {"t0k3n", "k3y-value"}
+
+
+def test_offline_loading_leaves_unset_variables_as_written(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, GOOD), environ={}, offline=True)
+    assert job.sources[0].token == "${TOKEN}"

@@ -45,10 +45,10 @@ job_argument = click.argument("job_file", metavar="JOB.yaml", type=click.Path(di
 profile_option = click.option("--profile", envvar="APILAKE_PROFILE", help="Overlay profiles.NAME of the job file (or $APILAKE_PROFILE).")
 
 
-def _load(job_file: str, profile: str | None) -> Any:
+def _load(job_file: str, profile: str | None, *, offline: bool = False) -> Any:
     from apilake.jobfile import load_job
 
-    return load_job(job_file, profile=profile)
+    return load_job(job_file, profile=profile, offline=offline)
 
 
 @main.command()
@@ -72,7 +72,7 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     from apilake.dates import run_dates
     from apilake.plan import plan
 
-    job = _load(job_file, profile)
+    job = _load(job_file, profile, offline=dry_run)
     dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date, start=start, end=end)
     units = plan(job, dates, only)
     if dry_run:
@@ -205,7 +205,7 @@ def cron(job_file: str, profile: str | None, host_timezone: str | None) -> None:
     """
     from apilake.schedule import crontab
 
-    job = _load(job_file, profile)
+    job = _load(job_file, profile, offline=True)
     program = Path(sys.executable).parent / "apilake"
     click.echo(crontab(job, job_file, host_timezone=host_timezone, profile=profile,
                        program=str(program) if program.exists() else "apilake"), nl=False)
@@ -232,7 +232,7 @@ def status(job_file: str | None, dest: str | None, profile: str | None, start: s
     from apilake.errors import JobFileError
     from apilake.status import StatusReport, build_report, render
 
-    job = _load(job_file, profile) if job_file else None
+    job = _load(job_file, profile, offline=True) if job_file else None
     url = dest or (job.destination if job else None)
     if url is None:
         raise JobFileError("status needs JOB.yaml or --dest URL")

@@ -204,8 +204,13 @@ def load_job(
     *,
     profile: str | None = None,
     environ: dict[str, str] | None = None,
+    offline: bool = False,
 ) -> Job:
-    """Read, overlay, substitute and validate a job file; every failure is a `JobFileError`."""
+    """Read, overlay, substitute and validate a job file; every failure is a `JobFileError`.
+
+    `offline` is for commands that never call the source (status, cron, dry runs): an unset
+    `${VAR}` then stays as written instead of being an error, so no token is needed to plan.
+    """
     path = Path(path)
     environ = dict(os.environ if environ is None else environ)
     try:
@@ -225,7 +230,7 @@ def load_job(
         raise JobFileError(f"{path}: a job file is a YAML mapping with at least a `sources:` list")
     raw = apply_profile(raw, profile or environ.get("APILAKE_PROFILE"), path)
     used: dict[str, str] = {}
-    raw = substitute_env(raw, environ, path, used=used)
+    raw = substitute_env(raw, environ, path, used=used, offline=offline)
     try:
         job = Job.model_validate(raw)
     except ValidationError as exc:
@@ -271,15 +276,17 @@ def _overlay_sources(sources: Any, overlay: Any, path: Path, profile: str) -> An
     ]
 
 
-def substitute_env(node: Any, environ: dict[str, str], path: Path, where: str = "", *, used: dict[str, str]) -> Any:
+def substitute_env(
+    node: Any, environ: dict[str, str], path: Path, where: str = "", *, used: dict[str, str], offline: bool = False
+) -> Any:
     """Replace `${VAR}` (and `${VAR:-default}`) in every string; `$$` is a literal `$`.
 
     `used` collects the variables read, so values of secret-looking ones can be redacted.
     """
     if isinstance(node, dict):
-        return {k: substitute_env(v, environ, path, _join(where, str(k)), used=used) for k, v in node.items()}
+        return {k: substitute_env(v, environ, path, _join(where, str(k)), used=used, offline=offline) for k, v in node.items()}
     if isinstance(node, list):
-        return [substitute_env(v, environ, path, f"{where}[{i}]", used=used) for i, v in enumerate(node)]
+        return [substitute_env(v, environ, path, f"{where}[{i}]", used=used, offline=offline) for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
 
@@ -292,6 +299,8 @@ def substitute_env(node: Any, environ: dict[str, str], path: Path, where: str = 
             return environ[name]
         if default is not None:
             return default
+        if offline:
+            return match.group(0)
         raise JobFileError(f"{path}: {where}: environment variable {name} is not set (export it, or write ${{{name}:-default}})")
 
     return _ENV_VAR.sub(replace, node)
