@@ -101,7 +101,7 @@ def test_whole_request_timeout_stops_a_slow_drip(tmp_path: Path, emulator) -> No
 
 @pytest.mark.parametrize("as_date", [False, True], ids=["seconds", "http-date"])
 def test_retry_after_is_honoured(tmp_path: Path, emulator, as_date: bool) -> None:
-    value = email.utils.formatdate(time.time() + 2, usegmt=True) if as_date else "1"
+    value = email.utils.formatdate(time.time() + 3, usegmt=True) if as_date else "1"  # ~0.5 s pass before the 429
     emulator.config.faults = [Fault(match="/app/1/details", kind="status", status=429, retry_after=value, times=1)]
     job = write_job(tmp_path, emulator, [details(1)])
     assert run_cli("run", str(job), "--date", DATE).returncode == 0
