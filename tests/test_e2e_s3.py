@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import boto3
 import pytest
 
 from apilake.emulator import Fault
-from conftest import TOKEN, expected_bulk, run_cli, write_job
+from conftest import TOKEN, expected_bulk, run_cli, start_cli, wait_for, write_job
 from moto_server import MotoServer, aws_env, moto_endpoint  # noqa: F401 - fixtures
 
 DATE = "2026-11-25"
@@ -116,3 +117,41 @@ def test_exit_codes_are_right_every_time_in_fresh_processes(tmp_path: Path, emul
     codes = [(run_cli("run", str(good), "--date", DATE, "--force").returncode, run_cli("run", str(bad), "--date", DATE).returncode) for _ in range(8)]
     assert codes == [(0, 1)] * 8
     assert TOKEN not in json.dumps({k: v.decode("utf-8", "replace") for k, v in bucket_objects(bucket).items()})
+
+
+def open_uploads(endpoint: str) -> list[str]:
+    return [u["Key"] for u in s3(endpoint).list_multipart_uploads(Bucket="lake").get("Uploads", [])]
+
+
+def start_slow_multipart_run(tmp_path: Path, emulator, endpoint: str):
+    """A run whose metric files (12 MiB, three parts) drip slowly, so it can be stopped mid-upload."""
+    emulator.config.file_sizes = {"data.": 12 * 1024 * 1024}
+    emulator.config.faults = [Fault(match=r"data\.\d+\.20261125\.\d\.csv\.gz", kind="drip", origin="files", chunk=256 * 1024, interval=0.05)]
+    job = s3_job(tmp_path, emulator, endpoint, [BULK])
+    return job, start_cli("run", str(job), "--date", DATE)
+
+
+def test_sigterm_aborts_open_multipart_uploads(tmp_path: Path, emulator, bucket: str) -> None:
+    _job, process = start_slow_multipart_run(tmp_path, emulator, bucket)
+    wait_for(lambda: open_uploads(bucket))
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert open_uploads(bucket) == []
+    assert not any("/metrics/" in k for k in data_objects(bucket))
+
+
+def test_kill_9_mid_upload_then_rerun_completes_and_clears_the_orphan(tmp_path: Path, emulator, bucket: str) -> None:
+    job, process = start_slow_multipart_run(tmp_path, emulator, bucket)
+    wait_for(lambda: open_uploads(bucket))
+    process.kill()
+    process.wait(timeout=10)
+    orphans = open_uploads(bucket)
+    assert orphans  # a killed process cannot abort: the next run must clean up after it
+    assert not any("/metrics/" in k for k in data_objects(bucket))
+
+    emulator.config.faults = []
+    rerun = run_cli("run", str(job), "--date", DATE)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert data_objects(bucket) == expected_bulk(emulator, "app_downloads", DATE, DATE)
+    assert open_uploads(bucket) == []

@@ -317,6 +317,23 @@ class S3Destination(Destination):
             kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
 
 
+    def abort_stale_uploads(self, full_key: str) -> None:
+        """Abort uploads of `full_key` that a killed run left open (the run lock says none is live).
+
+        The S3 counterpart of the local destination removing stale temporary files. Without
+        `s3:ListBucketMultipartUploads` permission it only warns: the lifecycle rule remains.
+        """
+        client = self.client()
+        try:
+            uploads = client.list_multipart_uploads(Bucket=self.bucket, Prefix=full_key).get("Uploads", [])
+            for upload in uploads:
+                if upload["Key"] == full_key:
+                    client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload["UploadId"])
+                    log.info("aborted a multipart upload of %s left by an earlier run", full_key)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must never fail a transfer
+            log.warning("could not look for stale multipart uploads of %s: %s", full_key, self._error(exc, "list uploads of", None))
+
+
 class S3Writer:
     """Buffers one part at a time and keeps at most `parts_in_flight` part uploads running.
 
@@ -403,6 +420,7 @@ class S3Writer:
 
     def _create(self) -> None:
         dest = self._dest
+        dest.abort_stale_uploads(self._full_key)
         extra = {"ChecksumAlgorithm": "CRC32"} if dest._checksum_parts else {}
         created = dest._sync(
             "start a multipart upload of", self.key, dest.client().create_multipart_upload,
