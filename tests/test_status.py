@@ -100,7 +100,7 @@ def test_bulk_date_counts_only_when_its_latest_listing_had_every_file(tmp_path: 
             for n in (1, 2):
                 await dest.put(f"s/bulk/dt=2026-11-{d}/{n}.gz", b"x")
         await write_record(dest, record("20261126T000000Z-aaaaaa", ["2026-11-20", "2026-11-21", "2026-11-22"], complete))
-        await dest.delete("s/bulk/dt=2026-11-21/2.gz")  # someone deleted a file after it landed
+        (tmp_path / "s/bulk/dt=2026-11-21/2.gz").unlink()  # someone deleted a file after it landed
         return (await build_report(dest, None, dates)).gaps
 
     gaps = asyncio.run(scenario())

@@ -101,9 +101,6 @@ class LocalDestination(Destination):
                 if key.startswith(prefix):
                     yield ObjectInfo(key, path.stat().st_size)
 
-    async def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-
 
 def _os_error(exc: OSError, key: str) -> DestinationError:
     if exc.errno == errno.ENOSPC:

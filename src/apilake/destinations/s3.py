@@ -285,9 +285,6 @@ class S3Destination(Destination):
                 return
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
-    async def delete(self, key: str) -> None:
-        await self._call("delete", key, "delete_object", Bucket=self.bucket, Key=self._full_key(key))
-
     async def close(self) -> None:
         """Wait for calls still running (an abort, say), then drop threads and connections."""
         pool, self._pool = self._pool, None
