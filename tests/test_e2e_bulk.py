@@ -105,3 +105,29 @@ def test_content_encoding_gzip_is_stored_as_served(tmp_path: Path, emulator) -> 
     job = write_job(tmp_path, emulator, [BULK])
     assert run_cli("run", str(job), "--date", "2026-11-25").returncode == 0
     assert lake_objects(tmp_path / "lake") == expected_lake(emulator, "2026-11-25", "2026-11-25")
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        ("{dimension}", "key template rendered to an empty key"),  # metric files have no dimension
+        ("{source}/{file_kind}.csv.gz", "two listed files would land on key 'dataai/metrics.csv.gz'"),
+    ],
+)
+def test_bulk_key_problems_fail_the_listing_with_a_clear_message(tmp_path: Path, emulator, key: str, message: str) -> None:
+    job = write_job(tmp_path, emulator, [{**BULK, "key": key}])
+    result = run_cli("run", str(job), "--date", "2026-11-25")
+    assert result.returncode == 1
+    assert message in result.stdout
+    assert "internal error" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+    assert lake_objects(tmp_path / "lake") == {}
+    assert emulator.stats.count(origin="files") == 0
+
+
+def test_gzip_is_verified_by_the_served_file_name_whatever_the_key(tmp_path: Path, emulator) -> None:
+    emulator.config.faults = [Fault(match=r"data\.\d+\.20261125\.1\.csv\.gz", kind="truncate_gzip", origin="files")]
+    job = write_job(tmp_path, emulator, [{**BULK, "key": "{source}/{url_path}.bin"}])
+    result = run_cli("run", str(job), "--date", "2026-11-25")
+    assert result.returncode == 1
+    assert "gzip" in result.stdout
+    assert not any(".1.csv.gz" in k and "metrics" in k for k in lake_objects(tmp_path / "lake"))

@@ -140,3 +140,4 @@ def test_daily_quota_stops_new_units_and_exits_1(tmp_path: Path, emulator) -> No
     statuses = sorted(u["status"] for u in records(tmp_path / "lake")[-1]["units"])
     assert statuses == ["landed"] * 5 + ["not_attempted"] * 3
     assert "daily request quota" in result.stdout
+

@@ -148,3 +148,14 @@ def test_dry_run_needs_no_token_but_a_real_run_does(tmp_path: Path, emulator) ->
     assert dry.returncode == 0, dry.stderr
     real = subprocess.run([APILAKE, "run", str(job), "--date", DATE], capture_output=True, text=True, env=environ)
     assert real.returncode == 2 and "DATAAI_TOKEN is not set" in real.stderr
+
+
+def test_a_shorter_refetch_removes_pages_left_from_before(tmp_path: Path, emulator) -> None:
+    job = write_job(tmp_path, emulator, [{**HISTORY, "matrix": {"market": ["ios"], "product_id": [284882215]}}])
+    assert run_cli("run", str(job), "--date", DATE).returncode == 0
+    folder = tmp_path / "lake" / "dataai/app_history/dt=2026-11-25"
+    assert len(list(folder.iterdir())) == 5  # 42 records in pages of 10
+    emulator.config.page_size = 100
+    assert run_cli("run", str(job), "--date", DATE, "--force").returncode == 0
+    [only] = folder.iterdir()
+    assert len(json.loads(only.read_bytes())["list"]) == 42

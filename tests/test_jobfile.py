@@ -61,6 +61,12 @@ def test_profile_from_environment(tmp_path: Path) -> None:
         ("sources: [\n  - name: x\n", {}, "line 2, column 3: not valid YAML"),
         ("- just a list", {}, "a job file is a YAML mapping"),
         (GOOD.replace("[ios]", "ios"), {"TOKEN": "x"}, r"matrix.market: Input should be a valid list"),
+        (GOOD.replace("kind: json", "kind: json\n        files: metrics"), {"TOKEN": "x"}, r"endpoints\[0\]: files: applies to kind: bulk only"),
+        (GOOD.replace("kind: json", "kind: bulk\n        paginate: next_page"), {"TOKEN": "x"}, r"paginate: applies to kind: json only"),
+        (GOOD.replace("{market: [ios]}", "{file_name: [a]}").replace("{market}", "{file_name}"), {"TOKEN": "x"}, "clashes with a built-in placeholder"),
+        (GOOD.replace("Asia/Seoul", "America"), {"TOKEN": "x"}, "unknown time zone 'America'"),
+        (GOOD.replace("kind: json", "kind: bulk\n        key: '{file_name:%Y}'"), {"TOKEN": "x"}, r"key: \{file_name\} is not a date"),
+        (GOOD.replace('dataai: {base_url: "http://127.0.0.1:9999", requests_per_minute: 5}', "dataai:"), {"TOKEN": "x", "APILAKE_PROFILE": "dev"}, "profiles.dev.sources.dataai: expected a mapping"),
     ],
 )
 def test_errors_name_file_and_key_path(tmp_path: Path, text: str, environ: dict, message: str) -> None:
@@ -89,3 +95,8 @@ def test_secret_looking_variables_are_secrets_wherever_they_are_used(tmp_path: P
 def test_offline_loading_leaves_unset_variables_as_written(tmp_path: Path) -> None:
     job = load_job(write(tmp_path, GOOD), environ={}, offline=True)
     assert job.sources[0].token == "${TOKEN}"
+
+
+def test_only_credential_headers_are_secrets(tmp_path: Path) -> None:
+    text = GOOD.replace("token: ${TOKEN}", "token: ${TOKEN}\n    headers: {Accept: application/json, X-Api-Key: k-123456}")
+    assert set(load_job(write(tmp_path, text), environ={"TOKEN": "t0k3n"}).secrets()) == {"t0k3n", "k-123456"}

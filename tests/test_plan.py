@@ -1,5 +1,6 @@
 import datetime as dt
 import json
+import re
 
 import pytest
 
@@ -79,3 +80,25 @@ def test_ten_thousand_units_plan_quickly() -> None:
     units = plan(big, [D])
     assert len(units) == 10_000
     assert len({u.key for u in units}) == 10_000
+
+
+@pytest.mark.parametrize(
+    "endpoint, dates, message",
+    [
+        ({"path": "/x", "key": "{source}/fixed.json"}, [D, D + dt.timedelta(days=1)], "would both land on key 'src/fixed.json'"),
+        ({"matrix": {"market": [1, "1"], "product_id": [2]}}, [D], "two units are both"),
+        ({"matrix": {"market": ["a/b", "a%2Fb"], "product_id": [2]}}, [D], None),  # escaping keeps them apart
+    ],
+)
+def test_units_never_share_a_key(endpoint: dict, dates: list, message: str | None) -> None:
+    if message is None:
+        units = plan(job(**endpoint), dates)
+        assert len({u.key for u in units}) == len(units)
+    else:
+        with pytest.raises(JobFileError, match=re.escape(message)):
+            plan(job(**endpoint), dates)
+
+
+def test_bulk_key_with_a_date_format_keeps_its_slashes() -> None:
+    [unit] = plan(job(kind="bulk", path="/b", key="{file_date:%Y/%m/%d}/{file_name}"), [D])
+    assert file_key(unit, "http://x/d?name=metrics/b/2026-11-24/f.csv.gz") == "2026/11/24/f.csv.gz"

@@ -1,9 +1,10 @@
 import datetime as dt
+import re
 
 import pytest
 
 from apilake.errors import TemplateError
-from apilake.templates import placeholders, render, sanitize_key
+from apilake.templates import Placeholder, check, placeholders, render, sanitize_key
 
 D = dt.date(2026, 11, 25)
 
@@ -46,7 +47,42 @@ def test_escape_slashes_keeps_template_slashes_and_named_paths() -> None:
 
 
 def test_placeholders() -> None:
-    assert placeholders("{source}/{date-1:%Y}/{x}{{y}}") == ["source", "date", "x"]
+    assert placeholders("{source}/{date-1:%Y}/{x}{{y}}") == [
+        Placeholder("source", None, None),
+        Placeholder("date", -1, "%Y"),
+        Placeholder("x", None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("{date-1:%Y}/{file_date:%Y%m}/{market}", None),
+        ("{nope}", "unknown placeholder {nope}"),
+        ("{market:%Y}", "{market} is not a date"),
+        ("{file_name-1}", "{file_name} is not a date"),
+        ("{date", "unbalanced brace"),
+    ],
+)
+def test_check(template: str, message: str | None) -> None:
+    names, dates = {"date", "file_date", "market", "file_name"}, {"date", "file_date"}
+    if message is None:
+        check(template, names, dates)
+    else:
+        with pytest.raises(TemplateError, match=re.escape(message)):
+            check(template, names, dates)
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ({"a": "x/y"}, "x%2Fy/2026/11/25"),
+        ({"a": "x%2Fy"}, "x%252Fy/2026/11/25"),  # never the same key as the value above
+        ({"a": "50%"}, "50%25/2026/11/25"),
+    ],
+)
+def test_escaping_keeps_values_apart_and_date_formats_whole(values: dict, expected: str) -> None:
+    assert render("{a}/{date:%Y/%m/%d}", {**values, "date": D}, escape_slashes=True) == expected
 
 
 @pytest.mark.parametrize(
@@ -64,7 +100,7 @@ def test_sanitize_key(key: str, expected: str) -> None:
     assert sanitize_key(key) == expected
 
 
-@pytest.mark.parametrize("key", ["", "/", "./.", "_apilake/runs/x.json", "x" * 2000])
+@pytest.mark.parametrize("key", ["", "/", "./.", "_apilake/runs/x.json", "_APILAKE/runs/x.json", "x" * 2000])
 def test_sanitize_key_refuses(key: str) -> None:
     with pytest.raises(TemplateError):
         sanitize_key(key)

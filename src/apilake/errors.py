@@ -71,6 +71,12 @@ class InterruptedRun(ApilakeError):
     exit_code = 130
 
 
+class StateFileError(ApilakeError):
+    """The scheduler cannot keep its state file, so it could not tell which runs it made."""
+
+    exit_code = 2
+
+
 class MissingExtraError(ApilakeError):
     """An optional feature needs a package that is not installed (e.g. `apilake[dask]`)."""
 

@@ -16,8 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from apilake.errors import JobFileError, TemplateError
-from apilake.templates import placeholders
+from apilake.templates import check
 
+# Names of environment variables and headers that carry credentials: their values are secrets.
+SECRET_NAME = re.compile(r"(?i)AUTH|TOKEN|SECRET|PASSW|KEY|CREDENTIAL|COOKIE|SIGNATURE|SESSION")
+FILE_PLACEHOLDERS = frozenset({"file_kind", "dimension", "file_name", "url_path", "file_date"})
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 Scalar = str | int | float | bool
 
@@ -65,9 +68,19 @@ class Endpoint(_Model):
         for axis, values in matrix.items():
             if not values:
                 raise ValueError(f"matrix variable {axis!r} has no values")
-            if axis in ("date", "source", "endpoint"):
+            if axis in ("date", "source", "endpoint") or axis in FILE_PLACEHOLDERS:
                 raise ValueError(f"matrix variable {axis!r} clashes with a built-in placeholder")
         return matrix
+
+    @model_validator(mode="after")
+    def _kind_settings(self) -> Endpoint:
+        if self.kind == "json":
+            stray = [k for k in ("urls", "files", "include", "exclude") if k in self.model_fields_set]
+            if stray:
+                raise ValueError(f"{stray[0]}: applies to kind: bulk only (this endpoint is kind: json)")
+        elif self.paginate != "none":
+            raise ValueError("paginate: applies to kind: json only (a bulk listing is one page)")
+        return self
 
     @field_validator("schedule")
     @classmethod
@@ -96,8 +109,13 @@ class Source(_Model):
         return endpoints
 
     def secrets(self) -> list[str]:
-        """Values that must never reach a log, a record, a key or another origin."""
-        return [s for s in [self.token, *self.headers.values()] if s]
+        """Values that must never reach a log, a record, a key or another origin.
+
+        Headers count when their name says they carry a credential (Authorization, X-Api-Key,
+        Cookie, ...): masking `Accept: json` everywhere would only garble logs.
+        """
+        headers = [v for k, v in self.headers.items() if SECRET_NAME.search(k)]
+        return [s for s in [self.token, *headers] if s]
 
 
 class S3Options(_Model):
@@ -129,7 +147,7 @@ class Job(_Model):
     def _zone(cls, name: str) -> str:
         try:
             zoneinfo.ZoneInfo(name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Seoul or UTC)") from None
         return name
 
@@ -149,23 +167,15 @@ class Job(_Model):
         for si, source in enumerate(self.sources):
             for ei, endpoint in enumerate(source.endpoints):
                 where = f"sources[{si}].endpoints[{ei}]"
-                known = {"date", "source", "endpoint", *endpoint.matrix}
-                file_names = {"file_kind", "dimension", "file_name", "url_path", "file_date"}
-                fields: list[tuple[str, str, set[str]]] = [("path", endpoint.path, known)]
-                fields += [(f"params.{k}", str(v), known) for k, v in endpoint.params.items()]
+                names = {"date", "source", "endpoint", *endpoint.matrix}
+                fields = [("path", endpoint.path, names)] + [(f"params.{k}", str(v), names) for k, v in endpoint.params.items()]
                 if endpoint.key is not None:
-                    key_known = known | file_names if endpoint.kind == "bulk" else known
-                    fields.append(("key", endpoint.key, key_known))
-                for field, template, names in fields:
+                    fields.append(("key", endpoint.key, names | FILE_PLACEHOLDERS if endpoint.kind == "bulk" else names))
+                for field, template, known in fields:
                     try:
-                        unknown = [n for n in placeholders(template) if n not in names]
+                        check(template, known, dates={"date", "file_date"})
                     except TemplateError as exc:
                         raise ValueError(f"{where}.{field}: {exc}") from None
-                    if unknown:
-                        raise ValueError(
-                            f"{where}.{field}: unknown placeholder {{{unknown[0]}}} "
-                            f"(known here: {', '.join(sorted(names))})"
-                        )
         return self
 
     def secrets(self) -> list[str]:
@@ -195,7 +205,6 @@ def _check_cron(expression: str | None) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # loading
 
-SECRET_VARIABLE = re.compile(r"(?i)TOKEN|SECRET|PASSW|KEY|CREDENTIAL|AUTH|SIGNATURE")
 _ENV_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\$")
 
 
@@ -235,7 +244,7 @@ def load_job(
         job = Job.model_validate(raw)
     except ValidationError as exc:
         raise JobFileError(format_validation_error(path, exc)) from None
-    job._env_secrets = tuple(value for name, value in used.items() if SECRET_VARIABLE.search(name) and value)
+    job._env_secrets = tuple(value for name, value in used.items() if SECRET_NAME.search(name) and value)
     return job
 
 
@@ -267,9 +276,11 @@ def _overlay_sources(sources: Any, overlay: Any, path: Path, profile: str) -> An
     if not isinstance(overlay, dict) or not isinstance(sources, list):
         raise JobFileError(f"{path}: profiles.{profile}.sources: expected a mapping of source name to settings")
     names = [s.get("name") for s in sources if isinstance(s, dict)]
-    for name in overlay:
+    for name, settings in overlay.items():
         if name not in names:
             raise JobFileError(f"{path}: profiles.{profile}.sources.{name}: no source named {name!r} in the job")
+        if not isinstance(settings, dict):
+            raise JobFileError(f"{path}: profiles.{profile}.sources.{name}: expected a mapping of settings")
     return [
         {**source, **overlay[source["name"]]} if isinstance(source, dict) and source.get("name") in overlay else source
         for source in sources

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,8 @@ from apilake.errors import RunLockedError
 
 
 def lock_path(job_path: str, destination: str) -> Path:
-    folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / "apilake-locks"
+    """One fixed folder per user: cron and a login shell (different environments) meet the same lock."""
+    folder = Path("/tmp") / f"apilake-locks-{os.getuid()}"
     digest = hashlib.sha256(f"{Path(job_path).resolve()}\n{destination}".encode()).hexdigest()[:20]
     return folder / f"{digest}.lock"
 

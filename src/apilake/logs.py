@@ -27,9 +27,10 @@ class _Formatter(logging.Formatter):
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
+        message = _redact[0](message)  # before JSON escaping, which would hide a secret from the redactor
         when = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
         if self.json_lines:
-            line = json.dumps(
+            return json.dumps(
                 {
                     "time": when.isoformat(timespec="milliseconds"),
                     "level": record.levelname.lower(),
@@ -38,9 +39,7 @@ class _Formatter(logging.Formatter):
                     "message": message,
                 }
             )
-        else:
-            line = f"{when:%Y-%m-%d %H:%M:%S} {record.levelname:<7} [{run_id.get()}] {message}"
-        return _redact[0](line)
+        return f"{when:%Y-%m-%d %H:%M:%S} {record.levelname:<7} [{run_id.get()}] {message}"
 
 
 def set_secrets(secrets: list[str]) -> None:

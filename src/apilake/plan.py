@@ -76,7 +76,25 @@ def plan(job: Job, dates: Iterable[dt.date], only: Iterable[str] = ()) -> list[U
                 continue
             for date in dates:
                 units.extend(expand(source, endpoint, date))
+    _refuse_collisions(units)
     return units
+
+
+def _refuse_collisions(units: list[Unit]) -> None:
+    """Two units must never share an id or land on one key: the second would overwrite the first."""
+    ids: dict[str, Unit] = {}
+    keys: dict[str, Unit] = {}
+    for unit in units:
+        if unit.id in ids:
+            raise JobFileError(f"two units are both {unit.id!r}: matrix values of one variable must differ as text")
+        ids[unit.id] = unit
+        if unit.kind == "json":
+            if unit.key in keys:
+                raise JobFileError(
+                    f"units {keys[unit.key].id!r} and {unit.id!r} would both land on key {unit.key!r}; "
+                    "put what tells them apart ({date}, matrix variables) into the endpoint's key"
+                )
+            keys[unit.key] = unit
 
 
 def expand(source: Source, endpoint: Endpoint, run_date: dt.date) -> list[Unit]:
@@ -113,7 +131,8 @@ def expand(source: Source, endpoint: Endpoint, run_date: dt.date) -> list[Unit]:
 
 def file_key(unit: Unit, file_url: str) -> str:
     """The object key of one bulk file of a unit's listing."""
-    values = {**unit.values(), **keys.file_values(file_url, dt.date.fromisoformat(unit.date))}
+    values: dict[str, Value] = {**unit.values(), **keys.file_values(file_url, dt.date.fromisoformat(unit.date))}
+    values["file_date"] = dt.date.fromisoformat(str(values["file_date"]))
     return sanitize_key(render(unit.key, values, escape_slashes=True, paths=("url_path",)))
 
 

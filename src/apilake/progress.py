@@ -80,7 +80,7 @@ class Progress:
         if result.status in ("failed", "not_attempted", "interrupted"):
             self.failed += 1
         self.bytes += result.bytes
-        if result.kind == "listing" and result.status in ("listed", "landed") and result.listing:
+        if result.status == "listed" and result.listing:
             self.total += int(result.listing.get("selected", 0))
         if self.quiet:
             return

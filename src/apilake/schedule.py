@@ -29,13 +29,12 @@ from zoneinfo import ZoneInfo
 from croniter import CroniterBadDateError, croniter
 
 from apilake.dates import default_run_date
-from apilake.errors import JobFileError
+from apilake.errors import InterruptedRun, JobFileError, StateFileError
 from apilake.jobfile import Job
 
 log = logging.getLogger("apilake")
 
 UTC = dt.timezone.utc
-INTERRUPTED = 130  # exit code of a run stopped by SIGINT/SIGTERM: the scheduler stops too
 _MARGIN = dt.timedelta(hours=3)  # > any DST shift, so walls just before `after` are reconsidered
 
 
@@ -228,7 +227,7 @@ class Scheduler:
             temp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
             os.replace(temp, self.state_path)
         except OSError as exc:
-            raise JobFileError(f"scheduler state {self.state_path}: cannot write it ({exc.strerror or exc}); choose another --state-file") from None
+            raise StateFileError(f"scheduler state {self.state_path}: cannot write it ({exc.strerror or exc}); choose another --state-file") from None
 
     # -- loop ----------------------------------------------------------------------------------
     def upcoming(self, after: dt.datetime | None = None) -> list[tuple[Schedule, dt.datetime]]:
@@ -294,7 +293,7 @@ class Scheduler:
             if self._signals:
                 self.install_signal_handlers()  # the runner's asyncio loop resets them on exit
         seconds = (self.now() - started).total_seconds()
-        if code == INTERRUPTED:
+        if code == InterruptedRun.exit_code:  # the run was stopped by SIGINT/SIGTERM: stop too
             log.warning("schedule %r: the run for %s was interrupted; stopping", schedule.expression, run_date)
             self.interrupted = True
             self.stop.set()

@@ -21,7 +21,6 @@ from apilake.destinations import Destination
 from apilake.jobfile import Job
 
 OK = ("landed", "skipped")
-LISTED = ("listed", "landed")  # a listing's success ("landed" in records of older versions)
 PROBLEMS = ("failed", "not_attempted", "interrupted")
 
 
@@ -90,7 +89,7 @@ class Evidence:
             for unit in units:
                 if unit.get("kind") == "json" and unit.get("status") in OK:
                     self.good[unit["unit"]] = unit
-                elif unit.get("kind") == "listing" and unit.get("status") in LISTED:
+                elif unit.get("kind") == "listing" and unit.get("status") == "listed":
                     mine = files.get(unit["unit"], [])
                     selected = (unit.get("listing") or {}).get("selected", len(mine))
                     complete = len(mine) >= selected and all(f.get("status") in OK for f in mine)

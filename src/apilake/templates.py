@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from apilake.errors import TemplateError
@@ -29,16 +30,35 @@ _PLACEHOLDER = re.compile(
 MAX_KEY_BYTES = 1024
 
 
-def placeholders(template: str) -> list[str]:
-    """The names a template refers to, in order of appearance (for validation up front)."""
-    names = []
+@dataclass(frozen=True, slots=True)
+class Placeholder:
+    name: str
+    offset: int | None
+    fmt: str | None
+
+
+def placeholders(template: str) -> list[Placeholder]:
+    """The placeholders of a template, in order of appearance (for validation up front)."""
+    found = []
     for match in _PLACEHOLDER.finditer(template):
         text = match.group(0)
         if text in ("{", "}"):
             raise TemplateError(f"unbalanced brace in template {template!r} (write {{{{ or }}}} for a literal brace)")
         if match.group("name"):
-            names.append(match.group("name"))
-    return names
+            offset = match.group("offset")
+            found.append(Placeholder(match.group("name"), int(offset) if offset else None, match.group("fmt")))
+    return found
+
+
+def check(template: str, names: Collection[str], dates: Collection[str]) -> None:
+    """Refuse a template that names an unknown placeholder or formats a value that is not a date."""
+    for placeholder in placeholders(template):
+        if placeholder.name not in names:
+            raise TemplateError(f"unknown placeholder {{{placeholder.name}}} (known here: {', '.join(sorted(names))})")
+        if placeholder.name not in dates and (placeholder.offset is not None or placeholder.fmt is not None):
+            raise TemplateError(
+                f"{{{placeholder.name}}} is not a date: offsets and formats apply to {', '.join(sorted(dates))} only"
+            )
 
 
 def render(
@@ -50,9 +70,10 @@ def render(
 ) -> str:
     """Fill a template's placeholders from `values`.
 
-    With `escape_slashes`, a `/` inside a substituted value is percent-encoded, so a value can
-    never add a folder level to an object key (the template's own slashes stay); the values
-    named in `paths` are paths on purpose and keep theirs.
+    With `escape_slashes`, `%` and `/` inside a substituted string are percent-encoded, so a value
+    can never add a folder level to an object key, nor look like another value once encoded (the
+    template's own slashes, and those of a date format, stay); the values named in `paths` are
+    paths on purpose and keep theirs.
     """
 
     def substitute(match: re.Match[str]) -> str:
@@ -70,12 +91,13 @@ def render(
         if isinstance(value, dt.date):
             if offset:
                 value = value + dt.timedelta(days=int(offset))
-            text = value.strftime(fmt) if fmt else value.isoformat()
-        elif offset or fmt:
+            return value.strftime(fmt) if fmt else value.isoformat()
+        if offset or fmt:
             raise TemplateError(f"{{{name}}} in {template!r} is not a date: offsets and formats apply to dates only")
-        else:
-            text = str(value)
-        return text.replace("/", "%2F") if escape_slashes and name not in paths else text
+        text = str(value)
+        if escape_slashes and name not in paths:
+            return text.replace("%", "%25").replace("/", "%2F")
+        return text
 
     return _PLACEHOLDER.sub(substitute, template)
 
@@ -102,6 +124,6 @@ def sanitize_key(key: str) -> str:
         raise TemplateError(f"key template rendered to an empty key ({key!r})")
     if len(safe.encode()) > MAX_KEY_BYTES:
         raise TemplateError(f"key is longer than {MAX_KEY_BYTES} bytes: {safe[:80]}...")
-    if safe.startswith("_apilake/") or safe == "_apilake":
+    if safe.split("/", 1)[0].lower() == "_apilake":  # case-insensitive file systems too
         raise TemplateError(f"key {safe!r} would land inside apilake's own _apilake/ folder")
     return safe

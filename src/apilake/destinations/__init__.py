@@ -51,6 +51,10 @@ class Destination(abc.ABC):
     def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """Every object whose key starts with `prefix`, apilake's own temporary files excluded."""
 
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove one object; only for pages a shorter refetch left behind (see `fetch.json`)."""
+
     async def check(self) -> None:
         """Fail early with `DestinationError` if the destination cannot be written at all."""
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import glob
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -63,7 +64,7 @@ class LocalDestination(Destination):
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            for stale in path.parent.glob(f".{path.name}{TEMP_MARK}*"):
+            for stale in path.parent.glob(f".{glob.escape(path.name)}{TEMP_MARK}*"):
                 stale.unlink(missing_ok=True)  # left by a killed run; the run lock says none is live
             temp = path.parent / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
             handle = open(temp, "xb", buffering=0)  # chunks are large: no copy into a buffer
@@ -72,9 +73,9 @@ class LocalDestination(Destination):
         try:
             with handle:
                 yield _FileWriter(handle, key)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
+                _durable(lambda: os.fsync(handle.fileno()), key)
+            _durable(lambda: os.replace(temp, path), key)
+            _durable(lambda: _fsync_folder(path.parent), key)  # the rename itself survives a power cut
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -100,6 +101,25 @@ class LocalDestination(Destination):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     yield ObjectInfo(key, path.stat().st_size)
+
+
+    async def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+def _durable(step: Callable[[], None], key: str) -> None:
+    try:
+        step()
+    except OSError as exc:
+        raise _os_error(exc, key) from None
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _os_error(exc: OSError, key: str) -> DestinationError:

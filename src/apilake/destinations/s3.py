@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import datetime as dt
 import hashlib
 import logging
 import threading
@@ -107,6 +108,7 @@ class S3Destination(Destination):
     """Objects are S3 objects under `s3://bucket/prefix/`; keys are relative to the prefix."""
 
     def __init__(self, url: str, options: S3Options) -> None:
+        self._opened = dt.datetime.now(dt.timezone.utc)
         self.url = url
         self.options = options
         self.bucket, self.root = parse_s3_url(url)
@@ -285,6 +287,9 @@ class S3Destination(Destination):
                 return
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
+    async def delete(self, key: str) -> None:
+        await self._call("delete", key, "delete_object", Bucket=self.bucket, Key=self._full_key(key))
+
     async def close(self) -> None:
         """Wait for calls still running (an abort, say), then drop threads and connections."""
         pool, self._pool = self._pool, None
@@ -324,7 +329,8 @@ class S3Destination(Destination):
         try:
             uploads = client.list_multipart_uploads(Bucket=self.bucket, Prefix=full_key).get("Uploads", [])
             for upload in uploads:
-                if upload["Key"] == full_key:
+                # Only uploads begun before this run: a live run elsewhere (another host) keeps its own.
+                if upload["Key"] == full_key and upload["Initiated"] < self._opened:
                     client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload["UploadId"])
                     log.info("aborted a multipart upload of %s left by an earlier run", full_key)
         except Exception as exc:  # noqa: BLE001 - housekeeping must never fail a transfer

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apilake.destinations import Destination
-from apilake.errors import TransferError
+from apilake.errors import TemplateError, TransferError
 from apilake.fetch import skip_if_landed
 from apilake.fetch.client import SourceClient
 from apilake.fetch.json import get_json
@@ -34,6 +34,7 @@ class FileTransfer:
     unit: str
     url: str
     key: str
+    gzip: bool  # the file is gzip (by its name in the URL): verify it inflates to its end
 
 
 @dataclass(slots=True)
@@ -61,11 +62,20 @@ async def fetch_listing(unit: Unit, endpoint: Endpoint, client: SourceClient) ->
         raise TransferError(f"{unit.id}: the listing offers no files at {endpoint.urls!r} (published late? see `lag:`)")
     unique = list(dict.fromkeys(urls))
     run_date = dt.date.fromisoformat(unit.date)
-    files = []
+    files: dict[str, FileTransfer] = {}
     for url in unique:
         values = file_values(url, run_date)
-        if file_selected(values, endpoint.files, endpoint.include, endpoint.exclude):
-            files.append(FileTransfer(f"{unit.id}/{values['url_path']}", url, file_key(unit, url)))
+        if not file_selected(values, endpoint.files, endpoint.include, endpoint.exclude):
+            continue
+        try:
+            key = file_key(unit, url)
+        except TemplateError as exc:
+            raise TransferError(f"{unit.id}: {client.redact(url)}: {exc}") from None
+        if key in files:
+            raise TransferError(
+                f"{unit.id}: two listed files would land on key {key!r}; use {{url_path}} or {{file_name}} in the key"
+            )
+        files[key] = FileTransfer(f"{unit.id}/{values['url_path']}", url, key, gzip=values["file_name"].endswith(".gz"))
     if not files:
         raise TransferError(f"{unit.id}: none of the {len(unique)} listed files passes files/include/exclude")
     result = UnitResult(
@@ -88,7 +98,7 @@ async def fetch_listing(unit: Unit, endpoint: Endpoint, client: SourceClient) ->
             "urls": [client.redact(u) for u in unique],
         },
     )
-    return Listing(result, files)
+    return Listing(result, list(files.values()))
 
 
 async def transfer_file(
@@ -105,7 +115,7 @@ async def transfer_file(
         async with client.stream(transfer.url) as response:
             length = response.headers.get("content-length")
             expected = int(length) if length and length.isdigit() else None
-            check = StreamCheck(expected_length=expected, gzip=transfer.key.endswith(".gz"))
+            check = StreamCheck(expected_length=expected, gzip=transfer.gzip or transfer.key.endswith(".gz"))
             async with dest.open_write(transfer.key, size_hint=expected) as writer:
                 async for chunk in response.aiter_raw(CHUNK):  # raw: stored bytes are the served bytes
                     check.update(chunk)

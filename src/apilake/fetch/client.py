@@ -32,12 +32,19 @@ T = TypeVar("T")
 
 MAX_REDIRECTS = 5
 ERROR_BODY_BYTES = 2048
-TRANSIENT_STATUS = {408, 425, 428, 429, 500, 502, 503, 504}
+
+
+def is_transient(status: int) -> bool:
+    """Statuses worth another try: timeouts, rate limits, the vendor's 428 blacklisting, 5xx."""
+    return status in (408, 425, 428, 429) or status >= 500
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a port out of range, e.g. in a redirect's Location
+        raise TransferError(f"not a usable URL (bad port): {parts.scheme}://{parts.hostname}/...") from None
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
@@ -112,7 +119,7 @@ class SourceClient:
         return TransferError(
             self.redact(message),
             status=status,
-            transient=status in TRANSIENT_STATUS or status >= 500,
+            transient=is_transient(status),
             retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
 

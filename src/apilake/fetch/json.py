@@ -15,7 +15,8 @@ from urllib.parse import urljoin
 from apilake.destinations import Destination
 from apilake.errors import TransferError
 from apilake.fetch import skip_if_landed
-from apilake.fetch.client import TRANSIENT_STATUS, SourceClient
+from apilake.fetch.client import SourceClient, is_transient
+from apilake.integrity import StreamCheck
 from apilake.keys import page_key
 from apilake.plan import Unit, encode_query
 from apilake.record import LandedObject, UnitResult
@@ -23,23 +24,30 @@ from apilake.record import LandedObject, UnitResult
 MAX_PAGES = 10_000
 
 
-async def get_json(client: SourceClient, url: str, what: str) -> tuple[int, bytes, Any, int]:
-    """One JSON document with retries: (status, raw body, parsed body, attempts)."""
-    limit = int(client.source.max_json_mb * 1024 * 1024)
+async def get_json(client: SourceClient, url: str, what: str, *, limit: int | None = None) -> tuple[int, bytes, Any, int]:
+    """One JSON document with retries: (status, body, parsed body, attempts).
+
+    Reading stops past `limit` bytes (default: the source's `max_json_mb`), so a runaway body
+    fails its unit instead of exhausting memory.
+    """
+    mb = client.source.max_json_mb
+    limit = int(mb * 1024 * 1024) if limit is None else limit
 
     async def attempt() -> tuple[int, bytes, Any]:
         async with client.stream(url) as response:
+            length = response.headers.get("content-length")
+            encoded = "content-encoding" in response.headers  # the length is of the encoded body
+            check = StreamCheck(expected_length=int(length) if length and length.isdigit() and not encoded else None, gzip=False)
             body = bytearray()
             async for chunk in response.aiter_bytes():
+                check.update(chunk)
                 body += chunk
                 if len(body) > limit:
                     raise TransferError(
-                        f"{what}: response is larger than max_json_mb ({client.source.max_json_mb:g} MB); "
-                        "raise sources[].max_json_mb if such bodies are expected"
+                        f"{what}: response is larger than max_json_mb ({mb:g} MB), which counts all pages of a "
+                        "unit together; raise sources[].max_json_mb if such bodies are expected"
                     )
-            expected = response.headers.get("content-length")
-            if expected and "content-encoding" not in response.headers and int(expected) != len(body):
-                raise TransferError(f"{what}: body ended after {len(body)} of {expected} bytes", transient=True)
+            check.finish()
             return response.status_code, bytes(body), parse_body(bytes(body), what, client)
 
     (status, body, doc), attempts = await client.retrying(client.source.retry, attempt, what=what)
@@ -59,7 +67,7 @@ def parse_body(body: bytes, what: str, client: SourceClient) -> Any:
         code = doc["code"]
         status = code if isinstance(code, int) else None
         message = client.redact(f"{what}: the body says code {code}: {str(doc.get('error', ''))[:300]}")
-        raise TransferError(message, status=status, transient=status in TRANSIENT_STATUS)
+        raise TransferError(message, status=status, transient=status is not None and is_transient(status))
     return doc
 
 
@@ -89,14 +97,18 @@ async def fetch_json_unit(unit: Unit, client: SourceClient, dest: Destination, *
     pages: list[tuple[int, bytes, int]] = []
     url: str | None = unit.request_url
     seen = set()
+    budget = int(client.source.max_json_mb * 1024 * 1024)  # all pages are held until page 1 lands
     while url is not None:
         if len(pages) >= MAX_PAGES or url in seen:
             raise TransferError(f"{unit.id}: pagination does not end (page {len(pages) + 1}, {client.redact(url)})")
         seen.add(url)
-        status, body, doc, attempts = await get_json(client, url, f"{unit.id} page {len(pages) + 1}")
+        held = sum(len(p[1]) for p in pages)
+        status, body, doc, attempts = await get_json(client, url, f"{unit.id} page {len(pages) + 1}", limit=budget - held)
         pages.append((status, body, attempts))
         url = next_url(unit, doc, url, len(pages))
     for number in range(len(pages), 0, -1):
+        if number == 1 and unit.paginate != "none":
+            await _remove_stale_pages(dest, unit.key, after=len(pages))
         status, body, attempts = pages[number - 1]
         key = page_key(unit.key, number)
         await dest.put(key, body)
@@ -104,3 +116,14 @@ async def fetch_json_unit(unit: Unit, client: SourceClient, dest: Destination, *
     result.attempts = sum(p[2] for p in pages)
     result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+async def _remove_stale_pages(dest: Destination, key: str, *, after: int) -> None:
+    """Pages beyond the last one of this fetch are left from an earlier, longer or broken fetch.
+
+    They go before page 1 lands, so once a unit's key exists, exactly its pages exist.
+    """
+    number = after + 1
+    while await dest.stat(page_key(key, number)) is not None:
+        await dest.delete(page_key(key, number))
+        number += 1
