@@ -65,8 +65,13 @@ def _load(job_file: str, profile: str | None, *, offline: bool = False) -> Any:
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Also log to this file, rotated daily.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every landed object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no info lines: warnings, errors and the summary only (for cron).")
+@click.option("--executor", type=click.Choice(["local", "dask"]),
+              help="Where units run: this process, or a Dask cluster (default: the job's `executor`, else local).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Dask scheduler to submit units to, e.g. tcp://HOST:8786 (default: the job's `scheduler_address`); implies --executor dask.")
 def run(job_file: str, date: str | None, start: str | None, end: str | None, only: tuple[str, ...], dest: str | None,
-        dry_run: bool, force: bool, profile: str | None, log_format: str, log_file: str | None, verbose: bool, quiet: bool) -> None:
+        dry_run: bool, force: bool, profile: str | None, log_format: str, log_file: str | None, verbose: bool, quiet: bool,
+        executor: str | None, scheduler: str | None) -> None:
     """Fetch every unit of JOB.yaml for the run date(s) and land it in the destination."""
     from apilake import logs
     from apilake.dates import run_dates
@@ -89,7 +94,8 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     logs.set_secrets(job.secrets())
     progress = Progress(len(units), quiet=quiet)
     try:
-        report = run_job(job, units, job_path=job_file, dates=dates, destination=dest, force=force, on_result=progress.on_result)
+        report = run_job(job, units, job_path=job_file, dates=dates, destination=dest, force=force, on_result=progress.on_result,
+                         executor=executor, scheduler=scheduler)
     finally:
         progress.close()
     click.echo(summarize(report.results))

@@ -1,7 +1,9 @@
 """Running a job: plan → fetch → land → record, with one lock, one record and one summary.
 
-Units run concurrently on one asyncio loop, bounded per source (`concurrency`) and across
-the job (`concurrency` at the top level). One unit's failure never stops the others.
+Units run concurrently, bounded per source (`concurrency`) and across the job (`concurrency`
+at the top level), in this process (the local executor) or on a Dask cluster (`executors/`).
+Either way the lock, the run record and the summary stay here. One unit's failure never stops
+the others.
 """
 
 from __future__ import annotations
@@ -10,17 +12,14 @@ import asyncio
 import datetime as dt
 import logging
 import signal
-from collections.abc import Callable, Iterable
-from contextlib import AsyncExitStack
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from apilake import __version__, logs
 from apilake.destinations import Destination, open_destination
-from apilake.errors import DestinationError, InterruptedRun, TransferError
-from apilake.fetch.bulk import FileTransfer, fetch_listing, transfer_file
-from apilake.fetch.client import SourceClient
-from apilake.fetch.json import fetch_json_unit
-from apilake.fetch.limits import DailyQuotaSpent, RequestBudget
+from apilake.errors import InterruptedRun
+from apilake.executors import ExecutorFactory, LocalExecutor, OnResult, executor_factory
+from apilake.executors.work import unit_kind
 from apilake.jobfile import Job
 from apilake.lock import run_lock
 from apilake.plan import Unit
@@ -29,7 +28,7 @@ from apilake.redact import Redactor
 
 log = logging.getLogger("apilake")
 
-OnResult = Callable[[UnitResult], None]
+__all__ = ["LocalExecutor", "OnResult", "RunReport", "run_job"]
 
 
 @dataclass
@@ -51,86 +50,6 @@ class RunReport:
         return [r for r in self.results if r.status in ("failed", "not_attempted", "interrupted")]
 
 
-class LocalExecutor:
-    """Runs units in this process on one asyncio loop."""
-
-    def __init__(self, job: Job, dest: Destination, redact: Redactor, *, force: bool, on_result: OnResult) -> None:
-        self.job = job
-        self.dest = dest
-        self.redact = redact
-        self.force = force
-        self.on_result = on_result
-        self._endpoints = {(s.name, e.name): e for s in job.sources for e in s.endpoints}
-        self._budgets = {s.name: RequestBudget(s) for s in job.sources}
-        self._source_slots = {s.name: asyncio.Semaphore(s.concurrency) for s in job.sources}
-        self._job_slots = asyncio.Semaphore(job.concurrency)
-        self._clients: dict[str, SourceClient] = {}
-
-    async def run(self, units: Iterable[Unit]) -> None:
-        async with AsyncExitStack() as stack:
-            for source in self.job.sources:
-                client = SourceClient(source, self.redact, self._budgets[source.name])
-                stack.push_async_callback(client.close)
-                self._clients[source.name] = client
-            async with asyncio.TaskGroup() as group:
-                for unit in units:
-                    group.create_task(self._unit(unit, group))
-
-    def _fail(self, unit: Unit, kind: str, unit_id: str, exc: Exception, url: str) -> UnitResult:
-        if not isinstance(exc, (TransferError, DestinationError)):
-            log.error("internal error in %s", unit_id, exc_info=exc)
-            exc = TransferError(f"internal error ({type(exc).__name__}: {exc}); please report it")
-        return UnitResult(
-            unit_id,
-            unit.source,
-            unit.endpoint,
-            unit.date,
-            kind,  # type: ignore[arg-type]
-            "not_attempted" if isinstance(exc, DailyQuotaSpent) else "failed",
-            url=self.redact(url),
-            error=self.redact(str(exc)),
-            attempts=getattr(exc, "attempts", 0),
-        )
-
-    async def _unit(self, unit: Unit, group: asyncio.TaskGroup) -> None:
-        client = self._clients[unit.source]
-        kind = "json" if unit.kind == "json" else "listing"
-        async with self._source_slots[unit.source], self._job_slots:
-            if self._budgets[unit.source].spent:
-                self.on_result(self._not_attempted(unit, kind, unit.id, unit.request_url))
-                return
-            try:
-                if unit.kind == "json":
-                    result = await fetch_json_unit(unit, client, self.dest, force=self.force)
-                else:
-                    listing = await fetch_listing(unit, self._endpoints[unit.source, unit.endpoint], client)
-                    result = listing.result
-                    for transfer in listing.files:
-                        group.create_task(self._file(unit, transfer))
-            except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
-                result = self._fail(unit, kind, unit.id, exc, unit.request_url)
-        self.on_result(result)
-
-    async def _file(self, unit: Unit, transfer: FileTransfer) -> None:
-        async with self._source_slots[unit.source], self._job_slots:
-            if self._budgets[unit.source].spent:
-                self.on_result(self._not_attempted(unit, "file", transfer.unit, transfer.url))
-                return
-            try:
-                result = await transfer_file(unit, transfer, self._clients[unit.source], self.dest, force=self.force)
-            except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
-                result = self._fail(unit, "file", transfer.unit, exc, transfer.url)
-        self.on_result(result)
-
-    def _not_attempted(self, unit: Unit, kind: str, unit_id: str, url: str) -> UnitResult:
-        budget = self._budgets[unit.source]
-        return UnitResult(
-            unit_id, unit.source, unit.endpoint, unit.date, kind, "not_attempted",  # type: ignore[arg-type]
-            url=self.redact(url),
-            error=f"not attempted: the daily request quota of source {unit.source!r} ({budget.per_day} requests_per_day) is spent",
-        )
-
-
 def run_job(
     job: Job,
     units: list[Unit],
@@ -141,11 +60,18 @@ def run_job(
     force: bool = False,
     on_result: OnResult | None = None,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+    executor: str | None = None,
+    scheduler: str | None = None,
 ) -> RunReport:
-    """Run planned units under the job's lock and write the run record; never raises for unit failures."""
+    """Run planned units under the job's lock and write the run record; never raises for unit failures.
+
+    `executor` (`local` | `dask`) and `scheduler` (a Dask scheduler address) override the job's
+    `executor` and `scheduler_address`.
+    """
+    factory = executor_factory(job, executor, scheduler)
     dest = open_destination(destination or job.destination, job.s3)
     with run_lock(job_path, dest.url):
-        return asyncio.run(_run(job, units, dest, job_path, dates, force, on_result or (lambda r: None), now))
+        return asyncio.run(_run(job, units, dest, job_path, dates, force, on_result or (lambda r: None), now, factory))
 
 
 async def _run(
@@ -157,6 +83,7 @@ async def _run(
     force: bool,
     on_result: OnResult,
     now: Callable[[], dt.datetime],
+    factory: ExecutorFactory,
 ) -> RunReport:
     redact = Redactor(job.secrets())
     started = now()
@@ -197,19 +124,20 @@ async def _run(
         loop.add_signal_handler(signum, interrupt, signum)
     try:
         await dest.check()
-        await write_record(dest, document("running", None))
-        executor = LocalExecutor(job, dest, redact, force=force, on_result=collect)
-        try:
-            await executor.run(units)
-        except asyncio.CancelledError:
-            if not stopped:
-                raise
-            assert main is not None
-            main.uncancel()
+        executor = factory(job, dest, redact, force=force, on_result=collect, run_id=report.run_id)
+        async with executor:  # connects first (dask): an unreachable cluster leaves no record behind
+            await write_record(dest, document("running", None))
+            try:
+                await executor.run(units)
+            except asyncio.CancelledError:
+                if not stopped:
+                    raise
+                assert main is not None
+                main.uncancel()
         finished_units = {r.unit for r in report.results}
         for unit in units:
             if unit.id not in finished_units:
-                kind = "json" if unit.kind == "json" else "listing"
+                kind = unit_kind(unit)
                 reason = f"run interrupted by {stopped[0]}" if stopped else "not finished"
                 collect(
                     UnitResult(unit.id, unit.source, unit.endpoint, unit.date, kind, "interrupted", url=redact(unit.request_url), error=reason)

@@ -3,9 +3,14 @@
 A sliding-window limiter (never more than `requests_per_minute` calls in any 60 s window, nor
 `requests_per_second` in any second, so the vendor has no reason to answer 429) and a daily
 quota that, once spent, stops new work.
+
+`Budget` is the whole interface `SourceClient` relies on; `RequestBudget` keeps the counts in
+this process, and the Dask executor has one that keeps them on the cluster's scheduler.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from pyrate_limiter import Duration, Limiter, Rate
 
@@ -16,17 +21,42 @@ from apilake.jobfile import Source
 class DailyQuotaSpent(TransferError):
     """The source's `requests_per_day` is used up; the unit was not (fully) attempted."""
 
+    @classmethod
+    def of(cls, source: str, per_day: int | None) -> DailyQuotaSpent:
+        return cls(f"daily request quota of source {source!r} ({per_day} requests_per_day) is spent")
+
+
+class Budget(Protocol):
+    """What a `SourceClient` asks before every request to its own origin."""
+
+    @property
+    def spent(self) -> bool:
+        """True once the daily quota is known to be used up: no new unit should start."""
+        ...
+
+    async def acquire(self) -> None:
+        """Wait until a request may go out; raise `DailyQuotaSpent` once the quota is spent."""
+        ...
+
+
+def windows(source: Source) -> list[tuple[int, float]]:
+    """The source's sliding windows as (calls, seconds), shortest first."""
+    found: list[tuple[int, float]] = []
+    if source.requests_per_second:
+        found.append((source.requests_per_second, 1.0))
+    if source.requests_per_minute:
+        found.append((source.requests_per_minute, 60.0))
+    return found
+
 
 class RequestBudget:
+    """The budget of a source within this process (the local executor)."""
+
     def __init__(self, source: Source) -> None:
         self.source = source.name
         self.per_day = source.requests_per_day
         self.used = 0
-        rates = []
-        if source.requests_per_second:
-            rates.append(Rate(source.requests_per_second, Duration.SECOND.value))
-        if source.requests_per_minute:
-            rates.append(Rate(source.requests_per_minute, Duration.MINUTE.value))
+        rates = [Rate(calls, int(seconds * Duration.SECOND.value)) for calls, seconds in windows(source)]
         self._limiter = Limiter(rates) if rates else None
 
     @property
@@ -36,10 +66,7 @@ class RequestBudget:
     async def acquire(self) -> None:
         """Wait for a slot in the sliding windows; refuse once the daily quota is spent."""
         if self.spent:
-            raise DailyQuotaSpent(
-                f"daily request quota of source {self.source!r} ({self.per_day} requests_per_day) is spent"
-            )
+            raise DailyQuotaSpent.of(self.source, self.per_day)
         self.used += 1
         if self._limiter is not None:
             await self._limiter.try_acquire_async(self.source)
-

@@ -1,0 +1,93 @@
+"""What every executor shares: admission of units under the job's concurrency limits.
+
+Every unit and every listed file waits for a slot of its source (`sources[].concurrency`) and
+one of the job (`concurrency`) before it runs, and keeps both until its result is back. The
+slots are asyncio semaphores in the process that runs `apilake run`, which is also the only
+process that hands out work: so they bound what is in flight wherever the work runs, on one
+event loop here or on any number of Dask workers.
+
+Subclasses say only where a unit runs (`run_unit`, `run_file`) and what they know about a
+source's daily quota (`spent`).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Callable, Iterable
+from types import TracebackType
+
+from apilake.destinations import Destination
+from apilake.executors.work import endpoints, not_attempted, unit_kind
+from apilake.fetch.bulk import FileTransfer
+from apilake.jobfile import Job
+from apilake.plan import Unit
+from apilake.record import UnitResult
+from apilake.redact import Redactor
+
+OnResult = Callable[[UnitResult], None]
+
+
+class Executor(abc.ABC):
+    """Runs planned units and reports each result (and each listed file's) to `on_result`.
+
+    Use as `async with executor: await executor.run(units)`: entering acquires what the
+    executor needs (HTTP clients, a cluster connection) before anything is recorded.
+    """
+
+    def __init__(self, job: Job, dest: Destination, redact: Redactor, *, force: bool, on_result: OnResult) -> None:
+        self.job = job
+        self.dest = dest
+        self.redact = redact
+        self.force = force
+        self.on_result = on_result
+        self._endpoints = endpoints(job)
+        self._sources = {s.name: s for s in job.sources}
+        self._source_slots = {s.name: asyncio.Semaphore(s.concurrency) for s in job.sources}
+        self._job_slots = asyncio.Semaphore(job.concurrency)
+
+    async def __aenter__(self) -> Executor:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    @abc.abstractmethod
+    def spent(self, source: str) -> bool:
+        """Whether the source's daily quota is known to be spent (no new unit of it starts)."""
+
+    @abc.abstractmethod
+    async def run_unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
+        """Run one planned unit; never raises for the unit's own failure."""
+
+    @abc.abstractmethod
+    async def run_file(self, unit: Unit, transfer: FileTransfer) -> UnitResult:
+        """Land one listed file; never raises for the file's own failure."""
+
+    async def run(self, units: Iterable[Unit]) -> None:
+        async with asyncio.TaskGroup() as group:
+            for unit in units:
+                group.create_task(self._unit(unit, group))
+
+    async def _unit(self, unit: Unit, group: asyncio.TaskGroup) -> None:
+        async with self._source_slots[unit.source], self._job_slots:
+            if self.spent(unit.source):
+                result, files = self._not_attempted(unit, unit_kind(unit), unit.id, unit.request_url), []
+            else:
+                result, files = await self.run_unit(unit)
+            for transfer in files:
+                group.create_task(self._file(unit, transfer))
+        self.on_result(result)
+
+    async def _file(self, unit: Unit, transfer: FileTransfer) -> None:
+        async with self._source_slots[unit.source], self._job_slots:
+            if self.spent(unit.source):
+                result = self._not_attempted(unit, "file", transfer.unit, transfer.url)
+            else:
+                result = await self.run_file(unit, transfer)
+        self.on_result(result)
+
+    def _not_attempted(self, unit: Unit, kind: str, unit_id: str, url: str) -> UnitResult:
+        return not_attempted(unit, kind, unit_id, url, self.redact, self._sources[unit.source].requests_per_day)

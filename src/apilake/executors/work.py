@@ -1,0 +1,101 @@
+"""The work of one unit, the same wherever it runs: in this process or on a Dask worker.
+
+Both executors call `UnitWork.unit` / `UnitWork.file` and nothing else to fetch and land, so
+retries, skip-if-landed, integrity checks and the mapping of errors to results cannot drift
+apart between them. Neither method raises for a unit's failure: it becomes a `UnitResult`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from apilake.destinations import Destination
+from apilake.errors import DestinationError, TransferError
+from apilake.fetch.bulk import FileTransfer, fetch_listing, transfer_file
+from apilake.fetch.client import SourceClient
+from apilake.fetch.json import fetch_json_unit
+from apilake.fetch.limits import DailyQuotaSpent
+from apilake.jobfile import Endpoint, Job
+from apilake.plan import Unit
+from apilake.record import UnitResult
+from apilake.redact import Redactor
+
+log = logging.getLogger("apilake")
+
+
+def unit_kind(unit: Unit) -> str:
+    """The record kind of a planned unit: `json`, or `listing` for a bulk unit."""
+    return "json" if unit.kind == "json" else "listing"
+
+
+def endpoints(job: Job) -> dict[tuple[str, str], Endpoint]:
+    return {(s.name, e.name): e for s in job.sources for e in s.endpoints}
+
+
+def failed(unit: Unit, kind: str, unit_id: str, exc: BaseException, url: str, redact: Redactor) -> UnitResult:
+    """The result of a unit that raised; anything but an expected error is reported as a bug."""
+    if not isinstance(exc, (TransferError, DestinationError)):
+        log.error("internal error in %s", unit_id, exc_info=exc)
+        exc = TransferError(f"internal error ({type(exc).__name__}: {exc}); please report it")
+    return UnitResult(
+        unit_id,
+        unit.source,
+        unit.endpoint,
+        unit.date,
+        kind,  # type: ignore[arg-type]
+        "not_attempted" if isinstance(exc, DailyQuotaSpent) else "failed",
+        url=redact(url),
+        error=redact(str(exc)),
+        attempts=getattr(exc, "attempts", 0),
+    )
+
+
+def not_attempted(unit: Unit, kind: str, unit_id: str, url: str, redact: Redactor, per_day: int | None) -> UnitResult:
+    """The result of a unit that never started because its source's daily quota is spent."""
+    return UnitResult(
+        unit_id, unit.source, unit.endpoint, unit.date, kind, "not_attempted",  # type: ignore[arg-type]
+        url=redact(url),
+        error=f"not attempted: the daily request quota of source {unit.source!r} ({per_day} requests_per_day) is spent",
+    )
+
+
+@dataclass
+class UnitWork:
+    """Everything a unit needs to run: its source's client (with its budget) and the destination."""
+
+    dest: Destination
+    redact: Redactor
+    force: bool
+    endpoints: Mapping[tuple[str, str], Endpoint]
+    clients: Mapping[str, SourceClient]
+
+    def _spent(self, unit: Unit) -> bool:
+        return self.clients[unit.source].budget.spent
+
+    def _per_day(self, unit: Unit) -> int | None:
+        return self.clients[unit.source].source.requests_per_day
+
+    async def unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
+        """Land a JSON unit, or fetch a bulk unit's listing: its result and the files it lists."""
+        kind = unit_kind(unit)
+        if self._spent(unit):
+            return not_attempted(unit, kind, unit.id, unit.request_url, self.redact, self._per_day(unit)), []
+        client = self.clients[unit.source]
+        try:
+            if unit.kind == "json":
+                return await fetch_json_unit(unit, client, self.dest, force=self.force), []
+            listing = await fetch_listing(unit, self.endpoints[unit.source, unit.endpoint], client)
+            return listing.result, listing.files
+        except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
+            return failed(unit, kind, unit.id, exc, unit.request_url, self.redact), []
+
+    async def file(self, unit: Unit, transfer: FileTransfer) -> UnitResult:
+        """Land one file of a listing."""
+        if self._spent(unit):
+            return not_attempted(unit, "file", transfer.unit, transfer.url, self.redact, self._per_day(unit))
+        try:
+            return await transfer_file(unit, transfer, self.clients[unit.source], self.dest, force=self.force)
+        except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
+            return failed(unit, "file", transfer.unit, exc, transfer.url, self.redact)
