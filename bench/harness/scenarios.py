@@ -1,0 +1,135 @@
+"""What is benchmarked: the scenarios, their sizes, the emulator behind each, and what must land.
+
+Every scenario knows its expected output as a multiset of sha256 digests (one per object), so the
+harness can check any contender's output, whatever its key layout, for completeness and byte
+identity before its time counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Literal
+
+from apilake.emulator import bulk_file_names, file_length, file_sha256
+from apilake.emulator.data import page_body
+
+MiB = 1 << 20
+KiB = 1 << 10
+DATE = "2026-11-25"
+BUNDLE = "bench"
+TOKEN = "demo-token"
+DETAILS_PATH = "/v1.3/apps/ios/app/{product_id}/details"  # one call per unit, no paging
+
+Dest = Literal["local", "s3"]
+
+
+@dataclass(frozen=True)
+class BulkScenario:
+    """A bulk listing of `files` files of `file_size` bytes each, landed into `dest`."""
+
+    name: str
+    title: str
+    files: int
+    file_size: int
+    dest: Dest
+    kind: Literal["bulk"] = "bulk"
+
+    def emulator_config(self) -> dict[str, object]:
+        return {"file_size": self.file_size, "metric_files": self.files, "dimensions": []}
+
+    @cached_property
+    def names(self) -> list[str]:
+        """The vendor's file names (paths under its object store), in listing order."""
+        return bulk_file_names(BUNDLE, DATE, DATE, "daily", self.files, ())
+
+    @cached_property
+    def total_bytes(self) -> int:
+        return sum(file_length(n, self.file_size) for n in self.names)
+
+    def expected(self) -> Counter[str]:
+        """sha256 of every object that must land (computed by generating the bytes: slow for GiBs)."""
+        return Counter(file_sha256(n, self.file_size) for n in self.names)
+
+    @property
+    def listing_path(self) -> str:
+        return f"/v2/bulk/get-bulk-urls?metric_bundles={BUNDLE}&granularity=daily&start_date={DATE}&end_date={DATE}"
+
+
+@dataclass(frozen=True)
+class JsonScenario:
+    """`units` one-call JSON units against an API with `latency_ms` and a quota of `per_second`."""
+
+    name: str
+    title: str
+    units: int
+    latency_ms: float = 20
+    per_second: int = 100  # the vendor's 6,000/min, enforced per any 1-second window
+    dest: Dest = "local"
+    kind: Literal["json"] = "json"
+
+    def emulator_config(self) -> dict[str, object]:
+        return {"latency_ms": self.latency_ms, "requests_per_minute": self.per_second, "quota_window_s": 1.0}
+
+    @property
+    def product_ids(self) -> range:
+        return range(1, self.units + 1)
+
+    def paths(self) -> list[str]:
+        return [DETAILS_PATH.format(product_id=p) for p in self.product_ids]
+
+    @property
+    def floor_s(self) -> float:
+        """Fastest possible wall time under the quota: units / rate."""
+        return self.units / self.per_second
+
+    @cached_property
+    def bodies(self) -> list[bytes]:
+        """The exact bytes the emulator answers for each unit."""
+        return [json.dumps(page_body(p, "", {}, 10), separators=(",", ":")).encode() for p in self.paths()]
+
+    @cached_property
+    def total_bytes(self) -> int:
+        return sum(len(b) for b in self.bodies)
+
+    def expected(self) -> Counter[str]:
+        return Counter(hashlib.sha256(b).hexdigest() for b in self.bodies)
+
+
+@dataclass(frozen=True)
+class StartupScenario:
+    """`apilake --help`, and `apilake run --dry-run` of a job that expands to `units` units."""
+
+    name: str
+    title: str
+    units: int
+    repeats: int
+    kind: Literal["startup"] = "startup"
+
+
+Scenario = BulkScenario | JsonScenario | StartupScenario
+
+
+def default_scenarios(*, quick: bool = False) -> list[Scenario]:
+    """The scenarios in run order; `quick` shrinks sizes to fit a couple of minutes."""
+    large = BulkScenario("bulk-large-local", "8 × 64 MiB into the local lake", 8, 64 * MiB, "local")
+    small = BulkScenario("bulk-small-local", "500 × 200 KiB into the local lake", 500, 200 * KiB, "local")
+    single = BulkScenario("single-1g-local", "1 × 1 GiB into the local lake (flat RSS)", 1, 1024 * MiB, "local")
+    json_ = JsonScenario("json-quota", "JSON: 500 units, 20 ms latency, 6,000/min quota", 500)
+    startup = StartupScenario("startup", "start-up: --help; --dry-run of 10,000 units", 10_000, 10)
+    if quick:
+        large = replace(large, title="4 × 32 MiB into the local lake", files=4, file_size=32 * MiB)
+        small = replace(small, title="150 × 200 KiB into the local lake", files=150)
+        single = replace(single, title="1 × 256 MiB into the local lake (flat RSS)", file_size=256 * MiB)
+        json_ = replace(json_, title="JSON: 200 units, 20 ms latency, 6,000/min quota", units=200)
+        startup = replace(startup, repeats=5)
+    return [large, _into_s3(large), small, _into_s3(small), single, json_, startup]
+
+
+def _into_s3(scenario: BulkScenario) -> BulkScenario:
+    return replace(
+        scenario, name=scenario.name.replace("-local", "-s3"), title=scenario.title.replace("the local lake", "S3 (moto)"), dest="s3"
+    )

@@ -1,0 +1,138 @@
+"""Micro-benchmarks of apilake's per-byte work on the emulator's files: what a GB costs.
+
+    .venv/bin/python bench/micro.py [--size-mib 64] [--repeat 3]
+
+Measured on one in-memory emulator file (multi-member gzip, ~40 KiB members, the bulk
+scenarios' content): sha256; the gzip check as `apilake.integrity.StreamCheck` does it today;
+alternative inflate loops (stdlib zlib with bounded input slices, python-isal's `isal_zlib`);
+and unbuffered 1 MiB writes to a file. CPU seconds per GB of *compressed* input, best of
+`--repeat`. isal is optional (the bench extra installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from types import ModuleType
+
+from apilake.emulator import file_bytes, gunzip_members
+from apilake.integrity import StreamCheck
+
+GZIP_WBITS = 31
+CHUNK = 1 << 20  # what apilake reads from the socket (fetch/bulk.py CHUNK)
+
+
+def chunks(data: bytes, size: int = CHUNK) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def sha256_only(parts: list[bytes]) -> None:
+    h = hashlib.sha256()
+    for c in parts:
+        h.update(c)
+
+
+def stream_check_today(parts: list[bytes]) -> None:
+    """apilake's StreamCheck as it is: sha256 + inflate loop with max_length=1 MiB."""
+    check = StreamCheck(expected_length=None, gzip=True)
+    for c in parts:
+        check.update(c)
+    check.finish()
+
+
+def inflate_sliced(lib: ModuleType, piece: int) -> Callable[[list[bytes]], None]:
+    """Inflate every member, feeding at most `piece` input bytes per call (memoryview slices):
+    outputs stay small (cache-resident, no big allocations), unused_data copies stay short."""
+
+    def run(parts: list[bytes]) -> None:
+        d = lib.decompressobj(GZIP_WBITS)
+        for c in parts:
+            view = memoryview(c)
+            for i in range(0, len(view), piece):
+                data: bytes | memoryview = view[i : i + piece]
+                while data:
+                    if d.eof:
+                        d = lib.decompressobj(GZIP_WBITS)
+                    d.decompress(data)
+                    data = d.unused_data
+        assert d.eof
+
+    return run
+
+
+def inflate_today_loop(lib: ModuleType) -> Callable[[list[bytes]], None]:
+    """StreamCheck._feed's loop (max_length 1 MiB, whole 1 MiB chunks) with another zlib."""
+
+    def run(parts: list[bytes]) -> None:
+        d = lib.decompressobj(GZIP_WBITS)
+        for c in parts:
+            data = c
+            while data:
+                if d.eof:
+                    d = lib.decompressobj(GZIP_WBITS)
+                d.decompress(data, CHUNK)
+                data = d.unconsumed_tail or d.unused_data
+        assert d.eof
+
+    return run
+
+
+def write_unbuffered(parts: list[bytes]) -> None:
+    with tempfile.NamedTemporaryFile(dir=os.environ.get("BENCH_DISK", None)) as tmp:
+        with open(tmp.name, "wb", buffering=0) as f:
+            for c in parts:
+                f.write(c)
+
+
+def measure(fn: Callable[[list[bytes]], None], parts: list[bytes], repeat: int) -> float:
+    """Best CPU seconds of `repeat` runs."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.process_time()
+        fn(parts)
+        best = min(best, time.process_time() - t)
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size-mib", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=3)
+    a = p.parse_args()
+    name = "metrics/bench/all/all/daily/2026-11-25/data.1.20261125.1.csv.gz"
+    data = file_bytes(name, a.size_mib << 20)
+    inflated = len(gunzip_members(data))
+    parts = chunks(data)
+    gb = len(data) / 1e9
+    print(f"{len(data) / 1e6:.1f} MB compressed, {inflated / 1e6:.0f} MB inflated (×{inflated / len(data):.1f}), {len(parts)} chunks of 1 MiB\n")
+    cases: list[tuple[str, Callable[[list[bytes]], None]]] = [
+        ("sha256", sha256_only),
+        ("StreamCheck today (sha256 + zlib, 1 MiB max_length loop)", stream_check_today),
+        ("zlib, today's loop", inflate_today_loop(zlib)),
+        ("zlib, 64 KiB input slices", inflate_sliced(zlib, 64 << 10)),
+        ("zlib, 16 KiB input slices", inflate_sliced(zlib, 16 << 10)),
+    ]
+    try:
+        from isal import isal_zlib
+
+        cases += [
+            ("isal_zlib, today's loop", inflate_today_loop(isal_zlib)),
+            ("isal_zlib, 64 KiB input slices", inflate_sliced(isal_zlib, 64 << 10)),
+            ("isal_zlib, 16 KiB input slices", inflate_sliced(isal_zlib, 16 << 10)),
+        ]
+    except ImportError:
+        print("(python-isal not installed: `pip install isal` to compare it)\n")
+    cases.append(("write, unbuffered 1 MiB chunks (page cache)", write_unbuffered))
+    print(f"{'CPU s/GB':>9}  {'MB/s':>7}  case")
+    for label, fn in cases:
+        seconds = measure(fn, parts, a.repeat)
+        print(f"{seconds / gb:9.2f}  {len(data) / 1e6 / seconds:7.0f}  {label}")
+
+
+if __name__ == "__main__":
+    main()
