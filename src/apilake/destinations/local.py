@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import glob
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +39,7 @@ class LocalDestination(Destination):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
         self.url = str(self.root)
+        self._temps_at_start: dict[Path, set[str]] = {}
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -64,7 +64,7 @@ class LocalDestination(Destination):
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            for stale in path.parent.glob(f".{glob.escape(path.name)}{TEMP_MARK}*"):
+            for stale in self._stale_temp_files(path):
                 stale.unlink(missing_ok=True)  # left by a killed run; the run lock says none is live
             temp = path.parent / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
             handle = open(temp, "xb", buffering=0)  # chunks are large: no copy into a buffer
@@ -73,12 +73,24 @@ class LocalDestination(Destination):
         try:
             with handle:
                 yield _FileWriter(handle, key)
-                _durable(lambda: os.fsync(handle.fileno()), key)
-            _durable(lambda: os.replace(temp, path), key)
-            _durable(lambda: _fsync_folder(path.parent), key)  # the rename itself survives a power cut
+                await asyncio.to_thread(_durable, lambda: os.fsync(handle.fileno()), key)
+            await asyncio.to_thread(_durable, lambda: _publish(temp, path), key)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+
+    def _stale_temp_files(self, path: Path) -> list[Path]:
+        """Temporary files of `path` that were there before this run wrote into its folder.
+
+        Each folder is listed once per run (a listing per file would make many small files in one
+        folder quadratic); only the key's own leftovers are removed, never another key's.
+        """
+        folder = path.parent
+        if folder not in self._temps_at_start:
+            with os.scandir(folder) as entries:
+                self._temps_at_start[folder] = {e.name for e in entries if TEMP_MARK in e.name}
+        prefix = f".{path.name}{TEMP_MARK}"
+        return [folder / name for name in self._temps_at_start[folder] if name.startswith(prefix)]
 
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
@@ -114,8 +126,10 @@ def _durable(step: Callable[[], None], key: str) -> None:
         raise _os_error(exc, key) from None
 
 
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def _publish(temp: Path, path: Path) -> None:
+    """Rename the finished file over its key, and make the rename itself survive a power cut."""
+    os.replace(temp, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

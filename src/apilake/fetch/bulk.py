@@ -18,7 +18,7 @@ from apilake.errors import TemplateError, TransferError
 from apilake.fetch import skip_if_landed
 from apilake.fetch.client import SourceClient
 from apilake.fetch.json import get_json
-from apilake.integrity import StreamCheck
+from apilake.integrity import StreamCheck, copy_checked
 from apilake.jobfile import Endpoint
 from apilake.keys import file_selected, file_values
 from apilake.plan import Unit, file_key
@@ -117,10 +117,8 @@ async def transfer_file(
             expected = int(length) if length and length.isdigit() else None
             check = StreamCheck(expected_length=expected, gzip=transfer.gzip or transfer.key.endswith(".gz"))
             async with dest.open_write(transfer.key, size_hint=expected) as writer:
-                async for chunk in response.aiter_raw(CHUNK):  # raw: stored bytes are the served bytes
-                    check.update(chunk)
-                    await writer.write(chunk)
-                check.finish()
+                # raw: the stored bytes are the served bytes, whatever the Content-Encoding
+                await copy_checked(response.aiter_raw(CHUNK), check, writer.write)
             return response.status_code, check
 
     (status, check), attempts = await client.retrying(client.source.retry, attempt, what=transfer.unit)
