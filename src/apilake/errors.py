@@ -77,6 +77,12 @@ class StateFileError(ApilakeError):
     exit_code = 2
 
 
+class ExecutorError(ApilakeError):
+    """The distributed executor cannot be used (scheduler unreachable): nothing was started."""
+
+    exit_code = 2
+
+
 class MissingExtraError(ApilakeError):
     """An optional feature needs a package that is not installed (e.g. `apilake[dask]`)."""
 

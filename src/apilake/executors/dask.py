@@ -46,7 +46,7 @@ import distributed
 from distributed import Client, Semaphore, get_worker
 
 from apilake.destinations import Destination, open_destination
-from apilake.errors import DestinationError, JobFileError, TransferError
+from apilake.errors import DestinationError, ExecutorError, TransferError
 from apilake.executors.base import Executor, OnResult
 from apilake.executors.work import UnitWork, endpoints, failed, unit_kind
 from apilake.fetch.bulk import FileTransfer
@@ -187,7 +187,7 @@ class DaskExecutor(Executor):
             self._client = await client  # type: ignore[misc]
         except (OSError, TimeoutError, ValueError) as exc:
             await client.close()
-            raise JobFileError(
+            raise ExecutorError(
                 f"cannot reach the Dask scheduler at {self.address} ({exc}); "
                 "check --scheduler / scheduler_address and that the scheduler is running"
             ) from None

@@ -23,7 +23,7 @@ from tenacity.wait import wait_random_exponential
 
 from apilake import __version__
 from apilake.errors import TransferError
-from apilake.fetch.limits import RequestBudget
+from apilake.fetch.limits import Budget
 from apilake.jobfile import Retry, Source
 from apilake.redact import Redactor
 
@@ -51,7 +51,7 @@ def origin(url: str) -> tuple[str, str, int | None]:
 class SourceClient:
     """The one HTTP client of a source, shared by all of its units in this process."""
 
-    def __init__(self, source: Source, redact: Redactor, budget: RequestBudget) -> None:
+    def __init__(self, source: Source, redact: Redactor, budget: Budget) -> None:
         self.source = source
         self.redact = redact
         self.budget = budget

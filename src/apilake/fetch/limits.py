@@ -56,7 +56,9 @@ class RequestBudget:
         self.source = source.name
         self.per_day = source.requests_per_day
         self.used = 0
-        rates = [Rate(calls, int(seconds * Duration.SECOND.value)) for calls, seconds in windows(source)]
+        # Each window is kept 2 % + 50 ms longer than stated: a request reaches the vendor a little
+        # after its slot is granted, and that jitter must not squeeze N+1 calls into its window.
+        rates = [Rate(calls, int((seconds * 1.02 + 0.05) * Duration.SECOND.value)) for calls, seconds in windows(source)]
         self._limiter = Limiter(rates) if rates else None
 
     @property
