@@ -107,3 +107,15 @@ def expected_bulk(
             folder = "metrics" if kind == "metrics" else f"dimensions/{file_name.split('.')[0]}"
             expected[f"dataai/{endpoint}/{folder}/dt={date}/{file_name}"] = file_bytes(name, emulator.config.file_size_for(name))
     return expected
+
+
+def bulk_endpoint(bundles: str = "app_downloads,usage", **overrides: Any) -> dict[str, Any]:
+    """The vendor's daily bulk listing as a job file endpoint (`expected_bulk` knows what it lands)."""
+    params = {"metric_bundles": bundles, "country_codes": "all", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"}
+    return {"name": "bulk_daily", "kind": "bulk", "path": "/v2/bulk/get-bulk-urls", "params": params, **overrides}
+
+
+def details_endpoint(markets: tuple[str, ...] = ("ios", "google-play"), products: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """A JSON endpoint with one small unit per market and product."""
+    return {"name": "details", "kind": "json", "path": "/v1.3/apps/{market}/app/{product_id}/details",
+            "matrix": {"market": list(markets), "product_id": list(products)}}

@@ -14,16 +14,11 @@ import pytest
 import yaml
 
 from apilake.emulator import Fault
-from conftest import TOKEN, all_text, lake_objects, records, run_cli, write_job
+from conftest import TOKEN, all_text, bulk_endpoint, lake_objects, records, run_cli, write_job
 
 DATE = "2026-11-25"
 DETAILS = {"name": "details", "kind": "json", "path": "/v1.3/apps/ios/app/{product_id}/details", "matrix": {"product_id": [1, 2]}}
-BULK = {
-    "name": "bulk_daily",
-    "kind": "bulk",
-    "path": "/v2/bulk/get-bulk-urls",
-    "params": {"metric_bundles": "app_downloads", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"},
-}
+BULK = bulk_endpoint("app_downloads")
 
 
 def no_traceback(result: subprocess.CompletedProcess[str]) -> None:

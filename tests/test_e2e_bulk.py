@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 
 from apilake.emulator import Fault
-from conftest import TOKEN, all_text, expected_bulk, lake_objects, records, run_cli, write_job
+from conftest import TOKEN, all_text, bulk_endpoint, expected_bulk, lake_objects, records, run_cli, write_job
 
-BULK = {
-    "name": "bulk_daily",
-    "kind": "bulk",
-    "path": "/v2/bulk/get-bulk-urls",
-    "params": {"metric_bundles": "app_downloads,usage", "country_codes": "all", "granularity": "daily",
-               "start_date": "{date}", "end_date": "{date}"},
-}
+BULK = bulk_endpoint()
 
 
 def expected_lake(emulator, start: str, end: str, kinds: tuple[str, ...] = ("metrics", "dimensions")) -> dict[str, bytes]:

@@ -6,15 +6,10 @@ import signal
 from pathlib import Path
 
 from apilake.emulator import Fault
-from conftest import expected_bulk, lake_objects, records, run_cli, start_cli, wait_for, write_job
+from conftest import bulk_endpoint, expected_bulk, lake_objects, records, run_cli, start_cli, wait_for, write_job
 
 DATE = "2026-11-25"
-BULK = {
-    "name": "bulk_daily",
-    "kind": "bulk",
-    "path": "/v2/bulk/get-bulk-urls",
-    "params": {"metric_bundles": "app_downloads,usage", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"},
-}
+BULK = bulk_endpoint()
 SLOW = r"data\.\d+\.20261125\.2\.csv\.gz"  # the metric file #2 of each bundle drips slowly
 
 

@@ -21,25 +21,15 @@ import boto3
 import pytest
 
 from apilake.emulator import Fault, expected_file_names, file_bytes
-from conftest import TOKEN, all_text, lake_objects, records, run_cli, start_cli, wait_for, write_job
+from conftest import TOKEN, all_text, bulk_endpoint, details_endpoint, lake_objects, records, run_cli, start_cli, wait_for, write_job
 from moto_server import DUMMY_AWS_ENV, aws_env, moto_endpoint  # noqa: F401 - fixtures
 
 distributed = pytest.importorskip("distributed")
 
 DATE = "2026-11-25"
 WORKERS = 3
-BULK = {
-    "name": "bulk_daily",
-    "kind": "bulk",
-    "path": "/v2/bulk/get-bulk-urls",
-    "params": {"metric_bundles": "app_downloads,usage", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"},
-}
-DETAILS = {
-    "name": "details",
-    "kind": "json",
-    "path": "/v1.3/apps/{market}/app/{product_id}/details",
-    "matrix": {"market": ["ios", "google-play"], "product_id": [1, 2]},
-}
+BULK = bulk_endpoint()
+DETAILS = details_endpoint()
 HISTORY = {  # paginated: several pages per unit
     "name": "history",
     "kind": "json",

@@ -10,22 +10,12 @@ import boto3
 import pytest
 
 from apilake.emulator import Fault
-from conftest import TOKEN, expected_bulk, run_cli, start_cli, wait_for, write_job
+from conftest import TOKEN, bulk_endpoint, details_endpoint, expected_bulk, run_cli, start_cli, wait_for, write_job
 from moto_server import MotoServer, aws_env, moto_endpoint  # noqa: F401 - fixtures
 
 DATE = "2026-11-25"
-BULK = {
-    "name": "bulk_daily",
-    "kind": "bulk",
-    "path": "/v2/bulk/get-bulk-urls",
-    "params": {"metric_bundles": "app_downloads", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"},
-}
-DETAILS = {
-    "name": "details",
-    "kind": "json",
-    "path": "/v1.3/apps/{market}/app/{product_id}/details",
-    "matrix": {"market": ["ios", "google-play"], "product_id": [1, 2]},
-}
+BULK = bulk_endpoint("app_downloads")
+DETAILS = details_endpoint()
 
 
 def s3(endpoint: str):
