@@ -110,15 +110,15 @@ async def _run(
             version=__version__,
         )
 
-    main = asyncio.current_task()
     loop = asyncio.get_running_loop()
     stopped: list[str] = []
+    work: list[asyncio.Future[None]] = []  # the units' work: the one thing a signal cancels
 
     def interrupt(signum: int) -> None:
         stopped.append(signal.Signals(signum).name)
         log.warning("%s received: stopping; in-flight transfers are discarded", stopped[-1])
-        assert main is not None
-        main.cancel()
+        for future in work:
+            future.cancel()  # records are still written: they say what landed and what did not
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt, signum)
@@ -127,13 +127,13 @@ async def _run(
         executor = factory(job, dest, redact, force=force, on_result=collect, run_id=report.run_id)
         async with executor:  # connects first (dask): an unreachable cluster leaves no record behind
             await write_record(dest, document("running", None))
-            try:
-                await executor.run(units)
-            except asyncio.CancelledError:
-                if not stopped:
-                    raise
-                assert main is not None
-                main.uncancel()
+            if not stopped:
+                work.append(asyncio.ensure_future(executor.run(units)))
+                try:
+                    await work[0]
+                except asyncio.CancelledError:
+                    if not stopped:
+                        raise
         finished_units = {r.unit for r in report.results}
         for unit in units:
             if unit.id not in finished_units:
