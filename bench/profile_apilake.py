@@ -28,8 +28,8 @@ from harness.servers import EmulatorProcess, MotoProcess, bench_env, s3_client  
 
 #: (label, substring of a frame) whose inclusive share of samples is worth knowing
 SUSPECTS = (
-    ("sha256 (StreamCheck.update → hashlib)", "update (apilake/integrity.py"),
-    ("gzip check (StreamCheck._feed)", "_feed (apilake/integrity.py"),
+    ("sha256 (StreamCheck.hash → hashlib)", "hash (apilake/integrity.py"),
+    ("gzip check (StreamCheck.inflate)", "inflate (apilake/integrity.py"),
     ("reading the HTTP body (httpx/httpcore/h11)", "aiter_raw (httpx"),
     ("writing the object (destination writer)", "write (apilake/destinations/"),
     ("fsync", "fsync"),

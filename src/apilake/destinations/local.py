@@ -17,19 +17,31 @@ from apilake.errors import DestinationError
 TEMP_MARK = ".apilake-tmp-"
 
 
+_WRITEBACK = 16 << 20  # start writing a file out every this many bytes: the final fsync finds little left
+
+
 class _FileWriter:
     def __init__(self, handle: BinaryIO, key: str) -> None:
         self._handle = handle
         self._key = key
+        self._written = 0
+        self._flushed = 0
 
     async def write(self, chunk: bytes) -> None:
-        # Page-cache writes of a few hundred KiB return in microseconds: a thread hop would cost more.
+        # Page-cache writes of a MiB return in a fraction of a millisecond: a thread hop would cost more.
         try:
             view = memoryview(chunk)
             while view:  # an unbuffered write may take less than it was given
                 view = view[self._handle.write(view) or 0 :]
         except OSError as exc:
             raise _os_error(exc, self._key) from None
+        self._written += len(chunk)
+        if self._written - self._flushed >= _WRITEBACK and hasattr(os, "posix_fadvise"):
+            start, self._flushed = self._flushed, self._written
+            # Linux starts writing dirty pages out on DONTNEED without waiting for the disk, so the
+            # fsync at the end no longer writes the whole file. The call itself may block for tens of
+            # ms, hence the thread; a mere hint, it is harmless even if the file is closed meanwhile.
+            await asyncio.to_thread(os.posix_fadvise, self._handle.fileno(), start, self._written - start, os.POSIX_FADV_DONTNEED)
 
 
 class LocalDestination(Destination):

@@ -24,7 +24,6 @@ from apilake.keys import file_selected, file_values
 from apilake.plan import Unit, file_key
 from apilake.record import LandedObject, UnitResult
 
-CHUNK = 1 << 20
 
 
 @dataclass(slots=True)
@@ -118,7 +117,7 @@ async def transfer_file(
             check = StreamCheck(expected_length=expected, gzip=transfer.gzip or transfer.key.endswith(".gz"))
             async with dest.open_write(transfer.key, size_hint=expected) as writer:
                 # raw: the stored bytes are the served bytes, whatever the Content-Encoding
-                await copy_checked(response.aiter_raw(CHUNK), check, writer.write)
+                await copy_checked(response.aiter_raw(), check, writer.write)
             return response.status_code, check
 
     (status, check), attempts = await client.retrying(client.source.retry, attempt, what=transfer.unit)
