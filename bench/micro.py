@@ -6,7 +6,7 @@ Measured on one in-memory emulator file (multi-member gzip, ~40 KiB members, the
 scenarios' content): sha256; the gzip check as `apilake.integrity.StreamCheck` does it today;
 alternative inflate loops (stdlib zlib with bounded input slices, python-isal's `isal_zlib`);
 and unbuffered 1 MiB writes to a file. CPU seconds per GB of *compressed* input, best of
-`--repeat`. isal is optional (the bench extra installs it).
+`--repeat`. isal is a dependency of apilake itself.
 """
 
 from __future__ import annotations

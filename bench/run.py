@@ -205,7 +205,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--contender", action="append", metavar="NAME", help="apilake, original, rclone, limit (repeatable)")
     p.add_argument("--apilake-concurrency", type=int, help="set the source's `concurrency` in apilake's job (default: apilake's default)")
     p.add_argument("--patch", action="append", metavar="NAME",
-                   help="add a contender: apilake with the experiment bench/patches/NAME loaded (e.g. isal)")
+                   help="add a contender: apilake with the experiment bench/patches/NAME loaded")
     p.add_argument("--workdir", type=Path, help="where lakes and temp files go (default: a new folder under $TMPDIR)")
     p.add_argument("--out", help="results file stem under bench/results (default: latest; quick with --quick)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
