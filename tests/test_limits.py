@@ -13,11 +13,11 @@ def source(**limits) -> Source:
     "limits, expected",
     [
         ({}, []),
-        ({"requests_per_second": 100}, [(100, 1070)]),
-        ({"requests_per_minute": 30}, [(30, 61250)]),
-        ({"requests_per_second": 100, "requests_per_minute": 6000}, [(100, 1070)]),  # the minute adds nothing
-        ({"requests_per_second": 100, "requests_per_minute": 1000}, [(100, 1070), (1000, 61250)]),
-        ({"requests_per_second": 10, "requests_per_minute": 5}, [(5, 61250)]),  # the minute is stricter even per second
+        ({"requests_per_second": 100}, [(100, 1035)]),
+        ({"requests_per_minute": 30}, [(30, 60625)]),
+        ({"requests_per_second": 100, "requests_per_minute": 6000}, [(100, 1035)]),  # the minute adds nothing
+        ({"requests_per_second": 100, "requests_per_minute": 1000}, [(100, 1035), (1000, 60625)]),
+        ({"requests_per_second": 10, "requests_per_minute": 5}, [(5, 60625)]),  # the minute is stricter even per second
     ],
 )
 def test_local_rates_keep_the_windows_that_bind(limits: dict, expected: list) -> None:

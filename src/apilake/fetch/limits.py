@@ -52,14 +52,14 @@ def windows(source: Source) -> list[tuple[int, float]]:
 def local_rates(source: Source) -> list[Rate]:
     """The source's windows as pyrate-limiter rates, keeping only those that can bind.
 
-    Each window is kept 2 % + 50 ms longer than stated: a request reaches the vendor a little
+    Each window is kept 1 % + 25 ms longer than stated: a request reaches the vendor a little
     after its slot is granted, and that jitter must not squeeze N+1 calls into its window.
     pyrate-limiter refuses a longer window that allows no fewer calls per second than a shorter
     one (100/s with 6,000/min, say); such a window is implied by the shorter one, so it is left out.
     """
     rates: list[Rate] = []
     for calls, seconds in windows(source):
-        interval = int((seconds * 1.02 + 0.05) * Duration.SECOND.value)
+        interval = int((seconds * 1.01 + 0.025) * Duration.SECOND.value)
         if rates and calls <= rates[-1].limit:  # the longer window is the stricter one even per second
             rates.pop()
         if rates and calls * rates[-1].interval >= rates[-1].limit * interval:
