@@ -145,3 +145,16 @@ def test_kill_9_mid_upload_then_rerun_completes_and_clears_the_orphan(tmp_path: 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert data_objects(bucket) == expected_bulk(emulator, "app_downloads", DATE, DATE)
     assert open_uploads(bucket) == []
+
+
+def test_status_reads_records_from_s3_and_reports_a_deleted_object_as_a_gap(tmp_path: Path, emulator, bucket: str) -> None:
+    job = s3_job(tmp_path, emulator, bucket, [DETAILS])
+    assert run_cli("run", str(job), "--from", "2026-11-24", "--to", "2026-11-25").returncode == 0
+    whole = run_cli("status", str(job), "--from", "2026-11-24", "--to", "2026-11-25")
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    s3(bucket).delete_object(Bucket="lake", Key="raw/dataai/details/dt=2026-11-24/market=ios,product_id=2.json")
+    gap = run_cli("status", str(job), "--from", "2026-11-24", "--to", "2026-11-25")
+    assert gap.returncode == 1
+    assert "dataai/details: 2026-11-24 incomplete, 1 of 4 units missing" in gap.stdout
+    assert "dataai/details/2026-11-24/market=ios,product_id=2" in gap.stdout
+    assert "2026-11-25" not in gap.stdout.split("gaps for run dates", 1)[1].split("\n", 1)[1]
