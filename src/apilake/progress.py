@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from apilake.record import UnitResult
+from apilake.record import DID_NOT_LAND, UnitResult
 from apilake.summary import human_bytes
 
 
@@ -77,7 +77,7 @@ class Progress:
 
     def on_result(self, result: UnitResult) -> None:
         self.done += 1
-        if result.status in ("failed", "not_attempted", "interrupted"):
+        if result.status in DID_NOT_LAND:
             self.failed += 1
         self.bytes += result.bytes
         if result.status == "listed" and result.listing:

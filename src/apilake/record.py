@@ -15,6 +15,7 @@ from typing import Any, Literal
 from apilake.destinations import RECORDS_PREFIX, Destination
 
 Status = Literal["landed", "listed", "skipped", "failed", "not_attempted", "interrupted"]
+DID_NOT_LAND = ("failed", "not_attempted", "interrupted")  # the statuses a summary must name
 
 
 @dataclass(slots=True)

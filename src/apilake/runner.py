@@ -23,7 +23,7 @@ from apilake.executors.work import unit_kind
 from apilake.jobfile import Job
 from apilake.lock import run_lock
 from apilake.plan import Unit
-from apilake.record import UnitResult, new_run_id, record_document, record_key, run_status, write_record
+from apilake.record import DID_NOT_LAND, UnitResult, new_run_id, record_document, record_key, run_status, write_record
 from apilake.redact import Redactor
 
 log = logging.getLogger("apilake")
@@ -47,7 +47,7 @@ class RunReport:
         return {"succeeded": 0, "failed": 1}.get(self.status, InterruptedRun.exit_code)
 
     def failures(self) -> list[UnitResult]:
-        return [r for r in self.results if r.status in ("failed", "not_attempted", "interrupted")]
+        return [r for r in self.results if r.status in DID_NOT_LAND]
 
 
 def run_job(

@@ -19,9 +19,9 @@ from typing import Any
 
 from apilake.destinations import Destination
 from apilake.jobfile import Job
+from apilake.record import DID_NOT_LAND, read_records
 
 OK = ("landed", "skipped")
-PROBLEMS = ("failed", "not_attempted", "interrupted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +182,6 @@ class StatusReport:
 
 
 async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.date]) -> StatusReport:
-    from apilake.record import read_records
-
     records = await read_records(dest)
     evidence = Evidence(records)
     if job is not None:
@@ -252,7 +250,7 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
         finished = [r for r in records if r.get("finished")]
         shown = [records[-1]] + ([finished[-1]] if finished and finished[-1] is not records[-1] else [])
         for record in shown:
-            problems = [u for u in record.get("units") or [] if u.get("status") in PROBLEMS]
+            problems = [u for u in record.get("units") or [] if u.get("status") in DID_NOT_LAND]
             out.append("")
             if record.get("status") == "running" and not record.get("finished"):
                 out.append(f"run {record.get('run_id')} is still running (or was killed before it finished)")

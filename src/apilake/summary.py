@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from apilake.record import UnitResult
+from apilake.record import DID_NOT_LAND, UnitResult
 
 
 def human_bytes(n: float) -> str:
@@ -35,7 +35,7 @@ def summarize(results: Iterable[UnitResult]) -> str:
         counts[r.status] += 1
         counts["bytes"] += r.bytes
         counts["seconds"] += r.seconds
-        if r.status in ("failed", "not_attempted", "interrupted"):
+        if r.status in DID_NOT_LAND:
             problems.append(r)
     rows = [["endpoint", "landed", "skipped", "failed", "not run", "bytes", "time"]]
     for name, c in sorted(per_endpoint.items()):

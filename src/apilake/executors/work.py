@@ -57,7 +57,7 @@ def not_attempted(unit: Unit, kind: str, unit_id: str, url: str, redact: Redacto
     return UnitResult(
         unit_id, unit.source, unit.endpoint, unit.date, kind, "not_attempted",  # type: ignore[arg-type]
         url=redact(url),
-        error=f"not attempted: the daily request quota of source {unit.source!r} ({per_day} requests_per_day) is spent",
+        error=f"not attempted: {DailyQuotaSpent.of(unit.source, per_day)}",
     )
 
 
