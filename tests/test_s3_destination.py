@@ -160,20 +160,13 @@ def test_exception_in_block_leaves_nothing(endpoint: str) -> None:
     assert boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
 
 
-def test_cancellation_aborts_multipart_upload(endpoint: str) -> None:
-    dest = _dest(endpoint, part_size_mb=5)
+def _cancel_mid_write(dest: S3Destination, key: str, transfer: Any, started: threading.Event) -> None:
+    """Cancel `transfer` once `started` is set: nothing of `key` may remain, no upload stay open."""
 
     async def go() -> None:
-        ready = asyncio.Event()
-
-        async def transfer() -> None:
-            async with dest.open_write("cancelled.bin") as writer:
-                await writer.write(os.urandom(11 * MIB))  # parts 1 and 2 leave; they may still be in flight
-                ready.set()
-                await asyncio.sleep(3600)
-
         task = asyncio.create_task(transfer())
-        await ready.wait()
+        while not started.is_set():
+            await asyncio.sleep(0.01)
         task.cancel()
         try:
             with pytest.raises(asyncio.CancelledError):
@@ -183,7 +176,20 @@ def test_cancellation_aborts_multipart_upload(endpoint: str) -> None:
 
     asyncio.run(go())
     assert dest.open_multipart_uploads() == []
-    assert _run(dest, lambda: dest.stat("cancelled.bin")) is None
+    assert _run(dest, lambda: dest.stat(key)) is None
+
+
+def test_cancellation_aborts_multipart_upload(endpoint: str) -> None:
+    dest = _dest(endpoint, part_size_mb=5)
+    ready = threading.Event()
+
+    async def transfer() -> None:
+        async with dest.open_write("cancelled.bin") as writer:
+            await writer.write(os.urandom(11 * MIB))  # parts 1 and 2 leave; they may still be in flight
+            ready.set()
+            await asyncio.sleep(3600)
+
+    _cancel_mid_write(dest, "cancelled.bin", transfer, ready)
 
 
 def test_cancellation_while_the_upload_starts_still_aborts(endpoint: str) -> None:
@@ -199,24 +205,12 @@ def test_cancellation_while_the_upload_starts_still_aborts(endpoint: str) -> Non
 
     client.create_multipart_upload = slow_create
 
-    async def go() -> None:
-        async def transfer() -> None:
-            async with dest.open_write("starting.bin") as writer:
-                await writer.write(os.urandom(6 * MIB))
+    async def transfer() -> None:
+        async with dest.open_write("starting.bin") as writer:
+            await writer.write(os.urandom(6 * MIB))
 
-        task = asyncio.create_task(transfer())
-        while not creating.is_set():
-            await asyncio.sleep(0.01)
-        task.cancel()  # the upload exists only after this: it must be aborted all the same
-        try:
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        finally:
-            await dest.close()
-
-    asyncio.run(go())
-    assert dest.open_multipart_uploads() == []
-    assert _run(dest, lambda: dest.stat("starting.bin")) is None
+    # the upload exists only after the cancel: it must be aborted all the same
+    _cancel_mid_write(dest, "starting.bin", transfer, creating)
 
 
 def test_failed_part_upload_names_the_key_and_aborts(endpoint: str) -> None:
