@@ -119,3 +119,19 @@ def details_endpoint(markets: tuple[str, ...] = ("ios", "google-play"), products
     """A JSON endpoint with one small unit per market and product."""
     return {"name": "details", "kind": "json", "path": "/v1.3/apps/{market}/app/{product_id}/details",
             "matrix": {"market": list(markets), "product_id": list(products)}}
+
+
+def temp_files(lake: Path) -> list[Path]:
+    """apilake's temporary files under a lake: transfers in flight, or leftovers of a killed run."""
+    return [p for p in lake.rglob("*") if p.is_file() and ".apilake-tmp-" in p.name]
+
+
+def temp_bytes(lake: Path) -> int:
+    """Bytes in temporary files now; a file renamed over its key meanwhile has landed and counts 0."""
+    total = 0
+    for path in temp_files(lake):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            pass
+    return total

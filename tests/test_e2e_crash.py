@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 from apilake.emulator import Fault
-from conftest import bulk_endpoint, expected_bulk, lake_objects, records, run_cli, start_cli, wait_for, write_job
+from conftest import bulk_endpoint, expected_bulk, lake_objects, records, run_cli, start_cli, temp_bytes, temp_files, wait_for, write_job
 
 DATE = "2026-11-25"
 BULK = bulk_endpoint()
@@ -17,13 +17,9 @@ def expected(emulator) -> dict[str, bytes]:
     return expected_bulk(emulator, "app_downloads,usage", DATE, DATE)
 
 
-def temp_files(lake: Path) -> list[Path]:
-    return [p for p in lake.rglob("*") if p.is_file() and ".apilake-tmp-" in p.name]
-
-
 def mid_transfer(lake: Path) -> bool:
     """Some files landed while a slow one is half-way: its temporary file holds bytes."""
-    return bool(lake_objects(lake)) and any(p.stat().st_size > 0 for p in temp_files(lake))
+    return bool(lake_objects(lake)) and temp_bytes(lake) > 0
 
 
 def start_slow_run(tmp_path: Path, emulator):

@@ -21,7 +21,7 @@ import boto3
 import pytest
 
 from apilake.emulator import Fault, expected_file_names, file_bytes
-from conftest import TOKEN, all_text, bulk_endpoint, details_endpoint, lake_objects, records, run_cli, start_cli, wait_for, write_job
+from conftest import TOKEN, all_text, bulk_endpoint, details_endpoint, lake_objects, records, run_cli, start_cli, temp_bytes, temp_files, wait_for, write_job
 from moto_server import DUMMY_AWS_ENV, aws_env, moto_endpoint  # noqa: F401 - fixtures
 
 distributed = pytest.importorskip("distributed")
@@ -81,10 +81,6 @@ def cluster_logs(client: Any) -> str:
     lines = [message for _level, message in client.get_scheduler_logs(n=10_000)]
     lines += [message for worker in client.get_worker_logs(n=10_000).values() for _level, message in worker]
     return "\n".join(lines)
-
-
-def temp_files(lake: Path) -> list[Path]:
-    return [p for p in lake.rglob("*") if p.is_file() and ".apilake-tmp-" in p.name]
 
 
 def test_same_lake_as_the_local_executor_byte_identical_and_exactly_once(tmp_path: Path, emulator, cluster) -> None:
@@ -188,7 +184,7 @@ def test_a_worker_killed_mid_transfer_its_file_lands_elsewhere_once_and_whole(tm
 
         def writing_slow_file() -> bool:
             holder[:] = [pid for pid in pids.values() if _holds_temp_file(pid, lake, ".2.csv.gz")]
-            return bool(holder) and any(p.stat().st_size > 0 for p in temp_files(lake))
+            return bool(holder) and temp_bytes(lake) > 0
 
         wait_for(writing_slow_file, timeout=30)
         os.kill(holder[0], signal.SIGKILL)
@@ -314,7 +310,7 @@ def test_sigterm_cancels_the_cluster_work_records_interrupted_and_exits_130(tmp_
     job = write_job(tmp_path, emulator, [BULK])
     process = start_cli("run", str(job), "--date", DATE, "--executor", "dask", "--scheduler", cluster[0].scheduler_address)
     try:
-        wait_for(lambda: any(p.stat().st_size > 0 for p in temp_files(lake)), timeout=30)
+        wait_for(lambda: temp_bytes(lake) > 0, timeout=30)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
     finally:
