@@ -6,14 +6,17 @@ YAML parse → profile overlay (`profiles:`) → `${VAR}` substitution → pydan
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
+import jmespath
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from jmespath.exceptions import JMESPathError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from apilake.errors import JobFileError, TemplateError
 from apilake.templates import check
@@ -27,6 +30,137 @@ Scalar = str | int | float | bool
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _jmespath(expression: str) -> str:
+    try:
+        jmespath.compile(expression)
+    except JMESPathError as exc:
+        raise ValueError(f"{expression!r} is not a JMESPath expression ({exc})") from None
+    return expression
+
+
+#: A path into a response body, e.g. `data.urls`, `links.next`, `accounts[].id`.
+JmesPath = Annotated[str, AfterValidator(_jmespath)]
+HttpUrl = Annotated[str, Field(pattern=r"^https?://[^/\s]+(/\S*)?$")]
+
+
+# -- auth: one model per scheme (the behaviour of each lives in `fetch.auth`) ------------------
+
+
+class BearerAuth(_Model):
+    """`Authorization: Bearer <token>`; `token:` on the source is a shorthand for it."""
+
+    type: Literal["bearer"]
+    token: str
+
+    def secrets(self) -> list[str]:
+        return [self.token]
+
+
+class ApiKeyAuth(_Model):
+    """A key in a header or a query parameter, sent only to the source's origin."""
+
+    type: Literal["api_key"]
+    name: str = Field(min_length=1)
+    value: str
+    location: Literal["header", "query"] = "header"
+
+    def secrets(self) -> list[str]:
+        return [self.value]
+
+
+class BasicAuth(_Model):
+    """HTTP Basic (RFC 7617)."""
+
+    type: Literal["basic"]
+    username: str
+    password: str
+
+    @property
+    def header(self) -> str:
+        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+    def secrets(self) -> list[str]:
+        return [self.password, self.header.split(" ", 1)[1]]
+
+
+class OAuth2ClientCredentials(_Model):
+    """OAuth 2.0 client credentials grant (RFC 6749 section 4.4)."""
+
+    type: Literal["oauth2_client_credentials"]
+    token_url: HttpUrl
+    client_id: str
+    client_secret: str
+    scope: str | None = None
+    client_auth: Literal["basic", "body"] = "basic"
+    expiry_margin_seconds: float = Field(60.0, ge=0)
+
+    @property
+    def basic_header(self) -> str:
+        return BasicAuth(type="basic", username=self.client_id, password=self.client_secret).header
+
+    def secrets(self) -> list[str]:
+        return [self.client_secret, self.basic_header.split(" ", 1)[1]]
+
+
+Auth = Annotated[Union[BearerAuth, ApiKeyAuth, BasicAuth, OAuth2ClientCredentials], Field(discriminator="type")]
+
+
+# -- pagination: one model per style (the behaviour of each lives in `fetch.paginate`) ---------
+
+
+DEFAULT_MAX_PAGES = 1000
+
+
+class PagingStyle(_Model):
+    max_pages: int = Field(DEFAULT_MAX_PAGES, ge=1, le=1_000_000, description="a unit with more pages fails")
+    records_path: JmesPath | None = None  # where a page's records are: an empty list ends paging
+
+
+class JsonLinkPaging(PagingStyle):
+    type: Literal["json_link"]
+    next_url_path: JmesPath
+
+
+class HeaderLinkPaging(PagingStyle):
+    type: Literal["header_link"]
+    rel: str = "next"
+
+
+class CursorPaging(PagingStyle):
+    type: Literal["cursor"]
+    cursor_path: JmesPath
+    cursor_param: str = Field(min_length=1)
+    has_more_path: JmesPath | None = None  # e.g. Stripe's `has_more`: false ends paging
+
+
+class OffsetPaging(PagingStyle):
+    type: Literal["offset"]
+    limit: int = Field(ge=1)
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    start: int = Field(0, ge=0)
+    records_path: JmesPath
+    total_path: JmesPath | None = None
+
+
+class PageNumberPaging(PagingStyle):
+    type: Literal["page_number"]
+    page_param: str = "page"
+    start: int = Field(1, ge=0)
+    total_pages_path: JmesPath | None = None
+
+    @model_validator(mode="after")
+    def _has_an_end(self) -> PageNumberPaging:
+        if self.records_path is None and self.total_pages_path is None:
+            raise ValueError("page_number paging needs records_path or total_pages_path to know where it ends")
+        return self
+
+
+Paging = Annotated[
+    Union[JsonLinkPaging, HeaderLinkPaging, CursorPaging, OffsetPaging, PageNumberPaging], Field(discriminator="type")
+]
 
 
 class Retry(_Model):
@@ -46,21 +180,70 @@ class Timeouts(_Model):
     total: float = Field(3600.0, gt=0)
 
 
-class Endpoint(_Model):
-    name: Name
-    kind: Literal["json", "bulk"]
+class ForEach(_Model):
+    """Fan-out: one child unit per value found in the parent endpoint's pages of the same date."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    endpoint: Name
+    values: JmesPath
+    as_: Name = Field(alias="as")
+
+
+class ReportCreate(_Model):
+    """The request that creates a report; its answer holds the report id (`id_path`)."""
+
+    method: Literal["GET", "POST"] = "POST"
     path: str
     params: dict[str, Scalar | list[Scalar]] = {}
+    body: Any = None
+
+
+class ReportPoll(_Model):
+    """The request that asks how a report is doing, repeated until it is done or failed."""
+
+    path: str
+    params: dict[str, Scalar | list[Scalar]] = {}
+    status_path: JmesPath
+    done: list[str] = Field(min_length=1)
+    failed: list[str] = []
+    message_path: JmesPath | None = None  # the vendor's reason when a report fails
+    interval_seconds: float = Field(5.0, gt=0)
+    timeout_seconds: float = Field(1800.0, gt=0)
+
+
+KINDS_WITH_KEY = ("json", "file")  # one object per unit (page 1 of it) at a rendered key
+#: The endpoint keys that belong to some kinds only.
+KIND_SETTINGS: dict[str, set[str]] = {
+    "json": {"method", "body", "paginate"},
+    "bulk": {"urls", "files", "include", "exclude"},
+    "file": set(),
+    "report": {"create", "id_path", "poll", "urls", "files", "include", "exclude"},
+}
+
+
+class Endpoint(_Model):
+    name: Name
+    kind: Literal["json", "bulk", "file", "report"]
+    path: str | None = None
+    method: Literal["GET", "POST"] = "GET"
+    body: Any = None
+    params: dict[str, Scalar | list[Scalar]] = {}
     matrix: dict[Name, list[Scalar]] = {}
-    paginate: Literal["none", "next_page", "page_index"] = "none"
+    paginate: Literal["none", "next_page", "page_index"] | Paging = "none"
     key: str | None = None
     lag: int = Field(0, ge=0, le=3650, description="days between the run date and the date requested")
     schedule: str | None = None
-    # bulk only
-    urls: str = "data.urls"
+    for_each: ForEach | None = None
+    # bulk and report only
+    urls: JmesPath = "data.urls"
     files: Literal["metrics", "dimensions", "all"] = "all"
     include: list[str] = []
     exclude: list[str] = []
+    # report only
+    create: ReportCreate | None = None
+    id_path: JmesPath | None = None
+    poll: ReportPoll | None = None
 
     @field_validator("matrix")
     @classmethod
@@ -74,13 +257,34 @@ class Endpoint(_Model):
 
     @model_validator(mode="after")
     def _kind_settings(self) -> Endpoint:
-        if self.kind == "json":
-            stray = [k for k in ("urls", "files", "include", "exclude") if k in self.model_fields_set]
-            if stray:
-                raise ValueError(f"{stray[0]}: applies to kind: bulk only (this endpoint is kind: json)")
-        elif self.paginate != "none":
-            raise ValueError("paginate: applies to kind: json only (a bulk listing is one page)")
+        specific = set().union(*KIND_SETTINGS.values())
+        stray = sorted((specific - KIND_SETTINGS[self.kind]) & self.model_fields_set)
+        if stray:
+            first, *others = [kind for kind, keys in KIND_SETTINGS.items() if stray[0] in keys]
+            also = f"or {', '.join(others)}; " if others else ""
+            raise ValueError(f"{stray[0]}: applies to kind: {first} only ({also}this endpoint is kind: {self.kind})")
+        if self.kind == "report":
+            missing = [k for k in ("create", "id_path", "poll") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"{missing[0]}: required for kind: report (create, id_path, poll)")
+            if self.path is not None:
+                raise ValueError("path: a report has no path of its own (create.path and poll.path say where to go)")
+        elif self.path is None:
+            raise ValueError(f"path: required for kind: {self.kind}")
+        if self.body is not None and self.method != "POST":
+            raise ValueError("body: only a POST sends a body (add method: POST)")
+        if self.for_each is not None:
+            if self.for_each.as_ in self.matrix or self.for_each.as_ in ("date", "source", "endpoint"):
+                raise ValueError(f"for_each.as: {self.for_each.as_!r} clashes with a matrix variable or a built-in placeholder")
         return self
+
+    @property
+    def max_pages(self) -> int:
+        return self.paginate.max_pages if isinstance(self.paginate, PagingStyle) else DEFAULT_MAX_PAGES
+
+    @property
+    def paginate_type(self) -> str:
+        return self.paginate.type if isinstance(self.paginate, PagingStyle) else self.paginate  # type: ignore[attr-defined]
 
     @field_validator("schedule")
     @classmethod
@@ -92,6 +296,7 @@ class Source(_Model):
     name: Name
     base_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+(/\S*)?$")]
     token: str | None = None
+    auth: Auth | None = None
     headers: dict[str, str] = {}
     requests_per_second: int | None = Field(None, ge=1)
     requests_per_minute: int | None = Field(None, ge=1)
@@ -106,16 +311,61 @@ class Source(_Model):
     @classmethod
     def _unique_endpoints(cls, endpoints: list[Endpoint]) -> list[Endpoint]:
         _check_unique([e.name for e in endpoints], "endpoint")
+        _check_fan_out(endpoints)
         return endpoints
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> Source:
+        if self.token is not None and self.auth is not None:
+            raise ValueError("token: and auth: both given; `token: X` is short for `auth: {type: bearer, token: X}`")
+        return self
+
+    @property
+    def credentials(self) -> BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials | None:
+        """The source's auth scheme, `token:` read as the bearer shorthand."""
+        if self.token is not None:
+            return BearerAuth(type="bearer", token=self.token)
+        return self.auth
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log, a record, a key or another origin.
 
         Headers count when their name says they carry a credential (Authorization, X-Api-Key,
-        Cookie, ...): masking `Accept: json` everywhere would only garble logs.
+        Cookie, ...): masking `Accept: json` everywhere would only garble logs. An OAuth2 access
+        token is learnt at run time (`redact.learn`).
         """
         headers = [v for k, v in self.headers.items() if SECRET_NAME.search(k)]
-        return [s for s in [self.token, *headers] if s]
+        auth = self.credentials.secrets() if self.credentials else []
+        return [s for s in [*auth, *headers] if s]
+
+
+def _check_fan_out(endpoints: list[Endpoint]) -> None:
+    """A `for_each` names a JSON endpoint of the same source, and parents never form a cycle."""
+    by_name = {e.name: e for e in endpoints}
+    for endpoint in endpoints:
+        if endpoint.for_each is None:
+            continue
+        parent = by_name.get(endpoint.for_each.endpoint)
+        if parent is None:
+            raise ValueError(f"endpoint {endpoint.name!r}: for_each.endpoint: no endpoint {endpoint.for_each.endpoint!r} in this source")
+        if parent.kind != "json":
+            raise ValueError(f"endpoint {endpoint.name!r}: for_each.endpoint: {parent.name!r} is kind: {parent.kind}; a parent must be kind: json")
+        chain = [endpoint.name]
+        while parent is not None:
+            if parent.name in chain:
+                raise ValueError(f"for_each forms a cycle: {' -> '.join([*chain, parent.name])}")
+            chain.append(parent.name)
+            parent = by_name[parent.for_each.endpoint] if parent.for_each else None
+
+
+def parents(source: Source, endpoint: Endpoint) -> list[Endpoint]:
+    """The chain of `for_each` parents of an endpoint, nearest first."""
+    by_name = {e.name: e for e in source.endpoints}
+    found = []
+    while endpoint.for_each is not None:
+        endpoint = by_name[endpoint.for_each.endpoint]
+        found.append(endpoint)
+    return found
 
 
 class S3Options(_Model):
@@ -168,9 +418,17 @@ class Job(_Model):
             for ei, endpoint in enumerate(source.endpoints):
                 where = f"sources[{si}].endpoints[{ei}]"
                 names = {"date", "source", "endpoint", *endpoint.matrix}
-                fields = [("path", endpoint.path, names)] + [(f"params.{k}", str(v), names) for k, v in endpoint.params.items()]
+                if endpoint.for_each is not None:
+                    names.add(endpoint.for_each.as_)
+                fields = [("path", endpoint.path or "", names), *_request_fields("", endpoint.params, endpoint.body, names)]
+                if endpoint.create is not None and endpoint.poll is not None:
+                    fields.append(("create.path", endpoint.create.path, names))
+                    fields += _request_fields("create.", endpoint.create.params, endpoint.create.body, names)
+                    fields.append(("poll.path", endpoint.poll.path, names | {"report_id"}))
+                    fields += _request_fields("poll.", endpoint.poll.params, None, names | {"report_id"})
                 if endpoint.key is not None:
-                    fields.append(("key", endpoint.key, names | FILE_PLACEHOLDERS if endpoint.kind == "bulk" else names))
+                    by_file = endpoint.kind in ("bulk", "report")
+                    fields.append(("key", endpoint.key, names | FILE_PLACEHOLDERS if by_file else names))
                 for field, template, known in fields:
                     try:
                         check(template, known, dates={"date", "file_date"})
@@ -182,6 +440,21 @@ class Job(_Model):
         """Tokens, secret headers, and values of `${VAR}`s whose names say they are secret."""
         found = [secret for source in self.sources for secret in source.secrets()] + list(self._env_secrets)
         return list(dict.fromkeys(found))
+
+
+def _request_fields(prefix: str, params: dict[str, Any], body: Any, names: set[str]) -> list[tuple[str, str, set[str]]]:
+    """(key path, template, known names) of every templated string in a request's params and body."""
+    fields = [(f"{prefix}params.{k}", str(v), names) for k, v in params.items()]
+    return fields + [(f"{prefix}body{where}", text, names) for where, text in body_strings(body)]
+
+
+def body_strings(body: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every string in a JSON body with its path (`.filter.from`, `[0]`): each is a template."""
+    if isinstance(body, dict):
+        return [found for k, v in body.items() for found in body_strings(v, f"{where}.{k}")]
+    if isinstance(body, list):
+        return [found for i, v in enumerate(body) for found in body_strings(v, f"{where}[{i}]")]
+    return [(where, body)] if isinstance(body, str) else []
 
 
 def _check_unique(names: list[str], what: str) -> None:

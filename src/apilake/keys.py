@@ -22,10 +22,20 @@ DEFAULT_BULK_KEY = "{source}/{endpoint}/{file_kind}/{dimension}/dt={file_date}/{
 _ISO_DATE = re.compile(r"(?<!\d)(\d{4}-\d{2}-\d{2})(?!\d)")
 
 
-def default_json_key(matrix: Mapping[str, object]) -> str:
-    """The default key template of a JSON endpoint: one file per matrix combination and date."""
+_EXTENSION = re.compile(r"(?:\.[A-Za-z][A-Za-z0-9]{0,7})+$")
+
+
+def default_json_key(matrix: Mapping[str, object], extension: str = ".json") -> str:
+    """The default key template of a JSON (or raw file) endpoint: one object per matrix combination and date."""
     stem = ",".join(f"{name}={{{name}}}" for name in matrix) or "data"
-    return "{source}/{endpoint}/dt={date}/" + stem + ".json"
+    return "{source}/{endpoint}/dt={date}/" + stem + extension
+
+
+def extension(path: str | None) -> str:
+    """The file extension at the end of a URL path (`/export.csv.gz` → `.csv.gz`), or ''."""
+    name = (path or "").rsplit("/", 1)[-1].split("?", 1)[0]
+    found = _EXTENSION.search(name.rsplit("}", 1)[-1])
+    return found.group(0) if found else ""
 
 
 def page_key(key: str, page: int) -> str:

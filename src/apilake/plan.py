@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import jmespath
+
 from apilake import keys
 from apilake.errors import JobFileError
-from apilake.jobfile import Endpoint, Job, Source
+from apilake.jobfile import KINDS_WITH_KEY, Endpoint, Job, OffsetPaging, PageNumberPaging, Source, parents
 from apilake.templates import Value, render, sanitize_key
 
 
@@ -23,13 +26,16 @@ from apilake.templates import Value, render, sanitize_key
 class Unit:
     source: str
     endpoint: str
-    kind: str  # "json" | "bulk"
+    kind: str  # "json" | "bulk" | "file" | "report"
     date: str  # ISO date the unit asks for (run date minus the endpoint's lag)
-    variables: tuple[tuple[str, str], ...]  # this unit's matrix combination
-    url: str  # base URL + rendered path, no query
+    variables: tuple[tuple[str, str], ...]  # this unit's matrix combination (and fan-out value)
+    url: str  # base URL + rendered path, no query (report: the create request's)
     params: tuple[tuple[str, str], ...]
-    key: str  # json: the object key (of page 1); bulk: the key template, rendered per file
-    paginate: str = "none"
+    key: str  # json, file: the object key (of page 1); bulk, report: the key template, rendered per file
+    paginate: str = "none"  # the style's name; its settings stay on the endpoint
+    method: str = "GET"
+    body: str | None = None  # POST: the rendered JSON body
+    run_date: str = ""  # the run date this unit belongs to (date plus the endpoint's lag)
 
     @property
     def id(self) -> str:
@@ -62,20 +68,58 @@ def encode_query(params: Iterable[tuple[str, str]]) -> str:
 
 
 def plan(job: Job, dates: Iterable[dt.date], only: Iterable[str] = ()) -> list[Unit]:
-    """Every unit of every selected endpoint for every date, in a stable order."""
+    """Every unit of every selected endpoint for every date, in a stable order.
+
+    Children of a fan-out (`for_each`) are not here: their units come from their parent's
+    pages (`expand_children`) once it has landed. Selecting a child selects its parents too
+    (a parent that landed before is skipped, and its pages are read from the lake).
+    """
+    dates = list(dates)
+    units = []
+    for source, endpoint in selected(job, only):
+        if endpoint.for_each is None:
+            for date in dates:
+                units.extend(expand(source, endpoint, date))
+    _refuse_collisions(units)
+    return units
+
+
+def selected(job: Job, only: Iterable[str] = ()) -> list[tuple[Source, Endpoint]]:
+    """The endpoints `--only` asks for (all without it), with the fan-out parents they need."""
     only = set(only)
     known = {e.name for s in job.sources for e in s.endpoints} | {s.name for s in job.sources}
     unknown = sorted(only - known)
     if unknown:
         raise JobFileError(f"--only {unknown[0]}: no endpoint or source of that name (known: {', '.join(sorted(known))})")
-    dates = list(dates)
-    units = []
+    wanted: set[tuple[str, str]] = set()
     for source in job.sources:
         for endpoint in source.endpoints:
-            if only and endpoint.name not in only and source.name not in only:
-                continue
-            for date in dates:
-                units.extend(expand(source, endpoint, date))
+            if not only or endpoint.name in only or source.name in only:
+                wanted |= {(source.name, e.name) for e in [endpoint, *parents(source, endpoint)]}
+    return [(s, e) for s in job.sources for e in s.endpoints if (s.name, e.name) in wanted]
+
+
+def children(job: Job, only: Iterable[str] = ()) -> list[tuple[Source, Endpoint]]:
+    """The selected fan-out children (endpoints with `for_each`), parents before their children."""
+    found = [(s, e) for s, e in selected(job, only) if e.for_each is not None]
+    return sorted(found, key=lambda se: len(parents(*se)))
+
+
+def expand_children(source: Source, child: Endpoint, run_date: dt.date, pages: Iterable[Any]) -> list[Unit]:
+    """The units of a fan-out child for one run date, from every page of its parent for that date.
+
+    The child's `for_each.values` (JMESPath) is evaluated over each page; values are
+    de-duplicated in order of appearance, and each, combined with the child's matrix, is a unit.
+    """
+    assert child.for_each is not None
+    expression = jmespath.compile(child.for_each.values)
+    values: dict[str, None] = {}
+    for page in pages:
+        found = expression.search(page)
+        for value in found if isinstance(found, list) else [found]:
+            if value is not None and not isinstance(value, (dict, list)):
+                values[_text(value)] = None
+    units = expand(source, child, run_date, fan_out=list(values))
     _refuse_collisions(units)
     return units
 
@@ -88,7 +132,7 @@ def _refuse_collisions(units: list[Unit]) -> None:
         if unit.id in ids:
             raise JobFileError(f"two units are both {unit.id!r}: matrix values of one variable must differ as text")
         ids[unit.id] = unit
-        if unit.kind == "json":
+        if unit.kind in KINDS_WITH_KEY:
             if unit.key in keys:
                 raise JobFileError(
                     f"units {keys[unit.key].id!r} and {unit.id!r} would both land on key {unit.key!r}; "
@@ -97,22 +141,28 @@ def _refuse_collisions(units: list[Unit]) -> None:
             keys[unit.key] = unit
 
 
-def expand(source: Source, endpoint: Endpoint, run_date: dt.date) -> list[Unit]:
-    """The units of one endpoint for one run date: one per matrix combination."""
+def expand(source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[str] | None = None) -> list[Unit]:
+    """The units of one endpoint for one run date: one per matrix combination (and fan-out value)."""
     date = run_date - dt.timedelta(days=endpoint.lag)
-    axes = list(endpoint.matrix)
-    combos = itertools.product(*(endpoint.matrix[a] for a in axes)) if axes else [()]
+    matrix: dict[str, list[Any]] = dict(endpoint.matrix)
+    if endpoint.for_each is not None:
+        matrix = {endpoint.for_each.as_: fan_out or [], **matrix}
+    axes = list(matrix)
+    combos = itertools.product(*(matrix[a] for a in axes)) if axes else [()]
     key_template = endpoint.key or (
-        keys.default_json_key(endpoint.matrix) if endpoint.kind == "json" else keys.DEFAULT_BULK_KEY
+        keys.default_json_key(matrix, keys.extension(endpoint.path) if endpoint.kind == "file" else ".json")
+        if endpoint.kind in KINDS_WITH_KEY
+        else keys.DEFAULT_BULK_KEY
     )
+    request = endpoint.create if endpoint.create is not None else endpoint
+    method = request.method
     units = []
     for combo in combos:
         variables = tuple((axis, _text(value)) for axis, value in zip(axes, combo))
         values: dict[str, Value] = {"source": source.name, "endpoint": endpoint.name, "date": date, **dict(variables)}
-        path_values = {k: quote(str(v), safe="") if k in dict(variables) else v for k, v in values.items()}
-        url = source.base_url.rstrip("/") + "/" + render(endpoint.path, path_values).lstrip("/")
-        params = tuple((name, _render_param(value, values)) for name, value in endpoint.params.items())
-        key = sanitize_key(render(key_template, values, escape_slashes=True)) if endpoint.kind == "json" else key_template
+        url = join_url(source.base_url, request.path or "", values, dict(variables))
+        params = render_params(request.params, values) + first_page_params(endpoint)
+        key = sanitize_key(render(key_template, values, escape_slashes=True)) if endpoint.kind in KINDS_WITH_KEY else key_template
         units.append(
             Unit(
                 source=source.name,
@@ -123,10 +173,48 @@ def expand(source: Source, endpoint: Endpoint, run_date: dt.date) -> list[Unit]:
                 url=url,
                 params=params,
                 key=key,
-                paginate=endpoint.paginate,
+                paginate=endpoint.paginate_type,
+                method=method,
+                body=render_body(request.body, values),
+                run_date=run_date.isoformat(),
             )
         )
     return units
+
+
+def join_url(base_url: str, path: str, values: Mapping[str, Value], variables: Mapping[str, str]) -> str:
+    """`base_url` + the rendered path; variable values are URL-quoted so they stay one segment."""
+    path_values = {k: quote(str(v), safe="") if k in variables else v for k, v in values.items()}
+    return base_url.rstrip("/") + "/" + render(path, path_values).lstrip("/")
+
+
+def first_page_params(endpoint: Endpoint) -> tuple[tuple[str, str], ...]:
+    """Offset and page-number paging ask for their first page explicitly (the limit is a must)."""
+    spec = endpoint.paginate
+    if isinstance(spec, OffsetPaging):
+        return ((spec.offset_param, str(spec.start)), (spec.limit_param, str(spec.limit)))
+    if isinstance(spec, PageNumberPaging):
+        return ((spec.page_param, str(spec.start)),)
+    return ()
+
+
+def render_params(params: Mapping[str, Any], values: Mapping[str, Value]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, _render_param(value, values)) for name, value in params.items())
+
+
+def render_body(body: Any, values: Mapping[str, Value]) -> str | None:
+    """A POST body as JSON text, its strings rendered as templates (None: no body)."""
+    if body is None:
+        return None
+
+    def fill(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: fill(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fill(v) for v in node]
+        return render(node, values) if isinstance(node, str) else node
+
+    return json.dumps(fill(body), separators=(",", ":"), sort_keys=False)
 
 
 def file_key(unit: Unit, file_url: str) -> str:

@@ -13,17 +13,30 @@ SENSITIVE_QUERY = re.compile(
 )
 
 
+#: Secrets learnt at run time (an OAuth2 access token): every redactor in the process masks them.
+_learnt: set[str] = set()
+
+
+def _forms(secrets: Iterable[str]) -> set[str]:
+    forms = set()
+    for secret in secrets:
+        if len(secret) >= MIN_SECRET_LENGTH:
+            forms.update({secret, quote(secret, safe=""), quote_plus(secret)})
+    return forms
+
+
+def learn(secret: str) -> None:
+    """Treat a value fetched at run time as a secret from now on, in every log line and record."""
+    _learnt.update(_forms([secret]))
+
+
 class Redactor:
     """Replaces known secret values (and their URL-encoded forms) and sensitive query values."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms = set()
-        for secret in secrets:
-            if len(secret) >= MIN_SECRET_LENGTH:
-                forms.update({secret, quote(secret, safe=""), quote_plus(secret)})
-        self._secrets = sorted(forms, key=len, reverse=True)
+        self._secrets = _forms(secrets)
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in sorted(self._secrets | _learnt, key=len, reverse=True):
             text = text.replace(secret, MASK)
         return SENSITIVE_QUERY.sub(lambda m: f"{m.group('name')}={MASK}", text)

@@ -17,6 +17,8 @@ from apilake.fetch.bulk import FileTransfer, fetch_listing, transfer_file
 from apilake.fetch.client import SourceClient
 from apilake.fetch.json import fetch_json_unit
 from apilake.fetch.limits import DailyQuotaSpent
+from apilake.fetch.paginate import paginator_for
+from apilake.fetch.report import fetch_report
 from apilake.jobfile import Endpoint, Job
 from apilake.plan import Unit
 from apilake.record import UnitResult
@@ -26,8 +28,8 @@ log = logging.getLogger("apilake")
 
 
 def unit_kind(unit: Unit) -> str:
-    """The record kind of a planned unit: `json`, or `listing` for a bulk unit."""
-    return "json" if unit.kind == "json" else "listing"
+    """The record kind of a planned unit: `json`, `file`, or `listing` for a bulk or report unit."""
+    return unit.kind if unit.kind in ("json", "file") else "listing"
 
 
 def endpoints(job: Job) -> dict[tuple[str, str], Endpoint]:
@@ -83,10 +85,18 @@ class UnitWork:
         if self._spent(unit):
             return not_attempted(unit, kind, unit.id, unit.request_url, self.redact, self._per_day(unit)), []
         client = self.clients[unit.source]
+        endpoint = self.endpoints[unit.source, unit.endpoint]
         try:
             if unit.kind == "json":
-                return await fetch_json_unit(unit, client, self.dest, force=self.force), []
-            listing = await fetch_listing(unit, self.endpoints[unit.source, unit.endpoint], client)
+                paginator = paginator_for(endpoint)
+                return await fetch_json_unit(unit, client, self.dest, force=self.force, paginator=paginator, max_pages=endpoint.max_pages), []
+            if unit.kind == "file":
+                raw = FileTransfer(unit.id, unit.request_url, unit.key, gzip=unit.key.endswith(".gz") or unit.url.endswith(".gz"))
+                return await transfer_file(unit, raw, client, self.dest, force=self.force), []
+            if unit.kind == "report":
+                listing = await fetch_report(unit, endpoint, client, self.dest)
+            else:
+                listing = await fetch_listing(unit, endpoint, client)
             return listing.result, listing.files
         except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
             return failed(unit, kind, unit.id, exc, unit.request_url, self.redact), []

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import jmespath
+
 from apilake.destinations import Destination
 from apilake.record import LandedObject, UnitResult
 
@@ -13,3 +17,8 @@ async def skip_if_landed(dest: Destination, key: str, result: UnitResult, *, for
     result.status = "skipped"
     result.objects.append(LandedObject(key, landed.size, landed.sha256))
     return True
+
+
+def dig(doc: Any, path: str | None) -> Any:
+    """The value at a JMESPath (`data.urls`, `links.next`, `accounts[].id`) in a parsed body, or None."""
+    return jmespath.search(path, doc) if path else None

@@ -15,9 +15,9 @@ from typing import Any
 
 from apilake.destinations import Destination
 from apilake.errors import TemplateError, TransferError
-from apilake.fetch import skip_if_landed
+from apilake.fetch import dig, skip_if_landed
 from apilake.fetch.client import SourceClient
-from apilake.fetch.json import get_json
+from apilake.fetch.json import JsonAnswer, get_json
 from apilake.integrity import StreamCheck, copy_checked
 from apilake.jobfile import Endpoint
 from apilake.keys import file_selected, file_values
@@ -42,18 +42,16 @@ class Listing:
     files: list[FileTransfer] = field(default_factory=list)
 
 
-def dig(doc: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(doc, dict) or part not in doc:
-            return None
-        doc = doc[part]
-    return doc
-
-
 async def fetch_listing(unit: Unit, endpoint: Endpoint, client: SourceClient) -> Listing:
     """GET the listing and choose its files; the listing's facts go into the run record."""
     started = time.monotonic()
-    status, body, doc, attempts = await get_json(client, unit.request_url, f"{unit.id} listing")
+    answer = await get_json(client, unit.request_url, f"{unit.id} listing")
+    return listing_of(unit, endpoint, client, answer, started)
+
+
+def listing_of(unit: Unit, endpoint: Endpoint, client: SourceClient, answer: JsonAnswer, started: float, **facts: Any) -> Listing:
+    """Choose the files a listing (or a finished report) offers at `endpoint.urls`; `facts` go into the record."""
+    status, body, doc, attempts, _headers = answer
     urls = dig(doc, endpoint.urls)
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise TransferError(f"{unit.id}: the listing has no list of URLs at {endpoint.urls!r} (set `urls:` on the endpoint)")
@@ -95,6 +93,7 @@ async def fetch_listing(unit: Unit, endpoint: Endpoint, client: SourceClient) ->
             "duplicates": len(urls) - len(unique),
             "selected": len(files),
             "urls": [client.redact(u) for u in unique],
+            **facts,
         },
     )
     return Listing(result, list(files.values()))

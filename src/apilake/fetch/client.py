@@ -24,6 +24,7 @@ from tenacity.wait import wait_random_exponential
 
 from apilake import __version__
 from apilake.errors import TransferError
+from apilake.fetch.auth import credentials_for
 from apilake.fetch.limits import Budget
 from apilake.jobfile import Retry, Source
 from apilake.redact import Redactor
@@ -64,9 +65,6 @@ class SourceClient:
         self.redact = redact
         self.budget = budget
         self._origin = origin(source.base_url)
-        self._credentials = dict(source.headers)
-        if source.token:
-            self._credentials["Authorization"] = f"Bearer {source.token}"
         t = source.timeouts
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=None),
@@ -74,18 +72,19 @@ class SourceClient:
             headers={"User-Agent": f"apilake/{__version__}"},
             follow_redirects=False,
         )
+        self._credentials = credentials_for(source, self._http, redact)
 
     async def close(self) -> None:
         await self._http.aclose()
 
     @asynccontextmanager
-    async def stream(self, url: str) -> AsyncIterator[httpx.Response]:
-        """GET `url` and yield a 2xx response whose body is not read yet.
+    async def stream(self, url: str, *, method: str = "GET", body: str | None = None) -> AsyncIterator[httpx.Response]:
+        """Send a request (GET, or POST with a JSON `body`) and yield a 2xx response whose body is not read yet.
 
         Non-2xx statuses and transport failures (also those met while the caller reads the body)
         become `TransferError`s whose message is already redacted.
         """
-        response = await self._send(url)
+        response = await self._send(url, method, body)
         try:
             yield response
         except httpx.HTTPError as exc:
@@ -93,19 +92,30 @@ class SourceClient:
         finally:
             await response.aclose()
 
-    async def _send(self, url: str) -> httpx.Response:
-        for _hop in range(MAX_REDIRECTS + 1):
+    async def _send(self, url: str, method: str = "GET", body: str | None = None) -> httpx.Response:
+        renewed = False
+        for _hop in range(MAX_REDIRECTS + 2):
             own_origin = origin(url) == self._origin
             if own_origin:
                 await self.budget.acquire()
-            headers = self._credentials if own_origin else {}
+            content = body.encode() if body is not None else None
+            json_type = {"Content-Type": "application/json"} if content is not None else {}
+            request = self._http.build_request(method, url, content=content, headers=json_type)
             try:
-                response = await self._http.send(self._http.build_request("GET", url, headers=headers), stream=True)
+                if own_origin:  # credentials go to the source's own origin, and nowhere else
+                    await self._credentials.sign(request)
+                response = await self._http.send(request, stream=True)
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc, url) from None
             if response.is_redirect and "location" in response.headers:
                 await response.aclose()
                 url = urljoin(url, response.headers["location"])
+                if response.status_code in (301, 302, 303):  # RFC 9110 15.4: the redirected request is a GET
+                    method, body = "GET", None
+                continue
+            if response.status_code == 401 and own_origin and not renewed and await self._credentials.renew(request):
+                await response.aclose()
+                renewed = True  # refresh once: a second 401 is the answer
                 continue
             if response.is_success:
                 return response

@@ -9,23 +9,33 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any
-from urllib.parse import urljoin
+from typing import Any, NamedTuple
+
+import httpx
 
 from apilake.destinations import Destination
 from apilake.errors import TransferError
 from apilake.fetch import skip_if_landed
-from apilake.fetch.client import SourceClient, is_transient
+from apilake.fetch.client import SourceClient, is_transient, origin
+from apilake.fetch.paginate import Page, Paginator
 from apilake.integrity import StreamCheck
 from apilake.keys import page_key
-from apilake.plan import Unit, encode_query
+from apilake.plan import Unit
 from apilake.record import LandedObject, UnitResult
 
-MAX_PAGES = 10_000
+
+class JsonAnswer(NamedTuple):
+    status: int
+    body: bytes
+    doc: Any
+    attempts: int
+    headers: httpx.Headers
 
 
-async def get_json(client: SourceClient, url: str, what: str, *, limit: int | None = None) -> tuple[int, bytes, Any, int]:
-    """One JSON document with retries: (status, body, parsed body, attempts).
+async def get_json(
+    client: SourceClient, url: str, what: str, *, limit: int | None = None, method: str = "GET", body: str | None = None
+) -> JsonAnswer:
+    """One JSON document with retries (GET, or POST with a JSON `body`).
 
     Reading stops past `limit` bytes (default: the source's `max_json_mb`), so a runaway body
     fails its unit instead of exhausting memory.
@@ -33,25 +43,25 @@ async def get_json(client: SourceClient, url: str, what: str, *, limit: int | No
     mb = client.source.max_json_mb
     limit = int(mb * 1024 * 1024) if limit is None else limit
 
-    async def attempt() -> tuple[int, bytes, Any]:
-        async with client.stream(url) as response:
+    async def attempt() -> tuple[int, bytes, Any, httpx.Headers]:
+        async with client.stream(url, method=method, body=body) as response:
             length = response.headers.get("content-length")
             encoded = "content-encoding" in response.headers  # the length is of the encoded body
             check = StreamCheck(expected_length=int(length) if length and length.isdigit() and not encoded else None, gzip=False)
-            body = bytearray()
+            data = bytearray()
             async for chunk in response.aiter_bytes():
                 check.update(chunk)
-                body += chunk
-                if len(body) > limit:
+                data += chunk
+                if len(data) > limit:
                     raise TransferError(
                         f"{what}: response is larger than max_json_mb ({mb:g} MB), which counts all pages of a "
                         "unit together; raise sources[].max_json_mb if such bodies are expected"
                     )
             check.finish()
-            return response.status_code, bytes(body), parse_body(bytes(body), what, client)
+            return response.status_code, bytes(data), parse_body(bytes(data), what, client), response.headers
 
-    (status, body, doc), attempts = await client.retrying(client.source.retry, attempt, what=what)
-    return status, body, doc, attempts
+    (status, data, doc, headers), attempts = await client.retrying(client.source.retry, attempt, what=what)
+    return JsonAnswer(status, data, doc, attempts, headers)
 
 
 def parse_body(body: bytes, what: str, client: SourceClient) -> Any:
@@ -71,23 +81,9 @@ def parse_body(body: bytes, what: str, client: SourceClient) -> Any:
     return doc
 
 
-def next_url(unit: Unit, doc: Any, current: str, page: int) -> str | None:
-    """The URL of the page after `page` (1-based), or None when this was the last one."""
-    if not isinstance(doc, dict):
-        return None
-    if unit.paginate == "next_page":
-        following = doc.get("next_page")
-        return urljoin(current, following) if isinstance(following, str) and following else None
-    if unit.paginate == "page_index":
-        total, index = doc.get("page_num"), doc.get("page_index", page - 1)
-        if not isinstance(total, int) or not isinstance(index, int) or index + 1 >= total:
-            return None
-        params = [(k, v) for k, v in unit.params if k != "page_index"] + [("page_index", str(index + 1))]
-        return unit.url + "?" + encode_query(params)
-    return None
-
-
-async def fetch_json_unit(unit: Unit, client: SourceClient, dest: Destination, *, force: bool) -> UnitResult:
+async def fetch_json_unit(
+    unit: Unit, client: SourceClient, dest: Destination, *, force: bool, paginator: Paginator, max_pages: int
+) -> UnitResult:
     started = time.monotonic()
     result = UnitResult(
         unit.id, unit.source, unit.endpoint, unit.date, "json", "landed", url=client.redact(unit.request_url)
@@ -96,16 +92,24 @@ async def fetch_json_unit(unit: Unit, client: SourceClient, dest: Destination, *
         return result
     pages: list[tuple[int, bytes, int]] = []
     url: str | None = unit.request_url
+    home = origin(unit.url)
     seen = set()
     budget = int(client.source.max_json_mb * 1024 * 1024)  # all pages are held until page 1 lands
     while url is not None:
-        if len(pages) >= MAX_PAGES or url in seen:
-            raise TransferError(f"{unit.id}: pagination does not end (page {len(pages) + 1}, {client.redact(url)})")
+        number = len(pages) + 1
+        if url in seen:
+            raise TransferError(client.redact(f"{unit.id}: pagination loop at page {number}: {url} was fetched before"))
+        if number > max_pages:
+            raise TransferError(f"{unit.id}: more than max_pages ({max_pages}) pages; raise paginate.max_pages if that is expected")
+        if origin(url) != home:
+            raise TransferError(
+                client.redact(f"{unit.id}: page {number} is on another origin ({url}); refused, the source's credentials stay home")
+            )
         seen.add(url)
         held = sum(len(p[1]) for p in pages)
-        status, body, doc, attempts = await get_json(client, url, f"{unit.id} page {len(pages) + 1}", limit=budget - held)
-        pages.append((status, body, attempts))
-        url = next_url(unit, doc, url, len(pages))
+        answer = await get_json(client, url, f"{unit.id} page {number}", limit=budget - held, method=unit.method, body=unit.body)
+        pages.append((answer.status, answer.body, answer.attempts))
+        url = paginator.next_url(unit, Page(url, number, answer.doc, answer.headers))
     for number in range(len(pages), 0, -1):
         if number == 1 and unit.paginate != "none":
             await _remove_stale_pages(dest, unit.key, after=len(pages))

@@ -1,0 +1,134 @@
+"""Credentials of a source: one class per auth scheme, applied to requests for its origin only.
+
+`SourceClient` calls `sign` on every request to the source's own origin (never on a redirect to
+another host) and `renew` once after a 401. Only OAuth2 has anything to renew: its access token
+is fetched from the token endpoint (which may be on another origin and gets the client secret,
+never the access token), shared by all concurrent units of the source (one request in flight at
+a time), cached until shortly before it expires, and taught to every redactor as a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from apilake.errors import TransferError
+from apilake.jobfile import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2ClientCredentials, Source
+from apilake.redact import Redactor, learn
+
+
+class Credentials:
+    """No auth scheme: only the source's own `headers:` go with its requests."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+    async def sign(self, request: httpx.Request) -> None:
+        """Add the credentials to a request for the source's origin."""
+        request.headers.update(self.headers)
+
+    async def renew(self, request: httpx.Request) -> bool:
+        """After a 401 to `request`: True when sending it again with fresh credentials may help."""
+        return False
+
+
+class HeaderCredentials(Credentials):
+    """Bearer, Basic and header API keys: a fixed header beside the source's own."""
+
+    def __init__(self, headers: dict[str, str], name: str, value: str) -> None:
+        super().__init__({**headers, name: value})
+
+
+class QueryKeyCredentials(Credentials):
+    """An API key in the query string, added as the request goes out: the unit's URL, its logs,
+    records and keys never hold it."""
+
+    def __init__(self, headers: dict[str, str], name: str, value: str) -> None:
+        super().__init__(headers)
+        self.name = name
+        self.value = value
+
+    async def sign(self, request: httpx.Request) -> None:
+        await super().sign(request)
+        request.url = request.url.copy_set_param(self.name, self.value)
+
+
+class OAuth2Credentials(Credentials):
+    """OAuth 2.0 client credentials (RFC 6749 section 4.4) with a token shared by all units."""
+
+    def __init__(self, headers: dict[str, str], spec: OAuth2ClientCredentials, http: httpx.AsyncClient, redact: Redactor) -> None:
+        super().__init__(headers)
+        self.spec = spec
+        self.http = http
+        self.redact = redact
+        self._lock = asyncio.Lock()
+        self._token: str | None = None
+        self._good_until = 0.0
+
+    async def sign(self, request: httpx.Request) -> None:
+        await super().sign(request)
+        request.headers["Authorization"] = f"Bearer {await self._current()}"
+
+    async def renew(self, request: httpx.Request) -> bool:
+        async with self._lock:
+            if request.headers.get("Authorization") == f"Bearer {self._token}":
+                self._token = None  # the one that was refused; a concurrent unit may have renewed it already
+        return True
+
+    async def _current(self) -> str:
+        async with self._lock:  # single flight: one token request however many units wait
+            if self._token is None or time.monotonic() >= self._good_until:
+                self._token, lifetime = await self._fetch()
+                learn(self._token)
+                margin = min(self.spec.expiry_margin_seconds, lifetime / 2) if lifetime else 0.0
+                self._good_until = time.monotonic() + lifetime - margin if lifetime else float("inf")
+            return self._token
+
+    async def _fetch(self) -> tuple[str, float]:
+        spec = self.spec
+        form = {"grant_type": "client_credentials"}
+        if spec.scope:
+            form["scope"] = spec.scope
+        headers = {"Accept": "application/json"}
+        if spec.client_auth == "basic":
+            headers["Authorization"] = spec.basic_header
+        else:
+            form |= {"client_id": spec.client_id, "client_secret": spec.client_secret}
+        try:
+            response = await self.http.post(spec.token_url, data=form, headers=headers)
+        except httpx.HTTPError as exc:
+            raise TransferError(self.redact(f"token endpoint {spec.token_url}: {type(exc).__name__}: {exc}"), transient=True) from None
+        status = response.status_code
+        if status != 200:
+            detail = self.redact(response.text[:300].replace("\n", " "))
+            transient = status in (408, 429) or status >= 500
+            raise TransferError(f"token endpoint {spec.token_url} answered HTTP {status}: {detail}", status=status, transient=transient)
+        try:
+            doc = response.json()
+            token = doc["access_token"]
+            lifetime = float(doc.get("expires_in") or 0)
+        except (ValueError, KeyError, TypeError):
+            raise TransferError(f"token endpoint {spec.token_url}: the answer has no access_token (RFC 6749 5.1)") from None
+        if not isinstance(token, str) or not token:
+            raise TransferError(f"token endpoint {spec.token_url}: access_token is empty")
+        return token, lifetime
+
+
+def credentials_for(source: Source, http: httpx.AsyncClient, redact: Redactor) -> Credentials:
+    """The credentials of a source's auth scheme (`token:` is bearer), with its own `headers:`."""
+    headers = dict(source.headers)
+    scheme = source.credentials
+    if isinstance(scheme, BearerAuth):
+        return HeaderCredentials(headers, "Authorization", f"Bearer {scheme.token}")
+    if isinstance(scheme, BasicAuth):
+        return HeaderCredentials(headers, "Authorization", scheme.header)
+    if isinstance(scheme, ApiKeyAuth):
+        if scheme.location == "query":
+            return QueryKeyCredentials(headers, scheme.name, scheme.value)
+        return HeaderCredentials(headers, scheme.name, scheme.value)
+    if isinstance(scheme, OAuth2ClientCredentials):
+        return OAuth2Credentials(headers, scheme, http, redact)
+    return Credentials(headers)
+

@@ -1,0 +1,179 @@
+"""Pagination styles: given one page of a unit, where is the next one? One class per style.
+
+A paginator only computes the next URL (pure, no I/O); the JSON fetch loop follows it and
+enforces what holds for every style: at most `max_pages`, no URL twice in one unit (a loop), and
+never a page on another origin (the source's credentials stay home).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+from apilake.fetch import dig
+from apilake.jobfile import (
+    CursorPaging,
+    Endpoint,
+    HeaderLinkPaging,
+    JsonLinkPaging,
+    OffsetPaging,
+    PageNumberPaging,
+    PagingStyle,
+)
+from apilake.plan import Unit, encode_query
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One fetched page, as a paginator sees it."""
+
+    url: str
+    number: int  # 1-based
+    doc: Any
+    headers: Mapping[str, str]
+
+
+class Paginator:
+    """No pagination: the first page is the only one."""
+
+    def next_url(self, unit: Unit, page: Page) -> str | None:
+        return None
+
+    @staticmethod
+    def with_params(unit: Unit, **changed: str) -> str:
+        """The unit's URL with some query parameters set (replacing the job file's own)."""
+        params = [(k, v) for k, v in unit.params if k not in changed] + list(changed.items())
+        return unit.url + "?" + encode_query(params)
+
+
+class NextPage(Paginator):
+    """The data.ai style: the body's `next_page` is a path relative to the host, null at the end."""
+
+    def next_url(self, unit: Unit, page: Page) -> str | None:
+        following = page.doc.get("next_page") if isinstance(page.doc, dict) else None
+        return urljoin(page.url, following) if isinstance(following, str) and following else None
+
+
+class PageIndex(Paginator):
+    """The data.ai style: `page_index=0,1,…` until `page_index + 1 == page_num`."""
+
+    def next_url(self, unit: Unit, page: Page) -> str | None:
+        doc = page.doc if isinstance(page.doc, dict) else {}
+        total, index = doc.get("page_num"), doc.get("page_index", page.number - 1)
+        if not isinstance(total, int) or not isinstance(index, int) or index + 1 >= total:
+            return None
+        return self.with_params(unit, page_index=str(index + 1))
+
+
+class _Styled(Paginator):
+    """A style configured in the job file; an empty records page ends it (when `records_path` is set)."""
+
+    def __init__(self, spec: PagingStyle) -> None:
+        self.spec = spec
+
+    def next_url(self, unit: Unit, page: Page) -> str | None:
+        records = dig(page.doc, self.spec.records_path)
+        if self.spec.records_path and not records:
+            return None
+        return self.following(unit, page, records)
+
+    def following(self, unit: Unit, page: Page, records: Any) -> str | None:
+        raise NotImplementedError
+
+
+class JsonLink(_Styled):
+    """A next URL in the body (absolute, or relative to the page), null or missing at the end."""
+
+    spec: JsonLinkPaging
+
+    def following(self, unit: Unit, page: Page, records: Any) -> str | None:
+        link = dig(page.doc, self.spec.next_url_path)
+        return urljoin(page.url, link) if isinstance(link, str) and link else None
+
+
+_LINK = re.compile(r'<(?P<url>[^>]*)>(?P<params>[^,<]*)')
+_REL = re.compile(r'(?i);\s*rel\s*=\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^\s;,]+))')
+
+
+def link_header(value: str, rel: str) -> str | None:
+    """The target of the first link with relation `rel` in an RFC 8288 `Link` header."""
+    for match in _LINK.finditer(value):
+        found = _REL.search(match.group("params"))
+        if found and rel.lower() in (found.group("quoted") or found.group("bare") or "").lower().split():
+            return match.group("url").strip()
+    return None
+
+
+class HeaderLink(_Styled):
+    """RFC 8288: `Link: <https://…?page=2>; rel="next"` (GitHub, many REST APIs)."""
+
+    spec: HeaderLinkPaging
+
+    def following(self, unit: Unit, page: Page, records: Any) -> str | None:
+        link = link_header(page.headers.get("link", ""), self.spec.rel)
+        return urljoin(page.url, link) if link else None
+
+
+class Cursor(_Styled):
+    """A cursor from the body goes into a query parameter of the next request (Stripe's
+    `starting_after`, `next_cursor`); a missing or null cursor, or `has_more: false`, ends it."""
+
+    spec: CursorPaging
+
+    def following(self, unit: Unit, page: Page, records: Any) -> str | None:
+        if self.spec.has_more_path and dig(page.doc, self.spec.has_more_path) is not True:
+            return None
+        cursor = dig(page.doc, self.spec.cursor_path)
+        if cursor is None or cursor == "" or isinstance(cursor, (dict, list, bool)):
+            return None
+        return self.with_params(unit, **{self.spec.cursor_param: str(cursor)})
+
+
+class Offset(_Styled):
+    """`offset` and `limit` parameters; a short page or the total ends it."""
+
+    spec: OffsetPaging
+
+    def following(self, unit: Unit, page: Page, records: Any) -> str | None:
+        spec = self.spec
+        if not isinstance(records, list) or len(records) < spec.limit:
+            return None
+        offset = spec.start + page.number * spec.limit
+        total = dig(page.doc, spec.total_path)
+        if isinstance(total, int) and offset >= total:
+            return None
+        return self.with_params(unit, **{spec.offset_param: str(offset), spec.limit_param: str(spec.limit)})
+
+
+class PageNumber(_Styled):
+    """`page=1,2,…`; an empty page or the number of pages ends it."""
+
+    spec: PageNumberPaging
+
+    def following(self, unit: Unit, page: Page, records: Any) -> str | None:
+        spec = self.spec
+        pages = dig(page.doc, spec.total_pages_path)
+        if isinstance(pages, int) and page.number >= pages:
+            return None
+        return self.with_params(unit, **{spec.page_param: str(spec.start + page.number)})
+
+
+STYLES: dict[type[PagingStyle], type[_Styled]] = {
+    JsonLinkPaging: JsonLink,
+    HeaderLinkPaging: HeaderLink,
+    CursorPaging: Cursor,
+    OffsetPaging: Offset,
+    PageNumberPaging: PageNumber,
+}
+
+
+def paginator_for(endpoint: Endpoint | None, style: str = "none") -> Paginator:
+    """The paginator of an endpoint (`style`, the unit's, serves when the endpoint is not at hand)."""
+    spec = endpoint.paginate if endpoint is not None else style
+    if isinstance(spec, PagingStyle):
+        return STYLES[type(spec)](spec)
+    return {"next_page": NextPage, "page_index": PageIndex}.get(spec, Paginator)()
+
