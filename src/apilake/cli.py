@@ -75,7 +75,7 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     """Fetch every unit of JOB.yaml for the run date(s) and land it in the destination."""
     from apilake import logs
     from apilake.dates import run_dates
-    from apilake.plan import plan
+    from apilake.plan import pending_children, plan
 
     job = _load(job_file, profile, offline=dry_run)
     dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date, start=start, end=end)
@@ -83,7 +83,7 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     if dry_run:
         from apilake.redact import Redactor
 
-        _print_plan(units, dest or job.destination, Redactor(job.secrets()))
+        _print_plan(units, dest or job.destination, Redactor(job.secrets()), pending_children(job, dates, only))
         return
     from apilake.runner import run_job
     from apilake.summary import summarize
@@ -95,7 +95,7 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     progress = Progress(len(units), quiet=quiet)
     try:
         report = run_job(job, units, job_path=job_file, dates=dates, destination=dest, force=force, on_result=progress.on_result,
-                         executor=executor, scheduler=scheduler)
+                         executor=executor, scheduler=scheduler, only=only)
     finally:
         progress.close()
     click.echo(summarize(report.results))
@@ -103,11 +103,13 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     sys.exit(report.exit_code)
 
 
-def _print_plan(units: list[Any], destination: str, redact: Any) -> None:
+def _print_plan(units: list[Any], destination: str, redact: Any, pending: list[str]) -> None:
     for unit in units:
-        target = unit.key if unit.kind == "json" else f"{unit.key}  (per listed file)"
-        click.echo(redact(f"{unit.id}\n    GET {unit.request_url}\n    -> {target}"))
-    click.echo(f"{len(units)} unit(s) into {destination}")
+        target = unit.key if unit.kind in ("json", "file") else f"{unit.key}  (per listed file)"
+        click.echo(redact(f"{unit.id}\n    {unit.method} {unit.request_url}\n    -> {target}"))
+    for line in pending:
+        click.echo(redact(line))
+    click.echo(f"{len(units)} unit(s) into {destination}" + (f", and the children of {len(pending)} fan-out(s) pending on their parents" if pending else ""))
 
 
 @main.command()
@@ -176,7 +178,8 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
 
     def run_once(only: list[str] | None, run_date: dt.date) -> int:
         try:
-            report = run_job(job, plan(job, [run_date], only or ()), job_path=job_file, dates=[run_date], destination=destination)
+            selection = tuple(only or ())
+            report = run_job(job, plan(job, [run_date], selection), job_path=job_file, dates=[run_date], destination=destination, only=selection)
         except ApilakeError as exc:
             log.error("run for %s: %s", run_date, exc)
             return exc.exit_code

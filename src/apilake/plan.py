@@ -105,6 +105,24 @@ def children(job: Job, only: Iterable[str] = ()) -> list[tuple[Source, Endpoint]
     return sorted(found, key=lambda se: len(parents(*se)))
 
 
+def pending_children(job: Job, dates: Iterable[dt.date], only: Iterable[str] = ()) -> list[str]:
+    """For a dry run: each fan-out child and date, pending on its parent (its units are not known yet)."""
+    lines = []
+    for source, child in children(job, only):
+        assert child.for_each is not None
+        for run_date in dates:
+            parent = f"{source.name}/{child.for_each.endpoint}/{run_date - dt.timedelta(days=_lag(source, child.for_each.endpoint))}"
+            lines.append(
+                f"{source.name}/{child.name}/{run_date - dt.timedelta(days=child.lag)}\n    pending: one unit per "
+                f"{child.for_each.values} in {parent} (as {{{child.for_each.as_}}})"
+            )
+    return lines
+
+
+def _lag(source: Source, endpoint: str) -> int:
+    return next(e.lag for e in source.endpoints if e.name == endpoint)
+
+
 def expand_children(source: Source, child: Endpoint, run_date: dt.date, pages: Iterable[Any]) -> list[Unit]:
     """The units of a fan-out child for one run date, from every page of its parent for that date.
 

@@ -62,16 +62,17 @@ def run_job(
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     executor: str | None = None,
     scheduler: str | None = None,
+    only: tuple[str, ...] = (),
 ) -> RunReport:
     """Run planned units under the job's lock and write the run record; never raises for unit failures.
 
     `executor` (`local` | `dask`) and `scheduler` (a Dask scheduler address) override the job's
-    `executor` and `scheduler_address`.
+    `executor` and `scheduler_address`; `only` (as planned) says which fan-out children run.
     """
     factory = executor_factory(job, executor, scheduler)
     dest = open_destination(destination or job.destination, job.s3)
     with run_lock(job_path, dest.url):
-        return asyncio.run(_run(job, units, dest, job_path, dates, force, on_result or (lambda r: None), now, factory))
+        return asyncio.run(_run(job, units, dest, job_path, dates, force, on_result or (lambda r: None), now, factory, only))
 
 
 async def _run(
@@ -84,6 +85,7 @@ async def _run(
     on_result: OnResult,
     now: Callable[[], dt.datetime],
     factory: ExecutorFactory,
+    only: tuple[str, ...] = (),
 ) -> RunReport:
     redact = Redactor(job.secrets())
     started = now()
@@ -128,7 +130,7 @@ async def _run(
         async with executor:  # connects first (dask): an unreachable cluster leaves no record behind
             await write_record(dest, document("running", None))
             if not stopped:
-                work.append(asyncio.ensure_future(executor.run(units)))
+                work.append(asyncio.ensure_future(executor.run(units, only)))
                 try:
                     await work[0]
                 except asyncio.CancelledError:

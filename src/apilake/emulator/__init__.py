@@ -5,6 +5,7 @@ whose data is deterministic (see :mod:`.data`) and whose faults are injectable
 (see :class:`Fault`).
 """
 
+from .acme import Acme, AcmeConfig, acme_items, export_csv, report_file_names
 from .config import EmulatorConfig
 from .data import (
     ApiError,
@@ -24,6 +25,8 @@ from .server import Emulator, serve
 from .stats import RequestRecord, Stats
 
 __all__ = [
+    "Acme",
+    "AcmeConfig",
     "ApiError",
     "Emulator",
     "EmulatorConfig",
@@ -31,7 +34,9 @@ __all__ = [
     "Fault",
     "RequestRecord",
     "Stats",
+    "acme_items",
     "bulk_file_names",
+    "export_csv",
     "expected_file_names",
     "expected_records",
     "file_bytes",
@@ -41,5 +46,6 @@ __all__ = [
     "iter_file_chunks",
     "iter_file_range",
     "list_key",
+    "report_file_names",
     "serve",
 ]

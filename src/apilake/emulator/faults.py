@@ -63,8 +63,8 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {sorted(FAULT_KINDS)}")
-        if self.origin not in ("any", "api", "files"):
-            raise ValueError(f"fault origin must be 'any', 'api' or 'files', not {self.origin!r}")
+        if self.origin not in ("any", "api", "files", "auth"):
+            raise ValueError(f"fault origin must be 'any', 'api', 'files' or 'auth', not {self.origin!r}")
         self._rx = re.compile(self.match)
 
     @property

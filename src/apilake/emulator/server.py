@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from . import data
+from .acme import Acme
 from .config import EmulatorConfig
 from .data import ApiError
 from .faults import REPLACING_KINDS, Fault, pick_fault
@@ -122,13 +123,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._handle(head=True)
 
+    def do_POST(self) -> None:  # the Acme vendor's token endpoint, searches and reports
+        self._handle(head=False)
+
     def _not_allowed(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        self._read_body()
         self._send(_error(405), None, head=False)
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
+    do_PUT = do_DELETE = do_PATCH = _not_allowed
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
 
     # -- dispatch -----------------------------------------------------------
     def _handle(self, head: bool) -> None:
@@ -137,6 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
         cfg = emu.config
         target = self.path
         internal = target.startswith("/_emulator/")
+        self.body = self._read_body()
         try:
             if origin == "api" and cfg.latency_ms and not internal:
                 if emu._stopping.wait(cfg.latency_ms / 1000):
@@ -148,7 +155,10 @@ class _Handler(BaseHTTPRequestHandler):
                 resp = self._fault_response(fault)
             else:
                 try:
-                    resp = self._api(cfg) if origin == "api" else self._files(cfg, fault)
+                    if origin == "auth":
+                        resp = self._acme(emu.acme.token(self.command, self.headers, self.body))
+                    else:
+                        resp = self._api(cfg) if origin == "api" else self._files(cfg, fault)
                 except ApiError as e:
                     resp = _error(e.status, e.message)
                 except Exception as e:  # a bug in the emulator must still answer like a server
@@ -196,6 +206,12 @@ class _Handler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
         if path == "/_emulator/stats":
             return _json(200, emu.stats.summary(include_requests=params.get("requests") == "1"))
+        if path.startswith("/acme/"):
+            if not emu._admit(cfg):
+                return _error(429)
+            return self._acme(emu.acme.handle(self.command, path, params, self.headers, self.body, emu.api_url, emu.files_url, cfg.token))
+        if self.command != "GET" and self.command != "HEAD":
+            raise ApiError(405, "method not allowed")
         if not _authorized(self.headers.get("Authorization"), cfg.token):
             return _error(401)
         if not emu._admit(cfg):
@@ -227,6 +243,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/v1.3/"):
             return _json(200, data.page_body(path, raw_query, params, cfg.page_size))
         raise ApiError(404, f"unknown endpoint: {path}")
+
+    @staticmethod
+    def _acme(resp: Any) -> _Response:
+        return _Response(resp.status, resp.headers, len(resp.body), (resp.body,))
 
     # -- files origin (object store) -----------------------------------------
     def _files(self, cfg: EmulatorConfig, fault: Fault | None) -> _Response:
@@ -366,11 +386,13 @@ class Emulator:
         host: str = "127.0.0.1",
         api_port: int = 0,
         files_port: int = 0,
+        auth_port: int = 0,
     ) -> None:
         self.config = config if config is not None else EmulatorConfig()
+        self.acme = Acme()  # the second vendor, under /acme/ (its token endpoint: auth_url)
         self.host = host
         self.stats = Stats()
-        self._ports = (api_port, files_port)
+        self._ports = (api_port, files_port, auth_port)
         self._servers: dict[str, _Server] = {}
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -384,7 +406,7 @@ class Emulator:
             return self
         self._stopping = threading.Event()
         try:
-            for origin, port in zip(("api", "files"), self._ports):
+            for origin, port in zip(("api", "files", "auth"), self._ports):
                 self._servers[origin] = _Server((self.host, port), self, origin)
         except BaseException:
             for srv in self._servers.values():
@@ -438,6 +460,11 @@ class Emulator:
     def files_url(self) -> str:
         """Origin of the object store the bulk redirects point at."""
         return self._url("files")
+
+    @property
+    def auth_url(self) -> str:
+        """Origin of the Acme vendor's OAuth2 token endpoint (`POST /oauth/token`)."""
+        return self._url("auth")
 
     # -- helpers for tests ----------------------------------------------------------
     def file_size_for(self, name: str) -> int:

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
 from apilake.destinations import Destination
+from apilake.errors import ApilakeError
+from apilake.executors.fanout import FanOut, Ready
 from apilake.executors.work import endpoints, not_attempted, unit_kind
 from apilake.fetch.bulk import FileTransfer
+from apilake.fetch.json import landed_pages
 from apilake.jobfile import Job
-from apilake.plan import Unit
+from apilake.plan import Unit, expand_children
 from apilake.record import UnitResult
 from apilake.redact import Redactor
 
@@ -66,7 +70,11 @@ class Executor(abc.ABC):
     async def run_file(self, unit: Unit, transfer: FileTransfer) -> UnitResult:
         """Land one listed file; never raises for the file's own failure."""
 
-    async def run(self, units: Iterable[Unit]) -> None:
+    async def run(self, units: Iterable[Unit], only: Iterable[str] = ()) -> None:
+        """Run `units`, and the fan-out children (of the endpoints `only` selects) their parents imply."""
+        units = list(units)
+        self._fan = FanOut(self.job, only)
+        self._fan.expect(units)
         async with asyncio.TaskGroup() as group:
             for unit in units:
                 group.create_task(self._unit(unit, group))
@@ -80,6 +88,34 @@ class Executor(abc.ABC):
             for transfer in files:
                 group.create_task(self._file(unit, transfer))
         self.on_result(result)
+        for ready in self._fan.finished(unit, result):
+            group.create_task(self._children(ready, group))
+
+    async def _children(self, ready: Ready, group: asyncio.TaskGroup) -> None:
+        """Expand a child endpoint's units from its parents' landed pages (this run's or the lake's)."""
+        source, child = ready.source, ready.child
+        missing = [r for r in ready.parents if r.status not in ("landed", "skipped")]
+        try:
+            if missing:
+                raise ApilakeError(f"parent {missing[0].unit} did not land ({missing[0].status}: {missing[0].error})")
+            pages = []
+            for parent in ready.parents:
+                for body in await landed_pages(self.dest, parent.objects[0].key):
+                    pages.append(json.loads(body))
+            units = expand_children(source, child, ready.run_date, pages)
+        except (ApilakeError, ValueError, OSError) as exc:
+            for s, endpoint in [(source, child), *self._fan.descendants(source.name, child.name)]:
+                unit_id = f"{s.name}/{endpoint.name}/{ready.run_date}"
+                self.on_result(
+                    UnitResult(unit_id, s.name, endpoint.name, ready.run_date.isoformat(),
+                               {"json": "json", "file": "file"}.get(endpoint.kind, "listing"), "not_attempted",  # type: ignore[arg-type]
+                               error=self.redact(f"not attempted: {exc}"))
+                )
+            return
+        for now in self._fan.expect(units, source=source.name, endpoint=child.name, run_date=ready.run_date.isoformat()):
+            group.create_task(self._children(now, group))
+        for unit in units:
+            group.create_task(self._unit(unit, group))
 
     async def _file(self, unit: Unit, transfer: FileTransfer) -> None:
         async with self._source_slots[unit.source], self._job_slots:

@@ -131,3 +131,11 @@ async def _remove_stale_pages(dest: Destination, key: str, *, after: int) -> Non
     while await dest.stat(page_key(key, number)) is not None:
         await dest.delete(page_key(key, number))
         number += 1
+
+
+async def landed_pages(dest: Destination, key: str) -> list[bytes]:
+    """Every page of a landed JSON unit, page 1 first (what a fan-out child reads of its parent)."""
+    pages = [await dest.read(key)]
+    while await dest.stat(page_key(key, len(pages) + 1)) is not None:
+        pages.append(await dest.read(page_key(key, len(pages) + 1)))
+    return pages
