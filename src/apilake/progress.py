@@ -82,6 +82,7 @@ class Progress:
         self.bytes += result.bytes
         if result.status == "listed" and result.listing:
             self.total += int(result.listing.get("selected", 0))
+        self.total = max(self.total, self.done)  # fan-out children are known only once their parents landed
         if self.quiet:
             return
         if self._bar is not None:

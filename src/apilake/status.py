@@ -12,13 +12,14 @@ job file, the endpoints, matrix combinations and lags are inferred from the run 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import posixpath
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from apilake.destinations import Destination
-from apilake.jobfile import Job
+from apilake.jobfile import KINDS_WITH_KEY, Job
 from apilake.record import DID_NOT_LAND, read_records
 
 OK = ("landed", "skipped")
@@ -142,6 +143,34 @@ def expected_from_job(job: Job, run_dates: list[dt.date]) -> tuple[dict[tuple[st
     return expected, units
 
 
+async def expect_children(
+    dest: Destination, job: Job, run_dates: list[dt.date], expected: dict[tuple[str, str], set[str]], units: dict[str, tuple[str, str]]
+) -> None:
+    """Add the fan-out children to `expected` and `units`: the ones their landed parent implies.
+
+    A child date whose parent has not (all) landed is expected as one unit named after the date
+    (`source/child/date`), which is never present: the date is a gap until the parent lands.
+    """
+    from apilake.fetch.json import landed_pages
+    from apilake.plan import children, expand_children
+
+    for source, child in children(job):
+        assert child.for_each is not None
+        for run_date in run_dates:
+            parents = expected.get((f"{source.name}/{child.for_each.endpoint}", run_date.isoformat()), set())
+            keys = [units[p][1] for p in parents]
+            here = await existing(dest, keys)
+            ids: set[str] = set()
+            if parents and len(here) == len(keys):
+                pages = [json.loads(body) for key in sorted(keys) for body in await landed_pages(dest, key)]
+                for unit in expand_children(source, child, run_date, pages):
+                    ids.add(unit.id)
+                    units[unit.id] = (unit.kind, unit.key)
+            else:
+                ids.add(f"{source.name}/{child.name}/{run_date - dt.timedelta(days=child.lag)}")
+            expected[(f"{source.name}/{child.name}", run_date.isoformat())] = ids
+
+
 def expected_from_records(records: list[dict[str, Any]], run_dates: list[dt.date]) -> dict[tuple[str, str], set[str]]:
     """Endpoints and matrix combinations ever recorded, for every run date; lags inferred per endpoint."""
     combos: dict[str, set[str]] = {}
@@ -186,8 +215,9 @@ async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.da
     evidence = Evidence(records)
     if job is not None:
         expected, planned = expected_from_job(job, run_dates)
+        await expect_children(dest, job, run_dates, expected, planned)
         candidates = {
-            unit_id: [key] if kind == "json" else evidence.required_keys(unit_id, "listing")
+            unit_id: [key] if kind in KINDS_WITH_KEY else evidence.required_keys(unit_id, "listing")
             for unit_id, (kind, key) in planned.items()
         }
     else:
