@@ -100,3 +100,58 @@ def test_offline_loading_leaves_unset_variables_as_written(tmp_path: Path) -> No
 def test_only_credential_headers_are_secrets(tmp_path: Path) -> None:
     text = GOOD.replace("token: ${TOKEN}", "token: ${TOKEN}\n    headers: {Accept: application/json, X-Api-Key: k-123456}")
     assert set(load_job(write(tmp_path, text), environ={"TOKEN": "t0k3n"}).secrets()) == {"t0k3n", "k-123456"}
+
+
+ACME = """
+sources:
+  - name: acme
+    base_url: https://api.acme.test
+    auth: {type: oauth2_client_credentials, token_url: "https://auth.acme.test/oauth/token", client_id: id, client_secret: s3cret}
+    endpoints:
+      - name: accounts
+        kind: json
+        path: /accounts
+        paginate: {type: cursor, cursor_path: meta.next, cursor_param: cursor}
+      - name: products
+        kind: json
+        path: /accounts/{account_id}/products
+        for_each: {endpoint: accounts, values: "accounts[].id", as: account_id}
+      - name: installs
+        kind: report
+        create: {method: POST, path: /reports, body: {from: "{date}"}}
+        id_path: report_id
+        poll: {path: "/reports/{report_id}", status_path: status, done: [done]}
+        urls: result.urls
+"""
+
+
+def test_a_job_with_the_new_kinds_loads(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, ACME), environ={})
+    endpoints = job.sources[0].endpoints
+    assert endpoints[0].paginate_type == "cursor" and endpoints[0].max_pages == 1000
+    assert endpoints[1].for_each is not None and endpoints[1].for_each.as_ == "account_id"
+    assert "s3cret" in job.secrets()
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("cursor_param: cursor}", "cursor_param: cursor, cursor_path: \"a[\"}", "is not a JMESPath expression"),
+        ("cursor_param: cursor}", "cursor_param: cursor, max_pages: 0}", r"endpoints\[0\].paginate.cursor.max_pages: Input should be greater than or equal to 1"),
+        ("type: cursor,", "type: sideways,", r"endpoints\[0\].paginate: Input tag 'sideways' .* expected tags: 'json_link', 'header_link'"),
+        ("endpoint: accounts,", "endpoint: nowhere,", "for_each.endpoint: no endpoint 'nowhere'"),
+        ("endpoint: accounts,", "endpoint: products,", "for_each forms a cycle: products -> products"),
+        ("as: account_id", "as: date", "clashes with a matrix variable or a built-in placeholder"),
+        ("        id_path: report_id\n", "", "id_path: required for kind: report"),
+        ("urls: result.urls", "urls: result.urls\n        path: /x", "a report has no path of its own"),
+        ("path: /reports,", "path: \"/reports/{report_id}\",", r"create.path: unknown placeholder \{report_id\}"),
+        ("{from: \"{date}\"}", "{from: \"{dat}\"}", r"create.body.from: unknown placeholder \{dat\}"),
+        ("kind: json\n        path: /accounts\n", "kind: json\n        path: /accounts\n        body: {a: 1}\n", "only a POST sends a body"),
+        ("client_secret: s3cret}", "client_secret: s3cret}\n    token: t", "token: and auth: both given"),
+        ("type: oauth2_client_credentials,", "type: kerberos,", r"auth: .*kerberos"),
+    ],
+)
+def test_new_key_errors_name_the_key(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in ACME
+    with pytest.raises(JobFileError, match=message):
+        load_job(write(tmp_path, ACME.replace(old, new, 1)), environ={})

@@ -102,3 +102,60 @@ def test_units_never_share_a_key(endpoint: dict, dates: list, message: str | Non
 def test_bulk_key_with_a_date_format_keeps_its_slashes() -> None:
     [unit] = plan(job(kind="bulk", path="/b", key="{file_date:%Y/%m/%d}/{file_name}"), [D])
     assert file_key(unit, "http://x/d?name=metrics/b/2026-11-24/f.csv.gz") == "2026/11/24/f.csv.gz"
+
+
+def fan_out_job(**child: object) -> Job:
+    endpoints = [
+        {"name": "accounts", "kind": "json", "path": "/accounts"},
+        {"name": "products", "kind": "json", "path": "/accounts/{account_id}/products", "matrix": {"market": ["ios", "gp"]},
+         "for_each": {"endpoint": "accounts", "values": "accounts[].id", "as": "account_id"}, **child},
+    ]
+    return Job.model_validate({"sources": [{"name": "src", "base_url": "http://api.test", "endpoints": endpoints}]})
+
+
+@pytest.mark.parametrize(
+    "pages, ids",
+    [
+        ([{"accounts": [{"id": "a1"}, {"id": "a2"}]}, {"accounts": [{"id": "a1"}, {"id": 3}]}],
+         ["a1,market=ios", "a1,market=gp", "a2,market=ios", "a2,market=gp", "3,market=ios", "3,market=gp"]),
+        ([{"accounts": []}], []),
+        ([{"accounts": [{"id": None}, {"id": {"nested": 1}}, {"name": "no id"}]}], []),
+        ([{"other": 1}], []),
+    ],
+)
+def test_children_come_from_every_parent_page_deduplicated(pages: list, ids: list) -> None:
+    from apilake.plan import expand_children
+
+    j = fan_out_job()
+    units = expand_children(j.sources[0], j.sources[0].endpoints[1], D, pages)
+    assert [u.id.removeprefix("src/products/2026-11-25/account_id=") for u in units] == ids
+    if units:
+        assert units[0].url == "http://api.test/accounts/a1/products"
+        assert units[0].key == "src/products/dt=2026-11-25/account_id=a1,market=ios.json"
+
+
+def test_plan_leaves_children_to_their_parents_and_only_selects_parents_too() -> None:
+    from apilake.plan import pending_children
+
+    j = fan_out_job()
+    assert [u.endpoint for u in plan(j, [D])] == ["accounts"]
+    assert [u.endpoint for u in plan(j, [D], only=["products"])] == ["accounts"]  # the child needs its parent
+    assert pending_children(j, [D], only=["accounts"]) == []
+    [line] = pending_children(j, [D])
+    assert line.startswith("src/products/2026-11-25\n    pending: one unit per accounts[].id in src/accounts/2026-11-25")
+
+
+def test_post_body_placeholders_are_rendered_into_json() -> None:
+    [unit] = plan(job(path="/search", method="POST", body={"range": ["{date-1}", "{date}"], "n": 5, "q": "{{x}}"}), [D])
+    assert unit.method == "POST"
+    assert json.loads(unit.body) == {"range": ["2026-11-24", "2026-11-25"], "n": 5, "q": "{x}"}
+
+
+@pytest.mark.parametrize(
+    "path, key",
+    [("/export.csv", "src/hist/dt=2026-11-25/data.csv"), ("/export.csv.gz", "src/hist/dt=2026-11-25/data.csv.gz"),
+     ("/download", "src/hist/dt=2026-11-25/data")],
+)
+def test_file_endpoint_default_key_keeps_the_extension(path: str, key: str) -> None:
+    [unit] = plan(job(kind="file", path=path), [D])
+    assert unit.key == key and unit.kind == "file"

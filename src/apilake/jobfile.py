@@ -594,11 +594,35 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
+_UNION_BRANCH = re.compile(r"^(literal|tagged-union|function-after)\[")
+
+
+def _meant(errors: list[Any]) -> list[Any]:
+    """Of a key that is a name or a mapping (`paginate: cursor` or `paginate: {type: ...}`), only
+    the errors of the form the user wrote: a mapping is not a misspelt name, nor the reverse."""
+
+    def branch(error: Any) -> str | None:
+        found = [p for p in error["loc"] if isinstance(p, str) and _UNION_BRANCH.match(p)]
+        return found[0].split("[", 1)[0] if found else None
+
+    def kept(error: Any) -> bool:
+        kind, written = branch(error), error.get("input")
+        if kind == "literal":
+            return not isinstance(written, dict)
+        if kind is not None and error["type"] in ("model_attributes_type", "dict_type", "model_type"):
+            return False
+        return True
+
+    return [e for e in errors if kept(e)] or errors
+
+
 def format_validation_error(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: the job file is not valid:"]
-    for error in exc.errors():
+    for error in _meant(exc.errors()):
         where = ""
         for part in error["loc"]:
+            if isinstance(part, str) and _UNION_BRANCH.match(part):
+                continue  # `paginate.tagged-union[...]`: pydantic's name of a branch, not a key
             where += f"[{part}]" if isinstance(part, int) else _join(where, str(part))[len(where):]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":

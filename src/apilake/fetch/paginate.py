@@ -94,7 +94,7 @@ class JsonLink(_Styled):
         return urljoin(page.url, link) if isinstance(link, str) and link else None
 
 
-_LINK = re.compile(r'<(?P<url>[^>]*)>(?P<params>[^,<]*)')
+_LINK = re.compile(r'<(?P<url>[^>]*)>(?P<params>(?:[^,<"]|"[^"]*")*)')
 _REL = re.compile(r'(?i);\s*rel\s*=\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^\s;,]+))')
 
 
