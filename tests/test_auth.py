@@ -10,11 +10,16 @@ import httpx
 import pytest
 
 from apilake.errors import TransferError
-from apilake.fetch.auth import credentials_for
+from apilake.fetch.auth import credentials_for, forget_tokens
 from apilake.jobfile import Source
 from apilake.redact import Redactor
 
 TOKEN_URL = "https://auth.test/oauth/token"
+
+
+@pytest.fixture(autouse=True)
+def no_cached_tokens() -> None:
+    forget_tokens()  # tokens are cached per process; each test starts without one
 
 
 def source(auth: dict[str, Any] | None = None, **settings: Any) -> Source:
@@ -128,7 +133,23 @@ def test_oauth2_token_is_renewed_before_it_expires(expires_in: float | None, mar
     assert server.calls == (2 if renewed else 1)
 
 
-def test_oauth2_token_endpoint_errors_are_transient_only_for_5xx() -> None:
+def test_oauth2_clients_of_one_process_share_the_token() -> None:
+    server = TokenServer()
+
+    async def main() -> set[str | None]:
+        seen = set()
+        for _ in range(3):  # e.g. the tasks of one Dask worker, each with its own client
+            credentials, _ = oauth(server)
+            request = httpx.Request("GET", "https://api.test/x")
+            await credentials.sign(request)
+            seen.add(request.headers.get("authorization"))
+        return seen
+
+    assert asyncio.run(main()) == {"Bearer at-1"}
+    assert server.calls == 1
+
+
+def test_oauth2_a_5xx_from_the_token_endpoint_is_transient_and_names_no_secret() -> None:
     credentials, _ = oauth(TokenServer(fail=1))
     with pytest.raises(TransferError) as info:
         asyncio.run(credentials.sign(httpx.Request("GET", "https://api.test/x")))

@@ -521,7 +521,8 @@ def serve(
     try:
         print(f"api: {emu.api_url}")
         print(f"files: {emu.files_url}")
-        print(f"token: {emu.config.token}", flush=True)
+        print(f"token: {emu.config.token}")
+        print(f"auth: {emu.auth_url} (the Acme vendor's OAuth2 token endpoint: POST /oauth/token)", flush=True)
         while not done.wait(0.5):
             pass
     except KeyboardInterrupt:

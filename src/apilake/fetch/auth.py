@@ -4,12 +4,14 @@
 another host) and `renew` once after a 401. Only OAuth2 has anything to renew: its access token
 is fetched from the token endpoint (which may be on another origin and gets the client secret,
 never the access token), shared by all concurrent units of the source (one request in flight at
-a time), cached until shortly before it expires, and taught to every redactor as a secret.
+a time), cached until shortly before it expires, and taught to every redactor as a secret. The
+cache is per process, so the tasks of one Dask worker share a token too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import httpx
@@ -55,6 +57,17 @@ class QueryKeyCredentials(Credentials):
         request.url = request.url.copy_set_param(self.name, self.value)
 
 
+#: Access tokens by client (token URL, id, secret, scope): (token, monotonic time it is good until).
+_TOKENS: dict[tuple[str, str, str, str | None], tuple[str, float]] = {}
+_TOKENS_LOCK = threading.Lock()
+
+
+def forget_tokens() -> None:
+    """Drop every cached access token of this process."""
+    with _TOKENS_LOCK:
+        _TOKENS.clear()
+
+
 class OAuth2Credentials(Credentials):
     """OAuth 2.0 client credentials (RFC 6749 section 4.4) with a token shared by all units."""
 
@@ -64,27 +77,31 @@ class OAuth2Credentials(Credentials):
         self.http = http
         self.redact = redact
         self._lock = asyncio.Lock()
-        self._token: str | None = None
-        self._good_until = 0.0
+        self._client = (spec.token_url, spec.client_id, spec.client_secret, spec.scope)
 
     async def sign(self, request: httpx.Request) -> None:
         await super().sign(request)
         request.headers["Authorization"] = f"Bearer {await self._current()}"
 
     async def renew(self, request: httpx.Request) -> bool:
-        async with self._lock:
-            if request.headers.get("Authorization") == f"Bearer {self._token}":
-                self._token = None  # the one that was refused; a concurrent unit may have renewed it already
+        with _TOKENS_LOCK:
+            cached = _TOKENS.get(self._client)
+            if cached and request.headers.get("Authorization") == f"Bearer {cached[0]}":
+                del _TOKENS[self._client]  # the one that was refused; a concurrent unit may have renewed it already
         return True
 
     async def _current(self) -> str:
         async with self._lock:  # single flight: one token request however many units wait
-            if self._token is None or time.monotonic() >= self._good_until:
-                self._token, lifetime = await self._fetch()
-                learn(self._token)
-                margin = min(self.spec.expiry_margin_seconds, lifetime / 2) if lifetime else 0.0
-                self._good_until = time.monotonic() + lifetime - margin if lifetime else float("inf")
-            return self._token
+            with _TOKENS_LOCK:
+                cached = _TOKENS.get(self._client)
+            if cached is not None and time.monotonic() < cached[1]:
+                return cached[0]
+            token, lifetime = await self._fetch()
+            learn(token)
+            margin = min(self.spec.expiry_margin_seconds, lifetime / 2) if lifetime else 0.0
+            with _TOKENS_LOCK:
+                _TOKENS[self._client] = (token, time.monotonic() + lifetime - margin if lifetime else float("inf"))
+            return token
 
     async def _fetch(self) -> tuple[str, float]:
         spec = self.spec
