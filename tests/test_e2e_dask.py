@@ -327,3 +327,19 @@ def test_sigterm_cancels_the_cluster_work_records_interrupted_and_exits_130(tmp_
     emulator.config.faults = []
     assert run_dask(cluster, job).returncode == 0
     assert lake_objects(lake) == expected_bulk(emulator)
+
+
+def test_any_vendor_on_the_cluster_oauth2_fan_out_and_a_report(tmp_path: Path, emulator, cluster) -> None:
+    from test_e2e_vendors import ACCOUNTS, ENV, PRODUCTS, acme_job, expected_report, report, secrets_of
+
+    job = acme_job(tmp_path, emulator, [ACCOUNTS, PRODUCTS, report()])
+    result = run_cli("run", str(job), "--date", DATE, "--executor", "dask", "--scheduler", cluster[0].scheduler_address, env=ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    objects = lake_objects(tmp_path / "lake")
+    assert {k: v for k, v in objects.items() if "/installs/" in k} == expected_report(emulator)
+    assert sorted(k for k in objects if "/products/" in k) == [f"acme/products/dt={DATE}/account_id={a}.json" for a in ("a1", "a2")]
+    assert emulator.acme.reports_created == 1
+    assert 1 <= emulator.acme.tokens_issued <= WORKERS  # at most one token per worker process
+    text = all_text(tmp_path / "lake", result) + cluster_logs(cluster[1])
+    for secret in secrets_of(emulator):
+        assert secret not in text
