@@ -269,6 +269,10 @@ def test_a_failed_parent_marks_its_children_not_attempted(tmp_path: Path, emulat
     for child in ("products", "stats"):
         assert units[child]["status"] == "not_attempted"
         assert "parent acme/accounts/2026-11-25 did not land" in units[child]["error"]
+    status = run_cli("status", str(tmp_path / "job.yaml"), "--from", DATE, "--to", DATE)
+    assert status.returncode == 1
+    for endpoint in ("accounts", "products", "stats"):
+        assert f"acme/{endpoint}: missing {DATE}" in status.stdout
 
 
 def test_a_fan_out_cycle_is_a_job_file_error(tmp_path: Path, emulator: Emulator) -> None:
@@ -300,6 +304,9 @@ def test_report_is_created_once_polled_and_its_files_land(tmp_path: Path, emulat
     assert again.returncode == 0
     assert emulator.acme.reports_created == 1  # the rerun polled the same report, and skipped its files
     assert records(tmp_path / "lake")[-1]["counts"] == {"listed": 1, "skipped": 2}
+    assert cli(job, "--force").returncode == 0
+    assert emulator.acme.reports_created == 2  # --force asks for a fresh report
+    assert records(tmp_path / "lake")[-1]["counts"] == {"listed": 1, "landed": 2}
     assert_no_secret(tmp_path / "lake", result, emulator)
 
 

@@ -34,9 +34,14 @@ class Redactor:
     """Replaces known secret values (and their URL-encoded forms) and sensitive query values."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets = _forms(secrets)
+        self._own = _forms(secrets)
+        self._learnt_seen = -1
+        self._secrets: list[str] = []
 
     def __call__(self, text: str) -> str:
-        for secret in sorted(self._secrets | _learnt, key=len, reverse=True):
+        if self._learnt_seen != len(_learnt):  # longest first, so a secret inside another is masked whole
+            self._learnt_seen = len(_learnt)
+            self._secrets = sorted(self._own | _learnt, key=len, reverse=True)
+        for secret in self._secrets:
             text = text.replace(secret, MASK)
         return SENSITIVE_QUERY.sub(lambda m: f"{m.group('name')}={MASK}", text)

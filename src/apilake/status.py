@@ -158,10 +158,9 @@ async def expect_children(
         assert child.for_each is not None
         for run_date in run_dates:
             parents = expected.get((f"{source.name}/{child.for_each.endpoint}", run_date.isoformat()), set())
-            keys = [units[p][1] for p in parents]
-            here = await existing(dest, keys)
+            keys = [units[p][1] for p in parents if p in units]  # a pending parent has no unit (nor key) yet
             ids: set[str] = set()
-            if parents and len(here) == len(keys):
+            if len(keys) == len(parents) and len(await existing(dest, keys)) == len(keys):  # no parents: no children
                 pages = [json.loads(body) for key in sorted(keys) for body in await landed_pages(dest, key)]
                 for unit in expand_children(source, child, run_date, pages):
                     ids.add(unit.id)

@@ -94,7 +94,7 @@ class UnitWork:
                 raw = FileTransfer(unit.id, unit.request_url, unit.key, gzip=unit.key.endswith(".gz") or unit.url.endswith(".gz"))
                 return await transfer_file(unit, raw, client, self.dest, force=self.force), []
             if unit.kind == "report":
-                listing = await fetch_report(unit, endpoint, client, self.dest)
+                listing = await fetch_report(unit, endpoint, client, self.dest, force=self.force)
             else:
                 listing = await fetch_listing(unit, endpoint, client)
             return listing.result, listing.files

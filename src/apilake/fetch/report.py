@@ -46,11 +46,12 @@ def poll_url(unit: Unit, endpoint: Endpoint, base_url: str, report_id: str) -> s
     return url + ("?" + encode_query(params) if params else "")
 
 
-async def fetch_report(unit: Unit, endpoint: Endpoint, client: SourceClient, dest: Destination) -> Listing:
-    """The listing of a unit's finished report (created, or resumed from the destination's state)."""
+async def fetch_report(unit: Unit, endpoint: Endpoint, client: SourceClient, dest: Destination, *, force: bool) -> Listing:
+    """The listing of a unit's finished report (created, or resumed from the destination's state;
+    `force` asks for a new report)."""
     started = time.monotonic()
     key = state_key(unit)
-    report_id = await _saved_id(dest, key, unit)
+    report_id = None if force else await _saved_id(dest, key, unit)
     resumed = report_id is not None
     try:
         if report_id is not None:
