@@ -27,10 +27,9 @@ def source(auth: dict[str, Any] | None = None, **settings: Any) -> Source:
                                   "endpoints": [{"name": "e", "kind": "json", "path": "/x"}], **settings})
 
 
-async def signed(src: Source, http: httpx.AsyncClient | None = None) -> httpx.Request:
-    request = httpx.Request("GET", "https://api.test/x?a=1")
-    await credentials_for(src, http or httpx.AsyncClient(), Redactor()).sign(request)
-    return request
+async def signed(src: Source) -> tuple[dict[str, str], str]:
+    credentials = credentials_for(src, httpx.AsyncClient(), Redactor())
+    return await credentials.headers(), credentials.url("https://api.test/x?a=1")
 
 
 @pytest.mark.parametrize(
@@ -46,9 +45,9 @@ async def signed(src: Source, http: httpx.AsyncClient | None = None) -> httpx.Re
 )
 def test_static_schemes(settings: dict, header: str, value: str | None, url: str) -> None:
     src = source(**{"auth": None, **settings})
-    request = asyncio.run(signed(src))
-    assert request.headers.get(header) == value
-    assert str(request.url) == url
+    headers, sent_url = asyncio.run(signed(src))
+    assert headers.get(header) == value
+    assert sent_url == url
 
 
 def test_every_credential_is_a_secret() -> None:
@@ -92,9 +91,8 @@ def test_oauth2_one_token_request_for_many_concurrent_units() -> None:
     credentials, _ = oauth(server, scope="reports.read")
 
     async def main() -> list[str | None]:
-        requests = [httpx.Request("GET", "https://api.test/x") for _ in range(20)]
-        await asyncio.gather(*(credentials.sign(r) for r in requests))
-        return [r.headers.get("authorization") for r in requests]
+        headers = await asyncio.gather(*(credentials.headers() for _ in range(20)))
+        return [h.get("Authorization") for h in headers]
 
     assert set(asyncio.run(main())) == {"Bearer at-1"}
     assert server.calls == 1
@@ -107,12 +105,10 @@ def test_oauth2_body_client_auth_and_refresh_after_401() -> None:
     credentials, _ = oauth(server, client_auth="body")
 
     async def main() -> tuple[str | None, str | None]:
-        first = httpx.Request("GET", "https://api.test/x")
-        await credentials.sign(first)
+        first = await credentials.headers()
         assert await credentials.renew(first)
-        again = httpx.Request("GET", "https://api.test/x")
-        await credentials.sign(again)
-        return first.headers.get("authorization"), again.headers.get("authorization")
+        again = await credentials.headers()
+        return first.get("Authorization"), again.get("Authorization")
 
     assert asyncio.run(main()) == ("Bearer at-1", "Bearer at-2")
     assert server.forms[0] == {"grant_type": "client_credentials", "client_id": "id", "client_secret": "s3cret"}
@@ -125,9 +121,9 @@ def test_oauth2_token_is_renewed_before_it_expires(expires_in: float | None, mar
     credentials, _ = oauth(server, expiry_margin_seconds=margin)
 
     async def main() -> None:
-        await credentials.sign(httpx.Request("GET", "https://api.test/x"))
+        await credentials.headers()
         await asyncio.sleep(0.12)  # past half of a 0.2 s lifetime: inside the margin
-        await credentials.sign(httpx.Request("GET", "https://api.test/x"))
+        await credentials.headers()
 
     asyncio.run(main())
     assert server.calls == (2 if renewed else 1)
@@ -140,9 +136,7 @@ def test_oauth2_clients_of_one_process_share_the_token() -> None:
         seen = set()
         for _ in range(3):  # e.g. the tasks of one Dask worker, each with its own client
             credentials, _ = oauth(server)
-            request = httpx.Request("GET", "https://api.test/x")
-            await credentials.sign(request)
-            seen.add(request.headers.get("authorization"))
+            seen.add((await credentials.headers()).get("Authorization"))
         return seen
 
     assert asyncio.run(main()) == {"Bearer at-1"}
@@ -152,5 +146,5 @@ def test_oauth2_clients_of_one_process_share_the_token() -> None:
 def test_oauth2_a_5xx_from_the_token_endpoint_is_transient_and_names_no_secret() -> None:
     credentials, _ = oauth(TokenServer(fail=1))
     with pytest.raises(TransferError) as info:
-        asyncio.run(credentials.sign(httpx.Request("GET", "https://api.test/x")))
+        asyncio.run(credentials.headers())
     assert info.value.transient and "HTTP 500" in str(info.value) and "s3cret" not in str(info.value)

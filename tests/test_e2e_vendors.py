@@ -119,6 +119,16 @@ def test_a_wrong_credential_fails_with_401_and_is_not_retried(tmp_path: Path, em
     assert "wrong-key-123" not in all_text(tmp_path / "lake", result)
 
 
+def test_oauth2_renews_a_refused_token_once_then_the_401_is_the_answer(tmp_path: Path, emulator: Emulator) -> None:
+    emulator.acme.config.auth = "basic"  # the API refuses every access token
+    result = cli(acme_job(tmp_path, emulator, [ACCOUNTS]))
+    assert result.returncode == 1
+    [unit] = records(tmp_path / "lake")[-1]["units"]
+    assert "HTTP 401" in unit["error"] and unit["attempts"] == 1
+    assert emulator.acme.tokens_issued == 2 and emulator.stats.count(origin="api", status=401) == 2
+    assert_no_secret(tmp_path / "lake", result, emulator)
+
+
 def test_oauth2_tokens_revoked_or_expiring_mid_run_are_refreshed(tmp_path: Path, emulator: Emulator) -> None:
     emulator.acme.config.token_uses = 2  # the vendor stops honouring a token after two calls
     emulator.config.faults = [Fault(match="/oauth/token", kind="status", status=500, times=1, origin="auth")]

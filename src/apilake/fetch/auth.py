@@ -1,7 +1,7 @@
 """Credentials of a source: one class per auth scheme, applied to requests for its origin only.
 
-`SourceClient` calls `sign` on every request to the source's own origin (never on a redirect to
-another host) and `renew` once after a 401. Only OAuth2 has anything to renew: its access token
+`SourceClient` asks `headers` and `url` for every request to the source's own origin (never for a
+redirect to another host) and `renew` once after a 401. Only OAuth2 has anything to renew: its access token
 is fetched from the token endpoint (which may be on another origin and gets the client secret,
 never the access token), shared by all concurrent units of the source (one request in flight at
 a time), cached until shortly before it expires, and taught to every redactor as a secret. The
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Mapping
 
 import httpx
 
@@ -25,14 +26,18 @@ class Credentials:
     """No auth scheme: only the source's own `headers:` go with its requests."""
 
     def __init__(self, headers: dict[str, str]) -> None:
-        self.headers = headers
+        self._headers = headers
 
-    async def sign(self, request: httpx.Request) -> None:
-        """Add the credentials to a request for the source's origin."""
-        request.headers.update(self.headers)
+    async def headers(self) -> dict[str, str]:
+        """The headers a request to the source's origin carries."""
+        return dict(self._headers)
 
-    async def renew(self, request: httpx.Request) -> bool:
-        """After a 401 to `request`: True when sending it again with fresh credentials may help."""
+    def url(self, url: str) -> str:
+        """The URL as sent to the source's origin (a query API key is added here, and only here)."""
+        return url
+
+    async def renew(self, sent: Mapping[str, str]) -> bool:
+        """After a 401 to a request sent with headers `sent`: True when fresh credentials may help."""
         return False
 
 
@@ -52,9 +57,8 @@ class QueryKeyCredentials(Credentials):
         self.name = name
         self.value = value
 
-    async def sign(self, request: httpx.Request) -> None:
-        await super().sign(request)
-        request.url = request.url.copy_set_param(self.name, self.value)
+    def url(self, url: str) -> str:
+        return str(httpx.URL(url).copy_set_param(self.name, self.value))
 
 
 #: Access tokens by client (token URL, id, secret, scope): (token, monotonic time it is good until).
@@ -79,14 +83,13 @@ class OAuth2Credentials(Credentials):
         self._lock = asyncio.Lock()
         self._client = (spec.token_url, spec.client_id, spec.client_secret, spec.scope)
 
-    async def sign(self, request: httpx.Request) -> None:
-        await super().sign(request)
-        request.headers["Authorization"] = f"Bearer {await self._current()}"
+    async def headers(self) -> dict[str, str]:
+        return {**self._headers, "Authorization": f"Bearer {await self._current()}"}
 
-    async def renew(self, request: httpx.Request) -> bool:
+    async def renew(self, sent: Mapping[str, str]) -> bool:
         with _TOKENS_LOCK:
             cached = _TOKENS.get(self._client)
-            if cached and request.headers.get("Authorization") == f"Bearer {cached[0]}":
+            if cached and sent.get("Authorization") == f"Bearer {cached[0]}":
                 del _TOKENS[self._client]  # the one that was refused; a concurrent unit may have renewed it already
         return True
 

@@ -100,10 +100,11 @@ class SourceClient:
                 await self.budget.acquire()
             content = body.encode() if body is not None else None
             json_type = {"Content-Type": "application/json"} if content is not None else {}
-            request = self._http.build_request(method, url, content=content, headers=json_type)
+            # the one place a request gets credentials: only requests to the source's own origin
+            credentials = await self._credentials.headers() if own_origin else {}
+            target = self._credentials.url(url) if own_origin else url
+            request = self._http.build_request(method, target, content=content, headers={**json_type, **credentials})
             try:
-                if own_origin:  # credentials go to the source's own origin, and nowhere else
-                    await self._credentials.sign(request)
                 response = await self._http.send(request, stream=True)
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc, url) from None
@@ -113,7 +114,7 @@ class SourceClient:
                 if response.status_code in (301, 302, 303):  # RFC 9110 15.4: the redirected request is a GET
                     method, body = "GET", None
                 continue
-            if response.status_code == 401 and own_origin and not renewed and await self._credentials.renew(request):
+            if response.status_code == 401 and own_origin and not renewed and await self._credentials.renew(credentials):
                 await response.aclose()
                 renewed = True  # refresh once: a second 401 is the answer
                 continue
