@@ -139,12 +139,15 @@ def demo(dest: str, date: str | None) -> None:
 @click.option("--requests-per-minute", type=int, help="Answer 429 above this many calls in any 60 s.")
 @click.option("--file-size", default=64 * 1024, show_default=True, type=int, help="Bytes per bulk file.")
 @click.option("--metric-files", default=2, show_default=True, type=int, help="Metric files per bundle and date.")
-def emulator(port: int, files_port: int, latency_ms: float, requests_per_minute: int | None, file_size: int, metric_files: int) -> None:
+@click.option("--acme-auth", type=click.Choice(["bearer", "api_key_header", "api_key_query", "basic", "oauth2"]), default="oauth2",
+              show_default=True, help="The auth scheme the second vendor (Acme, under /acme/) accepts.")
+def emulator(port: int, files_port: int, latency_ms: float, requests_per_minute: int | None, file_size: int, metric_files: int,
+             acme_auth: str) -> None:
     """Serve the vendor emulator on 127.0.0.1 until stopped (token: demo-token)."""
     from apilake.emulator import EmulatorConfig, serve
 
     config = EmulatorConfig(latency_ms=latency_ms, requests_per_minute=requests_per_minute, file_size=file_size, metric_files=metric_files)
-    serve(api_port=port, files_port=files_port, config=config)
+    serve(api_port=port, files_port=files_port, config=config, acme_auth=acme_auth)
 
 
 @main.command()

@@ -2,6 +2,8 @@
 
 A unit is one endpoint, for one date, for one matrix combination. It is a small, plain value
 (strings and tuples) that serialises to JSON, so it can run in this process or on a worker.
+A fan-out child's units depend on its parent's data: `expand_children` makes them, still pure,
+from the parent's pages, which the executor hands over once the parent has landed.
 """
 
 from __future__ import annotations

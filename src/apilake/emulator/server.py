@@ -508,9 +508,14 @@ def serve(
     api_port: int = 8080,
     files_port: int = 0,
     config: EmulatorConfig | None = None,
+    acme_auth: str | None = None,
 ) -> None:
-    """Run the emulator in the foreground until SIGINT/SIGTERM (for ``apilake emulator``)."""
-    emu = Emulator(config or EmulatorConfig(), host, api_port, files_port).start()
+    """Run the emulator in the foreground until SIGINT/SIGTERM (for ``apilake emulator``);
+    ``acme_auth`` picks the auth scheme the Acme vendor accepts."""
+    emu = Emulator(config or EmulatorConfig(), host, api_port, files_port)
+    if acme_auth:
+        emu.acme.config.auth = acme_auth
+    emu.start()
     done = threading.Event()
     previous: dict[int, Any] = {}
     try:

@@ -6,6 +6,10 @@ slots are asyncio semaphores in the process that runs `apilake run`, which is al
 process that hands out work: so they bound what is in flight wherever the work runs, on one
 event loop here or on any number of Dask workers.
 
+Fan-out children (`for_each`) are scheduled here too, for every executor: once all parent
+units of a date have finished, their landed pages are read from the destination and the
+children's units are expanded (`plan.expand_children`) and run like any other.
+
 Subclasses say only where a unit runs (`run_unit`, `run_file`) and what they know about a
 source's daily quota (`spent`).
 """
