@@ -158,3 +158,27 @@ def test_status_reads_records_from_s3_and_reports_a_deleted_object_as_a_gap(tmp_
     assert "dataai/details: 2026-11-24 incomplete, 1 of 4 units missing" in gap.stdout
     assert "dataai/details/2026-11-24/market=ios,product_id=2" in gap.stdout
     assert "2026-11-25" not in gap.stdout.split("gaps for run dates", 1)[1].split("\n", 1)[1]
+
+
+def test_fan_out_and_a_report_on_s3_a_rerun_reads_the_parent_and_the_report_state_from_the_bucket(
+    tmp_path: Path, emulator, bucket: str
+) -> None:
+    from test_e2e_vendors import ACCOUNTS, ENV, PRODUCTS, acme_job, expected_report, report
+
+    top = {"destination": "s3://lake/raw", "s3": {"endpoint_url": bucket}}
+    emulator.acme.config.report_polls = 10_000  # pending: the first run times out polling
+    job = acme_job(tmp_path, emulator, [ACCOUNTS, {**report(), "poll": {**report()["poll"], "timeout_seconds": 0.3}}], top=top)
+    first = run_cli("run", str(job), "--date", DATE, env=ENV)
+    assert first.returncode == 1 and "a rerun resumes polling it" in first.stdout
+    assert [k for k in bucket_objects(bucket) if k.startswith("_apilake/reports/acme/installs/")]  # the report id is kept
+
+    emulator.acme.config.report_polls = 0
+    emulator.stats.reset()
+    job = acme_job(tmp_path, emulator, [ACCOUNTS, PRODUCTS, report()], top=top)
+    again = run_cli("run", str(job), "--date", DATE, env=ENV)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert emulator.acme.reports_created == 1  # resumed, not created again
+    assert emulator.stats.count(path_contains="/acme/accounts?") == 0  # the parent's pages came from the bucket
+    landed = data_objects(bucket)
+    assert {k: v for k, v in landed.items() if "/installs/" in k} == expected_report(emulator)
+    assert sorted(k for k in landed if "/products/" in k) == [f"acme/products/dt={DATE}/account_id={a}.json" for a in ("a1", "a2")]

@@ -40,11 +40,13 @@ def oauth2(emu: Emulator, **extra: Any) -> dict[str, Any]:
             "client_id": "acme-client", "client_secret": "${ACME_SECRET}", "scope": "reports.read", **extra}
 
 
-def acme_job(tmp_path: Path, emu: Emulator, endpoints: list[dict[str, Any]], auth: dict[str, Any] | None = None, **settings: Any) -> Path:
+def acme_job(tmp_path: Path, emu: Emulator, endpoints: list[dict[str, Any]], auth: dict[str, Any] | None = None,
+             top: dict[str, Any] | None = None, **settings: Any) -> Path:
     source = {"name": "acme", "base_url": emu.api_url + "/acme", "auth": auth or oauth2(emu), "retry": RETRY,
               "endpoints": endpoints, **settings}
+    job = {"timezone": "UTC", "destination": str(tmp_path / "lake"), **(top or {}), "sources": [source]}
     path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump({"timezone": "UTC", "destination": str(tmp_path / "lake"), "sources": [source]}, sort_keys=False))
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
     return path
 
 
