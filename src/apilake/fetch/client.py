@@ -84,7 +84,7 @@ class SourceClient:
         Non-2xx statuses and transport failures (also those met while the caller reads the body)
         become `TransferError`s whose message is already redacted.
         """
-        response = await self._send(url, method, body)
+        response = await self._send(url, method, json_body=body)
         try:
             yield response
         except httpx.HTTPError as exc:
@@ -92,13 +92,13 @@ class SourceClient:
         finally:
             await response.aclose()
 
-    async def _send(self, url: str, method: str = "GET", body: str | None = None) -> httpx.Response:
+    async def _send(self, url: str, method: str = "GET", *, json_body: str | None = None) -> httpx.Response:
         renewed = False
         for _hop in range(MAX_REDIRECTS + 2):
             own_origin = origin(url) == self._origin
             if own_origin:
                 await self.budget.acquire()
-            content = body.encode() if body is not None else None
+            content = json_body.encode() if json_body is not None else None
             json_type = {"Content-Type": "application/json"} if content is not None else {}
             # the one place a request gets credentials: only requests to the source's own origin
             credentials = await self._credentials.headers() if own_origin else {}
@@ -112,7 +112,7 @@ class SourceClient:
                 await response.aclose()
                 url = urljoin(url, response.headers["location"])
                 if response.status_code in (301, 302, 303):  # RFC 9110 15.4: the redirected request is a GET
-                    method, body = "GET", None
+                    method, json_body = "GET", None
                 continue
             if response.status_code == 401 and own_origin and not renewed and await self._credentials.renew(credentials):
                 await response.aclose()
