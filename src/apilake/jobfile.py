@@ -274,7 +274,7 @@ class Endpoint(_Model):
         if self.body is not None and self.method != "POST":
             raise ValueError("body: only a POST sends a body (add method: POST)")
         if self.for_each is not None:
-            if self.for_each.as_ in self.matrix or self.for_each.as_ in ("date", "source", "endpoint"):
+            if self.for_each.as_ in {*self.matrix, "date", "source", "endpoint", "report_id", *FILE_PLACEHOLDERS}:
                 raise ValueError(f"for_each.as: {self.for_each.as_!r} clashes with a matrix variable or a built-in placeholder")
         return self
 
