@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from apilake.errors import TransferError
 from apilake.fetch.paginate import Page, link_header, paginator_for
 from apilake.jobfile import Job
 from apilake.plan import plan
@@ -74,6 +75,13 @@ PAGES = {"type": "page_number", "records_path": "data", "total_pages_path": "met
 def test_next_url(paginate: Any, number: int, doc: Any, headers: dict, expected: str | None) -> None:
     unit, paginator = unit_and_paginator(paginate)
     assert paginator.next_url(unit, Page(unit.request_url, number, doc, headers)) == expected
+
+
+@pytest.mark.parametrize("paginate, doc", [(OFFSET, {"items": [1, 2]}), (PAGES, {"data": {"a": 1}}), ({**LINK, "records_path": "data"}, {"data": None})])
+def test_a_page_without_a_list_at_records_path_fails_the_unit(paginate: Any, doc: Any) -> None:
+    unit, paginator = unit_and_paginator(paginate)
+    with pytest.raises(TransferError, match="page 2 has no list of records at records_path 'data'"):
+        paginator.next_url(unit, Page(unit.request_url, 2, doc, {}))
 
 
 @pytest.mark.parametrize(

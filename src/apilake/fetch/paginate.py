@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
+from apilake.errors import TransferError
 from apilake.fetch import dig
 from apilake.jobfile import (
     CursorPaging,
@@ -69,14 +70,18 @@ class PageIndex(Paginator):
 
 
 class _Styled(Paginator):
-    """A style configured in the job file; an empty records page ends it (when `records_path` is set)."""
+    """A style configured in the job file; an empty records page ends it (when `records_path` is
+    set), and a page without a list there fails the unit."""
 
     def __init__(self, spec: PagingStyle) -> None:
         self.spec = spec
 
     def next_url(self, unit: Unit, page: Page) -> str | None:
-        records = dig(page.doc, self.spec.records_path)
-        if self.spec.records_path and not records:
+        path = self.spec.records_path
+        records = dig(page.doc, path)
+        if path and not isinstance(records, list):  # a wrong path must not end paging silently
+            raise TransferError(f"{unit.id}: page {page.number} has no list of records at records_path {path!r}")
+        if path and not records:
             return None
         return self.following(unit, page, records)
 
@@ -139,7 +144,7 @@ class Offset(_Styled):
 
     def following(self, unit: Unit, page: Page, records: Any) -> str | None:
         spec = self.spec
-        if not isinstance(records, list) or len(records) < spec.limit:
+        if len(records) < spec.limit:
             return None
         offset = spec.start + page.number * spec.limit
         total = dig(page.doc, spec.total_path)
