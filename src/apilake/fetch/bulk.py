@@ -53,10 +53,15 @@ def dig(doc: Any, path: str) -> Any:
 async def fetch_listing(unit: Unit, endpoint: Endpoint, client: SourceClient) -> Listing:
     """GET the listing and choose its files; the listing's facts go into the run record."""
     started = time.monotonic()
-    status, body, doc, attempts = await get_json(client, unit.request_url, f"{unit.id} listing")
+
+    def has_urls(doc: Any) -> None:
+        urls = dig(doc, endpoint.urls)
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            message = f"{unit.id}: the listing has no list of URLs at {endpoint.urls!r} (set `urls:` on the endpoint)"
+            raise TransferError(message, transient=True)  # a half-deployed API answers so for a moment
+
+    status, body, doc, attempts = await get_json(client, unit.request_url, f"{unit.id} listing", expect=has_urls)
     urls = dig(doc, endpoint.urls)
-    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
-        raise TransferError(f"{unit.id}: the listing has no list of URLs at {endpoint.urls!r} (set `urls:` on the endpoint)")
     if not urls:
         raise TransferError(f"{unit.id}: the listing offers no files at {endpoint.urls!r} (published late? see `lag:`)")
     unique = list(dict.fromkeys(urls))
