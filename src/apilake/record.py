@@ -82,7 +82,10 @@ def record_document(
     status: str,
     results: list[UnitResult],
     version: str,
+    holder: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The record; `holder` (host, pid, lock file, lease key) lets `apilake status` tell a live
+    run from an abandoned one."""
     counts: dict[str, int] = {}
     for result in results:
         counts[result.status] = counts.get(result.status, 0) + 1
@@ -95,6 +98,7 @@ def record_document(
         "started": started.isoformat(),
         "finished": finished.isoformat() if finished else None,
         "status": status,
+        "holder": holder,
         "counts": counts,
         "units": [asdict(r) for r in results],
     }

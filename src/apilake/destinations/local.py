@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -11,10 +12,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from apilake.destinations import Destination, ObjectInfo
+from filelock import FileLock
+
+from apilake.destinations import Destination, ObjectInfo, Versioned
 from apilake.errors import DestinationError
 
 TEMP_MARK = ".apilake-tmp-"
+LOCK_SUFFIX = ".apilake-lock"  # beside an object written by compare-and-swap (`put_if`)
 
 
 _WRITEBACK = 16 << 20  # start writing a file out every this many bytes: the final fsync finds little left
@@ -91,6 +95,45 @@ class LocalDestination(Destination):
             temp.unlink(missing_ok=True)
             raise
 
+    altered_hint = "Check the file system or mount under the destination (a failing disk, a filtering driver)."
+
+    async def read_versioned(self, key: str) -> Versioned | None:
+        try:
+            data = await asyncio.to_thread(self._path(key).read_bytes)
+        except FileNotFoundError:
+            return None
+        return Versioned(data, _version(data))
+
+    async def put_if(self, key: str, data: bytes, *, version: str | None) -> str | None:
+        """Compare-and-swap under an OS file lock beside the object (`flock`: local disks; NFS
+        only where its locks work, which is why S3 lakes use the store's conditional writes)."""
+        path = self._path(key)
+
+        def swap() -> str | None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(path.parent / f".{path.name}{LOCK_SUFFIX}"):
+                try:
+                    current: str | None = _version(path.read_bytes())
+                except FileNotFoundError:
+                    current = None
+                if current != version:
+                    return None
+                temp = path.parent / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
+                try:
+                    with open(temp, "xb") as handle:
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    _publish(temp, path)
+                finally:
+                    temp.unlink(missing_ok=True)
+                return _version(data)
+
+        try:
+            return await asyncio.to_thread(swap)
+        except OSError as exc:
+            raise _os_error(exc, key) from None
+
     def _stale_temp_files(self, path: Path) -> list[Path]:
         """Temporary files of `path` that were there before this run wrote into its folder.
 
@@ -119,7 +162,7 @@ class LocalDestination(Destination):
             return
         for folder, _dirs, files in os.walk(base):
             for name in sorted(files):
-                if TEMP_MARK in name:
+                if TEMP_MARK in name or name.endswith(LOCK_SUFFIX):
                     continue
                 path = Path(folder, name)
                 key = path.relative_to(self.root).as_posix()
@@ -129,6 +172,10 @@ class LocalDestination(Destination):
 
     async def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+
+def _version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def _durable(step: Callable[[], None], key: str) -> None:
