@@ -12,13 +12,18 @@ job file, the endpoints, matrix combinations and lags are inferred from the run 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import posixpath
+import socket
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from apilake.destinations import Destination
 from apilake.jobfile import Job
+from apilake.lease import is_live
+from apilake.lease import parse as parse_lease
+from apilake.lock import lock_is_free
 from apilake.record import DID_NOT_LAND, read_records
 
 OK = ("landed", "skipped")
@@ -181,8 +186,40 @@ class StatusReport:
         return 1 if self.gaps else 0
 
 
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def run_state(dest: Destination, record: dict[str, Any]) -> str:
+    """A record's status, with `running` told apart from `abandoned` (its process died).
+
+    A run holds its lease (S3) or its OS lock (this host) while it lives: when that is free, or
+    the lease names another run, nobody is finishing the record any more.
+    """
+    status = str(record.get("status", "?"))
+    holder = record.get("holder") or {}
+    if status != "running" or record.get("finished") or not holder:
+        return status
+    if holder.get("lease"):
+        found = await dest.read_versioned(holder["lease"])
+        doc = parse_lease(found.data) if found else None
+        alive = doc is not None and doc.get("run_id") == record.get("run_id") and is_live(doc, dt.datetime.now(dt.timezone.utc))
+        return "running" if alive else "abandoned"
+    if holder.get("host") == socket.gethostname() and holder.get("lock"):
+        return "abandoned" if lock_is_free(holder["lock"]) or not _pid_alive(holder.get("pid")) else "running"
+    return status  # a lock on another host: only that host can tell
+
+
 async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.date]) -> StatusReport:
-    records = await read_records(dest)
+    records = [{**r, "status": await run_state(dest, r)} for r in await read_records(dest)]
     evidence = Evidence(records)
     if job is not None:
         expected, planned = expected_from_job(job, run_dates)
@@ -230,7 +267,7 @@ def run_rows(records: list[dict[str, Any]], n: int) -> list[list[str]]:
                 str(counts.get("failed", 0)),
                 str(counts.get("not_attempted", 0) + counts.get("interrupted", 0)),
                 f"{started.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}" if started else "-",
-                f"{(finished - started).total_seconds():.1f}s" if started and finished else "running",
+                f"{(finished - started).total_seconds():.1f}s" if started and finished else "-",
             ]
         )
     return rows
@@ -252,8 +289,12 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
         for record in shown:
             problems = [u for u in record.get("units") or [] if u.get("status") in DID_NOT_LAND]
             out.append("")
+            if record.get("status") == "abandoned":
+                out.append(f"run {record.get('run_id')} was abandoned: its process died before it finished "
+                           "(its lock or lease is free); a rerun lands what it did not")
+                continue
             if record.get("status") == "running" and not record.get("finished"):
-                out.append(f"run {record.get('run_id')} is still running (or was killed before it finished)")
+                out.append(f"run {record.get('run_id')} is still running")
                 continue
             out.append(f"failures of run {record.get('run_id')}: {len(problems) or 'none'}")
             for unit in problems[:limit]:
