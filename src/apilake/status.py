@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apilake.destinations import Destination
+from apilake.fetch.quota import ledger_store, quota_use
 from apilake.jobfile import Job
 from apilake.lease import is_live
 from apilake.lease import parse as parse_lease
@@ -180,6 +181,7 @@ class StatusReport:
     run_dates: list[dt.date]
     expected: dict[tuple[str, str], set[str]]
     gaps: list[Gap]
+    quota: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (source, day, {used, limit})
 
     @property
     def exit_code(self) -> int:
@@ -236,7 +238,13 @@ async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.da
             for unit_id in units
         }
     present = await present_units(dest, candidates)
-    return StatusReport(dest.url, records, run_dates, expected, find_gaps(expected, present))
+    store = ledger_store(job, dest) if job is not None else dest
+    try:
+        quota = await quota_use(store, job.sources if job is not None else None)
+    finally:
+        if store is not dest:
+            await store.close()
+    return StatusReport(dest.url, records, run_dates, expected, find_gaps(expected, present), quota)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,4 +331,9 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
                 out.append(f"      ... and {len(gap.missing) - limit} more")
     if report.gaps and job_path:
         out += ["", "to fill them:"] + [f"  {c}" for c in fill_commands(report.gaps, job_path)]
+    if report.quota:
+        out += ["", "daily request quotas today (counted per credential across runs):"]
+        for name, day, use in report.quota:
+            limit = f" of {use['limit']}" if use.get("limit") else ""
+            out.append(f"  {name}: {use.get('used', 0)}{limit} requests used or reserved (quota day {day})")
     return "\n".join(out)

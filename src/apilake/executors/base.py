@@ -90,4 +90,4 @@ class Executor(abc.ABC):
         self.on_result(result)
 
     def _not_attempted(self, unit: Unit, kind: str, unit_id: str, url: str) -> UnitResult:
-        return not_attempted(unit, kind, unit_id, url, self.redact, self._sources[unit.source].requests_per_day)
+        return not_attempted(unit, kind, unit_id, url, self.redact, self._sources[unit.source])

@@ -15,8 +15,9 @@ Limits hold across the cluster:
 - `requests_per_second` / `requests_per_minute`: one `distributed.Semaphore` per window on the
   scheduler with as many leases as calls allowed. Each request takes a lease and gives it
   back one window later, so no window anywhere on the cluster holds more calls than allowed.
-- `requests_per_day`: a semaphore with that many leases that are never given back; a worker
-  that finds none left (without waiting) reports its unit as not attempted, as locally.
+- `requests_per_day`: the source's quota ledger in the destination (`fetch.quota`), as for any
+  run: each worker process reserves small blocks of it and gives back what it did not use when
+  the run ends; a worker that finds the quota spent reports its unit as not attempted.
 
 The semaphores belong to one run (their names hold the run id) and are closed at its end.
 
@@ -52,6 +53,7 @@ from apilake.executors.work import UnitWork, endpoints, failed, unit_kind
 from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.client import SourceClient
 from apilake.fetch.limits import DailyQuotaSpent, windows
+from apilake.fetch.quota import Quotas
 from apilake.jobfile import Job, Source
 from apilake.plan import Unit
 from apilake.record import UnitResult, record_key
@@ -88,17 +90,13 @@ def hold_seconds(window: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class SourceLimits:
-    """Names (on the scheduler) of the semaphores that hold one source's budget in one run."""
+    """Names (on the scheduler) of the semaphores that hold one source's rate windows in one run."""
 
     source: str
-    per_day: int | None
-    daily: str | None
     windows: tuple[tuple[str, int, float], ...]  # (semaphore name, calls, seconds)
 
-    def semaphores(self) -> Iterator[tuple[str, int, float | None]]:
-        """(name, leases, lease timeout on the scheduler; None: never)."""
-        if self.daily is not None and self.per_day is not None:
-            yield self.daily, self.per_day, None
+    def semaphores(self) -> Iterator[tuple[str, int, float]]:
+        """(name, leases, lease timeout on the scheduler)."""
         for name, calls, seconds in self.windows:
             yield name, calls, hold_seconds(seconds) + LEASE_SLACK_S
 
@@ -107,8 +105,6 @@ def source_limits(run_id: str, source: Source) -> SourceLimits:
     prefix = f"apilake-{run_id}-{source.name}"
     return SourceLimits(
         source.name,
-        source.requests_per_day,
-        f"{prefix}-per-day" if source.requests_per_day else None,
         tuple((f"{prefix}-per-{seconds:g}s", calls, seconds) for calls, seconds in windows(source)),
     )
 
@@ -323,6 +319,7 @@ class _WorkerRun:
         self.loop = worker.loop.asyncio_loop
         self.run_id = payload.run_id
         self.dest = open_destination(payload.dest_url, payload.job.s3)
+        self.quotas = Quotas(payload.job, self.dest)
         self.spent: set[str] = set()
         self._dest_checked = False
         self._semaphores: dict[str, Semaphore] = {}
@@ -340,7 +337,7 @@ class _WorkerRun:
     ) -> tuple[UnitResult, list[FileTransfer]]:
         kind, unit_id, url = what
         source = payload.source
-        client = SourceClient(source, redact, ClusterBudget(payload.limits, self))
+        client = SourceClient(source, redact, ClusterBudget(source, payload.limits, self))
         try:
             await self._check_destination()
             work = UnitWork(self.dest, redact, payload.force, endpoints(payload.job), {source.name: client})
@@ -395,9 +392,16 @@ class _WorkerRun:
             sem.refresh_leases = False  # leases end by release or by the timeout the client registered
         return sem
 
-    async def take(self, name: str, leases: int, *, wait: bool) -> bool:
-        """Take one lease; without `wait`, only if one is free right now."""
-        return await self._on_worker_loop(lambda: self._semaphore(name, leases).acquire(timeout=None if wait else 0))
+    async def take(self, name: str, leases: int) -> bool:
+        """Take one lease of a rate semaphore, waiting for it."""
+        return await self._on_worker_loop(lambda: self._semaphore(name, leases).acquire())
+
+    async def take_quota(self, source: Source) -> None:
+        """Count one request against the source's daily quota (its ledger), on the worker's loop:
+        the reserved block is the worker's, shared by all of its tasks."""
+        quota = self.quotas.get(source)
+        if quota is not None:
+            await self._on_worker_loop(quota.take)
 
     def give_back_later(self, name: str, delay: float) -> None:
         """Return one lease of `name` after `delay` seconds (on the worker's loop, which outlives the task)."""
@@ -418,6 +422,8 @@ class _WorkerRun:
         for handle in list(self._timers):
             handle.cancel()
         self._timers.clear()
+        with contextlib.suppress(Exception):
+            await self.quotas.close()  # unused reservations go back to the ledger
         for sem in self._semaphores.values():
             if hasattr(sem, "refresh_callback"):
                 sem.refresh_callback.stop()
@@ -431,7 +437,8 @@ class _WorkerRun:
 class ClusterBudget:
     """A source's `Budget` kept on the scheduler, so every worker draws from the same counts."""
 
-    def __init__(self, limits: SourceLimits, run: _WorkerRun) -> None:
+    def __init__(self, source: Source, limits: SourceLimits, run: _WorkerRun) -> None:
+        self.source = source
         self.limits = limits
         self.run = run
 
@@ -442,13 +449,14 @@ class ClusterBudget:
     async def acquire(self) -> None:
         limits = self.limits
         if self.spent:
-            raise DailyQuotaSpent.of(limits.source, limits.per_day)
-        if limits.daily is not None and limits.per_day is not None:
-            if not await self.run.take(limits.daily, limits.per_day, wait=False):
-                self.run.spent.add(limits.source)
-                raise DailyQuotaSpent.of(limits.source, limits.per_day)
+            raise DailyQuotaSpent.of(self.source)
+        try:
+            await self.run.take_quota(self.source)
+        except DailyQuotaSpent:
+            self.run.spent.add(limits.source)
+            raise
         for name, calls, _seconds in limits.windows:
-            await self.run.take(name, calls, wait=True)
+            await self.run.take(name, calls)
         # Counted from when every lease is held, i.e. just before the request goes out.
         for name, _calls, seconds in limits.windows:
             self.run.give_back_later(name, hold_seconds(seconds))

@@ -17,7 +17,7 @@ from apilake.fetch.bulk import FileTransfer, fetch_listing, transfer_file
 from apilake.fetch.client import SourceClient
 from apilake.fetch.json import fetch_json_unit
 from apilake.fetch.limits import DailyQuotaSpent
-from apilake.jobfile import Endpoint, Job
+from apilake.jobfile import Endpoint, Job, Source
 from apilake.plan import Unit
 from apilake.record import UnitResult
 from apilake.redact import Redactor
@@ -52,12 +52,12 @@ def failed(unit: Unit, kind: str, unit_id: str, exc: BaseException, url: str, re
     )
 
 
-def not_attempted(unit: Unit, kind: str, unit_id: str, url: str, redact: Redactor, per_day: int | None) -> UnitResult:
+def not_attempted(unit: Unit, kind: str, unit_id: str, url: str, redact: Redactor, source: Source) -> UnitResult:
     """The result of a unit that never started because its source's daily quota is spent."""
     return UnitResult(
         unit_id, unit.source, unit.endpoint, unit.date, kind, "not_attempted",  # type: ignore[arg-type]
         url=redact(url),
-        error=f"not attempted: {DailyQuotaSpent.of(unit.source, per_day)}",
+        error=f"not attempted: {DailyQuotaSpent.of(source)}",
     )
 
 
@@ -74,14 +74,14 @@ class UnitWork:
     def _spent(self, unit: Unit) -> bool:
         return self.clients[unit.source].budget.spent
 
-    def _per_day(self, unit: Unit) -> int | None:
-        return self.clients[unit.source].source.requests_per_day
+    def _source(self, unit: Unit) -> Source:
+        return self.clients[unit.source].source
 
     async def unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
         """Land a JSON unit, or fetch a bulk unit's listing: its result and the files it lists."""
         kind = unit_kind(unit)
         if self._spent(unit):
-            return not_attempted(unit, kind, unit.id, unit.request_url, self.redact, self._per_day(unit)), []
+            return not_attempted(unit, kind, unit.id, unit.request_url, self.redact, self._source(unit)), []
         client = self.clients[unit.source]
         try:
             if unit.kind == "json":
@@ -94,7 +94,7 @@ class UnitWork:
     async def file(self, unit: Unit, transfer: FileTransfer) -> UnitResult:
         """Land one file of a listing."""
         if self._spent(unit):
-            return not_attempted(unit, "file", transfer.unit, transfer.url, self.redact, self._per_day(unit))
+            return not_attempted(unit, "file", transfer.unit, transfer.url, self.redact, self._source(unit))
         try:
             return await transfer_file(unit, transfer, self.clients[unit.source], self.dest, force=self.force)
         except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
