@@ -327,3 +327,19 @@ def test_sigterm_cancels_the_cluster_work_records_interrupted_and_exits_130(tmp_
     emulator.config.faults = []
     assert run_dask(cluster, job).returncode == 0
     assert lake_objects(lake) == expected_bulk(emulator)
+
+
+def test_a_local_run_and_a_dask_run_sharing_a_credential_send_at_most_the_daily_quota(tmp_path: Path, emulator, cluster) -> None:
+    ledger = tmp_path / "ledger"
+    endpoint = {**DETAILS, "matrix": {"market": ["ios"], "product_id": list(range(1, 71))}}
+    jobs = [write_job(tmp_path / name, emulator, [endpoint], quota_ledger=str(ledger), source={"concurrency": 4, "requests_per_day": 100})
+            for name in ("local", "dask")]
+    runs = [start_cli("run", str(jobs[0]), "--date", DATE),
+            start_cli("run", str(jobs[1]), "--date", DATE, "--executor", "dask", "--scheduler", cluster[0].scheduler_address)]
+    outputs = [process.communicate(timeout=120) for process in runs]
+    codes = [process.returncode for process in runs]
+    assert 1 in codes and set(codes) <= {0, 1}, outputs  # 140 units, 100 requests a day: one run at least runs out
+    sent = emulator.stats.count(origin="api")
+    assert 100 - 3 * 5 <= sent <= 100  # three workers and the local run each strand at most a block of 5 meanwhile
+    assert len(lake_objects(tmp_path / "local" / "lake")) + len(lake_objects(tmp_path / "dask" / "lake")) == sent
+    assert all("resets at" in out for (out, _err), code in zip(outputs, codes) if code == 1)

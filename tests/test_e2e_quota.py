@@ -33,15 +33,16 @@ def test_two_jobs_sharing_a_credential_run_together_and_send_at_most_the_daily_q
     first, second = (quota_job(tmp_path / name, emulator, ledger) for name in ("first", "second"))
     runs = [start_cli("run", str(job), "--date", DATE) for job in (first, second)]
     outputs = [process.communicate(timeout=120) for process in runs]
-    assert [process.returncode for process in runs] == [1, 1], outputs  # 140 units, 100 requests a day
+    codes = [process.returncode for process in runs]
+    assert 1 in codes and set(codes) <= {0, 1}, outputs  # 140 units, 100 requests a day: one run at least runs out
     sent = emulator.stats.count(origin="api")
     assert sent <= PER_DAY  # what the vendor saw, across both runs
     assert sent >= PER_DAY - 2 * 5  # at most a block per run is stranded while the other still wants some
     landed = len(lake_objects(tmp_path / "first" / "lake")) + len(lake_objects(tmp_path / "second" / "lake"))
     assert landed == sent
     assert ledger_used(ledger) == sent  # what was reserved and not sent went back at the end
-    for out, _err in outputs:
-        assert "daily request quota of source 'dataai' (100 requests_per_day" in out and "resets at" in out and "UTC" in out
+    for (out, _err), code in zip(outputs, codes):
+        assert code == 0 or "daily request quota of source 'dataai' (100 requests_per_day" in out and "resets at" in out and "UTC" in out
     ledger_text = "\n".join(p.read_text() for p in ledger.rglob("*.json"))
     assert TOKEN not in ledger_text and TOKEN not in "".join(p.name for p in ledger.rglob("*"))
 
