@@ -115,3 +115,19 @@ async def read_records(dest: Destination) -> list[dict[str, Any]]:
         except (ValueError, OSError):
             continue
     return sorted(records, key=lambda r: r.get("run_id", ""))
+
+
+def landed_sizes(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Bytes of each key as last landed, by the run records (oldest first: later runs win).
+
+    An object of another size under the key was changed after it landed (or the store altered
+    it): the skip check and `apilake status` treat it as not landed.
+    """
+    sizes: dict[str, int] = {}
+    for record in records:
+        for unit in record.get("units") or []:
+            if unit.get("status") == "landed":
+                for obj in unit.get("objects") or []:
+                    if isinstance(obj, dict) and isinstance(obj.get("bytes"), int):
+                        sizes[obj["key"]] = obj["bytes"]
+    return sizes

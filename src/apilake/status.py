@@ -25,7 +25,7 @@ from apilake.jobfile import Job
 from apilake.lease import is_live
 from apilake.lease import parse as parse_lease
 from apilake.lock import lock_is_free
-from apilake.record import DID_NOT_LAND, read_records
+from apilake.record import DID_NOT_LAND, landed_sizes, read_records
 
 OK = ("landed", "skipped")
 
@@ -110,28 +110,34 @@ class Evidence:
         return self.listing_files.get(unit_id)
 
 
-async def existing(dest: Destination, keys: Iterable[str]) -> set[str]:
-    """Which of `keys` exist, with one listing per folder rather than one request per key."""
+async def existing(dest: Destination, keys: Iterable[str], sizes: Mapping[str, int] = {}) -> set[str]:
+    """Which of `keys` exist (at the size in `sizes`, where known), with one listing per folder
+    rather than one request per key."""
     folders: dict[str, set[str]] = {}
     for key in keys:
         folders.setdefault(posixpath.dirname(key), set()).add(key)
     found: set[str] = set()
+
+    def keep(key: str, size: int) -> None:
+        if sizes.get(key, size) == size:  # another size: changed or damaged since it landed
+            found.add(key)
+
     for folder, wanted in folders.items():
         if not folder or len(wanted) == 1:
             for key in wanted:
-                if await dest.stat(key) is not None:
-                    found.add(key)
+                if (info := await dest.stat(key)) is not None:
+                    keep(key, info.size)
             continue
         async for info in dest.list(folder + "/"):
             if info.key in wanted:
-                found.add(info.key)
+                keep(info.key, info.size)
     return found
 
 
-async def present_units(dest: Destination, candidates: Mapping[str, list[str] | None]) -> set[str]:
+async def present_units(dest: Destination, candidates: Mapping[str, list[str] | None], sizes: Mapping[str, int] = {}) -> set[str]:
     """Units whose required keys all exist (`None`: not present whatever the destination holds)."""
     keys = {k for ks in candidates.values() if ks for k in ks}
-    there = await existing(dest, keys)
+    there = await existing(dest, keys, sizes)
     return {unit for unit, ks in candidates.items() if ks and all(k in there for k in ks)}
 
 
@@ -237,7 +243,7 @@ async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.da
             for units in expected.values()
             for unit_id in units
         }
-    present = await present_units(dest, candidates)
+    present = await present_units(dest, candidates, landed_sizes(records))
     store = ledger_store(job, dest) if job is not None else dest
     try:
         quota = await quota_use(store, job.sources if job is not None else None)

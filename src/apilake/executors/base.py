@@ -22,7 +22,7 @@ from apilake.executors.work import endpoints, not_attempted, unit_kind
 from apilake.fetch.bulk import FileTransfer
 from apilake.jobfile import Job
 from apilake.plan import Unit
-from apilake.record import UnitResult
+from apilake.record import UnitResult, landed_sizes, read_records
 from apilake.redact import Redactor
 
 OnResult = Callable[[UnitResult], None]
@@ -53,6 +53,11 @@ class Executor(abc.ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         return None
+
+    async def recorded_sizes(self) -> dict[str, int]:
+        """Key → bytes landed there, by the run records: the skip check lands again an object
+        whose size differs. Not needed with `--force`, which lands everything again anyway."""
+        return {} if self.force else landed_sizes(await read_records(self.dest))
 
     @abc.abstractmethod
     def spent(self, source: str) -> bool:

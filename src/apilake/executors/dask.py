@@ -175,6 +175,7 @@ class DaskExecutor(Executor):
             for s in job.sources
         }
         self._inflight: set[distributed.Future] = set()
+        self._recorded: dict[str, int] = {}
         self._numbers = itertools.count()
 
     async def __aenter__(self) -> DaskExecutor:
@@ -188,6 +189,7 @@ class DaskExecutor(Executor):
                 "check --scheduler / scheduler_address and that the scheduler is running"
             ) from None
         try:
+            self._recorded = await self.recorded_sizes()
             for limits in self.limits.values():
                 for name, leases, timeout in limits.semaphores():
                     await self._client.scheduler.semaphore_register(name=name, max_leases=leases, lease_timeout=timeout)
@@ -227,6 +229,10 @@ class DaskExecutor(Executor):
     def spent(self, source: str) -> bool:
         return source in self._spent
 
+    def _recorded_size(self, key: str) -> dict[str, int]:
+        """Only the task's own key travels with it, not the whole lake's index."""
+        return {key: self._recorded[key]} if key in self._recorded else {}
+
     async def run_unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
         kind = unit_kind(unit)
         outcome = await self._submit(unit_task, unit, None, kind, unit.id, unit.request_url)
@@ -243,7 +249,7 @@ class DaskExecutor(Executor):
         future = self._client.submit(
             task,
             self._payloads[unit.source],
-            Sealed((unit, transfer)),
+            Sealed((unit, transfer, self._recorded_size(unit.key if transfer is None else transfer.key))),
             key=f"apilake_{kind}-{self.run_id}-{next(self._numbers)}",
             pure=False,
             retries=TASK_RETRIES,
@@ -272,20 +278,23 @@ class DaskExecutor(Executor):
 # the worker side
 
 
-def unit_task(payload: RunPayload, sealed: Sealed[tuple[Unit, None]]) -> TaskOutcome:
+Recorded = dict[str, int]  # the size the run records say landed under the task's key, if any
+
+
+def unit_task(payload: RunPayload, sealed: Sealed[tuple[Unit, None, Recorded]]) -> TaskOutcome:
     """Dask task: one JSON unit, or one bulk listing (whose files come back as metadata)."""
-    unit, _ = sealed.value
-    return _run_task(payload, unit, (unit_kind(unit), unit.id, unit.request_url), lambda work: work.unit(unit))
+    unit, _, recorded = sealed.value
+    return _run_task(payload, unit, (unit_kind(unit), unit.id, unit.request_url), lambda work: work.unit(unit), recorded)
 
 
-def file_task(payload: RunPayload, sealed: Sealed[tuple[Unit, FileTransfer]]) -> TaskOutcome:
+def file_task(payload: RunPayload, sealed: Sealed[tuple[Unit, FileTransfer, Recorded]]) -> TaskOutcome:
     """Dask task: one file of a listing."""
-    unit, transfer = sealed.value
+    unit, transfer, recorded = sealed.value
 
     async def land(work: UnitWork) -> tuple[UnitResult, list[FileTransfer]]:
         return await work.file(unit, transfer), []
 
-    return _run_task(payload, unit, ("file", transfer.unit, transfer.url), land)
+    return _run_task(payload, unit, ("file", transfer.unit, transfer.url), land, recorded)
 
 
 _RUNS: dict[str, _WorkerRun] = {}
@@ -297,6 +306,7 @@ def _run_task(
     unit: Unit,
     what: tuple[str, str, str],
     action: Callable[[UnitWork], Awaitable[tuple[UnitResult, list[FileTransfer]]]],
+    recorded: Recorded,
 ) -> TaskOutcome:
     """Run one unit's work on a short asyncio loop of this task's thread."""
     worker = get_worker()
@@ -307,7 +317,7 @@ def _run_task(
             run = _RUNS[payload.run_id] = _WorkerRun(worker, payload)
     redact = Redactor(payload.job.secrets())
     with _captured_logs(redact, payload.log_level) as lines:
-        result, files = asyncio.run(run.execute(payload, redact, unit, what, action, key))
+        result, files = asyncio.run(run.execute(payload, redact, unit, what, action, key, recorded))
     return TaskOutcome(result, files, lines, worker.address)
 
 
@@ -334,13 +344,14 @@ class _WorkerRun:
         what: tuple[str, str, str],
         action: Callable[[UnitWork], Awaitable[tuple[UnitResult, list[FileTransfer]]]],
         key: Any,
+        recorded: Recorded,
     ) -> tuple[UnitResult, list[FileTransfer]]:
         kind, unit_id, url = what
         source = payload.source
         client = SourceClient(source, redact, ClusterBudget(source, payload.limits, self))
         try:
             await self._check_destination()
-            work = UnitWork(self.dest, redact, payload.force, endpoints(payload.job), {source.name: client})
+            work = UnitWork(self.dest, redact, payload.force, endpoints(payload.job), {source.name: client}, recorded)
             return await self._unless_cancelled(action(work), key)
         except asyncio.CancelledError:
             return UnitResult(unit_id, unit.source, unit.endpoint, unit.date, kind, "interrupted", error="cancelled"), []  # type: ignore[arg-type]

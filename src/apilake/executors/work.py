@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apilake.destinations import Destination
 from apilake.errors import DestinationError, TransferError
@@ -70,6 +70,7 @@ class UnitWork:
     force: bool
     endpoints: Mapping[tuple[str, str], Endpoint]
     clients: Mapping[str, SourceClient]
+    recorded: Mapping[str, int] = field(default_factory=dict)  # key → bytes landed, by the run records
 
     def _spent(self, unit: Unit) -> bool:
         return self.clients[unit.source].budget.spent
@@ -85,7 +86,7 @@ class UnitWork:
         client = self.clients[unit.source]
         try:
             if unit.kind == "json":
-                return await fetch_json_unit(unit, client, self.dest, force=self.force), []
+                return await fetch_json_unit(unit, client, self.dest, force=self.force, recorded=self.recorded), []
             listing = await fetch_listing(unit, self.endpoints[unit.source, unit.endpoint], client)
             return listing.result, listing.files
         except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
@@ -96,6 +97,6 @@ class UnitWork:
         if self._spent(unit):
             return not_attempted(unit, "file", transfer.unit, transfer.url, self.redact, self._source(unit))
         try:
-            return await transfer_file(unit, transfer, self.clients[unit.source], self.dest, force=self.force)
+            return await transfer_file(unit, transfer, self.clients[unit.source], self.dest, force=self.force, recorded=self.recorded)
         except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
             return failed(unit, "file", transfer.unit, exc, transfer.url, self.redact)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urljoin
 
@@ -99,12 +99,15 @@ def next_url(unit: Unit, doc: Any, current: str, page: int) -> str | None:
     return None
 
 
-async def fetch_json_unit(unit: Unit, client: SourceClient, dest: Destination, *, force: bool) -> UnitResult:
+async def fetch_json_unit(
+    unit: Unit, client: SourceClient, dest: Destination, *, force: bool, recorded: Mapping[str, int] = {}
+) -> UnitResult:
+    """Fetch every page, then land them; `recorded` holds the sizes the run records say landed."""
     started = time.monotonic()
     result = UnitResult(
         unit.id, unit.source, unit.endpoint, unit.date, "json", "landed", url=client.redact(unit.request_url)
     )
-    if await skip_if_landed(dest, unit.key, result, force=force):
+    if await skip_if_landed(dest, unit.key, result, force=force, recorded=recorded.get(unit.key)):
         return result
     pages: list[tuple[int, bytes, int]] = []
     url: str | None = unit.request_url
