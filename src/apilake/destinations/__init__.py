@@ -13,6 +13,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from apilake.errors import DestinationError
+
 if TYPE_CHECKING:
     from apilake.jobfile import S3Options
 
