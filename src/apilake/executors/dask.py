@@ -410,9 +410,13 @@ class _WorkerRun:
     async def take_quota(self, source: Source) -> None:
         """Count one request against the source's daily quota (its ledger), on the worker's loop:
         the reserved block is the worker's, shared by all of its tasks."""
-        quota = self.quotas.get(source)
-        if quota is not None:
-            await self._on_worker_loop(quota.take)
+
+        async def take() -> None:
+            quota = self.quotas.get(source)  # on the loop: tasks' threads never race to create it
+            if quota is not None:
+                await quota.take()
+
+        await self._on_worker_loop(take)
 
     def give_back_later(self, name: str, delay: float) -> None:
         """Return one lease of `name` after `delay` seconds (on the worker's loop, which outlives the task)."""
