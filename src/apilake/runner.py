@@ -120,7 +120,7 @@ async def _run(
         )
 
     loop = asyncio.get_running_loop()
-    stopped: list[str] = []  # why the run stopped early: a signal's name, or a lost lease
+    stopped: list[str] = []  # why the run stopped early (a signal, a lost lease), for the units it left
     work: list[asyncio.Future[None]] = []  # the units' work: the one thing a signal cancels
     signalled = False
 

@@ -123,6 +123,7 @@ class S3Destination(Destination):
         self._client_lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._checksum_parts = False
+        self._confirmed: dict[str, tuple[int, str]] = {}  # key → (size, sha256) the store's answer to PutObject vouched for
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -299,6 +300,14 @@ class S3Destination(Destination):
 
     altered_hint = ALTERED_HINT
     needs_lease = True
+
+    async def verify(self, key: str, *, size: int, sha256: str | None = None) -> None:
+        """A `PutObject` whose answer carried our checksum (or the plain MD5 ETag of our bytes)
+        needs no HEAD: the store has said what it kept. Multipart objects always get one."""
+        confirmed = self._confirmed.pop(key, None)
+        if confirmed is not None and confirmed[0] == size and sha256 in (None, confirmed[1]):
+            return
+        await super().verify(key, size=size, sha256=sha256)
 
     async def read_versioned(self, key: str) -> Versioned | None:
         full = self._full_key(key)
@@ -513,12 +522,15 @@ class S3Writer:
     def _put(self, body: bytearray) -> None:
         dest = self._dest
         digest = hashlib.sha256(body).digest()
-        dest._sync(
+        checksum = base64.b64encode(digest).decode()
+        sent = dest._sync(
             "write", self.key, dest.client().put_object,
             Bucket=dest.bucket, Key=self._full_key, Body=body, ContentLength=len(body),
-            Metadata={SHA256_META: digest.hex()}, ChecksumSHA256=base64.b64encode(digest).decode(),
+            Metadata={SHA256_META: digest.hex()}, ChecksumSHA256=checksum,
         )  # fmt: skip
         self._committed = True
+        if sent.get("ChecksumSHA256") == checksum or sent.get("ETag", "").strip('"') == hashlib.md5(body, usedforsecurity=False).hexdigest():
+            dest._confirmed[self.key] = (len(body), digest.hex())  # the store's answer vouches for the bytes
 
     def _complete(self) -> None:
         dest = self._dest
