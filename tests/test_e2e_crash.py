@@ -74,6 +74,9 @@ def test_sigterm_stops_gracefully_records_interrupted_and_exits_130(tmp_path: Pa
     record = records(lake)[-1]
     assert record["status"] == "interrupted"
     assert "SIGTERM" in err
+    cut = [u for u in record["units"] if u["kind"] == "file" and u["status"] == "interrupted"]
+    assert cut and all(u["error"] == "run interrupted by SIGTERM" for u in cut)  # files in flight are named too
+    assert f"INTERRUPTED {cut[0]['unit']}: run interrupted by SIGTERM" in out
 
     emulator.config.faults = []
     assert run_cli("run", str(job), "--date", DATE).returncode == 0

@@ -118,8 +118,8 @@ def test_a_run_that_loses_its_lease_stops_and_exits_1(tmp_path: Path, emulator, 
     (record_key,) = [o["Key"] for o in s3(bucket).list_objects_v2(Bucket="lake", Prefix="raw/_apilake/runs/")["Contents"]]
     record = json.loads(s3(bucket).get_object(Bucket="lake", Key=record_key)["Body"].read())
     assert record["status"] == "failed"
-    landed = {u["unit"].rsplit("/", 1)[1] for u in record["units"] if u["kind"] == "file" and u["status"] == "landed"}
-    assert "data.22129.20261125.2.csv.gz" not in landed  # the slow file in flight was dropped, not finished
+    (slow,) = [u for u in record["units"] if u["unit"].endswith("data.22129.20261125.2.csv.gz")]
+    assert slow["status"] == "interrupted" and "taken over by another run" in slow["error"]  # dropped, and named
     assert not any(k.endswith(".2.csv.gz") for k in data_keys(bucket))
     assert s3(bucket).list_multipart_uploads(Bucket="lake").get("Uploads", []) == []
     assert lease_doc(bucket)["run_id"] == thief["run_id"]  # the loser never writes over the new holder's lease

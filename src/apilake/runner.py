@@ -99,7 +99,11 @@ async def _run(
     logs.run_id.set(report.run_id)
     log.info("run %s: %d units into %s", report.run_id, len(units), dest.url)
 
+    stopped: list[str] = []  # why the run stopped early (a signal, a lost lease), for the units it left
+
     def collect(result: UnitResult) -> None:
+        if result.status == "interrupted" and result.error is None:
+            result.error = stopped[0] if stopped else "not finished"
         report.results.append(result)
         level = logging.WARNING if result.status == "failed" else logging.DEBUG
         log.log(level, "%s %s%s", result.status, result.unit, f": {result.error}" if result.error else "")
@@ -120,7 +124,6 @@ async def _run(
         )
 
     loop = asyncio.get_running_loop()
-    stopped: list[str] = []  # why the run stopped early (a signal, a lost lease), for the units it left
     work: list[asyncio.Future[None]] = []  # the units' work: the one thing a signal cancels
     signalled = False
 

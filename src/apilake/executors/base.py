@@ -87,11 +87,18 @@ class Executor(abc.ABC):
         self.on_result(result)
 
     async def _file(self, unit: Unit, transfer: FileTransfer) -> None:
-        async with self._source_slots[unit.source], self._job_slots:
-            if self.spent(unit.source):
-                result = self._not_attempted(unit, "file", transfer.unit, transfer.url)
-            else:
-                result = await self.run_file(unit, transfer)
+        try:
+            async with self._source_slots[unit.source], self._job_slots:
+                if self.spent(unit.source):
+                    result = self._not_attempted(unit, "file", transfer.unit, transfer.url)
+                else:
+                    result = await self.run_file(unit, transfer)
+        except asyncio.CancelledError:
+            # The run stopped (a signal, a lost lease): a listed file that did not land is named
+            # in the record like a planned unit, with the run's reason (`runner`).
+            url = self.redact(transfer.url)
+            self.on_result(UnitResult(transfer.unit, unit.source, unit.endpoint, unit.date, "file", "interrupted", url=url))
+            raise
         self.on_result(result)
 
     def _not_attempted(self, unit: Unit, kind: str, unit_id: str, url: str) -> UnitResult:
