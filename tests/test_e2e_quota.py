@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import boto3
+
 from conftest import TOKEN, details_endpoint, lake_objects, run_cli, start_cli, wait_for, write_job
+from moto_server import aws_env, moto_endpoint  # noqa: F401 - fixtures
 
 DATE = "2026-11-25"
 PER_DAY = 100
@@ -26,6 +29,20 @@ def ledger_used(ledger: Path) -> int:
     doc = json.loads(path.read_text())
     (day,) = doc["days"].values()
     return day["used"]
+
+
+def test_two_s3_jobs_sharing_a_credential_and_an_s3_ledger_send_at_most_the_daily_quota(tmp_path: Path, emulator, moto_endpoint: str) -> None:
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket="lake")
+    endpoint = details_endpoint(("ios",), tuple(range(1, 71)))
+    jobs = [write_job(tmp_path / name, emulator, [endpoint], destination=f"s3://lake/{name}", quota_ledger="s3://lake/shared",
+                      s3={"endpoint_url": moto_endpoint}, source={"requests_per_day": PER_DAY, "concurrency": 4})
+            for name in ("first", "second")]
+    runs = [start_cli("run", str(job), "--date", DATE) for job in jobs]
+    outputs = [process.communicate(timeout=120) for process in runs]
+    assert 1 in [process.returncode for process in runs], outputs
+    assert PER_DAY - 2 * 5 <= emulator.stats.count(origin="api") <= PER_DAY  # S3 conditional writes kept the count
+    status = run_cli("status", str(jobs[0]), "--from", DATE, "--to", DATE)
+    assert f"dataai: {emulator.stats.count(origin='api')} of {PER_DAY} requests" in status.stdout, status.stdout
 
 
 def test_two_jobs_sharing_a_credential_run_together_and_send_at_most_the_daily_quota(tmp_path: Path, emulator) -> None:
