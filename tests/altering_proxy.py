@@ -3,7 +3,9 @@
 It forwards every request to the real (moto) server, but appends junk to the body of each
 upload (`PutObject`, `UploadPart`) whose path contains `match`, as a store does that keeps the
 aws-chunked framing of a request as data. Checksum headers of an altered request are dropped, so
-the store accepts it: the point is a store that says yes and keeps other bytes.
+the store accepts it: the point is a store that says yes and keeps other bytes. With
+`drop_conditions` (and `match` matching nothing) it is instead a store that ignores conditional
+writes.
 
 `with AlteringProxy(moto_url) as url:` runs it on 127.0.0.1 and a free port and stops it after.
 """
@@ -21,10 +23,13 @@ CHECKSUM_HEADERS = ("content-md5", "x-amz-checksum-", "x-amz-sdk-checksum-", "x-
 
 
 class AlteringProxy:
-    def __init__(self, upstream: str, *, match: str = "/dataai/", junk: bytes = b"0\r\n" * 189 + b"\r\n") -> None:
+    def __init__(
+        self, upstream: str, *, match: str = "/dataai/", junk: bytes = b"0\r\n" * 189 + b"\r\n", drop_conditions: bool = False
+    ) -> None:
         self.upstream = urlsplit(upstream)
         self.match = match
         self.junk = junk  # 569 bytes, like the framing a real store kept
+        self.drop_conditions = drop_conditions  # a store that ignores If-Match / If-None-Match
         self.altered = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -54,7 +59,8 @@ class AlteringProxy:
             def _forward(self) -> None:
                 body = self._body()
                 alter = self.command == "PUT" and proxy.match in self.path and "x-amz-copy-source" not in self.headers
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                drop = HOP_BY_HOP | ({"if-match", "if-none-match"} if proxy.drop_conditions else set())
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
                 if alter:
                     body += proxy.junk
                     headers = {k: v for k, v in headers.items() if not k.lower().startswith(CHECKSUM_HEADERS)}

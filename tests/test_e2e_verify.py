@@ -107,3 +107,12 @@ def test_an_object_changed_after_it_landed_is_a_gap_and_lands_again(tmp_path: Pa
     assert run_cli("status", str(job), "--from", DATE, "--to", DATE).returncode == 0
     if store == "local":
         assert records(tmp_path / "lake")[-1]["counts"]["landed"] == 2
+
+
+def test_a_store_that_ignores_conditional_writes_is_refused_before_anything_is_fetched(tmp_path: Path, emulator, bucket: str) -> None:
+    with AlteringProxy(bucket, match="(nothing)", drop_conditions=True) as proxy_url:
+        job = write_job(tmp_path, emulator, [DETAILS], destination="s3://lake/raw", s3={"endpoint_url": proxy_url})
+        result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "ignores conditional writes (If-None-Match: *)" in result.stderr and "Traceback" not in result.stderr
+    assert emulator.stats.count() == 0 and data_objects(bucket) == {}

@@ -141,9 +141,19 @@ class Lease:
                 if mine is not None and is_live(mine, _now(), own_lock=self.lock):
                     raise self._locked(mine)
                 continue
+            await self._check_conditional_writes(kept.data)
             self._version, self._renewed = kept.version, started
             return
         raise RunLockedError(f"could not take the lease {self.key} in {self.dest.url}: other runs keep changing it; this run did nothing")
+
+    async def _check_conditional_writes(self, data: bytes) -> None:
+        """Creating the lease again must be refused: a store that ignores `If-None-Match` would
+        let every run hold it (and over-spend quota ledgers). Same bytes, so the version stays."""
+        if await self.dest.put_if(self.key, data, version=None) is not None:
+            raise DestinationError(
+                f"{self.dest.url} ignores conditional writes (If-None-Match: *): apilake needs them to keep runs on "
+                "different hosts apart and to count daily quotas; use a store that supports them (AWS S3 does)"
+            )
 
     async def hold(self, on_lost: Callable[[str], None]) -> None:
         """Renew every `renew_seconds` until cancelled; call `on_lost` once if the lease is lost."""
