@@ -54,7 +54,8 @@ def test_two_runs_started_together_on_two_hosts_exactly_one_runs_20_times(tmp_pa
     jobs = [[s3_job(tmp_path / f"pair{p}" / host, emulator, bucket, [details_endpoint(("ios",), (1,))], name=f"job{p}")
              for host in ("a", "b")] for p in range(pairs)]
     for _round in range(5):
-        started = [[start_cli("run", str(job), "--date", DATE) for job in pair] for pair in jobs]
+        # --force: every round fetches again (1.2 s), so the two runs of a pair always overlap
+        started = [[start_cli("run", str(job), "--date", DATE, "--force") for job in pair] for pair in jobs]
         for pair in started:
             outcomes = [(process.wait(timeout=60), process.communicate()) for process in pair]
             codes = sorted(code for code, _ in outcomes)
