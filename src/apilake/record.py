@@ -6,6 +6,7 @@ One JSON document per run under `_apilake/runs/<run id>.json`. It is the evidenc
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import secrets
@@ -105,15 +106,23 @@ def record_document(
 
 
 async def read_records(dest: Destination) -> list[dict[str, Any]]:
-    """Every run record in the destination, oldest first; unreadable ones are skipped."""
-    records = []
-    async for info in dest.list(RECORDS_PREFIX):
-        if not info.key.endswith(".json"):
-            continue
-        try:
-            records.append(json.loads(await dest.read(info.key)))
-        except (ValueError, OSError):
-            continue
+    """Every run record in the destination, oldest first; unreadable ones are skipped.
+
+    Read 16 at a time: every run reads them all (for the skip check's sizes), and a lake of a
+    year of daily runs holds hundreds.
+    """
+    keys = [info.key async for info in dest.list(RECORDS_PREFIX) if info.key.endswith(".json")]
+    slots = asyncio.Semaphore(16)
+
+    async def read(key: str) -> dict[str, Any] | None:
+        async with slots:
+            try:
+                record = json.loads(await dest.read(key))
+            except (ValueError, OSError):
+                return None
+        return record if isinstance(record, dict) else None
+
+    records = [r for r in await asyncio.gather(*(read(k) for k in keys)) if r is not None]
     return sorted(records, key=lambda r: r.get("run_id", ""))
 
 
