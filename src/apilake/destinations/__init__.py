@@ -67,7 +67,8 @@ class Destination(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, key: str) -> None:
-        """Remove one object; only for pages a shorter refetch left behind (see `fetch.json`)."""
+        """Remove one object: pages a shorter refetch left behind (see `fetch.json`), or an object
+        the store did not keep as sent (`verify`)."""
 
     @abc.abstractmethod
     async def read_versioned(self, key: str) -> Versioned | None:
@@ -83,7 +84,7 @@ class Destination(abc.ABC):
         """Fail early with `DestinationError` if the destination cannot be written at all."""
 
     #: What to tell the user when the store keeps other bytes than it was sent.
-    altered_hint = "check the store"
+    altered_hint = "Check the store."
 
     async def verify(self, key: str, *, size: int, sha256: str | None = None) -> None:
         """After an upload: the store must report the size (and sha256, where it keeps one) that
