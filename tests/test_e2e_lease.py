@@ -124,3 +124,15 @@ def test_a_run_that_loses_its_lease_stops_and_exits_1(tmp_path: Path, emulator, 
     assert not any(k.endswith(".2.csv.gz") for k in data_keys(bucket))
     assert s3(bucket).list_multipart_uploads(Bucket="lake").get("Uploads", []) == []
     assert lease_doc(bucket)["run_id"] == thief["run_id"]  # the loser never writes over the new holder's lease
+
+
+def test_a_shared_folder_with_lease_mode_always_keeps_two_hosts_apart(tmp_path: Path, emulator) -> None:
+    emulator.config.latency_ms = 1200
+    lake = tmp_path / "shared-lake"  # as a folder on NFS, mounted by both hosts
+    jobs = [write_job(tmp_path / host, emulator, [details_endpoint(("ios",), (1,))], destination=str(lake), lease={**LEASE, "mode": "always"})
+            for host in ("a", "b")]
+    started = [start_cli("run", str(job), "--date", DATE) for job in jobs]
+    outcomes = [(process.wait(timeout=60), process.communicate()) for process in started]
+    assert sorted(code for code, _ in outcomes) == [0, 3], outcomes
+    assert any(HOLDER.search(err) for _code, (_out, err) in outcomes)
+    assert json.loads((lake / "_apilake" / "leases" / "job.json").read_text())["released"] is True

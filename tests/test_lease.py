@@ -58,3 +58,29 @@ def test_lease_timings_are_checked(tmp_path: Path) -> None:
     path.write_text("lease: {expiry_seconds: 10, renew_seconds: 8}\nsources: [{name: s, base_url: 'https://x', endpoints: [{name: e, kind: json, path: /e}]}]\n")
     with pytest.raises(JobFileError, match="renew at least twice per expiry_seconds"):
         load_job(path)
+
+
+MOUNTS = r"""/dev/vda / ext4 rw,relatime 0 0
+nas:/export/lake /mnt/lake nfs4 rw,relatime 0 0
+//fs/share /mnt/smb\040share cifs rw 0 0
+tmpfs /mnt/lake/scratch tmpfs rw 0 0
+me@host:/data /mnt/sshfs fuse.sshfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    "path, kind",
+    [
+        ("/data/lake", None),
+        ("/mnt/lake", "nfs4"),
+        ("/mnt/lake/raw/dataai", "nfs4"),
+        ("/mnt/lake/scratch/x", None),  # the longest mount point wins
+        ("/mnt/lakehouse", None),  # a prefix of the name is not the mount
+        ("/mnt/smb share/lake", "cifs"),
+        ("/mnt/sshfs/lake", "fuse.sshfs"),
+    ],
+)
+def test_lakes_on_network_file_systems_are_found_by_the_mount_table(path: str, kind: str | None) -> None:
+    from apilake.destinations.local import network_filesystem
+
+    assert network_filesystem(Path(path), MOUNTS) == kind

@@ -140,6 +140,7 @@ class LeaseOptions(_Model):
     """The lease a run holds on an S3 destination: renewed every `renew_seconds`; a holder silent
     for `expiry_seconds` is taken to be dead and its lease may be taken over."""
 
+    mode: Literal["auto", "always"] = "auto"  # auto: S3 and folders on network file systems
     expiry_seconds: float = Field(60.0, ge=1)
     renew_seconds: float = Field(15.0, gt=0)
 

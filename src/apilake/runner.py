@@ -76,7 +76,7 @@ def run_job(
     dest = open_destination(destination or job.destination, job.s3)
     with run_lock(job_path, dest.url) as lock:
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "lock": str(lock), "lease": None}
-        if dest.needs_lease:
+        if dest.needs_lease or job.lease.mode == "always":
             holder["lease"] = lease_key(job_path)
         return asyncio.run(_run(job, units, dest, job_path, dates, force, on_result or (lambda r: None), now, factory, holder))
 
@@ -144,7 +144,7 @@ async def _run(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt, signum)
-    lease = Lease(dest, job_path, report.run_id, job.lease, lock=holder["lock"]) if dest.needs_lease else None
+    lease = Lease(dest, job_path, report.run_id, job.lease, lock=holder["lock"]) if holder["lease"] else None
     heartbeat: asyncio.Task[None] | None = None
     try:
         await dest.check()

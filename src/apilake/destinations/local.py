@@ -56,6 +56,8 @@ class LocalDestination(Destination):
         self.root = Path(root).expanduser().absolute()
         self.url = str(self.root)
         self._temps_at_start: dict[Path, set[str]] = {}
+        # On a network file system other hosts write here too, out of sight of this host's lock.
+        self.needs_lease = network_filesystem(self.root, _mounts()) is not None
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -172,6 +174,35 @@ class LocalDestination(Destination):
 
     async def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs", "beegfs", "ocfs2", "gfs2"}
+)
+
+
+def network_filesystem(path: Path, mounts: str) -> str | None:
+    """The type of the network file system `path` is on (by its mount table, `/proc/mounts`
+    format), or None for a local one. FUSE mounts of remote stores (sshfs, s3fs) count too."""
+    best, kind = "", ""
+    target = path.resolve().as_posix() if path.exists() else path.as_posix()
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    if kind in NETWORK_FILESYSTEMS or kind.startswith(("fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone")):
+        return kind
+    return None
+
+
+def _mounts() -> str:
+    try:
+        return Path("/proc/mounts").read_text()
+    except OSError:
+        return ""  # not Linux: no mount table to read, the lock alone
 
 
 def _version(data: bytes) -> str:
