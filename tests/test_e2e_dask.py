@@ -343,3 +343,18 @@ def test_a_local_run_and_a_dask_run_sharing_a_credential_send_at_most_the_daily_
     assert 100 - 3 * 5 <= sent <= 100  # three workers and the local run each strand at most a block of 5 meanwhile
     assert len(lake_objects(tmp_path / "local" / "lake")) + len(lake_objects(tmp_path / "dask" / "lake")) == sent
     assert all("resets at" in out for (out, _err), code in zip(outputs, codes) if code == 1)
+
+
+def test_an_object_changed_after_it_landed_lands_again_on_the_cluster(tmp_path: Path, emulator, cluster) -> None:
+    job = write_job(tmp_path, emulator, [DETAILS])
+    assert run_dask(cluster, job).returncode == 0
+    lake = tmp_path / "lake"
+    whole = lake_objects(lake)
+    changed = next(iter(whole))
+    (lake / changed).write_bytes(whole[changed][:-1])  # one byte short: no longer what landed
+    emulator.stats.reset()
+    rerun = run_dask(cluster, job)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert lake_objects(lake) == whole
+    assert emulator.stats.count(origin="api") == 1  # only the changed one was fetched again
+    assert records(lake)[-1]["counts"] == {"landed": 1, "skipped": len(whole) - 1}

@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import json
 import secrets
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -126,8 +127,9 @@ async def read_records(dest: Destination) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r.get("run_id", ""))
 
 
-def landed_sizes(records: list[dict[str, Any]]) -> dict[str, int]:
-    """Bytes of each key as last landed, by the run records (oldest first: later runs win).
+def landed_sizes(records: list[dict[str, Any]], units: Collection[str] | None = None) -> dict[str, int]:
+    """Bytes of each key as last landed, by the run records (oldest first: later runs win); with
+    `units`, only keys those unit ids (and the files of those listings) landed.
 
     An object of another size under the key was changed after it landed (or the store altered
     it): the skip check and `apilake status` treat it as not landed.
@@ -135,8 +137,16 @@ def landed_sizes(records: list[dict[str, Any]]) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for record in records:
         for unit in record.get("units") or []:
+            if units is not None and not _owned(str(unit.get("unit", "")), units):
+                continue
             if unit.get("status") == "landed":
                 for obj in unit.get("objects") or []:
                     if isinstance(obj, dict) and isinstance(obj.get("bytes"), int):
                         sizes[obj["key"]] = obj["bytes"]
     return sizes
+
+
+def _owned(unit_id: str, units: Collection[str]) -> bool:
+    """Whether a recorded unit is one of `units` or a file of one of their listings (`<listing id>/<path>`)."""
+    parts = unit_id.split("/")
+    return any("/".join(parts[:i]) in units for i in range(3, len(parts) + 1))

@@ -45,6 +45,7 @@ class Executor(abc.ABC):
         self._sources = {s.name: s for s in job.sources}
         self._source_slots = {s.name: asyncio.Semaphore(s.concurrency) for s in job.sources}
         self._job_slots = asyncio.Semaphore(job.concurrency)
+        self.recorded: dict[str, int] = {}  # key → bytes landed, by the run records (`run` fills it)
 
     async def __aenter__(self) -> Executor:
         return self
@@ -54,10 +55,12 @@ class Executor(abc.ABC):
     ) -> None:
         return None
 
-    async def recorded_sizes(self) -> dict[str, int]:
-        """Key → bytes landed there, by the run records: the skip check lands again an object
-        whose size differs. Not needed with `--force`, which lands everything again anyway."""
-        return {} if self.force else landed_sizes(await read_records(self.dest))
+    async def _record_sizes(self, units: list[Unit]) -> None:
+        """Fill `recorded`: key → bytes landed there by these units, by the run records. The skip
+        check lands again an object whose size differs. Not needed with `--force`, which lands
+        everything again anyway."""
+        if not self.force:
+            self.recorded.update(landed_sizes(await read_records(self.dest), {u.id for u in units}))
 
     @abc.abstractmethod
     def spent(self, source: str) -> bool:
@@ -72,6 +75,8 @@ class Executor(abc.ABC):
         """Land one listed file; never raises for the file's own failure."""
 
     async def run(self, units: Iterable[Unit]) -> None:
+        units = list(units)
+        await self._record_sizes(units)
         async with asyncio.TaskGroup() as group:
             for unit in units:
                 group.create_task(self._unit(unit, group))

@@ -175,7 +175,6 @@ class DaskExecutor(Executor):
             for s in job.sources
         }
         self._inflight: set[distributed.Future] = set()
-        self._recorded: dict[str, int] = {}
         self._numbers = itertools.count()
 
     async def __aenter__(self) -> DaskExecutor:
@@ -189,7 +188,6 @@ class DaskExecutor(Executor):
                 "check --scheduler / scheduler_address and that the scheduler is running"
             ) from None
         try:
-            self._recorded = await self.recorded_sizes()
             for limits in self.limits.values():
                 for name, leases, timeout in limits.semaphores():
                     await self._client.scheduler.semaphore_register(name=name, max_leases=leases, lease_timeout=timeout)
@@ -231,7 +229,7 @@ class DaskExecutor(Executor):
 
     def _recorded_size(self, key: str) -> dict[str, int]:
         """Only the task's own key travels with it, not the whole lake's index."""
-        return {key: self._recorded[key]} if key in self._recorded else {}
+        return {key: self.recorded[key]} if key in self.recorded else {}
 
     async def run_unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
         kind = unit_kind(unit)

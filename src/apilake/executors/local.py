@@ -35,7 +35,7 @@ class LocalExecutor(Executor):
             client = SourceClient(source, self.redact, self._budgets[source.name])
             self._stack.push_async_callback(client.close)
             clients[source.name] = client
-        self._work = UnitWork(self.dest, self.redact, self.force, self._endpoints, clients, await self.recorded_sizes())
+        self._work = UnitWork(self.dest, self.redact, self.force, self._endpoints, clients, self.recorded)
         return self
 
     async def __aexit__(
