@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,16 +46,26 @@ class Listing:
 async def fetch_listing(unit: Unit, endpoint: Endpoint, client: SourceClient) -> Listing:
     """GET the listing and choose its files; the listing's facts go into the run record."""
     started = time.monotonic()
-    answer = await get_json(client, unit.request_url, f"{unit.id} listing")
+    answer = await get_json(
+        client, unit.request_url, f"{unit.id} listing",
+        expect=lambda doc: listed_urls(unit, endpoint, doc, transient=True),  # a half-deployed API answers so for a moment
+    )
     return listing_of(unit, endpoint, client, answer, started)
+
+
+def listed_urls(unit: Unit, endpoint: Endpoint, doc: Any, *, transient: bool) -> list[str]:
+    """The list of URLs at `endpoint.urls`, or a `TransferError`."""
+    urls = dig(doc, endpoint.urls)
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        message = f"{unit.id}: the listing has no list of URLs at {endpoint.urls!r} (set `urls:` on the endpoint)"
+        raise TransferError(message, transient=transient)
+    return urls
 
 
 def listing_of(unit: Unit, endpoint: Endpoint, client: SourceClient, answer: JsonAnswer, started: float, **facts: Any) -> Listing:
     """Choose the files a listing (or a finished report) offers at `endpoint.urls`; `facts` go into the record."""
     status, body, doc, attempts, _headers = answer
-    urls = dig(doc, endpoint.urls)
-    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
-        raise TransferError(f"{unit.id}: the listing has no list of URLs at {endpoint.urls!r} (set `urls:` on the endpoint)")
+    urls = listed_urls(unit, endpoint, doc, transient=False)
     if not urls:
         raise TransferError(f"{unit.id}: the listing offers no files at {endpoint.urls!r} (published late? see `lag:`)")
     unique = list(dict.fromkeys(urls))
@@ -100,13 +111,14 @@ def listing_of(unit: Unit, endpoint: Endpoint, client: SourceClient, answer: Jso
 
 
 async def transfer_file(
-    unit: Unit, transfer: FileTransfer, client: SourceClient, dest: Destination, *, force: bool
+    unit: Unit, transfer: FileTransfer, client: SourceClient, dest: Destination, *, force: bool, recorded: Mapping[str, int] = {}
 ) -> UnitResult:
+    """Stream one file into its key; `recorded` holds the sizes the run records say landed."""
     started = time.monotonic()
     result = UnitResult(
         transfer.unit, unit.source, unit.endpoint, unit.date, "file", "landed", url=client.redact(transfer.url)
     )
-    if await skip_if_landed(dest, transfer.key, result, force=force):
+    if await skip_if_landed(dest, transfer.key, result, force=force, recorded=recorded.get(transfer.key)):
         return result
 
     async def attempt() -> tuple[int, StreamCheck]:
@@ -117,6 +129,7 @@ async def transfer_file(
             async with dest.open_write(transfer.key, size_hint=expected) as writer:
                 # raw: the stored bytes are the served bytes, whatever the Content-Encoding
                 await copy_checked(response.aiter_raw(), check, writer.write)
+            await dest.verify(transfer.key, size=check.size, sha256=check.sha256)  # what the store kept
             return response.status_code, check
 
     (status, check), attempts = await client.retrying(client.source.retry, attempt, what=transfer.unit)
