@@ -81,14 +81,32 @@ class StreamCheck:
         self.checksum = Checksum(checksum)
         self._gzip = gzip
         self._inflate = _inflater.decompressobj(_GZIP)
+        self._inflated = 0  # input bytes inflated (`size` is counted ahead, maybe in another thread)
+
+    @property
+    def heavy(self) -> bool:
+        """Whether the per-byte work (inflating, sha256) is worth a thread: `digest()` does it."""
+        return self._gzip or self.checksum.algorithm == "sha256"
 
     def update(self, chunk: bytes) -> None:
+        self.count(chunk)
+        if self.heavy:
+            self.digest([chunk])
+
+    def count(self, chunk: bytes) -> None:
+        """The cheap part, in order as chunks arrive: the length, and a CRC unless `heavy`."""
         self.size += len(chunk)
         if self.expected_length is not None and self.size > self.expected_length:
             raise IntegrityError(f"body is longer than its Content-Length of {self.expected_length} bytes")
-        self.checksum.update(chunk)
-        if self._gzip:
-            self._inflate_all(chunk)
+        if not self.heavy:
+            self.checksum.update(chunk)
+
+    def digest(self, chunks: list[bytes]) -> None:
+        """The costly part of a `heavy` check, for chunks in order (maybe in another thread)."""
+        for chunk in chunks:
+            self.checksum.update(chunk)
+            if self._gzip:
+                self._inflate_all(chunk)
 
     def _inflate_all(self, chunk: bytes) -> None:
         view = memoryview(chunk)
@@ -101,7 +119,8 @@ class StreamCheck:
                     self._inflate.decompress(data, _MAX_OUT)
                     data = self._inflate.unconsumed_tail or self._inflate.unused_data
         except (zlib.error, _inflater.error) as exc:
-            raise IntegrityError(f"not a valid gzip stream near byte {self.size}: {exc}") from None
+            raise IntegrityError(f"not a valid gzip stream near byte {self._inflated}: {exc}") from None
+        self._inflated += len(chunk)
 
     @property
     def sha256(self) -> str | None:

@@ -8,7 +8,6 @@ pre-signed object-store URL on another host, which gets no credentials at all.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import email.utils
 import logging
 import ssl
@@ -25,7 +24,7 @@ from tenacity.wait import wait_random_exponential
 
 from apilake import __version__
 from apilake.errors import IntegrityError, TransferError
-from apilake.fetch.download import ERROR_BODY_BYTES, Download, Handles, Timeouts
+from apilake.fetch.download import ERROR_BODY_BYTES, Download, Timeouts, Transport
 from apilake.fetch.limits import Budget
 from apilake.integrity import StreamCheck
 from apilake.jobfile import Retry, Source
@@ -77,14 +76,11 @@ class SourceClient:
             headers={"User-Agent": f"apilake/{__version__}"},
             follow_redirects=False,
         )
-        self._downloads: concurrent.futures.ThreadPoolExecutor | None = None  # started on the first file
-        self._handles = Handles(f"apilake/{__version__}", Timeouts(connect=t.connect, read=t.read))
+        self._transport = Transport(f"apilake/{__version__}", Timeouts(connect=t.connect, read=t.read), source.concurrency)
 
     async def close(self) -> None:
         await self._http.aclose()
-        if self._downloads is not None:
-            self._downloads.shutdown(wait=False, cancel_futures=True)
-            self._handles.close()
+        await self._transport.close()
 
     @asynccontextmanager
     async def stream(self, url: str) -> AsyncIterator[httpx.Response]:
@@ -110,20 +106,20 @@ class SourceClient:
 
     @asynccontextmanager
     async def download(self, url: str, make_check: Callable[[int | None], StreamCheck]) -> AsyncIterator[Download]:
-        """GET a file body with libcurl in a worker thread (see `fetch.download`) and yield it once
-        a 2xx answered; its chunks arrive checked by the `StreamCheck` that `make_check` makes
-        from the Content-Length. Errors are redacted `TransferError`s, as with `stream`."""
-        if self._downloads is None:
-            self._downloads = concurrent.futures.ThreadPoolExecutor(self.source.concurrency * 2, "apilake-download")
+        """GET a file body with libcurl (see `fetch.download`) and yield it once a 2xx answered;
+        its chunks are checked by the `StreamCheck` that `make_check` makes from the
+        Content-Length. Errors are redacted `TransferError`s, as with `stream`."""
 
         async def send(hop: str, headers: dict[str, str]) -> Download:
-            started = Download(hop, make_check)
-            started.start(self._downloads, self._handles, headers)  # type: ignore[arg-type]
+            started = Download(self._transport, hop, make_check)
+            started.start(headers)
             try:
                 await started.started()
             except IntegrityError:
+                await started.aclose()
                 raise
             except TransferError as exc:
+                await started.aclose()
                 raise TransferError(self.redact(f"{exc} ({hop})"), transient=exc.transient) from None
             return started
 

@@ -1,35 +1,37 @@
-"""File bodies over libcurl: one blocking transfer per body in a worker thread, checked where it is read.
+"""File bodies over libcurl, driven by the event loop (pycurl's `AsyncCurlMulti`).
 
 Why not httpx, which carries the JSON requests: reading bodies under concurrency costs httpx
-~1.2 CPU s per GB and aiohttp ~0.7, libcurl ~0.2 (`bench/micro.py`). So each file body is read by
-a libcurl transfer in a thread of the source's pool, and the `StreamCheck` (length, checksum,
-gzip) runs on each chunk in that same thread, as it arrives: no hand-over per chunk, and the
-checks of many transfers run on every core (hashing and inflating release the GIL).
+~2 CPU s per GB and aiohttp ~0.5; libcurl's multi interface on the event loop ~0.3, and a
+blocking libcurl transfer per thread ~0.5 plus hand-overs (`bench/micro.py`). So all file bodies
+of a source are read by one libcurl multi handle on the loop, without threads or copies.
 
-Checked chunks go to the event loop in batches of about a MiB, at most `AHEAD` batches ahead of
-the writer: memory stays bounded per transfer whatever the file size, and a slow destination
-slows the socket (libcurl waits in its write callback).
+The checks (`StreamCheck`) run where they cost least: the length and a CRC checksum (~0.1 s/GB)
+inline as chunks arrive; inflating (`verify: gzip`, ~2-4 s/GB) and sha256 (~0.6 s/GB) on a pool
+thread, a MiB at a time, one batch in flight per transfer while the next is read, so many
+transfers check on every core and the loop stays free. Chunks wait for the writer in memory;
+past `AHEAD` bytes the transfer pauses (libcurl stops reading the socket), so memory per
+transfer is bounded whatever the file size.
 
-One `Download` is one HTTP request (one hop). Redirects are not followed by libcurl: the
-source's client decides each hop, and which headers it gets (credentials only to its origin).
+One `Download` is one HTTP request (one hop). libcurl never follows redirects: the source's client
+decides each hop and its headers (credentials only to its own origin).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
-import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from apilake.errors import ApilakeError, IntegrityError, TransferError
+from apilake.errors import IntegrityError, TransferError
 from apilake.integrity import StreamCheck
 
 BUFFER = 512 << 10  # libcurl's largest receive buffer: fewer callbacks per MiB
-BATCH = 1 << 20  # checked bytes per hand-over to the event loop
-AHEAD = 4  # batches a transfer may read ahead of its writer
+BATCH = 1 << 20  # bytes per hand-over to a check thread
+AHEAD = 4 << 20  # bytes read but not yet written before the transfer pauses
 ERROR_BODY_BYTES = 2048  # kept of a non-2xx body, for the error message
-_POLL_S = 0.1  # how often a thread waiting for the writer looks whether it was aborted
 
 #: libcurl errors that say the TLS session failed: retrying does not help.
 TLS_ERRORS = frozenset({35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91, 98})
@@ -41,21 +43,21 @@ class Timeouts:
     read: float  # no byte for this long: the transfer fails (libcurl's low-speed limit, whole seconds)
 
 
-class Handles:
-    """libcurl easy handles to reuse (each keeps its connections alive), one per running transfer."""
+class Transport:
+    """The libcurl side of one source's client: its multi handle and its check threads."""
 
-    def __init__(self, user_agent: str, timeouts: Timeouts) -> None:
-        self._free: list[object] = []
-        self._lock = threading.Lock()
+    def __init__(self, user_agent: str, timeouts: Timeouts, threads: int) -> None:
         self._user_agent = user_agent
         self._timeouts = timeouts
+        self._threads = threads
+        self._multi: Any = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
-    def take(self) -> object:
-        with self._lock:
-            if self._free:
-                return self._free.pop()
+    def handle(self) -> Any:
         import pycurl  # ~45 ms to load: only once a file is fetched
 
+        if self._multi is None:
+            self._multi = pycurl.AsyncCurlMulti()  # its connection cache serves every handle
         curl = pycurl.Curl()
         curl.setopt(pycurl.NOSIGNAL, 1)
         curl.setopt(pycurl.BUFFERSIZE, BUFFER)
@@ -64,44 +66,44 @@ class Handles:
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self._timeouts.connect * 1000)))
         curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         curl.setopt(pycurl.LOW_SPEED_TIME, max(1, round(self._timeouts.read)))
-        curl.setopt(pycurl.NOPROGRESS, 0)
         return curl
 
-    def give_back(self, curl: object) -> None:
-        with self._lock:
-            self._free.append(curl)
+    def pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self._threads, "apilake-check")
+        return self._pool
 
-    def close(self) -> None:
-        with self._lock:
-            free, self._free = self._free, []
-        for curl in free:
-            curl.close()  # type: ignore[attr-defined]
+    async def close(self) -> None:
+        if self._multi is not None:
+            await self._multi.aclose()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Download:
-    """One GET in a worker thread. Await `started()`; on a 2xx, iterate for the checked chunks.
+    """One GET. Await `started()`; on a 2xx, iterate `chunks()` for the body, checked.
 
-    `status_code`, `headers` (lower-case names), `is_redirect`, `is_success` and `error_body` mirror
-    what the client needs of any response to follow redirects and report errors.
+    `status_code`, `reason_phrase`, `headers` (lower-case names), `is_redirect`, `is_success` and
+    `error_body` are what the client needs of any response to follow redirects and report errors.
     """
 
-    def __init__(self, url: str, make_check: Callable[[int | None], StreamCheck]) -> None:
+    def __init__(self, transport: Transport, url: str, make_check: Callable[[int | None], StreamCheck]) -> None:
         self.url = url
         self.status_code = 0
         self.reason_phrase = ""
         self.headers: dict[str, str] = {}
         self.error_body = b""
         self.check: StreamCheck | None = None
+        self._transport = transport
         self._make_check = make_check
-        self._loop = asyncio.get_running_loop()
-        self._items: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
-        self._room = threading.Semaphore(AHEAD)
-        self._aborted = False
-        self._pending: list[bytes] = []
+        self._pending: collections.deque[bytes] = collections.deque()
         self._held = 0
+        self._paused = False
+        self._wake = asyncio.Event()
+        self._head = False
         self._error: BaseException | None = None
-        self._head_sent = False
-        self._lines: list[bytes] = []
+        self._curl: Any = None
+        self._done: asyncio.Future[Any] | None = None
 
     @property
     def is_redirect(self) -> bool:
@@ -111,71 +113,79 @@ class Download:
     def is_success(self) -> bool:
         return 200 <= self.status_code < 300
 
-    # -- the event loop's side ------------------------------------------------------------------
+    def start(self, headers: dict[str, str]) -> None:
+        import pycurl
 
-    def start(self, pool: concurrent.futures.Executor, handles: Handles, headers: dict[str, str]) -> None:
-        pool.submit(self._run, handles, [f"{k}: {v}" for k, v in headers.items()])
+        curl = self._curl = self._transport.handle()
+        curl.setopt(pycurl.URL, self.url)
+        if headers:  # a reused handle keeps its last headers: another origin must get none
+            curl.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
+        else:
+            curl.unsetopt(pycurl.HTTPHEADER)
+        curl.setopt(pycurl.HEADERFUNCTION, self._on_header)
+        curl.setopt(pycurl.WRITEFUNCTION, self._on_body)
+        self._done = self._transport._multi.add_handle(curl)
+        self._done.add_done_callback(lambda _: self._wake.set())
 
     async def started(self) -> None:
         """Wait for the response's head (a 2xx) or its end (anything else, or a failure)."""
-        kind, value = await self._items.get()
-        if kind == "done" and value is not None:
-            raise value  # type: ignore[misc]
+        while not self._head and not self._finished():
+            await self._waited()
+        if not self._head:
+            self._raise_failure()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The checked chunks of a 2xx body; raises what the transfer or its check raised."""
-        while True:
-            kind, value = await self._items.get()
-            if kind == "done":
-                if value is not None:
-                    raise value  # type: ignore[misc]
-                return
-            for chunk in value:  # type: ignore[attr-defined]
-                yield chunk
-            self._room.release()
+        """The body of a 2xx, chunk by chunk; raises when the transfer or its check fails.
 
-    async def aclose(self) -> None:
-        """Stop the transfer if it still runs (an error or cancellation on the loop's side)."""
-        self._aborted = True
-        self._room.release()
-
-    # -- the worker thread's side ---------------------------------------------------------------
-
-    def _run(self, handles: Handles, headers: list[str]) -> None:
+        The check's last word (`finish()`) comes before the last chunk is released, so a writer
+        that commits after the loop never commits a damaged body.
+        """
         import pycurl
 
-        curl = handles.take()
-        error: BaseException | None = None
-        try:
-            curl.setopt(pycurl.URL, self.url)  # type: ignore[attr-defined]
-            if headers:  # a reused handle keeps its last headers: another origin must get none
-                curl.setopt(pycurl.HTTPHEADER, headers)  # type: ignore[attr-defined]
-            else:
-                curl.unsetopt(pycurl.HTTPHEADER)  # type: ignore[attr-defined]
-            curl.setopt(pycurl.HEADERFUNCTION, self._header)  # type: ignore[attr-defined]
-            curl.setopt(pycurl.WRITEFUNCTION, self._write)  # type: ignore[attr-defined]
-            curl.setopt(pycurl.XFERINFOFUNCTION, self._progress)  # type: ignore[attr-defined]
-            try:
-                curl.perform()  # type: ignore[attr-defined]
-            except pycurl.error as exc:
-                if self._error is None:
-                    code, message = exc.args
-                    self._error = _curl_error(code, message, self)
-            if self._error is None and self.check is not None:
-                self._flush()
-                self.check.finish()
-        except BaseException as exc:  # noqa: BLE001 - handed to the loop, raised there
-            error = exc
-        finally:
-            curl.setopt(pycurl.HEADERFUNCTION, _ignore)  # type: ignore[attr-defined]
-            curl.setopt(pycurl.WRITEFUNCTION, _ignore)  # type: ignore[attr-defined]
-            curl.setopt(pycurl.XFERINFOFUNCTION, _no_progress)  # type: ignore[attr-defined]
-            handles.give_back(curl)
-        self._post("done", error or self._error)
+        check = self.check
+        assert check is not None
+        heavy = check.heavy
+        batch: list[bytes] = []
+        batched = 0
+        checking: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._pending:
+                chunk = self._pending.popleft()
+                self._held -= len(chunk)
+                if self._paused and self._held < AHEAD // 2 and self._error is None:
+                    self._paused = False
+                    self._curl.pause(pycurl.PAUSE_CONT)
+                if heavy:
+                    batch.append(chunk)
+                    batched += len(chunk)
+                    if batched >= BATCH:
+                        if checking is not None:
+                            await checking
+                        checking = loop.run_in_executor(self._transport.pool(), check.digest, batch)
+                        batch, batched = [], 0
+                yield chunk
+                continue
+            if self._finished():
+                break
+            await self._waited()
+        self._raise_failure()
+        if checking is not None:
+            await checking
+        if batch:
+            await loop.run_in_executor(self._transport.pool(), check.digest, batch)
+        check.finish()
 
-    def _header(self, line: bytes) -> None:
+    async def aclose(self) -> None:
+        """End the transfer if it still runs (an error or cancellation on the caller's side)."""
+        if self._done is not None and not self._done.done():
+            self._transport._multi.remove_handle(self._curl)
+        self._release()
+
+    # -- inside libcurl's callbacks, on the loop --------------------------------------------
+
+    def _on_header(self, line: bytes) -> None:
         if line.startswith(b"HTTP/"):
-            self._lines = []
             parts = line.decode("latin-1").split(None, 2)
             self.status_code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
             self.reason_phrase = parts[2].strip() if len(parts) > 2 else ""
@@ -183,68 +193,68 @@ class Download:
         elif b":" in line:
             name, _, value = line.decode("latin-1").partition(":")
             self.headers[name.strip().lower()] = value.strip()
-        elif line in (b"\r\n", b"\n") and self.is_success and not self._head_sent:
+        elif line in (b"\r\n", b"\n") and self.is_success and not self._head:
             length = self.headers.get("content-length", "")
-            try:
-                self.check = self._make_check(int(length) if length.isdigit() else None)
-            except BaseException as exc:  # noqa: BLE001
-                self._error = exc
-                return
-            self._head_sent = True
-            self._post("head", None)
+            self.check = self._make_check(int(length) if length.isdigit() else None)
+            self._head = True
+            self._wake.set()
 
-    def _write(self, chunk: bytes) -> int | None:
-        if self._aborted:
-            return 0  # libcurl ends the transfer (CURLE_WRITE_ERROR)
+    def _on_body(self, chunk: bytes) -> int | None:
+        import pycurl
+
         if self.check is None:  # not a 2xx: keep the start of the body for the error message
             if len(self.error_body) < ERROR_BODY_BYTES:
                 self.error_body += chunk[: ERROR_BODY_BYTES - len(self.error_body)]
             return None
+        if self._held >= AHEAD:
+            self._paused = True
+            return pycurl.WRITEFUNC_PAUSE  # libcurl hands this chunk over again on PAUSE_CONT
         try:
-            self.check.update(chunk)
-        except ApilakeError as exc:
+            self.check.count(chunk)
+        except IntegrityError as exc:
             self._error = exc
-            return 0
+            self._wake.set()
+            return 0  # ends the transfer (CURLE_WRITE_ERROR)
         self._pending.append(chunk)
         self._held += len(chunk)
-        if self._held >= BATCH:
-            self._flush()
-            if self._aborted:
-                return 0
+        self._wake.set()
         return None
 
-    def _progress(self, *_: int) -> int:
-        return 1 if self._aborted else 0
+    # -- plumbing ----------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        while not self._room.acquire(timeout=_POLL_S):
-            if self._aborted:
-                return
-        self._post("data", self._pending)
-        self._pending, self._held = [], 0
+    def _finished(self) -> bool:
+        return self._error is not None or (self._done is not None and self._done.done())
 
-    def _post(self, kind: str, value: object) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._items.put_nowait, (kind, value))
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
+    async def _waited(self) -> None:
+        self._wake.clear()
+        if not self._pending and not self._finished():
+            await self._wake.wait()
+
+    def _raise_failure(self) -> None:
+        import pycurl
+
+        if self._error is not None:
+            raise self._error
+        assert self._done is not None
+        if self._done.cancelled():
+            raise TransferError("transfer stopped", transient=True)
+        exc = self._done.exception()
+        if isinstance(exc, pycurl.error):
+            code, message = exc.args
+            raise _curl_error(code, message, self.check)
+        if exc is not None:
+            raise exc
+
+    def _release(self) -> None:
+        if self._curl is not None and (self._done is None or self._done.done()):
+            self._curl.close()  # a fresh handle per request: connections live on in the multi handle
+            self._curl = None
 
 
-def _ignore(data: bytes) -> None:
-    return None
-
-
-def _no_progress(*_: int) -> int:
-    return 0
-
-
-def _curl_error(code: int, message: str, download: Download) -> TransferError:
+def _curl_error(code: int, message: str, check: StreamCheck | None) -> TransferError:
     """A libcurl failure as a `TransferError` (the client adds the URL and redacts)."""
-    check = download.check
     if code == 18 and check is not None and check.expected_length is not None:  # CURLE_PARTIAL_FILE
-        return IntegrityError(f"body ended after {check.size} of {check.expected_length} bytes (Content-Length)", transient=True)
+        return IntegrityError(f"body ended after {check.size} of {check.expected_length} bytes (Content-Length)")
     if code in TLS_ERRORS:
         return TransferError(f"TLS error: {message}", transient=False)
     if code == 28:
