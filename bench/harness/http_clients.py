@@ -7,7 +7,7 @@ never counted); each client runs in this process, and only this process's CPU (u
 - httpx `aiter_raw` (what apilake uses for JSON), concurrent tasks on one event loop;
 - aiohttp `iter_chunked(1 MiB)`, concurrent tasks on one event loop;
 - pycurl as apilake reads file bodies (`apilake.fetch.download`): libcurl's multi interface on
-  the event loop (pycurl's AsyncCurlMulti), 512 KiB buffer, length and crc64nvme checked inline;
+  the event loop (pycurl's AsyncCurlMulti), 512 KiB buffer, length and crc32c checked inline;
 - pycurl, one blocking transfer per body in a worker thread (the design apilake tried first);
 - pycurl multi (one thread, libcurl's own event loop), 512 KiB buffer: the floor of Python + libcurl.
 """
@@ -117,7 +117,7 @@ async def _apilake_download(url: str, n: int, parallel: int) -> int:
     async def one() -> None:
         nonlocal total
         async with gate:
-            d = Download(transport, url, lambda length: StreamCheck(expected_length=length, gzip=False, checksum="crc64nvme"))
+            d = Download(transport, url, lambda length: StreamCheck(expected_length=length, gzip=False, checksum="crc32c"))
             d.start({})
             await d.started()
             async for c in d.chunks():

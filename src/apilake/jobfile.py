@@ -103,7 +103,7 @@ class Source(_Model):
     retry: Retry = Retry()
     timeouts: Timeouts = Timeouts()
     max_json_mb: float = Field(256, gt=0)
-    checksum: ChecksumName = Field("crc64nvme", description="what run records identify bulk files by")
+    checksum: ChecksumName = Field("crc32c", description="what run records identify bulk files by")
     verify: VerifyMode = Field("gzip", description="gzip: inflate every .gz file to its end; length: Content-Length only")
     endpoints: list[Endpoint] = Field(min_length=1)
 

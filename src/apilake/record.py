@@ -20,7 +20,7 @@ DID_NOT_LAND = ("failed", "not_attempted", "interrupted")  # the statuses a summ
 
 @dataclass(slots=True)
 class LandedObject:
-    """One object in a run record. `checksum` is `algorithm:hex` (`crc64nvme:…`, `sha256:…`);
+    """One object in a run record. `checksum` is `algorithm:hex` (`crc32c:…`, `sha256:…`);
     records written before it existed have only `sha256`, which stays filled for sha256."""
 
     key: str

@@ -34,7 +34,7 @@ class FileTransfer:
     url: str
     key: str
     gzip: bool  # inflate it to its end before it may land: `verify: gzip` and a .gz name (URL or key)
-    checksum: str = "crc64nvme"
+    checksum: str = "crc32c"
 
 
 @dataclass(slots=True)
