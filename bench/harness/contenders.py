@@ -97,6 +97,8 @@ def job_document(scenario: Scenario, setup: Setup, dest: str, concurrency: int |
     if concurrency:
         source["concurrency"] = concurrency
     if isinstance(scenario, BulkScenario):
+        if scenario.verify != "gzip":
+            source["verify"] = scenario.verify
         params = {"metric_bundles": "bench", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"}
         source["endpoints"] = [{"name": "bulk_daily", "kind": "bulk", "path": "/v2/bulk/get-bulk-urls", "params": params}]
     elif isinstance(scenario, JsonScenario):

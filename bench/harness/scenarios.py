@@ -36,6 +36,7 @@ class BulkScenario:
     files: int
     file_size: int
     dest: Dest
+    verify: Literal["gzip", "length"] = "gzip"  # apilake's `verify:` (the other contenders check nothing)
     kind: Literal["bulk"] = "bulk"
 
     def emulator_config(self) -> dict[str, object]:
@@ -126,7 +127,8 @@ def default_scenarios(*, quick: bool = False) -> list[Scenario]:
         single = replace(single, title="1 × 256 MiB into the local lake (flat RSS)", file_size=256 * MiB)
         json_ = replace(json_, title="JSON: 200 units, 20 ms latency, 6,000/min quota", units=200)
         startup = replace(startup, repeats=5)
-    return [large, _into_s3(large), small, _into_s3(small), single, json_, startup]
+    length = replace(large, name="bulk-large-local-length", title=large.title + ", `verify: length`", verify="length")
+    return [large, length, _into_s3(large), small, _into_s3(small), single, json_, startup]
 
 
 def _into_s3(scenario: BulkScenario) -> BulkScenario:

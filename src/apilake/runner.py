@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -69,6 +70,9 @@ def run_job(
     `executor` and `scheduler_address`.
     """
     factory = executor_factory(job, executor, scheduler)
+    # Everything imported so far lives as long as the process: keep it out of the garbage
+    # collector's full passes, which otherwise rescan it every few thousand allocations.
+    gc.freeze()
     dest = open_destination(destination or job.destination, job.s3)
     with run_lock(job_path, dest.url):
         return asyncio.run(_run(job, units, dest, job_path, dates, force, on_result or (lambda r: None), now, factory))
