@@ -132,6 +132,7 @@ class S3Options(_Model):
     addressing_style: Literal["auto", "virtual", "path"] = "auto"
     part_size_mb: int = Field(8, ge=5, le=5120)
     parts_in_flight: int = Field(2, ge=1, le=16)
+    part_memory_mb: int = Field(40, ge=5, le=65536, description="part buffers of all transfers together")
     verify_tls: bool = True
 
 

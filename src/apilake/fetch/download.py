@@ -30,7 +30,7 @@ from apilake.integrity import StreamCheck
 
 BUFFER = 512 << 10  # libcurl's largest receive buffer: fewer callbacks per MiB
 BATCH = 1 << 20  # bytes per hand-over to a check thread
-AHEAD = 4 << 20  # bytes read but not yet written before the transfer pauses
+AHEAD = 2 << 20  # bytes read but not yet written before the transfer pauses
 ERROR_BODY_BYTES = 2048  # kept of a non-2xx body, for the error message
 
 #: libcurl errors that say the TLS session failed: retrying does not help.
