@@ -128,6 +128,9 @@ def _machine_lines(machine: dict[str, Any]) -> list[str]:
         f"- **Disk:** {machine.get('workdir_fs') or 'unknown'} (lakes, temp files and curl's output); servers on 127.0.0.1",
         f"- **Tools:** {machine.get('rclone') or 'rclone not installed'}; {machine.get('curl') or 'curl not installed'}",
     ]
+    if machine.get("load_at_start"):
+        load = ", ".join(f"{x:g}" for x in machine["load_at_start"])
+        lines.append(f"- **Load average at start (1, 5, 15 min):** {load}; above ~0.5 the machine was shared and wall and CPU figures are inflated")
     return lines
 
 
