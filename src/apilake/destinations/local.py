@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from apilake.errors import DestinationError
 TEMP_MARK = ".apilake-tmp-"
 
 
+_RESCAN_S = 0.5  # how long a folder's listing of temporary files is trusted
 _WRITEBACK = 16 << 20  # start writing a file out every this many bytes: the final fsync finds little left
 
 
@@ -51,7 +53,7 @@ class LocalDestination(Destination):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
         self.url = str(self.root)
-        self._temps_at_start: dict[Path, set[str]] = {}
+        self._temps_seen: dict[Path, tuple[float, set[str]]] = {}  # folder: (when listed, temporary files)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -85,24 +87,28 @@ class LocalDestination(Destination):
         try:
             with handle:
                 yield _FileWriter(handle, key)
-                await asyncio.to_thread(_durable, lambda: os.fsync(handle.fileno()), key)
-            await asyncio.to_thread(_durable, lambda: _publish(temp, path), key)
+                # One thread hop per file, not two: a small file's cost is mostly such hand-overs.
+                await asyncio.to_thread(_durable, lambda: _publish(handle, temp, path), key)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
 
     def _stale_temp_files(self, path: Path) -> list[Path]:
-        """Temporary files of `path` that were there before this run wrote into its folder.
+        """Temporary files of `path` left by a killed writer (the run lock says none is live here).
 
-        Each folder is listed once per run (a listing per file would make many small files in one
-        folder quadratic); only the key's own leftovers are removed, never another key's.
+        A folder is listed at most every `_RESCAN_S` (a listing per file would make many small
+        files in one folder quadratic), but not only once: a Dask worker killed mid-transfer leaves
+        its temporary file during this run, and the retry elsewhere must clear it. Only the key's
+        own leftovers are removed, never another key's.
         """
         folder = path.parent
-        if folder not in self._temps_at_start:
+        listed, names = self._temps_seen.get(folder, (0.0, set()))
+        if time.monotonic() - listed > _RESCAN_S:
             with os.scandir(folder) as entries:
-                self._temps_at_start[folder] = {e.name for e in entries if TEMP_MARK in e.name}
+                names = {e.name for e in entries if TEMP_MARK in e.name}
+            self._temps_seen[folder] = (time.monotonic(), names)
         prefix = f".{path.name}{TEMP_MARK}"
-        return [folder / name for name in self._temps_at_start[folder] if name.startswith(prefix)]
+        return [folder / name for name in names if name.startswith(prefix)]
 
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
@@ -138,8 +144,9 @@ def _durable(step: Callable[[], None], key: str) -> None:
         raise _os_error(exc, key) from None
 
 
-def _publish(temp: Path, path: Path) -> None:
-    """Rename the finished file over its key, and make the rename itself survive a power cut."""
+def _publish(handle: BinaryIO, temp: Path, path: Path) -> None:
+    """Make the finished file durable, rename it over its key, and make the rename survive a power cut."""
+    os.fsync(handle.fileno())
     os.replace(temp, path)
     fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
