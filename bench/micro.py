@@ -139,6 +139,8 @@ def http_clients(repeat: int) -> None:
     small = {r.client: r for r in measure_http(200 << 10, 500, 8, repeat)}
     print(f"{'CPU s/GB':>9}  {'CPU ms/req':>10}  client")
     for name, r in large.items():
+        if name not in small:
+            continue
         s = small[name]
         print(f"{r.cpu_s / (r.bytes / 1e9):9.2f}  {s.cpu_s / s.requests * 1000:10.2f}  {name}")
 
