@@ -99,3 +99,20 @@ def test_bulk_listings_and_their_files_go_before_single_requests(tmp_path: Path,
     assert order[0] == "listing"
     assert order.index("single") > max(i for i, kind in enumerate(order) if kind == "files")
     assert order.count("single") == 8
+
+
+def test_a_key_that_climbs_out_of_a_local_lake_is_refused(tmp_path: Path) -> None:
+    import asyncio
+
+    import pytest
+
+    from apilake.destinations.local import LocalDestination
+    from apilake.errors import DestinationError
+
+    dest = LocalDestination(tmp_path / "lake")
+    for key in ("../outside.bin", "a/../../outside.bin", "."):
+        with pytest.raises(DestinationError, match="outside the destination"):
+            asyncio.run(dest.put(key, b"x"))
+    asyncio.run(dest.put("a/./b/../c.bin", b"x"))
+    assert (tmp_path / "lake" / "a" / "c.bin").read_bytes() == b"x"
+    assert not (tmp_path / "outside.bin").exists()

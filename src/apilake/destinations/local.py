@@ -56,8 +56,10 @@ class LocalDestination(Destination):
         self._temps_seen: dict[Path, tuple[float, set[str]]] = {}  # folder: (when listed, temporary files)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+        # Lexical: `..` cannot climb out, and no lstat per path component per file (realpath
+        # cost ~0.8 ms per small file); links the user placed inside the lake are theirs to follow.
+        path = Path(os.path.normpath(self.root / key))
+        if not path.is_relative_to(self.root) or path == self.root:
             raise DestinationError(f"key {key!r} resolves outside the destination {self.root}")
         return path
 
