@@ -6,9 +6,11 @@ One JSON document per run under `_apilake/runs/<run id>.json`. It is the evidenc
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import secrets
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -90,7 +92,10 @@ def record_document(
     status: str,
     results: list[UnitResult],
     version: str,
+    holder: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The record; `holder` (host, pid, lock file, lease key) lets `apilake status` tell a live
+    run from an abandoned one."""
     counts: dict[str, int] = {}
     for result in results:
         counts[result.status] = counts.get(result.status, 0) + 1
@@ -103,19 +108,53 @@ def record_document(
         "started": started.isoformat(),
         "finished": finished.isoformat() if finished else None,
         "status": status,
+        "holder": holder,
         "counts": counts,
         "units": [asdict(r) for r in results],
     }
 
 
 async def read_records(dest: Destination) -> list[dict[str, Any]]:
-    """Every run record in the destination, oldest first; unreadable ones are skipped."""
-    records = []
-    async for info in dest.list(RECORDS_PREFIX):
-        if not info.key.endswith(".json"):
-            continue
-        try:
-            records.append(json.loads(await dest.read(info.key)))
-        except (ValueError, OSError):
-            continue
+    """Every run record in the destination, oldest first; unreadable ones are skipped.
+
+    Read 16 at a time: every run reads them all (for the skip check's sizes), and a lake of a
+    year of daily runs holds hundreds.
+    """
+    keys = [info.key async for info in dest.list(RECORDS_PREFIX) if info.key.endswith(".json")]
+    slots = asyncio.Semaphore(16)
+
+    async def read(key: str) -> dict[str, Any] | None:
+        async with slots:
+            try:
+                record = json.loads(await dest.read(key))
+            except (ValueError, OSError):
+                return None
+        return record if isinstance(record, dict) else None
+
+    records = [r for r in await asyncio.gather(*(read(k) for k in keys)) if r is not None]
     return sorted(records, key=lambda r: r.get("run_id", ""))
+
+
+def landed_sizes(records: list[dict[str, Any]], units: Collection[str] | None = None) -> dict[str, int]:
+    """Bytes of each key as last landed, by the run records (oldest first: later runs win); with
+    `units`, only keys those unit ids (and the files of those listings) landed.
+
+    An object of another size under the key was changed after it landed (or the store altered
+    it): the skip check and `apilake status` treat it as not landed.
+    """
+    sizes: dict[str, int] = {}
+    for record in records:
+        for unit in record.get("units") or []:
+            if units is not None and not _owned(str(unit.get("unit", "")), units):
+                continue
+            if unit.get("status") == "landed":
+                for obj in unit.get("objects") or []:
+                    if isinstance(obj, dict) and isinstance(obj.get("bytes"), int):
+                        sizes[obj["key"]] = obj["bytes"]
+    return sizes
+
+
+def _owned(unit_id: str, units: Collection[str]) -> bool:
+    """Whether a recorded unit is one of `units` or a file of one of their listings (`<listing id>/<path>`)."""
+    parts = unit_id.split("/")
+    return any("/".join(parts[:i]) in units for i in range(3, len(parts) + 1))
