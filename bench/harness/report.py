@@ -202,6 +202,8 @@ def render_markdown(
         out += ["## Targets", "", "| target | measured | |", "|---|---|---|"]
         out += [f"| {t.target} | {t.measured} | {_mark(t.met)} |" for t in rows]
         out.append("")
+    if NOTES.exists() and any(t.met is False for t in rows):
+        out += ["## Why the misses", "", NOTES.read_text().strip(), ""]
     for rep in reports:
         sc = rep.scenario
         size = f"{sc.total_bytes / MB:,.1f} MB" if isinstance(sc, BulkScenario | JsonScenario | LatencyScenario) else ""
@@ -268,9 +270,12 @@ def render_json(
             for rep in reports
         ],
         "startup": startup.to_json() if startup is not None else None,
+        "notes": NOTES.read_text() if NOTES.exists() else None,
     }
     return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
 
+
+NOTES = Path(__file__).resolve().parent.parent / "results" / "notes.md"  # hand-written, profile-based
 
 README_START = "<!-- bench:latest:start -->"
 README_END = "<!-- bench:latest:end -->"
