@@ -182,3 +182,16 @@ def test_fan_out_and_a_report_on_s3_a_rerun_reads_the_parent_and_the_report_stat
     landed = data_objects(bucket)
     assert {k: v for k, v in landed.items() if "/installs/" in k} == expected_report(emulator)
     assert sorted(k for k in landed if "/products/" in k) == [f"acme/products/dt={DATE}/account_id={a}.json" for a in ("a1", "a2")]
+
+
+def test_a_part_memory_budget_of_one_part_still_lands_every_multipart_file_whole(tmp_path: Path, emulator, bucket: str) -> None:
+    # Two 12 MiB files into 5 MiB parts with room for one part at a time across both transfers:
+    # they take turns (each download pauses meanwhile) and neither deadlocks nor loses a byte.
+    emulator.config.file_sizes = {"data.": 12 * 1024 * 1024}
+    job = write_job(tmp_path, emulator, [BULK], destination="s3://lake/raw",
+                    s3={"endpoint_url": bucket, "part_size_mb": 5, "part_memory_mb": 5})  # fmt: skip
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    landed = {k: v for k, v in data_objects(bucket).items() if "/bulk_daily/" in k}
+    assert landed == expected_bulk(emulator, "app_downloads", DATE, DATE)
+    assert s3(bucket).list_multipart_uploads(Bucket="lake").get("Uploads", []) == []

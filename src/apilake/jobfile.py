@@ -19,6 +19,7 @@ from jmespath.exceptions import JMESPathError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from apilake.errors import JobFileError, TemplateError
+from apilake.integrity import ChecksumName, VerifyMode
 from apilake.templates import check
 
 # Names of environment variables and headers that carry credentials: their values are secrets.
@@ -216,9 +217,9 @@ KINDS_WITH_KEY = ("json", "file")  # one object per unit (page 1 of it) at a ren
 #: The endpoint keys that belong to some kinds only.
 KIND_SETTINGS: dict[str, set[str]] = {
     "json": {"method", "body", "paginate"},
-    "bulk": {"urls", "files", "include", "exclude"},
-    "file": set(),
-    "report": {"create", "id_path", "poll", "urls", "files", "include", "exclude"},
+    "bulk": {"urls", "files", "include", "exclude", "checksum", "verify"},
+    "file": {"checksum", "verify"},
+    "report": {"create", "id_path", "poll", "urls", "files", "include", "exclude", "checksum", "verify"},
 }
 
 
@@ -235,11 +236,13 @@ class Endpoint(_Model):
     lag: int = Field(0, ge=0, le=3650, description="days between the run date and the date requested")
     schedule: str | None = None
     for_each: ForEach | None = None
-    # bulk and report only
+    # bulk and report only (checksum and verify: file too)
     urls: JmesPath = "data.urls"
     files: Literal["metrics", "dimensions", "all"] = "all"
     include: list[str] = []
     exclude: list[str] = []
+    checksum: ChecksumName | None = Field(None, description="overrides the source's `checksum:` for these files")
+    verify: VerifyMode | None = Field(None, description="overrides the source's `verify:` for these files")
     # report only
     create: ReportCreate | None = None
     id_path: JmesPath | None = None
@@ -306,6 +309,8 @@ class Source(_Model):
     retry: Retry = Retry()
     timeouts: Timeouts = Timeouts()
     max_json_mb: float = Field(256, gt=0)
+    checksum: ChecksumName = Field("crc32c", description="what run records identify bulk files by")
+    verify: VerifyMode = Field("gzip", description="gzip: inflate every .gz file to its end; length: Content-Length only")
     endpoints: list[Endpoint] = Field(min_length=1)
 
     @field_validator("quota_timezone")
@@ -383,6 +388,7 @@ class S3Options(_Model):
     addressing_style: Literal["auto", "virtual", "path"] = "auto"
     part_size_mb: int = Field(8, ge=5, le=5120)
     parts_in_flight: int = Field(2, ge=1, le=16)
+    part_memory_mb: int = Field(40, ge=5, le=65536, description="part buffers of all transfers together")
     verify_tls: bool = True
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from apilake.destinations import Destination
 from apilake.errors import DestinationError, TransferError
-from apilake.fetch.bulk import FileTransfer, fetch_listing, transfer_file
+from apilake.fetch.bulk import FileTransfer, fetch_listing, file_transfer, transfer_file
 from apilake.fetch.client import SourceClient
 from apilake.fetch.json import fetch_json_unit
 from apilake.fetch.limits import DailyQuotaSpent
@@ -94,7 +94,7 @@ class UnitWork:
                     unit, client, self.dest, force=self.force, paginator=paginator, max_pages=endpoint.max_pages, recorded=self.recorded
                 ), []
             if unit.kind == "file":
-                raw = FileTransfer(unit.id, unit.request_url, unit.key, gzip=unit.key.endswith(".gz") or unit.url.endswith(".gz"))
+                raw = file_transfer(unit.id, unit.request_url, unit.key, endpoint, client.source, unit.url.rsplit("/", 1)[-1])
                 return await transfer_file(unit, raw, client, self.dest, force=self.force, recorded=self.recorded), []
             if unit.kind == "report":
                 listing = await fetch_report(unit, endpoint, client, self.dest, force=self.force)
