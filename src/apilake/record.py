@@ -9,6 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -44,10 +47,55 @@ class UnitResult:
     attempts: int = 0
     seconds: float = 0.0
     listing: dict[str, Any] | None = None
+    started: str | None = None  # UTC wall clock (ISO 8601) when the unit's work began and ended:
+    finished: str | None = None  # an endpoint's wall time is its first start to its last end
+    http: dict[str, int] = field(default_factory=dict)  # responses by HTTP status, every attempt and redirect
+    requests: int = 0  # requests to the source's own origin: what its quota counts
 
     @property
     def bytes(self) -> int:
         return sum(o.bytes for o in self.objects if self.status == "landed")
+
+
+@dataclass(slots=True)
+class Traffic:
+    """What one unit's requests met, counted where they are sent (see `observe`)."""
+
+    started: dt.datetime
+    requests: int = 0
+    http: dict[str, int] = field(default_factory=dict)
+
+    def stamp(self, result: UnitResult) -> UnitResult:
+        result.started = self.started.isoformat()
+        result.finished = dt.datetime.now(dt.timezone.utc).isoformat()
+        result.http = dict(sorted(self.http.items()))
+        result.requests = self.requests
+        return result
+
+
+_traffic: ContextVar[Traffic | None] = ContextVar("apilake_traffic", default=None)
+
+
+@contextmanager
+def observe() -> Iterator[Traffic]:
+    """Count the requests and HTTP statuses of the unit run inside this block (one asyncio task)."""
+    traffic = Traffic(dt.datetime.now(dt.timezone.utc))
+    token = _traffic.set(traffic)
+    try:
+        yield traffic
+    finally:
+        _traffic.reset(token)
+
+
+def count_request() -> None:
+    """One request to a source's own origin (counted against its quota)."""
+    if (traffic := _traffic.get()) is not None:
+        traffic.requests += 1
+
+
+def count_response(status: int) -> None:
+    if (traffic := _traffic.get()) is not None:
+        traffic.http[str(status)] = traffic.http.get(str(status), 0) + 1
 
 
 def new_run_id(now: dt.datetime) -> str:

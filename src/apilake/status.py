@@ -15,7 +15,7 @@ import datetime as dt
 import posixpath
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from apilake.destinations import Destination
 from apilake.jobfile import Job
@@ -67,6 +67,23 @@ def fill_commands(gaps: Iterable[Gap], job_path: str) -> list[str]:
 # evidence from the destination
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A unit (or one file of a listing) that did not land in some run, and why."""
+
+    unit: str
+    status: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The latest run that tried a planned unit; `problems` is empty when it landed (or was skipped)."""
+
+    run_id: str
+    problems: tuple[Problem, ...] = ()
+
+
 @dataclass
 class Evidence:
     """Run records, flattened for lookups: latest good result per unit and files per listing."""
@@ -74,6 +91,7 @@ class Evidence:
     records: list[dict[str, Any]]
     good: dict[str, dict[str, Any]] = field(default_factory=dict)  # unit id → latest landed/skipped json result
     listing_files: dict[str, list[str] | None] = field(default_factory=dict)  # listing id → keys, None if incomplete
+    latest: dict[str, Attempt] = field(default_factory=dict)  # planned unit id → its latest attempt
 
     def __post_init__(self) -> None:
         for record in self.records:  # oldest first: later records win
@@ -87,6 +105,12 @@ class Evidence:
                     if owner is not None:
                         files.setdefault(owner, []).append(unit)
             for unit in units:
+                if unit.get("kind") in ("json", "listing"):
+                    tried = [unit, *files.get(unit["unit"], [])]
+                    problems = tuple(
+                        Problem(u["unit"], u["status"], u.get("error") or "no reason recorded") for u in tried if u.get("status") in DID_NOT_LAND
+                    )
+                    self.latest[unit["unit"]] = Attempt(str(record.get("run_id", "?")), problems)
                 if unit.get("kind") == "json" and unit.get("status") in OK:
                     self.good[unit["unit"]] = unit
                 elif unit.get("kind") == "listing" and unit.get("status") == "listed":
@@ -168,20 +192,72 @@ def expected_from_records(records: list[dict[str, Any]], run_dates: list[dt.date
     return expected
 
 
+CellState = Literal["landed", "partly landed", "failed", "missing", "not yet due"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One endpoint on one run date: what was expected, what is there, and why the rest is not."""
+
+    endpoint: str
+    run_date: str
+    expected: tuple[str, ...]
+    present: tuple[str, ...]
+    due: bool  # the run date has come (it is at most yesterday in the job's time zone)
+    attempts: tuple[tuple[str, Attempt], ...] = ()  # (unit id, latest attempt) of units not present
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(u for u in self.expected if u not in set(self.present))
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [p for _, attempt in self.attempts for p in attempt.problems]
+
+    @property
+    def state(self) -> CellState:
+        if len(self.present) == len(self.expected):
+            return "landed"
+        if self.present:
+            return "partly landed"
+        if not self.due:
+            return "not yet due"
+        return "failed" if self.problems else "missing"
+
+
+def cells(
+    expected: Mapping[tuple[str, str], Collection[str]], present: Collection[str], evidence: Evidence, last_due: dt.date
+) -> list[Cell]:
+    """Pure: the grid of endpoints × run dates behind both the gap report and the dashboard."""
+    present = set(present)
+    grid = []
+    for (endpoint, run_date), units in sorted(expected.items()):
+        ids = tuple(sorted(set(units)))
+        attempts = tuple((u, evidence.latest[u]) for u in ids if u not in present and u in evidence.latest)
+        due = dt.date.fromisoformat(run_date) <= last_due
+        grid.append(Cell(endpoint, run_date, ids, tuple(u for u in ids if u in present), due, attempts))
+    return grid
+
+
 @dataclass
 class StatusReport:
+    """The facts `apilake status` prints and the dashboard draws: one model for both."""
+
     destination: str
     records: list[dict[str, Any]]
     run_dates: list[dt.date]
     expected: dict[tuple[str, str], set[str]]
     gaps: list[Gap]
+    cells: list[Cell] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
         return 1 if self.gaps else 0
 
 
-async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.date]) -> StatusReport:
+async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None) -> StatusReport:
+    """Read the destination's evidence for `run_dates`; dates after `last_due` are not gaps yet."""
+    last_due = last_due or max(run_dates)
     records = await read_records(dest)
     evidence = Evidence(records)
     if job is not None:
@@ -199,7 +275,8 @@ async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.da
             for unit_id in units
         }
     present = await present_units(dest, candidates)
-    return StatusReport(dest.url, records, run_dates, expected, find_gaps(expected, present))
+    due = {key: units for key, units in expected.items() if dt.date.fromisoformat(key[1]) <= last_due}
+    return StatusReport(dest.url, records, run_dates, expected, find_gaps(due, present), cells(expected, present, evidence, last_due))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from apilake import __version__
 from apilake.errors import TransferError
 from apilake.fetch.limits import Budget
 from apilake.jobfile import Retry, Source
+from apilake.record import count_request, count_response
 from apilake.redact import Redactor
 
 log = logging.getLogger("apilake")
@@ -98,11 +99,13 @@ class SourceClient:
             own_origin = origin(url) == self._origin
             if own_origin:
                 await self.budget.acquire()
+                count_request()
             headers = self._credentials if own_origin else {}
             try:
                 response = await self._http.send(self._http.build_request("GET", url, headers=headers), stream=True)
             except httpx.HTTPError as exc:
                 raise self._transport_error(exc, url) from None
+            count_response(response.status_code)
             if response.is_redirect and "location" in response.headers:
                 await response.aclose()
                 url = urljoin(url, response.headers["location"])
