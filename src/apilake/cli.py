@@ -224,44 +224,90 @@ def cron(job_file: str, profile: str | None, host_timezone: str | None) -> None:
 @click.option("--from", "start", metavar="YYYY-MM-DD", help="First run date of the gap report (inclusive).")
 @click.option("--to", "end", metavar="YYYY-MM-DD", help="Last run date of the gap report (inclusive).")
 @click.option("--runs", default=10, show_default=True, type=click.IntRange(min=0), help="How many recent runs to list.")
-def status(job_file: str | None, dest: str | None, profile: str | None, start: str | None, end: str | None, runs: int) -> None:
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write the dashboard as one self-contained HTML file (needs JOB.yaml).")
+def status(job_file: str | None, dest: str | None, profile: str | None, start: str | None, end: str | None, runs: int,
+           html_file: str | None) -> None:
     """Recent runs, the latest failures, and the dates of each endpoint missing from the destination.
 
     Gaps cover the last 7 run dates ending yesterday in the job's timezone (UTC without a job
     file), or --from/--to. With JOB.yaml, expected units come from the job; without it, from the
     run records. Exit code: 0 no gaps, 1 gaps found, 2 bad job file, option or destination.
     """
-    import asyncio
-
-    from apilake.dates import default_run_date, run_dates
-    from apilake.destinations import open_destination
+    from apilake.dates import run_dates
     from apilake.errors import JobFileError
-    from apilake.status import StatusReport, build_report, render
+    from apilake.status import inspect, render, window
 
     job = _load(job_file, profile, offline=True) if job_file else None
     url = dest or (job.destination if job else None)
     if url is None:
         raise JobFileError("status needs JOB.yaml or --dest URL")
+    if html_file and job is None:
+        raise JobFileError("status --html needs JOB.yaml: the dashboard shows the job's expected units")
     timezone = job.timezone if job else "UTC"
     now = dt.datetime.now(dt.timezone.utc)
-    if start or end:
-        dates = run_dates(timezone, now, start=start, end=end)
-    else:
-        last = default_run_date(timezone, now)
-        dates = [last - dt.timedelta(days=i) for i in range(6, -1, -1)]
-    destination = open_destination(url, job.s3 if job else None)
-
-    async def inspect() -> StatusReport:
-        try:
-            return await build_report(destination, job, dates)
-        finally:
-            await destination.close()
-
-    report = asyncio.run(inspect())
+    dates = run_dates(timezone, now, start=start, end=end) if start or end else window(timezone, now, 7)
+    last_due = window(timezone, now, 1)[0]
+    report = inspect(url, job, dates, last_due)
     if job is None and not report.records:
         raise DestinationError(f"{url}: no run records under _apilake/runs/ (not an apilake destination, or nothing ran yet)")
     click.echo(render(report, runs=runs, job_path=job_file, timezone=timezone))
+    if html_file and job_file:
+        from apilake.dashboard import render_page
+
+        page = render_page(report, job_path=job_file, timezone=timezone, generated=now, single_file=True)
+        _write_file(html_file, page)
+        click.echo(f"\ndashboard written to {html_file}")
     sys.exit(report.exit_code)
+
+
+def _write_file(path: str, text: str) -> None:
+    """Write a whole file or report why not (exit 2), never a traceback."""
+    from apilake.errors import JobFileError
+
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise JobFileError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+
+
+@main.command()
+@job_argument
+@profile_option
+@click.option("--dest", metavar="URL", help="The destination to show (default: the job's).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback: only this machine).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free port).")
+@click.option("--from", "start", metavar="YYYY-MM-DD", help="First run date of the grid (default: 13 days before today).")
+@click.option("--to", "end", metavar="YYYY-MM-DD", help="Last run date of the grid (inclusive).")
+def dashboard(job_file: str, profile: str | None, dest: str | None, host: str, port: int, start: str | None, end: str | None) -> None:
+    """Serve a read-only web page of JOB.yaml's runs and gaps until stopped.
+
+    A grid of endpoints × run dates (landed, partly landed, failed, missing, not yet due), the
+    recent runs and each run's units, charts over time, and the commands that fill the gaps.
+    It needs no API token and changes nothing in the destination.
+    """
+    from apilake.dashboard.server import Dashboard
+    from apilake.dates import run_dates
+
+    job = _load(job_file, profile, offline=True)
+    dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), start=start, end=end) if start or end else None
+    server = _http_server(host, port, Dashboard(job, job_file, dest or job.destination, dates=dates))
+    click.echo(f"dashboard of {job_file} ({dest or job.destination}) at {server.url} (Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def _http_server(host: str, port: int, pages: Any, routes: Any = None) -> Any:
+    """A bound `DashboardServer`, or a clear error (exit 2) when the address cannot be used."""
+    from apilake.dashboard.server import DashboardServer
+    from apilake.errors import JobFileError
+
+    try:
+        return DashboardServer((host, port), pages, routes)
+    except OSError as exc:
+        raise JobFileError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another address or port") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -148,6 +148,19 @@ def record_document(
     }
 
 
+def entry_bytes(entry: dict[str, Any]) -> int:
+    """Bytes a record's unit entry landed (nothing for a skipped or failed unit)."""
+    return sum(o.get("bytes", 0) for o in entry.get("objects") or []) if entry.get("status") == "landed" else 0
+
+
+def entry_retries(entry: dict[str, Any]) -> int:
+    """Attempts beyond the first, per request (a JSON unit's pages each have their own)."""
+    objects = entry.get("objects") or []
+    if objects:
+        return sum(max(o.get("attempts", 0) - 1, 0) for o in objects)
+    return max(entry.get("attempts", 0) - 1, 0)
+
+
 async def read_records(dest: Destination) -> list[dict[str, Any]]:
     """Every run record in the destination, oldest first; unreadable ones are skipped."""
     records = []

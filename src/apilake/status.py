@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from apilake.destinations import Destination
 from apilake.jobfile import Job
-from apilake.record import DID_NOT_LAND, read_records
+from apilake.record import DID_NOT_LAND, entry_bytes, entry_retries, read_records
 
 OK = ("landed", "skipped")
 
@@ -279,6 +279,30 @@ async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.da
     return StatusReport(dest.url, records, run_dates, expected, find_gaps(due, present), cells(expected, present, evidence, last_due))
 
 
+def inspect(url: str, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None) -> StatusReport:
+    """`build_report` on the destination at `url`, opened and closed here (for synchronous callers)."""
+    import asyncio
+
+    from apilake.destinations import open_destination
+
+    async def go() -> StatusReport:
+        destination = open_destination(url, job.s3 if job else None)
+        try:
+            return await build_report(destination, job, run_dates, last_due)
+        finally:
+            await destination.close()
+
+    return asyncio.run(go())
+
+
+def window(timezone: str, now: dt.datetime, days: int, *, ahead: int = 0) -> list[dt.date]:
+    """The last `days` run dates ending yesterday in `timezone`, plus `ahead` dates not yet due."""
+    from apilake.dates import default_run_date
+
+    last = default_run_date(timezone, now)
+    return [last - dt.timedelta(days=i) for i in range(days - 1, -ahead - 1, -1)]
+
+
 # ---------------------------------------------------------------------------------------------
 # text
 
@@ -290,24 +314,62 @@ def _when(text: str | None) -> dt.datetime | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One run record in numbers: what the run list of `status` and the dashboard show."""
+
+    run_id: str
+    status: str
+    dates: tuple[str, ...]
+    counts: dict[str, int]
+    started: dt.datetime | None
+    finished: dt.datetime | None
+    bytes: int
+    retries: int
+    throttled: int  # 429 answers
+
+    @property
+    def span(self) -> str:
+        return "-" if not self.dates else self.dates[0] if len(self.dates) == 1 else f"{self.dates[0]}..{self.dates[-1]}"
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.finished - self.started).total_seconds() if self.started and self.finished else None
+
+    @property
+    def not_run(self) -> int:
+        return self.counts.get("not_attempted", 0) + self.counts.get("interrupted", 0)
+
+
+def summarize_run(record: dict[str, Any]) -> RunSummary:
+    units = record.get("units") or []
+    return RunSummary(
+        str(record.get("run_id", "?")),
+        str(record.get("status", "?")),
+        tuple(record.get("dates") or ()),
+        record.get("counts") or {},
+        _when(record.get("started")),
+        _when(record.get("finished")),
+        sum(entry_bytes(u) for u in units),
+        sum(entry_retries(u) for u in units),
+        sum((u.get("http") or {}).get("429", 0) for u in units),
+    )
+
+
 def run_rows(records: list[dict[str, Any]], n: int) -> list[list[str]]:
     rows = [["run", "status", "dates", "landed", "skipped", "failed", "not run", "started (UTC)", "duration"]]
-    for record in reversed(records[-n:] if n > 0 else []):
-        counts = record.get("counts") or {}
-        dates = record.get("dates") or []
-        started, finished = _when(record.get("started")), _when(record.get("finished"))
-        span = dates[0] if len(dates) == 1 else f"{dates[0]}..{dates[-1]}" if dates else "-"
+    for run in map(summarize_run, reversed(records[-n:] if n > 0 else [])):
         rows.append(
             [
-                str(record.get("run_id", "?")),
-                str(record.get("status", "?")),
-                span,
-                str(counts.get("landed", 0)),
-                str(counts.get("skipped", 0)),
-                str(counts.get("failed", 0)),
-                str(counts.get("not_attempted", 0) + counts.get("interrupted", 0)),
-                f"{started.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}" if started else "-",
-                f"{(finished - started).total_seconds():.1f}s" if started and finished else "running",
+                run.run_id,
+                run.status,
+                run.span,
+                str(run.counts.get("landed", 0)),
+                str(run.counts.get("skipped", 0)),
+                str(run.counts.get("failed", 0)),
+                str(run.not_run),
+                f"{run.started.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}" if run.started else "-",
+                "running" if run.seconds is None else f"{run.seconds:.1f}s",
             ]
         )
     return rows
