@@ -69,9 +69,11 @@ def _load(job_file: str, profile: str | None, *, offline: bool = False) -> Any:
               help="Where units run: this process, or a Dask cluster (default: the job's `executor`, else local).")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Dask scheduler to submit units to, e.g. tcp://HOST:8786 (default: the job's `scheduler_address`); implies --executor dask.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False), metavar="PATH",
+              help="After the run, write Prometheus metrics here, atomically (node_exporter's textfile collector: *.prom).")
 def run(job_file: str, date: str | None, start: str | None, end: str | None, only: tuple[str, ...], dest: str | None,
         dry_run: bool, force: bool, profile: str | None, log_format: str, log_file: str | None, verbose: bool, quiet: bool,
-        executor: str | None, scheduler: str | None) -> None:
+        executor: str | None, scheduler: str | None, metrics_file: str | None) -> None:
     """Fetch every unit of JOB.yaml for the run date(s) and land it in the destination."""
     from apilake import logs
     from apilake.dates import run_dates
@@ -98,6 +100,9 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
                          executor=executor, scheduler=scheduler)
     finally:
         progress.close()
+    from apilake.outcome import follow_up
+
+    follow_up(job, job_file, report.run_id, report.destination, metrics_file=metrics_file)
     click.echo(summarize(report.results))
     click.echo(f"\nrun {report.run_id} {report.status}; record: {report.destination.rstrip('/')}/{report.record_key}")
     sys.exit(report.exit_code)
@@ -154,7 +159,10 @@ def emulator(port: int, files_port: int, latency_ms: float, requests_per_minute:
                    "(default: $XDG_STATE_HOME or ~/.local/state, apilake/schedule-<hash>.json).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Also log to this file, rotated daily.")
-def schedule(job_file: str, profile: str | None, dest: str | None, state_file: str | None, log_format: str, log_file: str | None) -> None:
+@click.option("--http", "http_address", metavar="HOST:PORT",
+              help="Serve /metrics (Prometheus), /healthz and the dashboard here, e.g. 127.0.0.1:9464.")
+def schedule(job_file: str, profile: str | None, dest: str | None, state_file: str | None, log_format: str, log_file: str | None,
+             http_address: str | None) -> None:
     """Run JOB.yaml on its `schedule:` crons (in the job's timezone) until SIGTERM/SIGINT.
 
     Runs are sequential; each is for yesterday in the job's timezone at its fire time. After
@@ -174,6 +182,18 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     logs.set_secrets(job.secrets())
     log = logging.getLogger("apilake")
 
+    from apilake.outcome import follow_up
+    from apilake.record import load_records
+
+    records: list[list[dict[str, Any]]] = [[]]  # the latest snapshot of the run records, for /metrics
+
+    def refresh() -> list[dict[str, Any]]:
+        try:
+            records[0] = load_records(destination, job.s3)
+        except (ApilakeError, OSError) as exc:
+            log.warning("cannot read the run records of %s: %s", destination, exc)
+        return records[0]
+
     def run_once(only: list[str] | None, run_date: dt.date) -> int:
         try:
             report = run_job(job, plan(job, [run_date], only or ()), job_path=job_file, dates=[run_date], destination=destination)
@@ -182,6 +202,7 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
             return exc.exit_code
         bad = len(report.failures())
         log.info("run %s for %s %s: %d result(s), %d not landed", report.run_id, run_date, report.status, len(report.results), bad)
+        follow_up(job, job_file, report.run_id, destination, records=refresh() if http_address or job.notify else None)
         return report.exit_code
 
     local = not destination.startswith("s3://")
@@ -194,9 +215,41 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     for sched, fire in scheduler.upcoming():
         utc = fire.astimezone(dt.timezone.utc)
         click.echo(f"  {sched.expression:<20} {sched.describe():<30} next {fire:%Y-%m-%d %H:%M %Z} ({utc:%Y-%m-%d %H:%M} UTC)")
+    server = _schedule_server(http_address, job, job_file, destination, scheduler, lambda: records[0]) if http_address else None
+    if server is not None:
+        refresh()
+        server.start()
+        click.echo(f"serving {server.url}metrics, {server.url}healthz and the dashboard at {server.url}")
     scheduler.install_signal_handlers()
-    scheduler.run_forever()
+    try:
+        scheduler.run_forever()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     sys.exit(130 if scheduler.interrupted else 0)
+
+
+def _schedule_server(address: str, job: Any, job_file: str, destination: str, scheduler: Any, records: Any) -> Any:
+    """The scheduler's HTTP server: /metrics, /healthz and the dashboard."""
+    import json
+
+    from apilake.dashboard.server import Dashboard
+    from apilake.errors import JobFileError
+    from apilake.metrics import RunCollector, SchedulerCollector, exposition, registry
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise JobFileError(f"--http {address!r}: expected HOST:PORT, e.g. 127.0.0.1:9464")
+    upcoming = lambda: [(s.key, fire) for s, fire in scheduler.upcoming()]  # noqa: E731
+    metrics = registry(RunCollector(job, job_file, records), SchedulerCollector(job_file, upcoming, lambda: scheduler.last_tick))
+
+    def healthz() -> tuple[int, str, bytes]:
+        ok, detail = scheduler.health()
+        return (200 if ok else 503), "application/json", json.dumps(detail).encode()
+
+    routes = {"/metrics": lambda: (200, "text/plain; version=0.0.4; charset=utf-8", exposition(metrics)), "/healthz": healthz}
+    return _http_server(host.strip("[]"), int(port), Dashboard(job, job_file, destination), routes)
 
 
 @main.command()

@@ -130,6 +130,21 @@ class S3Options(_Model):
     verify_tls: bool = True
 
 
+class Notify(_Model):
+    """Where to say that a run failed, or that the next run recovered: Apprise URLs (secrets themselves)."""
+
+    urls: list[str] = Field(min_length=1)
+    on: list[Literal["failure", "recovery"]] = ["failure", "recovery"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, raw: Any) -> Any:
+        """YAML 1.1 reads a bare `on:` key as the boolean true."""
+        if isinstance(raw, dict) and True in raw:
+            raw = {("on" if k is True else k): v for k, v in raw.items()}
+        return raw
+
+
 class Job(_Model):
     timezone: str = "UTC"
     destination: str = "./lake"
@@ -139,6 +154,7 @@ class Job(_Model):
     executor: Literal["local", "dask"] = "local"
     scheduler_address: str | None = None
     s3: S3Options = S3Options()
+    notify: Notify | None = None
     sources: list[Source] = Field(min_length=1)
     _env_secrets: tuple[str, ...] = PrivateAttr(default=())
 
@@ -179,8 +195,9 @@ class Job(_Model):
         return self
 
     def secrets(self) -> list[str]:
-        """Tokens, secret headers, and values of `${VAR}`s whose names say they are secret."""
+        """Tokens, secret headers, notification URLs, and values of `${VAR}`s whose names say they are secret."""
         found = [secret for source in self.sources for secret in source.secrets()] + list(self._env_secrets)
+        found += self.notify.urls if self.notify else []  # an Apprise URL carries its service's credentials
         return list(dict.fromkeys(found))
 
 

@@ -161,6 +161,22 @@ def entry_retries(entry: dict[str, Any]) -> int:
     return max(entry.get("attempts", 0) - 1, 0)
 
 
+def load_records(url: str, s3: Any = None) -> list[dict[str, Any]]:
+    """`read_records` of the destination at `url`, for synchronous callers."""
+    import asyncio
+
+    from apilake.destinations import open_destination
+
+    async def go() -> list[dict[str, Any]]:
+        dest = open_destination(url, s3)
+        try:
+            return await read_records(dest)
+        finally:
+            await dest.close()
+
+    return asyncio.run(go())
+
+
 async def read_records(dest: Destination) -> list[dict[str, Any]]:
     """Every run record in the destination, oldest first; unreadable ones are skipped."""
     records = []
