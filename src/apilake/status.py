@@ -204,7 +204,7 @@ class Cell:
     expected: tuple[str, ...]
     present: tuple[str, ...]
     due: bool  # the run date has come (it is at most yesterday in the job's time zone)
-    attempts: tuple[tuple[str, Attempt], ...] = ()  # (unit id, latest attempt) of units not present
+    attempts: tuple[tuple[str, Attempt], ...] = ()  # (unit id, latest attempt) of the units any run tried
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -212,7 +212,9 @@ class Cell:
 
     @property
     def problems(self) -> list[Problem]:
-        return [p for _, attempt in self.attempts for p in attempt.problems]
+        """Why the units that are not present did not land, as their latest runs recorded it."""
+        missing = set(self.missing)
+        return [p for unit, attempt in self.attempts if unit in missing for p in attempt.problems]
 
     @property
     def state(self) -> CellState:
@@ -233,7 +235,7 @@ def cells(
     grid = []
     for (endpoint, run_date), units in sorted(expected.items()):
         ids = tuple(sorted(set(units)))
-        attempts = tuple((u, evidence.latest[u]) for u in ids if u not in present and u in evidence.latest)
+        attempts = tuple((u, evidence.latest[u]) for u in ids if u in evidence.latest)
         due = dt.date.fromisoformat(run_date) <= last_due
         grid.append(Cell(endpoint, run_date, ids, tuple(u for u in ids if u in present), due, attempts))
     return grid

@@ -58,7 +58,7 @@ def render_page(report: StatusReport, *, job_path: str, timezone: str, generated
     recent = [summarize_run(r) for r in reversed(records[-RECENT_RUNS:])]
     detailed: list[dict[str, Any]] = []
     if single_file:
-        wanted = {r.run_id for r in recent} | {a.run_id for c in report.cells for _, a in c.attempts}
+        wanted = {r.run_id for r in recent} | {a.run_id for c in report.cells for _, a in c.attempts}  # every run linked to
         detailed = [r for r in reversed(records) if str(r.get("run_id")) in wanted]
     return _env.get_template("page.html").render(
         report=report,
