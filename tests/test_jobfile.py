@@ -100,3 +100,14 @@ def test_offline_loading_leaves_unset_variables_as_written(tmp_path: Path) -> No
 def test_only_credential_headers_are_secrets(tmp_path: Path) -> None:
     text = GOOD.replace("token: ${TOKEN}", "token: ${TOKEN}\n    headers: {Accept: application/json, X-Api-Key: k-123456}")
     assert set(load_job(write(tmp_path, text), environ={"TOKEN": "t0k3n"}).secrets()) == {"t0k3n", "k-123456"}
+
+
+def test_notify_takes_apprise_urls_and_a_bare_yaml_on_key(tmp_path: Path) -> None:
+    text = GOOD + "notify:\n  urls: ['slack://T1/B2/${SLACK_TOKEN}']\n  on: [failure]\n"
+    job = load_job(write(tmp_path, text), environ={"TOKEN": "x", "SLACK_TOKEN": "xoxb-123"})
+    assert job.notify is not None and job.notify.on == ["failure"] and job.notify.urls == ["slack://T1/B2/xoxb-123"]
+    assert "slack://T1/B2/xoxb-123" in job.secrets()  # a notification URL carries its service's credentials
+    default = load_job(write(tmp_path, GOOD + "notify: {urls: ['json://localhost/hook']}\n"), environ={"TOKEN": "x"})
+    assert default.notify is not None and default.notify.on == ["failure", "recovery"]
+    with pytest.raises(JobFileError, match=r"notify\.on\[0\]: got 'sucess'"):
+        load_job(write(tmp_path, GOOD + "notify: {urls: ['json://localhost/hook'], on: [sucess]}\n"), environ={"TOKEN": "x"})
