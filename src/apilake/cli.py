@@ -186,10 +186,11 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     from apilake.record import load_records
 
     records: list[list[dict[str, Any]]] = [[]]  # the latest snapshot of the run records, for /metrics
+    cache: dict[Any, Any] = {}
 
     def refresh() -> list[dict[str, Any]]:
         try:
-            records[0] = load_records(destination, job.s3)
+            records[0] = load_records(destination, job.s3, cache)
         except (ApilakeError, OSError) as exc:
             log.warning("cannot read the run records of %s: %s", destination, exc)
         return records[0]

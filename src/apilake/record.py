@@ -161,7 +161,10 @@ def entry_retries(entry: dict[str, Any]) -> int:
     return max(entry.get("attempts", 0) - 1, 0)
 
 
-def load_records(url: str, s3: Any = None) -> list[dict[str, Any]]:
+RecordCache = dict[tuple[str, int], dict[str, Any]]  # (key, size) → a finished record, which never changes
+
+
+def load_records(url: str, s3: Any = None, cache: RecordCache | None = None) -> list[dict[str, Any]]:
     """`read_records` of the destination at `url`, for synchronous callers."""
     import asyncio
 
@@ -170,21 +173,31 @@ def load_records(url: str, s3: Any = None) -> list[dict[str, Any]]:
     async def go() -> list[dict[str, Any]]:
         dest = open_destination(url, s3)
         try:
-            return await read_records(dest)
+            return await read_records(dest, cache)
         finally:
             await dest.close()
 
     return asyncio.run(go())
 
 
-async def read_records(dest: Destination) -> list[dict[str, Any]]:
-    """Every run record in the destination, oldest first; unreadable ones are skipped."""
+async def read_records(dest: Destination, cache: RecordCache | None = None) -> list[dict[str, Any]]:
+    """Every run record in the destination, oldest first; unreadable ones are skipped.
+
+    With a `cache` (kept by a long-running reader: the dashboard, the scheduler), finished
+    records are read once; the dicts returned are shared with it and must not be changed.
+    """
     records = []
     async for info in dest.list(RECORDS_PREFIX):
         if not info.key.endswith(".json"):
             continue
+        if cache is not None and (known := cache.get((info.key, info.size))) is not None:
+            records.append(known)
+            continue
         try:
-            records.append(json.loads(await dest.read(info.key)))
+            record = json.loads(await dest.read(info.key))
         except (ValueError, OSError):
             continue
+        if cache is not None and isinstance(record, dict) and record.get("finished"):
+            cache[info.key, info.size] = record
+        records.append(record)
     return sorted(records, key=lambda r: r.get("run_id", ""))

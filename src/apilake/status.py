@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from apilake.destinations import Destination
 from apilake.jobfile import Job
-from apilake.record import DID_NOT_LAND, entry_bytes, entry_retries, read_records
+from apilake.record import DID_NOT_LAND, RecordCache, entry_bytes, entry_retries, read_records
 
 OK = ("landed", "skipped")
 
@@ -257,10 +257,12 @@ class StatusReport:
         return 1 if self.gaps else 0
 
 
-async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None) -> StatusReport:
+async def build_report(
+    dest: Destination, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None, cache: RecordCache | None = None
+) -> StatusReport:
     """Read the destination's evidence for `run_dates`; dates after `last_due` are not gaps yet."""
     last_due = last_due or max(run_dates)
-    records = await read_records(dest)
+    records = await read_records(dest, cache)
     evidence = Evidence(records)
     if job is not None:
         expected, planned = expected_from_job(job, run_dates)
@@ -281,7 +283,9 @@ async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.da
     return StatusReport(dest.url, records, run_dates, expected, find_gaps(due, present), cells(expected, present, evidence, last_due))
 
 
-def inspect(url: str, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None) -> StatusReport:
+def inspect(
+    url: str, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None, cache: RecordCache | None = None
+) -> StatusReport:
     """`build_report` on the destination at `url`, opened and closed here (for synchronous callers)."""
     import asyncio
 
@@ -290,7 +294,7 @@ def inspect(url: str, job: Job | None, run_dates: list[dt.date], last_due: dt.da
     async def go() -> StatusReport:
         destination = open_destination(url, job.s3 if job else None)
         try:
-            return await build_report(destination, job, run_dates, last_due)
+            return await build_report(destination, job, run_dates, last_due, cache)
         finally:
             await destination.close()
 

@@ -13,13 +13,13 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from apilake.dashboard import render_page, render_run
 from apilake.jobfile import Job
-from apilake.record import record_key
+from apilake.record import RecordCache, record_key
 from apilake.status import inspect, window
 
 log = logging.getLogger("apilake")
@@ -48,11 +48,12 @@ class Dashboard:
     days: int = 14
     dates: list[dt.date] | None = None  # fixed run dates (--from/--to); default: the last `days` and today
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+    cache: RecordCache = field(default_factory=dict)  # finished run records, read once
 
     def index(self, *, single_file: bool = False) -> str:
         now = self.now()
         dates = self.dates or window(self.job.timezone, now, self.days, ahead=1)
-        report = inspect(self.destination, self.job, dates, window(self.job.timezone, now, 1)[0])
+        report = inspect(self.destination, self.job, dates, window(self.job.timezone, now, 1)[0], self.cache)
         return render_page(report, job_path=self.job_path, timezone=self.job.timezone, generated=now, single_file=single_file)
 
     def run(self, run_id: str) -> str | None:
