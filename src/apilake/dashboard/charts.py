@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from markupsafe import Markup, escape
 
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 600, 180, 64, 22, 10
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 520, 170, 64, 22, 10
 PALETTE = ("#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#dc2626", "#4b5563")
 
 Format = Callable[[float], str]
