@@ -9,16 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from apilake.destinations import RECORDS_PREFIX, Destination
 
 Status = Literal["landed", "listed", "skipped", "failed", "not_attempted", "interrupted"]
 DID_NOT_LAND = ("failed", "not_attempted", "interrupted")  # the statuses a summary must name
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -164,20 +165,38 @@ def entry_retries(entry: dict[str, Any]) -> int:
 RecordCache = dict[tuple[str, int], dict[str, Any]]  # (key, size) → a finished record, which never changes
 
 
-def load_records(url: str, s3: Any = None, cache: RecordCache | None = None) -> list[dict[str, Any]]:
-    """`read_records` of the destination at `url`, for synchronous callers."""
+def on_destination(url: str, s3: Any, work: Callable[[Destination], Awaitable[T]]) -> T:
+    """`work` on the destination at `url`, opened and closed here: for synchronous readers."""
     import asyncio
 
     from apilake.destinations import open_destination
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> T:
         dest = open_destination(url, s3)
         try:
-            return await read_records(dest, cache)
+            return await work(dest)
         finally:
             await dest.close()
 
     return asyncio.run(go())
+
+
+def load_records(url: str, s3: Any = None, cache: RecordCache | None = None) -> list[dict[str, Any]]:
+    """`read_records` of the destination at `url`, for synchronous callers."""
+    return on_destination(url, s3, lambda dest: read_records(dest, cache))
+
+
+def load_record(url: str, s3: Any, run_id: str) -> dict[str, Any] | None:
+    """One run's record, or None when there is no such (readable) record."""
+
+    async def read(dest: Destination) -> dict[str, Any] | None:
+        try:
+            record = json.loads(await dest.read(record_key(run_id)))
+        except (OSError, ValueError, KeyError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    return on_destination(url, s3, read)
 
 
 async def read_records(dest: Destination, cache: RecordCache | None = None) -> list[dict[str, Any]]:

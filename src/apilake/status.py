@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from apilake.destinations import Destination
 from apilake.jobfile import Job
-from apilake.record import DID_NOT_LAND, RecordCache, entry_bytes, entry_retries, read_records
+from apilake.record import DID_NOT_LAND, RecordCache, entry_bytes, entry_retries, on_destination, read_records
 
 OK = ("landed", "skipped")
 
@@ -287,18 +287,7 @@ def inspect(
     url: str, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None, cache: RecordCache | None = None
 ) -> StatusReport:
     """`build_report` on the destination at `url`, opened and closed here (for synchronous callers)."""
-    import asyncio
-
-    from apilake.destinations import open_destination
-
-    async def go() -> StatusReport:
-        destination = open_destination(url, job.s3 if job else None)
-        try:
-            return await build_report(destination, job, run_dates, last_due, cache)
-        finally:
-            await destination.close()
-
-    return asyncio.run(go())
+    return on_destination(url, job.s3 if job else None, lambda dest: build_report(dest, job, run_dates, last_due, cache))
 
 
 def window(timezone: str, now: dt.datetime, days: int, *, ahead: int = 0) -> list[dt.date]:

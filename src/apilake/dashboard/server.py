@@ -19,7 +19,7 @@ from typing import Any
 
 from apilake.dashboard import render_page, render_run
 from apilake.jobfile import Job
-from apilake.record import RecordCache, record_key
+from apilake.record import RecordCache, load_record
 from apilake.status import inspect, window
 
 log = logging.getLogger("apilake")
@@ -60,22 +60,8 @@ class Dashboard:
         """A run's page, or None if no such record exists."""
         if not _RUN_ID.fullmatch(run_id):
             return None
-        import asyncio
-        import json
-
-        from apilake.destinations import open_destination
-
-        async def read() -> dict[str, Any] | None:
-            destination = open_destination(self.destination, self.job.s3)
-            try:
-                return json.loads(await destination.read(record_key(run_id)))
-            except (OSError, ValueError, KeyError):
-                return None
-            finally:
-                await destination.close()
-
-        record = asyncio.run(read())
-        return render_run(record, generated=self.now()) if isinstance(record, dict) else None
+        record = load_record(self.destination, self.job.s3, run_id)
+        return render_run(record, generated=self.now()) if record is not None else None
 
     def respond(self, path: str) -> Response:
         if path in ("/", "/index.html"):
