@@ -95,7 +95,7 @@ class RunCollector(Collector):
             retries[endpoint] = retries.get(endpoint, 0) + entry_retries(unit)
             for code, n in (unit.get("http") or {}).items():
                 requests[endpoint, code] = requests.get((endpoint, code), 0) + n
-        families = [
+        families: list[tuple[GaugeMetricFamily, dict[Any, int]]] = [
             (self._family("apilake_last_run_units", "Units of the last finished run by endpoint and status", "endpoint", "status"), units),
             (self._family("apilake_last_run_bytes", "Bytes the last finished run landed, by endpoint", "endpoint"), size),
             (self._family("apilake_last_run_retries", "Requests the last finished run repeated, by endpoint", "endpoint"), retries),
