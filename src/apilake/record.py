@@ -7,19 +7,22 @@ One JSON document per run under `_apilake/runs/<run id>.json`. It is the evidenc
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from apilake.destinations import RECORDS_PREFIX, Destination
 
 Status = Literal["landed", "listed", "skipped", "failed", "not_attempted", "interrupted"]
 DID_NOT_LAND = ("failed", "not_attempted", "interrupted")  # the statuses a summary must name
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 @dataclass(slots=True)
@@ -86,6 +89,19 @@ def observe() -> Iterator[Traffic]:
         yield traffic
     finally:
         _traffic.reset(token)
+
+
+def observed(work: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Run a unit's work (returning its `UnitResult`, or that and the files it lists) under `observe`, and stamp the result."""
+
+    @functools.wraps(work)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with observe() as traffic:
+            outcome = await work(*args, **kwargs)
+        traffic.stamp(outcome[0] if isinstance(outcome, tuple) else outcome)  # type: ignore[arg-type]
+        return outcome
+
+    return run
 
 
 def count_request() -> None:

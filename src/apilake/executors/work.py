@@ -19,7 +19,7 @@ from apilake.fetch.json import fetch_json_unit
 from apilake.fetch.limits import DailyQuotaSpent
 from apilake.jobfile import Endpoint, Job
 from apilake.plan import Unit
-from apilake.record import UnitResult, observe
+from apilake.record import UnitResult, observed
 from apilake.redact import Redactor
 
 log = logging.getLogger("apilake")
@@ -77,27 +77,27 @@ class UnitWork:
     def _per_day(self, unit: Unit) -> int | None:
         return self.clients[unit.source].source.requests_per_day
 
+    @observed
     async def unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
         """Land a JSON unit, or fetch a bulk unit's listing: its result and the files it lists."""
         kind = unit_kind(unit)
         if self._spent(unit):
             return not_attempted(unit, kind, unit.id, unit.request_url, self.redact, self._per_day(unit)), []
         client = self.clients[unit.source]
-        with observe() as traffic:
-            try:
-                if unit.kind == "json":
-                    return traffic.stamp(await fetch_json_unit(unit, client, self.dest, force=self.force)), []
-                listing = await fetch_listing(unit, self.endpoints[unit.source, unit.endpoint], client)
-                return traffic.stamp(listing.result), listing.files
-            except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
-                return traffic.stamp(failed(unit, kind, unit.id, exc, unit.request_url, self.redact)), []
+        try:
+            if unit.kind == "json":
+                return await fetch_json_unit(unit, client, self.dest, force=self.force), []
+            listing = await fetch_listing(unit, self.endpoints[unit.source, unit.endpoint], client)
+            return listing.result, listing.files
+        except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
+            return failed(unit, kind, unit.id, exc, unit.request_url, self.redact), []
 
+    @observed
     async def file(self, unit: Unit, transfer: FileTransfer) -> UnitResult:
         """Land one file of a listing."""
         if self._spent(unit):
             return not_attempted(unit, "file", transfer.unit, transfer.url, self.redact, self._per_day(unit))
-        with observe() as traffic:
-            try:
-                return traffic.stamp(await transfer_file(unit, transfer, self.clients[unit.source], self.dest, force=self.force))
-            except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
-                return traffic.stamp(failed(unit, "file", transfer.unit, exc, transfer.url, self.redact))
+        try:
+            return await transfer_file(unit, transfer, self.clients[unit.source], self.dest, force=self.force)
+        except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
+            return failed(unit, "file", transfer.unit, exc, transfer.url, self.redact)
