@@ -178,6 +178,7 @@ def entry_retries(entry: dict[str, Any]) -> int:
     return max(entry.get("attempts", 0) - 1, 0)
 
 
+READS_IN_FLIGHT = 16
 RecordCache = dict[tuple[str, int], dict[str, Any]]  # (key, size) → a finished record, which never changes
 
 
@@ -218,21 +219,31 @@ def load_record(url: str, s3: Any, run_id: str) -> dict[str, Any] | None:
 async def read_records(dest: Destination, cache: RecordCache | None = None) -> list[dict[str, Any]]:
     """Every run record in the destination, oldest first; unreadable ones are skipped.
 
-    With a `cache` (kept by a long-running reader: the dashboard, the scheduler), finished
-    records are read once; the dicts returned are shared with it and must not be changed.
+    Records are read `READS_IN_FLIGHT` at a time (an object store answers each GET in tens of
+    milliseconds). With a `cache` (kept by a long-running reader: the dashboard, the scheduler),
+    finished records are read once; the dicts returned are shared with it and must not be changed.
     """
-    records = []
-    async for info in dest.list(RECORDS_PREFIX):
-        if not info.key.endswith(".json"):
-            continue
-        if cache is not None and (known := cache.get((info.key, info.size))) is not None:
-            records.append(known)
-            continue
-        try:
-            record = json.loads(await dest.read(info.key))
-        except (ValueError, OSError):
-            continue
+    import asyncio
+
+    records: list[dict[str, Any]] = []
+    slots = asyncio.Semaphore(READS_IN_FLIGHT)
+
+    async def read(key: str, size: int) -> None:
+        async with slots:
+            try:
+                record = json.loads(await dest.read(key))
+            except (ValueError, OSError):
+                return
         if cache is not None and isinstance(record, dict) and record.get("finished"):
-            cache[info.key, info.size] = record
+            cache[key, size] = record
         records.append(record)
+
+    async with asyncio.TaskGroup() as group:
+        async for info in dest.list(RECORDS_PREFIX):
+            if not info.key.endswith(".json"):
+                continue
+            if cache is not None and (known := cache.get((info.key, info.size))) is not None:
+                records.append(known)
+                continue
+            group.create_task(read(info.key, info.size))
     return sorted(records, key=lambda r: r.get("run_id", ""))
