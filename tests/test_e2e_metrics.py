@@ -15,7 +15,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from apilake.emulator import Fault
-from conftest import records, run_cli, start_cli, write_job
+from conftest import records, run_cli, start_cli, wait_for, write_job
 from history import COUNTRIES, DETAILS
 
 DATE = "2026-11-25"
@@ -118,3 +118,35 @@ def test_schedule_serves_metrics_health_and_dashboard(tmp_path: Path, emulator) 
         scheduler.send_signal(signal.SIGTERM)
         assert scheduler.wait(timeout=20) == 0
     assert json.loads((tmp_path / "state.json").read_text())["last_fire"]
+
+
+def test_healthz_answers_during_a_run_and_metrics_follow_it(tmp_path: Path, emulator) -> None:
+    job = write_job(tmp_path, emulator, [DETAILS, COUNTRIES], schedule="0 9 * * *")
+    state = tmp_path / "state.json"
+    missed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)  # a fire was missed: the scheduler makes it up at once
+    state.write_text(json.dumps({"last_fire": {"0 9 * * * | *": missed.isoformat()}}))
+    emulator.config.faults = [Fault(match="/details", kind="stall", seconds=2.0)]
+    scheduler = start_cli("schedule", str(job), "--http", "127.0.0.1:0", "--state-file", str(state))
+    try:
+        assert scheduler.stdout is not None
+        line = ""
+        while "serving" not in line:
+            line = scheduler.stdout.readline()
+            assert line, scheduler.stderr.read() if scheduler.stderr else "no output"
+        base = line.split(" and the dashboard at ")[1].strip()
+        during: list[httpx.Response] = []
+
+        def in_a_run() -> bool:
+            during.append(httpx.get(base + "healthz"))
+            return during[-1].json()["running_since"] is not None
+
+        wait_for(in_a_run, timeout=20)
+        assert during[-1].status_code == 200 and during[-1].json()["status"] == "ok"
+        wait_for(lambda: (tmp_path / "lake" / "_apilake" / "runs").exists() and records(tmp_path / "lake")
+                 and records(tmp_path / "lake")[-1]["finished"] is not None, timeout=30)
+        record = records(tmp_path / "lake")[-1]
+        wait_for(lambda: httpx.get(base + "healthz").json()["running_since"] is None, timeout=10)
+        check_last_run(samples(httpx.get(base + "metrics").text), record)  # refreshed after the run
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        assert scheduler.wait(timeout=20) == 0
