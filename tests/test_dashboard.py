@@ -51,3 +51,4 @@ def test_bars_scale_to_the_largest_value_and_label_each_bar() -> None:
 def test_lines_break_where_a_value_is_missing() -> None:
     svg = charts.lines("t", ["1", "2", "3", "4", "5"], {"e": [1, 2, None, 3, 4]}, str)
     assert svg.count("<polyline") == 2 and svg.count("<circle") == 4
+

@@ -401,7 +401,9 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
     if not report.expected:
         out.append("  nothing expected: no endpoints known (no job file and no run records)")
     elif not report.gaps:
-        out.append(f"  none: all {sum(len(u) for u in report.expected.values())} expected unit(s) are in the destination")
+        due = sum(len(c.expected) for c in report.cells if c.due)
+        later = sum(len(c.expected) - len(c.present) for c in report.cells if not c.due)
+        out.append(f"  none: all {due} expected unit(s) are in the destination" + (f" ({later} not yet due)" if later else ""))
     by_endpoint: dict[str, list[Gap]] = {}
     for gap in report.gaps:
         by_endpoint.setdefault(gap.endpoint, []).append(gap)
