@@ -118,7 +118,7 @@ def test_served_dashboard_in_a_browser(lake: history.History, browser) -> None: 
         assert httpx.get(url + "runs/..%2F..%2Fjob.yaml").status_code == 404
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        assert server.wait(timeout=10) == 0  # SIGTERM stops it cleanly
     assert lake_objects(lake.lake) == before
 
 

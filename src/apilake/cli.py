@@ -346,7 +346,11 @@ def dashboard(job_file: str, profile: str | None, dest: str | None, host: str, p
     job = _load(job_file, profile, offline=True)
     dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), start=start, end=end) if start or end else None
     server = _http_server(host, port, Dashboard(job, job_file, dest or job.destination, dates=dates))
-    click.echo(f"dashboard of {job_file} ({dest or job.destination}) at {server.url} (Ctrl-C stops it)")
+    click.echo(f"dashboard of {job_file} ({dest or job.destination}) at {server.url} (Ctrl-C or SIGTERM stops it)")
+    import signal
+    import threading
+
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())  # exit 0, as a service should
     try:
         server.serve_forever()
     finally:
