@@ -48,6 +48,9 @@ def test_kill_9_mid_transfer_then_rerun_lands_exactly_what_is_missing(tmp_path: 
     assert all(p.name.startswith(".") for p in temp_files(lake))  # what a kill leaves is hidden
     before = assert_only_whole_objects(lake, emulator)
     assert len(before) < len(expected(emulator))  # the slow files did not land
+    killed = records(lake)[-1]["run_id"]
+    status = run_cli("status", str(job), "--from", DATE, "--to", DATE)
+    assert f"{killed}  abandoned" in status.stdout and "was abandoned: its process died" in status.stdout, status.stdout
 
     emulator.config.faults = []
     emulator.stats.reset()
@@ -71,6 +74,9 @@ def test_sigterm_stops_gracefully_records_interrupted_and_exits_130(tmp_path: Pa
     record = records(lake)[-1]
     assert record["status"] == "interrupted"
     assert "SIGTERM" in err
+    cut = [u for u in record["units"] if u["kind"] == "file" and u["status"] == "interrupted"]
+    assert cut and all(u["error"] == "run interrupted by SIGTERM" for u in cut)  # files in flight are named too
+    assert f"INTERRUPTED {cut[0]['unit']}: run interrupted by SIGTERM" in out
 
     emulator.config.faults = []
     assert run_cli("run", str(job), "--date", DATE).returncode == 0
@@ -95,6 +101,8 @@ def test_second_run_exits_3_at_once_and_a_killed_runs_lock_does_not_block(tmp_pa
     second = run_cli("run", str(job), "--date", DATE, timeout=10)
     assert second.returncode == 3
     assert "still going" in second.stderr and "Traceback" not in second.stderr
+    live = run_cli("status", str(job), "--from", DATE, "--to", DATE)
+    assert f"{records(lake)[-1]['run_id']}  running" in live.stdout and "abandoned" not in live.stdout, live.stdout
     process.kill()
     process.wait(timeout=10)
 

@@ -327,3 +327,34 @@ def test_sigterm_cancels_the_cluster_work_records_interrupted_and_exits_130(tmp_
     emulator.config.faults = []
     assert run_dask(cluster, job).returncode == 0
     assert lake_objects(lake) == expected_bulk(emulator)
+
+
+def test_a_local_run_and_a_dask_run_sharing_a_credential_send_at_most_the_daily_quota(tmp_path: Path, emulator, cluster) -> None:
+    ledger = tmp_path / "ledger"
+    endpoint = {**DETAILS, "matrix": {"market": ["ios"], "product_id": list(range(1, 71))}}
+    jobs = [write_job(tmp_path / name, emulator, [endpoint], quota_ledger=str(ledger), source={"concurrency": 4, "requests_per_day": 100})
+            for name in ("local", "dask")]
+    runs = [start_cli("run", str(jobs[0]), "--date", DATE),
+            start_cli("run", str(jobs[1]), "--date", DATE, "--executor", "dask", "--scheduler", cluster[0].scheduler_address)]
+    outputs = [process.communicate(timeout=120) for process in runs]
+    codes = [process.returncode for process in runs]
+    assert 1 in codes and set(codes) <= {0, 1}, outputs  # 140 units, 100 requests a day: one run at least runs out
+    sent = emulator.stats.count(origin="api")
+    assert 100 - 3 * 5 <= sent <= 100  # three workers and the local run each strand at most a block of 5 meanwhile
+    assert len(lake_objects(tmp_path / "local" / "lake")) + len(lake_objects(tmp_path / "dask" / "lake")) == sent
+    assert all("resets at" in out for (out, _err), code in zip(outputs, codes) if code == 1)
+
+
+def test_an_object_changed_after_it_landed_lands_again_on_the_cluster(tmp_path: Path, emulator, cluster) -> None:
+    job = write_job(tmp_path, emulator, [DETAILS])
+    assert run_dask(cluster, job).returncode == 0
+    lake = tmp_path / "lake"
+    whole = lake_objects(lake)
+    changed = next(iter(whole))
+    (lake / changed).write_bytes(whole[changed][:-1])  # one byte short: no longer what landed
+    emulator.stats.reset()
+    rerun = run_dask(cluster, job)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert lake_objects(lake) == whole
+    assert emulator.stats.count(origin="api") == 1  # only the changed one was fetched again
+    assert records(lake)[-1]["counts"] == {"landed": 1, "skipped": len(whole) - 1}

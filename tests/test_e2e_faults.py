@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from apilake.emulator import Fault
-from conftest import TOKEN, all_text, lake_objects, records, run_cli, write_job
+from conftest import TOKEN, all_text, bulk_endpoint, expected_bulk, lake_objects, records, run_cli, write_job
 
 DATE = "2026-11-25"
+MAINTENANCE = b"<html>maintenance</html>"  # what a proxy in front of the vendor answers, with 200
 
 
 def details(products: int) -> dict:
@@ -40,6 +41,8 @@ TRANSIENT = [
     pytest.param(Fault(match="/app/2/details", kind="cut", times=1), 2, id="reset-mid-body"),
     pytest.param(Fault(match="/app/2/details", kind="stall", seconds=3, times=1), 2, id="stall"),
     pytest.param(Fault(match="/app/2/details", kind="echo_secret", status=502, times=1), 2, id="echoed-secret-502"),
+    pytest.param(Fault(match="/app/2/details", kind="body", body=MAINTENANCE, content_type="text/html", times=1), 2, id="html-200-once"),
+    pytest.param(Fault(match="/app/2/details", kind="body", body=MAINTENANCE, content_type="text/html", times=2), 3, id="html-200-twice"),
 ]
 
 
@@ -65,7 +68,7 @@ PERMANENT = [
     pytest.param(Fault(match="/app/2/details", kind="status", status=403), "HTTP 403", 1, id="403"),
     pytest.param(Fault(match="/app/2/details", kind="status", status=404), "HTTP 404", 1, id="404"),
     pytest.param(Fault(match="/app/2/details", kind="status", status=503), "HTTP 503", 3, id="503-forever"),
-    pytest.param(Fault(match="/app/2/details", kind="body", body=b"<html>oops</html>", content_type="text/html"), "not JSON", 1, id="html-200"),
+    pytest.param(Fault(match="/app/2/details", kind="body", body=MAINTENANCE, content_type="text/html"), "not JSON", 3, id="html-200-forever"),
     pytest.param(Fault(match="/app/2/details", kind="body", body=b'{"code": 403, "error": "not in subscription"}'), "code 403", 1, id="error-envelope-200"),
     pytest.param(Fault(match="/app/2/details", kind="deep_json", depth=10_000), "nested too deeply", 1, id="deep-json"),
     pytest.param(Fault(match="/app/2/details", kind="stall", seconds=5), "timed out", 3, id="stall-forever"),
@@ -141,3 +144,24 @@ def test_daily_quota_stops_new_units_and_exits_1(tmp_path: Path, emulator) -> No
     assert statuses == ["landed"] * 5 + ["not_attempted"] * 3
     assert "daily request quota" in result.stdout
 
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        pytest.param(MAINTENANCE, "text/html", id="html-200"),
+        pytest.param(b'{"code": 200, "data": {}}', "application/json", id="no-urls"),
+    ],
+)
+def test_a_listing_answered_once_with_a_transient_body_is_retried_and_the_lake_completes(
+    tmp_path: Path, emulator, body: bytes, content_type: str
+) -> None:
+    emulator.config.faults = [Fault(match="get-bulk-urls", kind="body", body=body, content_type=content_type, times=1)]
+    job = write_job(tmp_path, emulator, [bulk_endpoint("app_downloads")])
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lake = tmp_path / "lake"
+    assert lake_objects(lake) == expected_bulk(emulator, "app_downloads", DATE, DATE)
+    listing = next(u for u in records(lake)[-1]["units"] if u["kind"] == "listing")
+    assert listing["attempts"] == 2
+    assert emulator.stats.count(path_contains="get-bulk-urls") == 2

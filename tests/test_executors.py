@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from pathlib import Path
 
@@ -74,15 +75,13 @@ def test_cluster_semaphores_mirror_the_local_windows(job) -> None:
     assert windows(job.sources[0]) == [(5, 1.0), (30, 60.0)]
     assert [(calls, seconds) for _name, calls, seconds in limits.windows] == windows(job.sources[0])
     names = [name for name, _leases, _timeout in limits.semaphores()]
-    assert names == [
-        "apilake-20261126T000000.000000Z-abcdef-dataai-per-day",
+    assert names == [  # the daily quota is not a semaphore: it is the ledger in the destination
         "apilake-20261126T000000.000000Z-abcdef-dataai-per-1s",
         "apilake-20261126T000000.000000Z-abcdef-dataai-per-60s",
     ]
     timeouts = [timeout for _name, _leases, timeout in limits.semaphores()]
-    assert timeouts[0] is None  # a request of the daily quota is never given back
     # a lease is held a whole window (plus a margin), and the scheduler never drops it earlier
-    for (_name, _calls, seconds), timeout in zip(limits.windows, timeouts[1:]):
+    for (_name, _calls, seconds), timeout in zip(limits.windows, timeouts):
         assert seconds + 0.2 < hold_seconds(seconds) < seconds * 1.02 + 0.3
         assert timeout == hold_seconds(seconds) + LEASE_SLACK_S
     assert list(source_limits("R", job.sources[1]).semaphores()) == []  # no limits, no semaphores
@@ -92,6 +91,12 @@ def test_local_executor_keeps_a_budget_per_source(job, tmp_path: Path) -> None:
     from apilake.destinations import open_destination
     from apilake.redact import Redactor
 
-    executor = LocalExecutor(job, open_destination(str(tmp_path)), Redactor(job.secrets()), force=False, on_result=lambda r: None)
-    assert not executor.spent("dataai") and not executor.spent("other")
-    assert isinstance(executor._budgets["dataai"], RequestBudget) and executor._budgets["dataai"].per_day == 1000
+    async def budgets() -> dict[str, RequestBudget]:
+        executor = LocalExecutor(job, open_destination(str(tmp_path)), Redactor(job.secrets()), force=False, on_result=lambda r: None)
+        async with executor:
+            assert not executor.spent("dataai") and not executor.spent("other")
+            return dict(executor._budgets)
+
+    found = asyncio.run(budgets())
+    assert found["dataai"].quota is not None and found["dataai"].quota.per_day == 1000  # type: ignore[attr-defined]
+    assert found["other"].quota is None

@@ -185,3 +185,21 @@ def test_status_text_does_not_count_dates_not_yet_due_as_there() -> None:
     text = render(report, runs=5, job_path="job.yaml", timezone="UTC")
     assert "none: all 1 expected unit(s) are in the destination (1 not yet due)" in text
     assert [c.state for c in cells] == ["landed", "not yet due"]
+
+
+def test_landed_sizes_take_the_latest_landing_of_the_run_s_units_only() -> None:
+    from apilake.record import landed_sizes
+
+    def unit(unit_id: str, status: str, key: str, size: int) -> dict:
+        return {"unit": unit_id, "status": status, "objects": [{"key": key, "bytes": size}]}
+
+    listing = "dataai/bulk/2026-11-25"
+    records = [
+        {"units": [unit("dataai/a/2026-11-25", "landed", "a.json", 10), unit(f"{listing}/metrics/x.csv.gz", "landed", "x.csv.gz", 7)]},
+        {"units": [unit("dataai/a/2026-11-25", "landed", "a.json", 12),  # a later landing wins
+                   unit("dataai/a/2026-11-25", "skipped", "a.json", 99),  # a skip only saw what was there
+                   unit("dataai/b/2026-11-25", "landed", "b.json", 5)]},
+    ]
+    assert landed_sizes(records) == {"a.json": 12, "x.csv.gz": 7, "b.json": 5}
+    assert landed_sizes(records, {"dataai/a/2026-11-25", listing}) == {"a.json": 12, "x.csv.gz": 7}
+    assert landed_sizes(records, {"dataai/a/2026-11"}) == {}  # a prefix of an id is not the unit

@@ -96,11 +96,17 @@ class Source(_Model):
     requests_per_second: int | None = Field(None, ge=1)
     requests_per_minute: int | None = Field(None, ge=1)
     requests_per_day: int | None = Field(None, ge=1)
+    quota_timezone: str = "UTC"  # the zone whose midnight starts the vendor's quota day
     concurrency: int = Field(4, ge=1, le=256)
     retry: Retry = Retry()
     timeouts: Timeouts = Timeouts()
     max_json_mb: float = Field(256, gt=0)
     endpoints: list[Endpoint] = Field(min_length=1)
+
+    @field_validator("quota_timezone")
+    @classmethod
+    def _quota_zone(cls, name: str) -> str:
+        return _check_zone(name)
 
     @field_validator("endpoints")
     @classmethod
@@ -145,6 +151,21 @@ class Notify(_Model):
         return raw
 
 
+class LeaseOptions(_Model):
+    """The lease a run holds on an S3 destination: renewed every `renew_seconds`; a holder silent
+    for `expiry_seconds` is taken to be dead and its lease may be taken over."""
+
+    mode: Literal["auto", "always"] = "auto"  # auto: S3 and folders on network file systems
+    expiry_seconds: float = Field(60.0, ge=1)
+    renew_seconds: float = Field(15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _renew_within_expiry(self) -> LeaseOptions:
+        if self.renew_seconds * 2 > self.expiry_seconds:
+            raise ValueError("renew_seconds: renew at least twice per expiry_seconds, or one slow renewal loses the lease")
+        return self
+
+
 class Job(_Model):
     timezone: str = "UTC"
     destination: str = "./lake"
@@ -155,17 +176,15 @@ class Job(_Model):
     scheduler_address: str | None = None
     s3: S3Options = S3Options()
     notify: Notify | None = None
+    lease: LeaseOptions = LeaseOptions()
+    quota_ledger: str | None = None  # where requests_per_day is counted (default: the destination)
     sources: list[Source] = Field(min_length=1)
     _env_secrets: tuple[str, ...] = PrivateAttr(default=())
 
     @field_validator("timezone")
     @classmethod
     def _zone(cls, name: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Seoul or UTC)") from None
-        return name
+        return _check_zone(name)
 
     @field_validator("schedule")
     @classmethod
@@ -199,6 +218,14 @@ class Job(_Model):
         found = [secret for source in self.sources for secret in source.secrets()] + list(self._env_secrets)
         found += self.notify.urls if self.notify else []  # an Apprise URL carries its service's credentials
         return list(dict.fromkeys(found))
+
+
+def _check_zone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Asia/Seoul or UTC)") from None
+    return name
 
 
 def _check_unique(names: list[str], what: str) -> None:

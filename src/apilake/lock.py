@@ -25,7 +25,9 @@ def lock_path(job_path: str, destination: str) -> Path:
 
 
 @contextmanager
-def run_lock(job_path: str, destination: str) -> Iterator[None]:
+def run_lock(job_path: str, destination: str) -> Iterator[Path]:
+    """Hold the job's lock for the block; yields the lock file (run records name it, so
+    `apilake status` can tell a live run from one whose process died)."""
     path = lock_path(job_path, destination)
     path.parent.mkdir(parents=True, exist_ok=True)
     holder = path.with_suffix(".holder")
@@ -40,6 +42,19 @@ def run_lock(job_path: str, destination: str) -> Iterator[None]:
         ) from None
     try:
         holder.write_text(f"pid {os.getpid()}")
-        yield
+        yield path
     finally:
         lock.release()
+
+
+def lock_is_free(path: str) -> bool:
+    """Whether no process on this host holds the lock file `path` (it is taken and let go at once)."""
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return False
+    except OSError:
+        return True  # gone with its folder (a reboot cleaned /tmp): nobody holds it
+    lock.release()
+    return True

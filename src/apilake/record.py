@@ -6,11 +6,12 @@ One JSON document per run under `_apilake/runs/<run id>.json`. It is the evidenc
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -147,7 +148,10 @@ def record_document(
     status: str,
     results: list[UnitResult],
     version: str,
+    holder: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The record; `holder` (host, pid, lock file, lease key) lets `apilake status` tell a live
+    run from an abandoned one."""
     counts: dict[str, int] = {}
     for result in results:
         counts[result.status] = counts.get(result.status, 0) + 1
@@ -160,6 +164,7 @@ def record_document(
         "started": started.isoformat(),
         "finished": finished.isoformat() if finished else None,
         "status": status,
+        "holder": holder,
         "counts": counts,
         "units": [asdict(r) for r in results],
     }
@@ -178,14 +183,11 @@ def entry_retries(entry: dict[str, Any]) -> int:
     return max(entry.get("attempts", 0) - 1, 0)
 
 
-READS_IN_FLIGHT = 16
 RecordCache = dict[tuple[str, int], dict[str, Any]]  # (key, size) → a finished record, which never changes
 
 
 def on_destination(url: str, s3: Any, work: Callable[[Destination], Awaitable[T]]) -> T:
     """`work` on the destination at `url`, opened and closed here: for synchronous readers."""
-    import asyncio
-
     from apilake.destinations import open_destination
 
     async def go() -> T:
@@ -219,31 +221,52 @@ def load_record(url: str, s3: Any, run_id: str) -> dict[str, Any] | None:
 async def read_records(dest: Destination, cache: RecordCache | None = None) -> list[dict[str, Any]]:
     """Every run record in the destination, oldest first; unreadable ones are skipped.
 
-    Records are read `READS_IN_FLIGHT` at a time (an object store answers each GET in tens of
-    milliseconds). With a `cache` (kept by a long-running reader: the dashboard, the scheduler),
-    finished records are read once; the dicts returned are shared with it and must not be changed.
+    Read 16 at a time: every run reads them all (for the skip check's sizes), and a lake of a
+    year of daily runs holds hundreds. With a `cache` (kept by a long-running reader: the
+    dashboard, the scheduler), finished records are read once; the dicts returned are shared
+    with it and must not be changed.
     """
-    import asyncio
+    infos = [info async for info in dest.list(RECORDS_PREFIX) if info.key.endswith(".json")]
+    slots = asyncio.Semaphore(16)
 
-    records: list[dict[str, Any]] = []
-    slots = asyncio.Semaphore(READS_IN_FLIGHT)
-
-    async def read(key: str, size: int) -> None:
+    async def read(key: str, size: int) -> dict[str, Any] | None:
+        if cache is not None and (known := cache.get((key, size))) is not None:
+            return known
         async with slots:
             try:
                 record = json.loads(await dest.read(key))
             except (ValueError, OSError):
-                return
-        if cache is not None and isinstance(record, dict) and record.get("finished"):
+                return None
+        if not isinstance(record, dict):
+            return None
+        if cache is not None and record.get("finished"):
             cache[key, size] = record
-        records.append(record)
+        return record
 
-    async with asyncio.TaskGroup() as group:
-        async for info in dest.list(RECORDS_PREFIX):
-            if not info.key.endswith(".json"):
-                continue
-            if cache is not None and (known := cache.get((info.key, info.size))) is not None:
-                records.append(known)
-                continue
-            group.create_task(read(info.key, info.size))
+    records = [r for r in await asyncio.gather(*(read(i.key, i.size) for i in infos)) if r is not None]
     return sorted(records, key=lambda r: r.get("run_id", ""))
+
+
+def landed_sizes(records: list[dict[str, Any]], units: Collection[str] | None = None) -> dict[str, int]:
+    """Bytes of each key as last landed, by the run records (oldest first: later runs win); with
+    `units`, only keys those unit ids (and the files of those listings) landed.
+
+    An object of another size under the key was changed after it landed (or the store altered
+    it): the skip check and `apilake status` treat it as not landed.
+    """
+    sizes: dict[str, int] = {}
+    for record in records:
+        for unit in record.get("units") or []:
+            if units is not None and not _owned(str(unit.get("unit", "")), units):
+                continue
+            if unit.get("status") == "landed":
+                for obj in unit.get("objects") or []:
+                    if isinstance(obj, dict) and isinstance(obj.get("bytes"), int):
+                        sizes[obj["key"]] = obj["bytes"]
+    return sizes
+
+
+def _owned(unit_id: str, units: Collection[str]) -> bool:
+    """Whether a recorded unit is one of `units` or a file of one of their listings (`<listing id>/<path>`)."""
+    parts = unit_id.split("/")
+    return any("/".join(parts[:i]) in units for i in range(3, len(parts) + 1))

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from apilake import __version__, logs
 from apilake.destinations import Destination, open_destination
@@ -21,6 +24,7 @@ from apilake.errors import InterruptedRun
 from apilake.executors import ExecutorFactory, LocalExecutor, OnResult, executor_factory
 from apilake.executors.work import unit_kind
 from apilake.jobfile import Job
+from apilake.lease import Lease, lease_key
 from apilake.lock import run_lock
 from apilake.plan import Unit
 from apilake.record import DID_NOT_LAND, UnitResult, new_run_id, record_document, record_key, run_status, write_record
@@ -70,8 +74,11 @@ def run_job(
     """
     factory = executor_factory(job, executor, scheduler)
     dest = open_destination(destination or job.destination, job.s3)
-    with run_lock(job_path, dest.url):
-        return asyncio.run(_run(job, units, dest, job_path, dates, force, on_result or (lambda r: None), now, factory))
+    with run_lock(job_path, dest.url) as lock:
+        holder = {"host": socket.gethostname(), "pid": os.getpid(), "lock": str(lock), "lease": None}
+        if dest.needs_lease or job.lease.mode == "always":
+            holder["lease"] = lease_key(job_path)
+        return asyncio.run(_run(job, units, dest, job_path, dates, force, on_result or (lambda r: None), now, factory, holder))
 
 
 async def _run(
@@ -84,6 +91,7 @@ async def _run(
     on_result: OnResult,
     now: Callable[[], dt.datetime],
     factory: ExecutorFactory,
+    holder: dict[str, Any],
 ) -> RunReport:
     redact = Redactor(job.secrets())
     started = now()
@@ -91,7 +99,11 @@ async def _run(
     logs.run_id.set(report.run_id)
     log.info("run %s: %d units into %s", report.run_id, len(units), dest.url)
 
+    stopped: list[str] = []  # why the run stopped early (a signal, a lost lease), for the units it left
+
     def collect(result: UnitResult) -> None:
+        if result.status == "interrupted" and result.error is None:
+            result.error = stopped[0] if stopped else "not finished"
         report.results.append(result)
         level = logging.WARNING if result.status == "failed" else logging.DEBUG
         log.log(level, "%s %s%s", result.status, result.unit, f": {result.error}" if result.error else "")
@@ -108,22 +120,37 @@ async def _run(
             status=status,
             results=report.results,
             version=__version__,
+            holder=holder,
         )
 
     loop = asyncio.get_running_loop()
-    stopped: list[str] = []
     work: list[asyncio.Future[None]] = []  # the units' work: the one thing a signal cancels
+    signalled = False
 
-    def interrupt(signum: int) -> None:
-        stopped.append(signal.Signals(signum).name)
-        log.warning("%s received: stopping; in-flight transfers are discarded", stopped[-1])
+    def stop(reason: str) -> None:
+        stopped.append(reason)
         for future in work:
             future.cancel()  # records are still written: they say what landed and what did not
 
+    def interrupt(signum: int) -> None:
+        nonlocal signalled
+        signalled = True
+        log.warning("%s received: stopping; in-flight transfers are discarded", signal.Signals(signum).name)
+        stop(f"run interrupted by {signal.Signals(signum).name}")
+
+    def lease_lost(reason: str) -> None:
+        log.error("%s: stopping; no new unit starts and in-flight transfers are discarded", reason)
+        stop(f"run stopped: {reason}")
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt, signum)
+    lease = Lease(dest, job_path, report.run_id, job.lease, lock=holder["lock"]) if holder["lease"] else None
+    heartbeat: asyncio.Task[None] | None = None
     try:
         await dest.check()
+        if lease is not None:
+            await lease.acquire()
+            heartbeat = asyncio.create_task(lease.hold(lease_lost))
         executor = factory(job, dest, redact, force=force, on_result=collect, run_id=report.run_id)
         async with executor:  # connects first (dask): an unreachable cluster leaves no record behind
             await write_record(dest, document("running", None))
@@ -138,14 +165,20 @@ async def _run(
         for unit in units:
             if unit.id not in finished_units:
                 kind = unit_kind(unit)
-                reason = f"run interrupted by {stopped[0]}" if stopped else "not finished"
+                reason = stopped[0] if stopped else "not finished"
                 collect(
                     UnitResult(unit.id, unit.source, unit.endpoint, unit.date, kind, "interrupted", url=redact(unit.request_url), error=reason)
                 )
-        report.status = run_status(report.results, interrupted=bool(stopped))
+        report.status = run_status(report.results, interrupted=signalled)
+        if stopped and not signalled:
+            report.status = "failed"  # the lease was lost: not a clean run, and not a user's interrupt
         await write_record(dest, document(report.status, now()))
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        if heartbeat is not None:
+            heartbeat.cancel()
+        if lease is not None:
+            await lease.release()
         await dest.close()
     return report

@@ -12,14 +12,20 @@ job file, the endpoints, matrix combinations and lags are inferred from the run 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import posixpath
+import socket
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from apilake.destinations import Destination
+from apilake.fetch.quota import ledger_store, quota_use
 from apilake.jobfile import Job
-from apilake.record import DID_NOT_LAND, RecordCache, entry_bytes, entry_retries, on_destination, read_records
+from apilake.lease import is_live
+from apilake.lease import parse as parse_lease
+from apilake.lock import lock_is_free
+from apilake.record import DID_NOT_LAND, RecordCache, entry_bytes, entry_retries, landed_sizes, on_destination, read_records
 
 OK = ("landed", "skipped")
 
@@ -128,28 +134,34 @@ class Evidence:
         return self.listing_files.get(unit_id)
 
 
-async def existing(dest: Destination, keys: Iterable[str]) -> set[str]:
-    """Which of `keys` exist, with one listing per folder rather than one request per key."""
+async def existing(dest: Destination, keys: Iterable[str], sizes: Mapping[str, int] = {}) -> set[str]:
+    """Which of `keys` exist (at the size in `sizes`, where known), with one listing per folder
+    rather than one request per key."""
     folders: dict[str, set[str]] = {}
     for key in keys:
         folders.setdefault(posixpath.dirname(key), set()).add(key)
     found: set[str] = set()
+
+    def keep(key: str, size: int) -> None:
+        if sizes.get(key, size) == size:  # another size: changed or damaged since it landed
+            found.add(key)
+
     for folder, wanted in folders.items():
         if not folder or len(wanted) == 1:
             for key in wanted:
-                if await dest.stat(key) is not None:
-                    found.add(key)
+                if (info := await dest.stat(key)) is not None:
+                    keep(key, info.size)
             continue
         async for info in dest.list(folder + "/"):
             if info.key in wanted:
-                found.add(info.key)
+                keep(info.key, info.size)
     return found
 
 
-async def present_units(dest: Destination, candidates: Mapping[str, list[str] | None]) -> set[str]:
+async def present_units(dest: Destination, candidates: Mapping[str, list[str] | None], sizes: Mapping[str, int] = {}) -> set[str]:
     """Units whose required keys all exist (`None`: not present whatever the destination holds)."""
     keys = {k for ks in candidates.values() if ks for k in ks}
-    there = await existing(dest, keys)
+    there = await existing(dest, keys, sizes)
     return {unit for unit, ks in candidates.items() if ks and all(k in there for k in ks)}
 
 
@@ -251,10 +263,43 @@ class StatusReport:
     expected: dict[tuple[str, str], set[str]]
     gaps: list[Gap]
     cells: list[Cell] = field(default_factory=list)
+    quota: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (source, day, {used, limit})
 
     @property
     def exit_code(self) -> int:
         return 1 if self.gaps else 0
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def run_state(dest: Destination, record: dict[str, Any]) -> str:
+    """A record's status, with `running` told apart from `abandoned` (its process died).
+
+    A run holds its lease (S3) or its OS lock (this host) while it lives: when that is free, or
+    the lease names another run, nobody is finishing the record any more.
+    """
+    status = str(record.get("status", "?"))
+    holder = record.get("holder") or {}
+    if status != "running" or record.get("finished") or not holder:
+        return status
+    if holder.get("lease"):
+        found = await dest.read_versioned(holder["lease"])
+        doc = parse_lease(found.data) if found else None
+        alive = doc is not None and doc.get("run_id") == record.get("run_id") and is_live(doc, dt.datetime.now(dt.timezone.utc))
+        return "running" if alive else "abandoned"
+    if holder.get("host") == socket.gethostname() and holder.get("lock"):
+        return "abandoned" if lock_is_free(holder["lock"]) or not _pid_alive(holder.get("pid")) else "running"
+    return status  # a lock on another host: only that host can tell
 
 
 async def build_report(
@@ -262,7 +307,7 @@ async def build_report(
 ) -> StatusReport:
     """Read the destination's evidence for `run_dates`; dates after `last_due` are not gaps yet."""
     last_due = last_due or max(run_dates)
-    records = await read_records(dest, cache)
+    records = [{**r, "status": await run_state(dest, r)} for r in await read_records(dest, cache)]
     evidence = Evidence(records)
     if job is not None:
         expected, planned = expected_from_job(job, run_dates)
@@ -278,9 +323,15 @@ async def build_report(
             for units in expected.values()
             for unit_id in units
         }
-    present = await present_units(dest, candidates)
+    present = await present_units(dest, candidates, landed_sizes(records))
+    store = ledger_store(job, dest) if job is not None else dest
+    try:
+        quota = await quota_use(store, job.sources if job is not None else None)
+    finally:
+        if store is not dest:
+            await store.close()
     due = {key: units for key, units in expected.items() if dt.date.fromisoformat(key[1]) <= last_due}
-    return StatusReport(dest.url, records, run_dates, expected, find_gaps(due, present), cells(expected, present, evidence, last_due))
+    return StatusReport(dest.url, records, run_dates, expected, find_gaps(due, present), cells(expected, present, evidence, last_due), quota)
 
 
 def inspect(
@@ -364,7 +415,7 @@ def run_rows(records: list[dict[str, Any]], n: int) -> list[list[str]]:
                 str(run.counts.get("failed", 0)),
                 str(run.not_run),
                 f"{run.started.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}" if run.started else "-",
-                "running" if run.seconds is None else f"{run.seconds:.1f}s",
+                "-" if run.seconds is None else f"{run.seconds:.1f}s",
             ]
         )
     return rows
@@ -386,8 +437,12 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
         for record in shown:
             problems = [u for u in record.get("units") or [] if u.get("status") in DID_NOT_LAND]
             out.append("")
+            if record.get("status") == "abandoned":
+                out.append(f"run {record.get('run_id')} was abandoned: its process died before it finished "
+                           "(its lock or lease is free); a rerun lands what it did not")
+                continue
             if record.get("status") == "running" and not record.get("finished"):
-                out.append(f"run {record.get('run_id')} is still running (or was killed before it finished)")
+                out.append(f"run {record.get('run_id')} is still running")
                 continue
             out.append(f"failures of run {record.get('run_id')}: {len(problems) or 'none'}")
             for unit in problems[:limit]:
@@ -418,4 +473,9 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
                 out.append(f"      ... and {len(gap.missing) - limit} more")
     if report.gaps and job_path:
         out += ["", "to fill them:"] + [f"  {c}" for c in fill_commands(report.gaps, job_path)]
+    if report.quota:
+        out += ["", "daily request quotas today (counted per credential across runs):"]
+        for name, day, use in report.quota:
+            limit = f" of {use['limit']}" if use.get("limit") else ""
+            out.append(f"  {name}: {use.get('used', 0)}{limit} requests used or reserved (quota day {day})")
     return "\n".join(out)

@@ -13,10 +13,13 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from apilake.errors import DestinationError
+
 if TYPE_CHECKING:
     from apilake.jobfile import S3Options
 
 RECORDS_PREFIX = "_apilake/runs/"
+OWN_PREFIX = "_apilake/"  # apilake's own objects: run records, leases, quota ledgers
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +27,14 @@ class ObjectInfo:
     key: str
     size: int
     sha256: str | None = None  # when the store keeps it (S3 metadata); else the run records tell
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A small object and the version it was read at (an ETag on S3), for compare-and-swap."""
+
+    data: bytes
+    version: str
 
 
 class Writer(Protocol):
@@ -34,6 +45,9 @@ class Destination(abc.ABC):
     """A store of objects addressed by `/`-separated keys relative to the destination's root."""
 
     url: str
+    #: Whether runs need a lease object here (`apilake.lease`): the OS file lock of one host
+    #: cannot see runs on other hosts writing to the same store.
+    needs_lease: bool = False
 
     @abc.abstractmethod
     def open_write(self, key: str, *, size_hint: int | None = None) -> AbstractAsyncContextManager[Writer]:
@@ -53,14 +67,44 @@ class Destination(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, key: str) -> None:
-        """Remove one object; only for pages a shorter refetch left behind (see `fetch.json`)."""
+        """Remove one object: pages a shorter refetch left behind (see `fetch.json`), or an object
+        the store did not keep as sent (`verify`)."""
+
+    @abc.abstractmethod
+    async def read_versioned(self, key: str) -> Versioned | None:
+        """A small object of apilake's own (lease, quota ledger) with its version, or None."""
+
+    @abc.abstractmethod
+    async def put_if(self, key: str, data: bytes, *, version: str | None) -> str | None:
+        """Compare-and-swap a small object: create it if `version` is None and it does not exist,
+        else replace it if it is still at `version`. The new version, or None if another writer
+        got there first (read it again and decide anew)."""
 
     async def check(self) -> None:
         """Fail early with `DestinationError` if the destination cannot be written at all."""
 
+    #: What to tell the user when the store keeps other bytes than it was sent.
+    altered_hint = "Check the store."
+
+    async def verify(self, key: str, *, size: int, sha256: str | None = None) -> None:
+        """After an upload: the store must report the size (and sha256, where it keeps one) that
+        was streamed. Else the object is removed and `DestinationError` raised: a store that
+        alters what it is sent must never leave a damaged object that counts as landed."""
+        kept = await self.stat(key)
+        if kept is not None and kept.size == size and (sha256 is None or kept.sha256 in (None, sha256)):
+            return
+        what = "nothing" if kept is None else f"{kept.size:,} bytes" if kept.size != size else "other bytes (sha256 differs)"
+        if kept is not None:
+            await self.delete(key)
+        raise DestinationError(
+            f"{self.url}: the store kept {what} under {key!r} after {size:,} bytes were sent; the object was removed "
+            f"and the key is not landed. {self.altered_hint}"
+        )
+
     async def put(self, key: str, data: bytes) -> None:
         async with self.open_write(key, size_hint=len(data)) as writer:
             await writer.write(data)
+        await self.verify(key, size=len(data))
 
     async def close(self) -> None:
         """Release connections and threads."""

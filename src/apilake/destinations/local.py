@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -11,10 +12,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from apilake.destinations import Destination, ObjectInfo
+from filelock import FileLock
+
+from apilake.destinations import Destination, ObjectInfo, Versioned
 from apilake.errors import DestinationError
 
 TEMP_MARK = ".apilake-tmp-"
+LOCK_SUFFIX = ".apilake-lock"  # beside an object written by compare-and-swap (`put_if`)
 
 
 _WRITEBACK = 16 << 20  # start writing a file out every this many bytes: the final fsync finds little left
@@ -52,6 +56,8 @@ class LocalDestination(Destination):
         self.root = Path(root).expanduser().absolute()
         self.url = str(self.root)
         self._temps_at_start: dict[Path, set[str]] = {}
+        # On a network file system other hosts write here too, out of sight of this host's lock.
+        self.needs_lease = network_filesystem(self.root, _mounts()) is not None
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -91,6 +97,45 @@ class LocalDestination(Destination):
             temp.unlink(missing_ok=True)
             raise
 
+    altered_hint = "Check the file system or mount under the destination (a failing disk, a filtering driver)."
+
+    async def read_versioned(self, key: str) -> Versioned | None:
+        try:
+            data = await asyncio.to_thread(self._path(key).read_bytes)
+        except FileNotFoundError:
+            return None
+        return Versioned(data, _version(data))
+
+    async def put_if(self, key: str, data: bytes, *, version: str | None) -> str | None:
+        """Compare-and-swap under an OS file lock beside the object (`flock`: local disks; NFS
+        only where its locks work, which is why S3 lakes use the store's conditional writes)."""
+        path = self._path(key)
+
+        def swap() -> str | None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(path.parent / f".{path.name}{LOCK_SUFFIX}"):
+                try:
+                    current: str | None = _version(path.read_bytes())
+                except FileNotFoundError:
+                    current = None
+                if current != version:
+                    return None
+                temp = path.parent / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
+                try:
+                    with open(temp, "xb") as handle:
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    _publish(temp, path)
+                finally:
+                    temp.unlink(missing_ok=True)
+                return _version(data)
+
+        try:
+            return await asyncio.to_thread(swap)
+        except OSError as exc:
+            raise _os_error(exc, key) from None
+
     def _stale_temp_files(self, path: Path) -> list[Path]:
         """Temporary files of `path` that were there before this run wrote into its folder.
 
@@ -119,7 +164,7 @@ class LocalDestination(Destination):
             return
         for folder, _dirs, files in os.walk(base):
             for name in sorted(files):
-                if TEMP_MARK in name:
+                if TEMP_MARK in name or name.endswith(LOCK_SUFFIX):
                     continue
                 path = Path(folder, name)
                 key = path.relative_to(self.root).as_posix()
@@ -129,6 +174,39 @@ class LocalDestination(Destination):
 
     async def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs", "beegfs", "ocfs2", "gfs2"}
+)
+
+
+def network_filesystem(path: Path, mounts: str) -> str | None:
+    """The type of the network file system `path` is on (by its mount table, `/proc/mounts`
+    format), or None for a local one. FUSE mounts of remote stores (sshfs, s3fs) count too."""
+    best, kind = "", ""
+    target = path.resolve().as_posix() if path.exists() else path.as_posix()
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    if kind in NETWORK_FILESYSTEMS or kind.startswith(("fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone")):
+        return kind
+    return None
+
+
+def _mounts() -> str:
+    try:
+        return Path("/proc/mounts").read_text()
+    except OSError:
+        return ""  # not Linux: no mount table to read, the lock alone
+
+
+def _version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def _durable(step: Callable[[], None], key: str) -> None:

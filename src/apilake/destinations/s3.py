@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from apilake.destinations import Destination, ObjectInfo
+from apilake.destinations import Destination, ObjectInfo, Versioned
 from apilake.errors import DestinationError
 
 if TYPE_CHECKING:
@@ -65,6 +65,13 @@ _AUTH_CODES = frozenset(
 )
 _NO_BUCKET_CODES = frozenset({"NoSuchBucket"})
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+# A conditional write lost to another writer: 412, or 409 when two conditional writes race.
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+ALTERED_HINT = (
+    "S3-compatible stores that keep the aws-chunked framing of botocore's default checksums as data do this: "
+    "set AWS_REQUEST_CHECKSUM_CALCULATION=when_required (and AWS_RESPONSE_CHECKSUM_VALIDATION=when_required) "
+    "in the environment of apilake, or fix the store."
+)
 
 
 def part_size(part_number: int, *, part_size_mb: int, size_hint: int | None = None) -> int:
@@ -116,6 +123,7 @@ class S3Destination(Destination):
         self._client_lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._checksum_parts = False
+        self._confirmed: dict[str, tuple[int, str]] = {}  # key → (size, sha256) the store's answer to PutObject vouched for
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -289,6 +297,46 @@ class S3Destination(Destination):
 
     async def delete(self, key: str) -> None:
         await self._call("delete", key, "delete_object", Bucket=self.bucket, Key=self._full_key(key))
+
+    altered_hint = ALTERED_HINT
+    needs_lease = True
+
+    async def verify(self, key: str, *, size: int, sha256: str | None = None) -> None:
+        """A `PutObject` whose answer carried our checksum (or the plain MD5 ETag of our bytes)
+        needs no HEAD: the store has said what it kept. Multipart objects always get one."""
+        confirmed = self._confirmed.pop(key, None)
+        if confirmed is not None and confirmed[0] == size and sha256 in (None, confirmed[1]):
+            return
+        await super().verify(key, size=size, sha256=sha256)
+
+    async def read_versioned(self, key: str) -> Versioned | None:
+        full = self._full_key(key)
+
+        def get() -> Versioned | None:
+            try:
+                found = self.client().get_object(Bucket=self.bucket, Key=full)
+            except Exception as exc:
+                if _is_missing(exc):
+                    return None
+                raise self._error(exc, "read", key) from None
+            return Versioned(found["Body"].read(), found["ETag"])
+
+        return await self._run(get)
+
+    async def put_if(self, key: str, data: bytes, *, version: str | None) -> str | None:
+        """S3 conditional writes: `If-None-Match: *` to create, `If-Match: <ETag>` to replace."""
+        full = self._full_key(key)
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+
+        def put() -> str | None:
+            try:
+                return str(self.client().put_object(Bucket=self.bucket, Key=full, Body=data, **condition)["ETag"])
+            except Exception as exc:
+                if _is_conflict(exc) or (version is not None and _is_missing(exc)):
+                    return None
+                raise self._error(exc, "write", key) from None
+
+        return await self._run(put)
 
     async def close(self) -> None:
         """Wait for calls still running (an abort, say), then drop threads and connections."""
@@ -474,12 +522,15 @@ class S3Writer:
     def _put(self, body: bytearray) -> None:
         dest = self._dest
         digest = hashlib.sha256(body).digest()
-        dest._sync(
+        checksum = base64.b64encode(digest).decode()
+        sent = dest._sync(
             "write", self.key, dest.client().put_object,
             Bucket=dest.bucket, Key=self._full_key, Body=body, ContentLength=len(body),
-            Metadata={SHA256_META: digest.hex()}, ChecksumSHA256=base64.b64encode(digest).decode(),
+            Metadata={SHA256_META: digest.hex()}, ChecksumSHA256=checksum,
         )  # fmt: skip
         self._committed = True
+        if sent.get("ChecksumSHA256") == checksum or sent.get("ETag", "").strip('"') == hashlib.md5(body, usedforsecurity=False).hexdigest():
+            dest._confirmed[self.key] = (len(body), digest.hex())  # the store's answer vouches for the bytes
 
     def _complete(self) -> None:
         dest = self._dest
@@ -526,6 +577,14 @@ class S3Writer:
             "abort the multipart upload of", self.key, dest.client().abort_multipart_upload,
             Bucket=dest.bucket, Key=self._full_key, UploadId=self._upload_id,
         )  # fmt: skip
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code in _CONFLICT_CODES or response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412)
 
 
 def _is_missing(exc: BaseException) -> bool:

@@ -22,7 +22,7 @@ from apilake.executors.work import endpoints, not_attempted, unit_kind
 from apilake.fetch.bulk import FileTransfer
 from apilake.jobfile import Job
 from apilake.plan import Unit
-from apilake.record import UnitResult
+from apilake.record import UnitResult, landed_sizes, read_records
 from apilake.redact import Redactor
 
 OnResult = Callable[[UnitResult], None]
@@ -45,6 +45,7 @@ class Executor(abc.ABC):
         self._sources = {s.name: s for s in job.sources}
         self._source_slots = {s.name: asyncio.Semaphore(s.concurrency) for s in job.sources}
         self._job_slots = asyncio.Semaphore(job.concurrency)
+        self.recorded: dict[str, int] = {}  # key → bytes landed, by the run records (`run` fills it)
 
     async def __aenter__(self) -> Executor:
         return self
@@ -53,6 +54,13 @@ class Executor(abc.ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         return None
+
+    async def _record_sizes(self, units: list[Unit]) -> None:
+        """Fill `recorded`: key → bytes landed there by these units, by the run records. The skip
+        check lands again an object whose size differs. Not needed with `--force`, which lands
+        everything again anyway."""
+        if not self.force:
+            self.recorded.update(landed_sizes(await read_records(self.dest), {u.id for u in units}))
 
     @abc.abstractmethod
     def spent(self, source: str) -> bool:
@@ -67,6 +75,8 @@ class Executor(abc.ABC):
         """Land one listed file; never raises for the file's own failure."""
 
     async def run(self, units: Iterable[Unit]) -> None:
+        units = list(units)
+        await self._record_sizes(units)
         async with asyncio.TaskGroup() as group:
             for unit in units:
                 group.create_task(self._unit(unit, group))
@@ -82,12 +92,19 @@ class Executor(abc.ABC):
         self.on_result(result)
 
     async def _file(self, unit: Unit, transfer: FileTransfer) -> None:
-        async with self._source_slots[unit.source], self._job_slots:
-            if self.spent(unit.source):
-                result = self._not_attempted(unit, "file", transfer.unit, transfer.url)
-            else:
-                result = await self.run_file(unit, transfer)
+        try:
+            async with self._source_slots[unit.source], self._job_slots:
+                if self.spent(unit.source):
+                    result = self._not_attempted(unit, "file", transfer.unit, transfer.url)
+                else:
+                    result = await self.run_file(unit, transfer)
+        except asyncio.CancelledError:
+            # The run stopped (a signal, a lost lease): a listed file that did not land is named
+            # in the record like a planned unit, with the run's reason (`runner`).
+            url = self.redact(transfer.url)
+            self.on_result(UnitResult(transfer.unit, unit.source, unit.endpoint, unit.date, "file", "interrupted", url=url))
+            raise
         self.on_result(result)
 
     def _not_attempted(self, unit: Unit, kind: str, unit_id: str, url: str) -> UnitResult:
-        return not_attempted(unit, kind, unit_id, url, self.redact, self._sources[unit.source].requests_per_day)
+        return not_attempted(unit, kind, unit_id, url, self.redact, self._sources[unit.source])

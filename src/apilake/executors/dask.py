@@ -15,8 +15,9 @@ Limits hold across the cluster:
 - `requests_per_second` / `requests_per_minute`: one `distributed.Semaphore` per window on the
   scheduler with as many leases as calls allowed. Each request takes a lease and gives it
   back one window later, so no window anywhere on the cluster holds more calls than allowed.
-- `requests_per_day`: a semaphore with that many leases that are never given back; a worker
-  that finds none left (without waiting) reports its unit as not attempted, as locally.
+- `requests_per_day`: the source's quota ledger in the destination (`fetch.quota`), as for any
+  run: each worker process reserves small blocks of it and gives back what it did not use when
+  the run ends; a worker that finds the quota spent reports its unit as not attempted.
 
 The semaphores belong to one run (their names hold the run id) and are closed at its end.
 
@@ -52,6 +53,7 @@ from apilake.executors.work import UnitWork, endpoints, failed, unit_kind
 from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.client import SourceClient
 from apilake.fetch.limits import DailyQuotaSpent, windows
+from apilake.fetch.quota import Quotas
 from apilake.jobfile import Job, Source
 from apilake.plan import Unit
 from apilake.record import UnitResult, record_key
@@ -88,17 +90,13 @@ def hold_seconds(window: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class SourceLimits:
-    """Names (on the scheduler) of the semaphores that hold one source's budget in one run."""
+    """Names (on the scheduler) of the semaphores that hold one source's rate windows in one run."""
 
     source: str
-    per_day: int | None
-    daily: str | None
     windows: tuple[tuple[str, int, float], ...]  # (semaphore name, calls, seconds)
 
-    def semaphores(self) -> Iterator[tuple[str, int, float | None]]:
-        """(name, leases, lease timeout on the scheduler; None: never)."""
-        if self.daily is not None and self.per_day is not None:
-            yield self.daily, self.per_day, None
+    def semaphores(self) -> Iterator[tuple[str, int, float]]:
+        """(name, leases, lease timeout on the scheduler)."""
         for name, calls, seconds in self.windows:
             yield name, calls, hold_seconds(seconds) + LEASE_SLACK_S
 
@@ -107,8 +105,6 @@ def source_limits(run_id: str, source: Source) -> SourceLimits:
     prefix = f"apilake-{run_id}-{source.name}"
     return SourceLimits(
         source.name,
-        source.requests_per_day,
-        f"{prefix}-per-day" if source.requests_per_day else None,
         tuple((f"{prefix}-per-{seconds:g}s", calls, seconds) for calls, seconds in windows(source)),
     )
 
@@ -231,6 +227,10 @@ class DaskExecutor(Executor):
     def spent(self, source: str) -> bool:
         return source in self._spent
 
+    def _recorded_size(self, key: str) -> dict[str, int]:
+        """Only the task's own key travels with it, not the whole lake's index."""
+        return {key: self.recorded[key]} if key in self.recorded else {}
+
     async def run_unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
         kind = unit_kind(unit)
         outcome = await self._submit(unit_task, unit, None, kind, unit.id, unit.request_url)
@@ -247,7 +247,7 @@ class DaskExecutor(Executor):
         future = self._client.submit(
             task,
             self._payloads[unit.source],
-            Sealed((unit, transfer)),
+            Sealed((unit, transfer, self._recorded_size(unit.key if transfer is None else transfer.key))),
             key=f"apilake_{kind}-{self.run_id}-{next(self._numbers)}",
             pure=False,
             retries=TASK_RETRIES,
@@ -276,20 +276,23 @@ class DaskExecutor(Executor):
 # the worker side
 
 
-def unit_task(payload: RunPayload, sealed: Sealed[tuple[Unit, None]]) -> TaskOutcome:
+Recorded = dict[str, int]  # the size the run records say landed under the task's key, if any
+
+
+def unit_task(payload: RunPayload, sealed: Sealed[tuple[Unit, None, Recorded]]) -> TaskOutcome:
     """Dask task: one JSON unit, or one bulk listing (whose files come back as metadata)."""
-    unit, _ = sealed.value
-    return _run_task(payload, unit, (unit_kind(unit), unit.id, unit.request_url), lambda work: work.unit(unit))
+    unit, _, recorded = sealed.value
+    return _run_task(payload, unit, (unit_kind(unit), unit.id, unit.request_url), lambda work: work.unit(unit), recorded)
 
 
-def file_task(payload: RunPayload, sealed: Sealed[tuple[Unit, FileTransfer]]) -> TaskOutcome:
+def file_task(payload: RunPayload, sealed: Sealed[tuple[Unit, FileTransfer, Recorded]]) -> TaskOutcome:
     """Dask task: one file of a listing."""
-    unit, transfer = sealed.value
+    unit, transfer, recorded = sealed.value
 
     async def land(work: UnitWork) -> tuple[UnitResult, list[FileTransfer]]:
         return await work.file(unit, transfer), []
 
-    return _run_task(payload, unit, ("file", transfer.unit, transfer.url), land)
+    return _run_task(payload, unit, ("file", transfer.unit, transfer.url), land, recorded)
 
 
 _RUNS: dict[str, _WorkerRun] = {}
@@ -301,6 +304,7 @@ def _run_task(
     unit: Unit,
     what: tuple[str, str, str],
     action: Callable[[UnitWork], Awaitable[tuple[UnitResult, list[FileTransfer]]]],
+    recorded: Recorded,
 ) -> TaskOutcome:
     """Run one unit's work on a short asyncio loop of this task's thread."""
     worker = get_worker()
@@ -311,7 +315,7 @@ def _run_task(
             run = _RUNS[payload.run_id] = _WorkerRun(worker, payload)
     redact = Redactor(payload.job.secrets())
     with _captured_logs(redact, payload.log_level) as lines:
-        result, files = asyncio.run(run.execute(payload, redact, unit, what, action, key))
+        result, files = asyncio.run(run.execute(payload, redact, unit, what, action, key, recorded))
     return TaskOutcome(result, files, lines, worker.address)
 
 
@@ -323,6 +327,7 @@ class _WorkerRun:
         self.loop = worker.loop.asyncio_loop
         self.run_id = payload.run_id
         self.dest = open_destination(payload.dest_url, payload.job.s3)
+        self.quotas = Quotas(payload.job, self.dest)
         self.spent: set[str] = set()
         self._dest_checked = False
         self._semaphores: dict[str, Semaphore] = {}
@@ -337,13 +342,14 @@ class _WorkerRun:
         what: tuple[str, str, str],
         action: Callable[[UnitWork], Awaitable[tuple[UnitResult, list[FileTransfer]]]],
         key: Any,
+        recorded: Recorded,
     ) -> tuple[UnitResult, list[FileTransfer]]:
         kind, unit_id, url = what
         source = payload.source
-        client = SourceClient(source, redact, ClusterBudget(payload.limits, self))
+        client = SourceClient(source, redact, ClusterBudget(source, payload.limits, self))
         try:
             await self._check_destination()
-            work = UnitWork(self.dest, redact, payload.force, endpoints(payload.job), {source.name: client})
+            work = UnitWork(self.dest, redact, payload.force, endpoints(payload.job), {source.name: client}, recorded)
             return await self._unless_cancelled(action(work), key)
         except asyncio.CancelledError:
             return UnitResult(unit_id, unit.source, unit.endpoint, unit.date, kind, "interrupted", error="cancelled"), []  # type: ignore[arg-type]
@@ -395,9 +401,20 @@ class _WorkerRun:
             sem.refresh_leases = False  # leases end by release or by the timeout the client registered
         return sem
 
-    async def take(self, name: str, leases: int, *, wait: bool) -> bool:
-        """Take one lease; without `wait`, only if one is free right now."""
-        return await self._on_worker_loop(lambda: self._semaphore(name, leases).acquire(timeout=None if wait else 0))
+    async def take(self, name: str, leases: int) -> bool:
+        """Take one lease of a rate semaphore, waiting for it."""
+        return await self._on_worker_loop(lambda: self._semaphore(name, leases).acquire())
+
+    async def take_quota(self, source: Source) -> None:
+        """Count one request against the source's daily quota (its ledger), on the worker's loop:
+        the reserved block is the worker's, shared by all of its tasks."""
+
+        async def take() -> None:
+            quota = self.quotas.get(source)  # on the loop: tasks' threads never race to create it
+            if quota is not None:
+                await quota.take()
+
+        await self._on_worker_loop(take)
 
     def give_back_later(self, name: str, delay: float) -> None:
         """Return one lease of `name` after `delay` seconds (on the worker's loop, which outlives the task)."""
@@ -418,6 +435,8 @@ class _WorkerRun:
         for handle in list(self._timers):
             handle.cancel()
         self._timers.clear()
+        with contextlib.suppress(Exception):
+            await self.quotas.close()  # unused reservations go back to the ledger
         for sem in self._semaphores.values():
             if hasattr(sem, "refresh_callback"):
                 sem.refresh_callback.stop()
@@ -431,7 +450,8 @@ class _WorkerRun:
 class ClusterBudget:
     """A source's `Budget` kept on the scheduler, so every worker draws from the same counts."""
 
-    def __init__(self, limits: SourceLimits, run: _WorkerRun) -> None:
+    def __init__(self, source: Source, limits: SourceLimits, run: _WorkerRun) -> None:
+        self.source = source
         self.limits = limits
         self.run = run
 
@@ -442,13 +462,14 @@ class ClusterBudget:
     async def acquire(self) -> None:
         limits = self.limits
         if self.spent:
-            raise DailyQuotaSpent.of(limits.source, limits.per_day)
-        if limits.daily is not None and limits.per_day is not None:
-            if not await self.run.take(limits.daily, limits.per_day, wait=False):
-                self.run.spent.add(limits.source)
-                raise DailyQuotaSpent.of(limits.source, limits.per_day)
+            raise DailyQuotaSpent.of(self.source)
+        try:
+            await self.run.take_quota(self.source)
+        except DailyQuotaSpent:
+            self.run.spent.add(limits.source)
+            raise
         for name, calls, _seconds in limits.windows:
-            await self.run.take(name, calls, wait=True)
+            await self.run.take(name, calls)
         # Counted from when every lease is held, i.e. just before the request goes out.
         for name, _calls, seconds in limits.windows:
             self.run.give_back_later(name, hold_seconds(seconds))

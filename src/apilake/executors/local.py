@@ -11,6 +11,7 @@ from apilake.executors.work import UnitWork
 from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.client import SourceClient
 from apilake.fetch.limits import RequestBudget
+from apilake.fetch.quota import Quotas
 from apilake.jobfile import Job
 from apilake.plan import Unit
 from apilake.record import UnitResult
@@ -22,17 +23,19 @@ class LocalExecutor(Executor):
 
     def __init__(self, job: Job, dest: Destination, redact: Redactor, *, force: bool, on_result: OnResult) -> None:
         super().__init__(job, dest, redact, force=force, on_result=on_result)
-        self._budgets = {s.name: RequestBudget(s) for s in job.sources}
+        self._budgets: dict[str, RequestBudget] = {}
         self._stack = AsyncExitStack()
         self._work: UnitWork | None = None
 
     async def __aenter__(self) -> LocalExecutor:
+        quotas = await self._stack.enter_async_context(Quotas(self.job, self.dest))
+        self._budgets = {s.name: RequestBudget(s, quotas.get(s)) for s in self.job.sources}
         clients = {}
         for source in self.job.sources:
             client = SourceClient(source, self.redact, self._budgets[source.name])
             self._stack.push_async_callback(client.close)
             clients[source.name] = client
-        self._work = UnitWork(self.dest, self.redact, self.force, self._endpoints, clients)
+        self._work = UnitWork(self.dest, self.redact, self.force, self._endpoints, clients, self.recorded)
         return self
 
     async def __aexit__(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apilake.destinations import Destination
 from apilake.errors import DestinationError, TransferError
@@ -17,7 +17,7 @@ from apilake.fetch.bulk import FileTransfer, fetch_listing, transfer_file
 from apilake.fetch.client import SourceClient
 from apilake.fetch.json import fetch_json_unit
 from apilake.fetch.limits import DailyQuotaSpent
-from apilake.jobfile import Endpoint, Job
+from apilake.jobfile import Endpoint, Job, Source
 from apilake.plan import Unit
 from apilake.record import UnitResult, observed
 from apilake.redact import Redactor
@@ -52,12 +52,12 @@ def failed(unit: Unit, kind: str, unit_id: str, exc: BaseException, url: str, re
     )
 
 
-def not_attempted(unit: Unit, kind: str, unit_id: str, url: str, redact: Redactor, per_day: int | None) -> UnitResult:
+def not_attempted(unit: Unit, kind: str, unit_id: str, url: str, redact: Redactor, source: Source) -> UnitResult:
     """The result of a unit that never started because its source's daily quota is spent."""
     return UnitResult(
         unit_id, unit.source, unit.endpoint, unit.date, kind, "not_attempted",  # type: ignore[arg-type]
         url=redact(url),
-        error=f"not attempted: {DailyQuotaSpent.of(unit.source, per_day)}",
+        error=f"not attempted: {DailyQuotaSpent.of(source)}",
     )
 
 
@@ -70,23 +70,24 @@ class UnitWork:
     force: bool
     endpoints: Mapping[tuple[str, str], Endpoint]
     clients: Mapping[str, SourceClient]
+    recorded: Mapping[str, int] = field(default_factory=dict)  # key → bytes landed, by the run records
 
     def _spent(self, unit: Unit) -> bool:
         return self.clients[unit.source].budget.spent
 
-    def _per_day(self, unit: Unit) -> int | None:
-        return self.clients[unit.source].source.requests_per_day
+    def _source(self, unit: Unit) -> Source:
+        return self.clients[unit.source].source
 
     @observed
     async def unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
         """Land a JSON unit, or fetch a bulk unit's listing: its result and the files it lists."""
         kind = unit_kind(unit)
         if self._spent(unit):
-            return not_attempted(unit, kind, unit.id, unit.request_url, self.redact, self._per_day(unit)), []
+            return not_attempted(unit, kind, unit.id, unit.request_url, self.redact, self._source(unit)), []
         client = self.clients[unit.source]
         try:
             if unit.kind == "json":
-                return await fetch_json_unit(unit, client, self.dest, force=self.force), []
+                return await fetch_json_unit(unit, client, self.dest, force=self.force, recorded=self.recorded), []
             listing = await fetch_listing(unit, self.endpoints[unit.source, unit.endpoint], client)
             return listing.result, listing.files
         except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
@@ -96,8 +97,8 @@ class UnitWork:
     async def file(self, unit: Unit, transfer: FileTransfer) -> UnitResult:
         """Land one file of a listing."""
         if self._spent(unit):
-            return not_attempted(unit, "file", transfer.unit, transfer.url, self.redact, self._per_day(unit))
+            return not_attempted(unit, "file", transfer.unit, transfer.url, self.redact, self._source(unit))
         try:
-            return await transfer_file(unit, transfer, self.clients[unit.source], self.dest, force=self.force)
+            return await transfer_file(unit, transfer, self.clients[unit.source], self.dest, force=self.force, recorded=self.recorded)
         except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
             return failed(unit, "file", transfer.unit, exc, transfer.url, self.redact)

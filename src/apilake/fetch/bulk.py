@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,10 +54,15 @@ def dig(doc: Any, path: str) -> Any:
 async def fetch_listing(unit: Unit, endpoint: Endpoint, client: SourceClient) -> Listing:
     """GET the listing and choose its files; the listing's facts go into the run record."""
     started = time.monotonic()
-    status, body, doc, attempts = await get_json(client, unit.request_url, f"{unit.id} listing")
+
+    def has_urls(doc: Any) -> None:
+        urls = dig(doc, endpoint.urls)
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            message = f"{unit.id}: the listing has no list of URLs at {endpoint.urls!r} (set `urls:` on the endpoint)"
+            raise TransferError(message, transient=True)  # a half-deployed API answers so for a moment
+
+    status, body, doc, attempts = await get_json(client, unit.request_url, f"{unit.id} listing", expect=has_urls)
     urls = dig(doc, endpoint.urls)
-    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
-        raise TransferError(f"{unit.id}: the listing has no list of URLs at {endpoint.urls!r} (set `urls:` on the endpoint)")
     if not urls:
         raise TransferError(f"{unit.id}: the listing offers no files at {endpoint.urls!r} (published late? see `lag:`)")
     unique = list(dict.fromkeys(urls))
@@ -101,13 +107,14 @@ async def fetch_listing(unit: Unit, endpoint: Endpoint, client: SourceClient) ->
 
 
 async def transfer_file(
-    unit: Unit, transfer: FileTransfer, client: SourceClient, dest: Destination, *, force: bool
+    unit: Unit, transfer: FileTransfer, client: SourceClient, dest: Destination, *, force: bool, recorded: Mapping[str, int] = {}
 ) -> UnitResult:
+    """Stream one file into its key; `recorded` holds the sizes the run records say landed."""
     started = time.monotonic()
     result = UnitResult(
         transfer.unit, unit.source, unit.endpoint, unit.date, "file", "landed", url=client.redact(transfer.url)
     )
-    if await skip_if_landed(dest, transfer.key, result, force=force):
+    if await skip_if_landed(dest, transfer.key, result, force=force, recorded=recorded.get(transfer.key)):
         return result
 
     async def attempt() -> tuple[int, StreamCheck]:
@@ -118,6 +125,7 @@ async def transfer_file(
             async with dest.open_write(transfer.key, size_hint=expected) as writer:
                 # raw: the stored bytes are the served bytes, whatever the Content-Encoding
                 await copy_checked(response.aiter_raw(), check, writer.write)
+            await dest.verify(transfer.key, size=check.size, sha256=check.sha256)  # what the store kept
             return response.status_code, check
 
     (status, check), attempts = await client.retrying(client.source.retry, attempt, what=transfer.unit)

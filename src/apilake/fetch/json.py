@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urljoin
 
@@ -24,11 +25,15 @@ from apilake.record import LandedObject, UnitResult
 MAX_PAGES = 10_000
 
 
-async def get_json(client: SourceClient, url: str, what: str, *, limit: int | None = None) -> tuple[int, bytes, Any, int]:
+async def get_json(
+    client: SourceClient, url: str, what: str, *, limit: int | None = None, expect: Callable[[Any], None] | None = None
+) -> tuple[int, bytes, Any, int]:
     """One JSON document with retries: (status, body, parsed body, attempts).
 
     Reading stops past `limit` bytes (default: the source's `max_json_mb`), so a runaway body
-    fails its unit instead of exhausting memory.
+    fails its unit instead of exhausting memory. `expect` checks the parsed document's shape and
+    raises a (transient) `TransferError` when it is not the answer asked for: a 2xx that is not
+    the expected JSON is usually a proxy's maintenance page, gone on the next try.
     """
     mb = client.source.max_json_mb
     limit = int(mb * 1024 * 1024) if limit is None else limit
@@ -48,21 +53,28 @@ async def get_json(client: SourceClient, url: str, what: str, *, limit: int | No
                         "unit together; raise sources[].max_json_mb if such bodies are expected"
                     )
             check.finish()
-            return response.status_code, bytes(body), parse_body(bytes(body), what, client)
+            doc = parse_body(bytes(body), what, client)
+            if expect is not None:
+                expect(doc)
+            return response.status_code, bytes(body), doc
 
     (status, body, doc), attempts = await client.retrying(client.source.retry, attempt, what=what)
     return status, body, doc, attempts
 
 
 def parse_body(body: bytes, what: str, client: SourceClient) -> Any:
-    """The parsed body, or a `TransferError` for bodies that are not a successful JSON answer."""
+    """The parsed body, or a `TransferError` for bodies that are not a successful JSON answer.
+
+    A 2xx body that is not JSON at all is transient (retried): proxies and load balancers answer
+    maintenance pages with 200. JSON nested too deeply is the vendor's data, and stays wrong.
+    """
     try:
         doc = json.loads(body)
     except RecursionError:
         raise TransferError(f"{what}: JSON is nested too deeply to be data") from None
     except ValueError:
         start = body[:60].decode("utf-8", "replace").replace("\n", " ")
-        raise TransferError(client.redact(f"{what}: body is not JSON (it starts with {start!r})")) from None
+        raise TransferError(client.redact(f"{what}: body is not JSON (it starts with {start!r})"), transient=True) from None
     if isinstance(doc, dict) and "code" in doc and str(doc["code"]) not in ("200", "0"):
         code = doc["code"]
         status = code if isinstance(code, int) else None
@@ -87,12 +99,15 @@ def next_url(unit: Unit, doc: Any, current: str, page: int) -> str | None:
     return None
 
 
-async def fetch_json_unit(unit: Unit, client: SourceClient, dest: Destination, *, force: bool) -> UnitResult:
+async def fetch_json_unit(
+    unit: Unit, client: SourceClient, dest: Destination, *, force: bool, recorded: Mapping[str, int] = {}
+) -> UnitResult:
+    """Fetch every page, then land them; `recorded` holds the sizes the run records say landed."""
     started = time.monotonic()
     result = UnitResult(
         unit.id, unit.source, unit.endpoint, unit.date, "json", "landed", url=client.redact(unit.request_url)
     )
-    if await skip_if_landed(dest, unit.key, result, force=force):
+    if await skip_if_landed(dest, unit.key, result, force=force, recorded=recorded.get(unit.key)):
         return result
     pages: list[tuple[int, bytes, int]] = []
     url: str | None = unit.request_url

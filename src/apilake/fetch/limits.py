@@ -2,9 +2,10 @@
 
 A sliding-window limiter (never more than `requests_per_minute` calls in any 60 s window, nor
 `requests_per_second` in any second, so the vendor has no reason to answer 429) and a daily
-quota that, once spent, stops new work.
+quota that, once spent, stops new work; the daily quota is counted in a ledger shared by every
+run using the same credential (`fetch.quota`).
 
-`Budget` is the whole interface `SourceClient` relies on; `RequestBudget` keeps the counts in
+`Budget` is the whole interface `SourceClient` relies on; `RequestBudget` keeps the windows in
 this process, and the Dask executor has one that keeps them on the cluster's scheduler.
 """
 
@@ -14,16 +15,19 @@ from typing import Protocol
 
 from pyrate_limiter import Duration, Limiter, Rate
 
-from apilake.errors import TransferError
+from apilake.fetch.quota import DailyQuotaSpent
 from apilake.jobfile import Source
 
+__all__ = ["Budget", "DailyQuotaSpent", "Quota", "RequestBudget", "local_rates", "windows"]
 
-class DailyQuotaSpent(TransferError):
-    """The source's `requests_per_day` is used up; the unit was not (fully) attempted."""
 
-    @classmethod
-    def of(cls, source: str, per_day: int | None) -> DailyQuotaSpent:
-        return cls(f"daily request quota of source {source!r} ({per_day} requests_per_day) is spent")
+class Quota(Protocol):
+    """A source's daily quota as a `RequestBudget` uses it (`fetch.quota.DailyQuota`)."""
+
+    @property
+    def spent(self) -> bool: ...
+
+    async def take(self) -> None: ...
 
 
 class Budget(Protocol):
@@ -69,23 +73,23 @@ def local_rates(source: Source) -> list[Rate]:
 
 
 class RequestBudget:
-    """The budget of a source within this process (the local executor)."""
+    """The budget of a source within this process (the local executor): sliding windows here,
+    the daily quota from the source's ledger (`quota`, shared with every other run)."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, quota: Quota | None = None) -> None:
         self.source = source.name
-        self.per_day = source.requests_per_day
-        self.used = 0
+        self.quota = quota
         rates = local_rates(source)
         self._limiter = Limiter(rates) if rates else None
 
     @property
     def spent(self) -> bool:
-        return self.per_day is not None and self.used >= self.per_day
+        return self.quota is not None and self.quota.spent
 
     async def acquire(self) -> None:
-        """Wait for a slot in the sliding windows; refuse once the daily quota is spent."""
-        if self.spent:
-            raise DailyQuotaSpent.of(self.source, self.per_day)
-        self.used += 1
+        """Count the request against the daily quota (raising `DailyQuotaSpent` once it is
+        spent), then wait for a slot in the sliding windows."""
+        if self.quota is not None:
+            await self.quota.take()
         if self._limiter is not None:
             await self._limiter.try_acquire_async(self.source)

@@ -1,0 +1,202 @@
+"""One run at a time per job and destination, across hosts: a lease object in the destination.
+
+The OS file lock (`lock.py`) only sees one host. On S3 the run also holds
+`_apilake/leases/<job>.json`, written only by compare-and-swap (`Destination.put_if`):
+created with `If-None-Match: *`, renewed every `lease.renew_seconds` with `If-Match` on the
+version it last wrote. A holder that stops renewing (killed, partitioned) is dead once its
+`expires` has passed, and the next run takes the lease over with `If-Match` on that stale
+version, so of two runs racing for a dead lease exactly one wins. A run that cannot renew
+before its own expiry, or finds its lease taken, has lost it: the runner stops starting units,
+drops what is in flight and exits 1. Hosts' clocks must agree to well within `expiry_seconds`
+(NTP does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from apilake.destinations import OWN_PREFIX, Destination
+from apilake.errors import DestinationError, RunLockedError
+from apilake.jobfile import LeaseOptions
+from apilake.lock import lock_is_free
+
+log = logging.getLogger("apilake")
+
+LEASES_PREFIX = f"{OWN_PREFIX}leases/"
+#: After creating a lease, read it back this much later: stores whose conditional writes are not
+#: atomic (some S3-compatible ones, moto) could let two creators both succeed; the later write wins
+#: there, and the run that reads back another run's lease steps aside.
+CONFIRM_DELAY_S = 0.2
+
+
+def job_id(job_path: str) -> str:
+    """The lease's name: the job file's name, so the same job started on another host (from its own
+    copy of the file) meets the same lease."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", Path(job_path).stem) or "job"
+
+
+def lease_key(job_path: str) -> str:
+    return f"{LEASES_PREFIX}{job_id(job_path)}.json"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def holder_text(doc: dict[str, Any]) -> str:
+    return f"host {doc.get('host')}, pid {doc.get('pid')}, run {doc.get('run_id')}, since {doc.get('since')}"
+
+
+def is_live(doc: dict[str, Any] | None, now: dt.datetime, *, own_lock: str | None = None) -> bool:
+    """Whether a lease document names a holder that has renewed it within its expiry.
+
+    A holder on this host is also dead as soon as its OS lock is free (the kernel dropped it with
+    the process, even on `kill -9`), so a rerun after a crash need not wait for the expiry; on
+    another host only the expiry can tell.
+    """
+    if not doc or doc.get("released"):
+        return False
+    if doc.get("host") == socket.gethostname() and isinstance(doc.get("lock"), str):
+        if doc["lock"] == own_lock or lock_is_free(doc["lock"]):  # holding its lock, this run outlived it
+            return False
+    try:
+        return dt.datetime.fromisoformat(doc["expires"]) > now
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def parse(data: bytes) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+class Lease:
+    """The lease of one run; `acquire`, then `hold` (the heartbeat) until `release`."""
+
+    def __init__(self, dest: Destination, job_path: str, run_id: str, options: LeaseOptions, *, lock: str) -> None:
+        self.dest = dest
+        self.lock = lock
+        self.job_path = job_path
+        self.key = lease_key(job_path)
+        self.run_id = run_id
+        self.options = options
+        self.since = _now()
+        self._version: str | None = None
+        self._renewed = time.monotonic()
+
+    def _document(self, *, released: bool = False) -> bytes:
+        now = _now()
+        return json.dumps(
+            {
+                "job": job_id(self.job_path),
+                "run_id": self.run_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "lock": self.lock,
+                "since": self.since.isoformat(),
+                "renewed": now.isoformat(),
+                "expires": (now + dt.timedelta(seconds=self.options.expiry_seconds)).isoformat(),
+                "released": released,
+            },
+            indent=1,
+        ).encode()
+
+    def _locked(self, doc: dict[str, Any]) -> RunLockedError:
+        return RunLockedError(
+            f"another run of {self.job_path} into {self.dest.url} holds its lease ({holder_text(doc)}; "
+            f"{self.dest.url.rstrip('/')}/{self.key}); this run did nothing. Wait for it, or stop it first: "
+            f"a holder that stops renewing loses the lease {self.options.expiry_seconds:g} s after its last renewal."
+        )
+
+    async def acquire(self) -> None:
+        """Take the lease, or raise `RunLockedError` naming its live holder."""
+        for _attempt in range(5):
+            found = await self.dest.read_versioned(self.key)
+            doc = parse(found.data) if found else None
+            if found is not None and doc is not None and is_live(doc, _now(), own_lock=self.lock):
+                raise self._locked(doc)
+            if found is not None and doc is not None and doc.get("run_id") != self.run_id and not doc.get("released"):
+                log.warning("taking over the lease of a run that stopped renewing it (%s)", holder_text(doc))
+            started = time.monotonic()
+            version = await self.dest.put_if(self.key, self._document(), version=found.version if found else None)
+            if version is None:
+                continue  # another run wrote first: look again
+            await asyncio.sleep(CONFIRM_DELAY_S)
+            kept = await self.dest.read_versioned(self.key)
+            mine = parse(kept.data) if kept else None
+            if kept is None or mine is None or mine.get("run_id") != self.run_id:
+                if mine is not None and is_live(mine, _now(), own_lock=self.lock):
+                    raise self._locked(mine)
+                continue
+            await self._check_conditional_writes(kept.data)
+            self._version, self._renewed = kept.version, started
+            return
+        raise RunLockedError(f"could not take the lease {self.key} in {self.dest.url}: other runs keep changing it; this run did nothing")
+
+    async def _check_conditional_writes(self, data: bytes) -> None:
+        """Creating the lease again must be refused: a store that ignores `If-None-Match` would
+        let every run hold it (and over-spend quota ledgers). Same bytes, so the version stays."""
+        if await self.dest.put_if(self.key, data, version=None) is not None:
+            raise DestinationError(
+                f"{self.dest.url} ignores conditional writes (If-None-Match: *): apilake needs them to keep runs on "
+                "different hosts apart and to count daily quotas; use a store that supports them (AWS S3 does)"
+            )
+
+    async def hold(self, on_lost: Callable[[str], None]) -> None:
+        """Renew every `renew_seconds` until cancelled; call `on_lost` once if the lease is lost."""
+        while True:
+            await asyncio.sleep(self.options.renew_seconds)
+            started = time.monotonic()
+            try:
+                version = await self._renew()
+            except DestinationError as exc:
+                if time.monotonic() - self._renewed >= self.options.expiry_seconds - self.options.renew_seconds:
+                    on_lost(f"could not renew the lease {self.key} before it expired ({exc})")
+                    return
+                log.warning("could not renew the lease %s (trying again): %s", self.key, exc)
+                continue
+            if version is None:
+                on_lost(f"the lease {self.key} was taken over by another run (this one had not renewed it in time)")
+                return
+            self._version, self._renewed = version, started
+
+    async def _renew(self) -> str | None:
+        """The lease's new version, or None when another run holds it now."""
+        version = await self.dest.put_if(self.key, self._document(), version=self._version)
+        if version is not None:
+            return version
+        kept = await self.dest.read_versioned(self.key)
+        doc = parse(kept.data) if kept else None
+        if kept is None or doc is None or doc.get("run_id") != self.run_id or doc.get("released"):
+            return None
+        return kept.version  # our own renewal landed, but its answer was lost and the write retried
+
+    async def release(self) -> None:
+        """Mark the lease released (compare-and-swap: never another run's lease)."""
+        if self._version is None:
+            return
+        try:
+            await self.dest.put_if(self.key, self._document(released=True), version=self._version)
+        except DestinationError as exc:
+            log.warning("could not release the lease %s (it expires on its own): %s", self.key, exc)
+        self._version = None
+
+
+async def live_lease(dest: Destination, job_path: str) -> dict[str, Any] | None:
+    """The lease document of a job if a live run holds it (for `apilake status`)."""
+    found = await dest.read_versioned(lease_key(job_path))
+    doc = parse(found.data) if found else None
+    return doc if doc is not None and is_live(doc, _now()) else None

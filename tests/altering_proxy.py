@@ -1,0 +1,106 @@
+"""A broken S3-compatible store for tests: an HTTP proxy in front of moto that alters uploads.
+
+It forwards every request to the real (moto) server, but appends junk to the body of each
+upload (`PutObject`, `UploadPart`) whose path contains `match`, as a store does that keeps the
+aws-chunked framing of a request as data. Checksum headers of an altered request are dropped, so
+the store accepts it: the point is a store that says yes and keeps other bytes. With
+`drop_conditions` (and `match` matching nothing) it is instead a store that ignores conditional
+writes.
+
+`with AlteringProxy(moto_url) as url:` runs it on 127.0.0.1 and a free port and stops it after.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from urllib.parse import urlsplit
+
+HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "expect"}
+CHECKSUM_HEADERS = ("content-md5", "x-amz-checksum-", "x-amz-sdk-checksum-", "x-amz-content-sha256", "x-amz-trailer", "x-amz-decoded-content-length")
+
+
+class AlteringProxy:
+    def __init__(
+        self, upstream: str, *, match: str = "/dataai/", junk: bytes = b"0\r\n" * 189 + b"\r\n", drop_conditions: bool = False
+    ) -> None:
+        self.upstream = urlsplit(upstream)
+        self.match = match
+        self.junk = junk  # 569 bytes, like the framing a real store kept
+        self.drop_conditions = drop_conditions  # a store that ignores If-Match / If-None-Match
+        self.altered = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> str:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return data
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self) -> None:
+                body = self._body()
+                alter = self.command == "PUT" and proxy.match in self.path and "x-amz-copy-source" not in self.headers
+                drop = HOP_BY_HOP | ({"if-match", "if-none-match"} if proxy.drop_conditions else set())
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
+                if alter:
+                    body += proxy.junk
+                    headers = {k: v for k, v in headers.items() if not k.lower().startswith(CHECKSUM_HEADERS)}
+                    proxy.altered += 1
+                headers["Content-Length"] = str(len(body))
+                connection = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
+                try:
+                    connection.request(self.command, self.path, body=body, headers=headers)
+                    response = connection.getresponse()
+                    data = response.read()
+                    self.send_response(response.status, response.reason)
+                    for key, value in response.getheaders():
+                        if key.lower() not in HOP_BY_HOP:
+                            self.send_header(key, value)
+                    length = response.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+                    self.send_header("Content-Length", length or "0")
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                finally:
+                    connection.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

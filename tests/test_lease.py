@@ -1,0 +1,86 @@
+"""The lease's rules on a local folder (its compare-and-swap is a file lock there): one holder,
+takeover only after expiry or once the holder's OS lock is free, a lost lease noticed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from apilake.destinations.local import LocalDestination
+from apilake.errors import JobFileError, RunLockedError
+from apilake.jobfile import LeaseOptions, load_job
+from apilake.lease import Lease, lease_key
+
+FAST = LeaseOptions(expiry_seconds=1, renew_seconds=0.2)
+
+
+def test_one_holder_at_a_time_and_a_silent_one_is_taken_over_after_its_expiry(tmp_path: Path) -> None:
+    lock = tmp_path / "holder.lock"
+
+    async def scenario() -> None:
+        dest = LocalDestination(tmp_path / "lake")
+        first = Lease(dest, "jobs/daily.yaml", "run-1", FAST, lock=str(lock))
+        await first.acquire()
+        second = Lease(dest, "/elsewhere/daily.yaml", "run-2", FAST, lock=str(tmp_path / "other.lock"))
+        with pytest.raises(RunLockedError, match=r"holds its lease \(host \S+, pid \d+, run run-1, since "):
+            await second.acquire()
+        await asyncio.sleep(1.1)  # run-1 never renewed: dead after its expiry
+        await second.acquire()
+        lost: list[str] = []
+        await asyncio.wait_for(first.hold(lost.append), timeout=2)  # its next renewal finds run-2's lease
+        assert lost and "taken over by another run" in lost[0]
+        await first.release()  # never writes over run-2's lease
+        doc = json.loads((tmp_path / "lake" / lease_key("daily.yaml")).read_text())
+        assert doc["run_id"] == "run-2" and not doc["released"]
+        await second.release()
+        third = Lease(dest, "daily.yaml", "run-3", FAST, lock=str(lock))
+        await third.acquire()  # a released lease is free at once
+
+    with FileLock(lock):  # run-1's host lock stays taken: only the expiry tells it is dead
+        asyncio.run(scenario())
+
+
+def test_a_holder_on_this_host_whose_lock_is_free_is_dead_at_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dest = LocalDestination(tmp_path / "lake")
+        await Lease(dest, "daily.yaml", "run-1", LeaseOptions(), lock=str(tmp_path / "dead.lock")).acquire()
+        await Lease(dest, "daily.yaml", "run-2", LeaseOptions(), lock=str(tmp_path / "mine.lock")).acquire()
+
+    asyncio.run(scenario())
+
+
+def test_lease_timings_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("lease: {expiry_seconds: 10, renew_seconds: 8}\nsources: [{name: s, base_url: 'https://x', endpoints: [{name: e, kind: json, path: /e}]}]\n")
+    with pytest.raises(JobFileError, match="renew at least twice per expiry_seconds"):
+        load_job(path)
+
+
+MOUNTS = r"""/dev/vda / ext4 rw,relatime 0 0
+nas:/export/lake /mnt/lake nfs4 rw,relatime 0 0
+//fs/share /mnt/smb\040share cifs rw 0 0
+tmpfs /mnt/lake/scratch tmpfs rw 0 0
+me@host:/data /mnt/sshfs fuse.sshfs rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    "path, kind",
+    [
+        ("/data/lake", None),
+        ("/mnt/lake", "nfs4"),
+        ("/mnt/lake/raw/dataai", "nfs4"),
+        ("/mnt/lake/scratch/x", None),  # the longest mount point wins
+        ("/mnt/lakehouse", None),  # a prefix of the name is not the mount
+        ("/mnt/smb share/lake", "cifs"),
+        ("/mnt/sshfs/lake", "fuse.sshfs"),
+    ],
+)
+def test_lakes_on_network_file_systems_are_found_by_the_mount_table(path: str, kind: str | None) -> None:
+    from apilake.destinations.local import network_filesystem
+
+    assert network_filesystem(Path(path), MOUNTS) == kind
