@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import subprocess
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -37,6 +38,16 @@ def value(found: dict, name: str, **labels: str) -> float:  # type: ignore[type-
 
 def ts(text: str) -> float:
     return dt.datetime.fromisoformat(text).timestamp()
+
+
+def serving_at(scheduler: subprocess.Popen[str]) -> str:
+    """The base URL `apilake schedule --http` prints once it serves."""
+    assert scheduler.stdout is not None
+    line = ""
+    while "serving" not in line:
+        line = scheduler.stdout.readline()
+        assert line, scheduler.stderr.read() if scheduler.stderr else "no output"
+    return line.split(" and the dashboard at ")[1].strip()
 
 
 def check_last_run(found: dict, record: dict) -> None:  # type: ignore[type-arg]
@@ -96,12 +107,7 @@ def test_schedule_serves_metrics_health_and_dashboard(tmp_path: Path, emulator) 
     record = records(tmp_path / "lake")[-1]
     scheduler = start_cli("schedule", str(job), "--http", "127.0.0.1:0", "--state-file", str(tmp_path / "state.json"))
     try:
-        assert scheduler.stdout is not None
-        line = ""
-        while "serving" not in line:
-            line = scheduler.stdout.readline()
-            assert line, scheduler.stderr.read() if scheduler.stderr else "no output"
-        base = line.split(" and the dashboard at ")[1].strip()
+        base = serving_at(scheduler)
         assert base.startswith("http://127.0.0.1:")
         health = httpx.get(base + "healthz")
         assert health.status_code == 200 and health.json()["status"] == "ok"
@@ -128,12 +134,7 @@ def test_healthz_answers_during_a_run_and_metrics_follow_it(tmp_path: Path, emul
     emulator.config.faults = [Fault(match="/details", kind="stall", seconds=2.0)]
     scheduler = start_cli("schedule", str(job), "--http", "127.0.0.1:0", "--state-file", str(state))
     try:
-        assert scheduler.stdout is not None
-        line = ""
-        while "serving" not in line:
-            line = scheduler.stdout.readline()
-            assert line, scheduler.stderr.read() if scheduler.stderr else "no output"
-        base = line.split(" and the dashboard at ")[1].strip()
+        base = serving_at(scheduler)
         during: list[httpx.Response] = []
 
         def in_a_run() -> bool:
