@@ -1,12 +1,16 @@
 """Micro-benchmarks of apilake's per-byte work on the emulator's files: what a GB costs.
 
-    .venv/bin/python bench/micro.py [--size-mib 64] [--repeat 3]
+    .venv/bin/python bench/micro.py [--size-mib 64] [--repeat 3] [--http-only]
 
 Measured on one in-memory emulator file (multi-member gzip, ~40 KiB members, the bulk
 scenarios' content): sha256; the gzip check as `apilake.integrity.StreamCheck` does it today;
 alternative inflate loops (stdlib zlib with bounded input slices, python-isal's `isal_zlib`);
 and unbuffered 1 MiB writes to a file. CPU seconds per GB of *compressed* input, best of
 `--repeat`. isal is a dependency of apilake itself.
+
+Then HTTP clients side by side (`harness/http_clients.py`): client CPU per GB reading 8 × 64 MiB
+bodies 8 at a time, and per request reading 500 × 200 KiB bodies 8 at a time, from a sendfile
+server in another process. These numbers chose libcurl for file bodies.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 from apilake.emulator import file_bytes, gunzip_members
-from apilake.integrity import StreamCheck
+from apilake.integrity import Checksum, StreamCheck
 
 GZIP_WBITS = 31
 CHUNK = 1 << 20  # what apilake reads from the socket (fetch/bulk.py CHUNK)
@@ -37,12 +41,25 @@ def sha256_only(parts: list[bytes]) -> None:
         h.update(c)
 
 
-def stream_check_today(parts: list[bytes]) -> None:
-    """apilake's StreamCheck as it is: sha256 + inflate loop with max_length=1 MiB."""
-    check = StreamCheck(expected_length=None, gzip=True)
-    for c in parts:
-        check.update(c)
-    check.finish()
+def checksum(algorithm: str) -> Callable[[list[bytes]], None]:
+    def run(parts: list[bytes]) -> None:
+        c = Checksum(algorithm)
+        for part in parts:
+            c.update(part)
+
+    return run
+
+
+def stream_check(verify: str, algorithm: str) -> Callable[[list[bytes]], None]:
+    """apilake's StreamCheck as a file transfer runs it (`verify:`, `checksum:`)."""
+
+    def run(parts: list[bytes]) -> None:
+        check = StreamCheck(expected_length=None, gzip=verify == "gzip", checksum=algorithm)
+        for c in parts:
+            check.update(c)
+        check.finish()
+
+    return run
 
 
 def inflate_sliced(lib: ModuleType, piece: int) -> Callable[[list[bytes]], None]:
@@ -103,16 +120,44 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size-mib", type=int, default=64)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--http-only", action="store_true", help="only the HTTP client comparison")
     a = p.parse_args()
+    if not a.http_only:
+        per_byte(a.size_mib, a.repeat)
+    http_clients(a.repeat)
+
+
+def http_clients(repeat: int) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from harness.http_clients import measure as measure_http
+
+    print(f"\nHTTP clients, client CPU only (best of {repeat}); 8 requests in flight")
+    large = {r.client: r for r in measure_http(64 << 20, 8, 8, repeat)}
+    small = {r.client: r for r in measure_http(200 << 10, 500, 8, repeat)}
+    print(f"{'CPU s/GB':>9}  {'CPU ms/req':>10}  client")
+    for name, r in large.items():
+        if name not in small:
+            continue
+        s = small[name]
+        print(f"{r.cpu_s / (r.bytes / 1e9):9.2f}  {s.cpu_s / s.requests * 1000:10.2f}  {name}")
+
+
+def per_byte(size_mib: int, repeat: int) -> None:
     name = "metrics/bench/all/all/daily/2026-11-25/data.1.20261125.1.csv.gz"
-    data = file_bytes(name, a.size_mib << 20)
+    data = file_bytes(name, size_mib << 20)
     inflated = len(gunzip_members(data))
     parts = chunks(data)
     gb = len(data) / 1e9
     print(f"{len(data) / 1e6:.1f} MB compressed, {inflated / 1e6:.0f} MB inflated (×{inflated / len(data):.1f}), {len(parts)} chunks of 1 MiB\n")
     cases: list[tuple[str, Callable[[list[bytes]], None]]] = [
         ("sha256", sha256_only),
-        ("StreamCheck today (sha256 + zlib, 1 MiB max_length loop)", stream_check_today),
+        *((f"checksum {alg} (apilake.integrity.Checksum)", checksum(alg)) for alg in ("crc32c", "sha256")),
+        ("StreamCheck, verify: length, checksum: crc32c", stream_check("length", "crc32c")),
+        ("StreamCheck, verify: gzip, checksum: crc32c (the default)", stream_check("gzip", "crc32c")),
+        ("StreamCheck, verify: gzip, checksum: sha256", stream_check("gzip", "sha256")),
         ("zlib, today's loop", inflate_today_loop(zlib)),
         ("zlib, 64 KiB input slices", inflate_sliced(zlib, 64 << 10)),
         ("zlib, 16 KiB input slices", inflate_sliced(zlib, 16 << 10)),
@@ -130,7 +175,7 @@ def main() -> None:
     cases.append(("write, unbuffered 1 MiB chunks (page cache)", write_unbuffered))
     print(f"{'CPU s/GB':>9}  {'MB/s':>7}  case")
     for label, fn in cases:
-        seconds = measure(fn, parts, a.repeat)
+        seconds = measure(fn, parts, repeat)
         print(f"{seconds / gb:9.2f}  {len(data) / 1e6 / seconds:7.0f}  {label}")
 
 

@@ -36,9 +36,18 @@ from harness.report import (  # noqa: E402
     update_readme,
 )
 from harness.results import RunResult, StartupResult, summarize  # noqa: E402
-from harness.scenarios import DATE, TOKEN, BulkScenario, JsonScenario, Scenario, StartupScenario, default_scenarios  # noqa: E402
+from harness.scenarios import (  # noqa: E402
+    DATE,
+    TOKEN,
+    BulkScenario,
+    JsonScenario,
+    LatencyScenario,
+    Scenario,
+    StartupScenario,
+    default_scenarios,
+)
 from harness.servers import EmulatorProcess, MotoProcess, bench_env, s3_client  # noqa: E402
-from harness.verify import Verdict, clear_local, clear_s3, verify_local, verify_s3  # noqa: E402
+from harness.verify import Verdict, clear_local, clear_s3, verify_count, verify_local, verify_s3  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 BUCKET = "bench"
@@ -59,7 +68,7 @@ class Bench:
         self.s3 = s3_client(moto.endpoint_url) if moto else None
 
     # -- bulk and JSON -----------------------------------------------------------------------
-    def run_scenario(self, scenario: BulkScenario | JsonScenario) -> ScenarioReport:
+    def run_scenario(self, scenario: BulkScenario | JsonScenario | LatencyScenario) -> ScenarioReport:
         log(f"\n== {scenario.name}: {scenario.title}")
         notes: list[str] = []
         active: list[Contender] = []
@@ -70,7 +79,7 @@ class Bench:
             elif reason != "not applicable":
                 notes.append(f"{c.label(scenario)}: {reason}")
         started = time.monotonic()
-        expected = scenario.expected()
+        expected = scenario.expected_files() if isinstance(scenario, LatencyScenario) else scenario.expected()
         log(f"   expected digests ready ({time.monotonic() - started:.1f} s)")
         runs: list[RunResult] = []
         with EmulatorProcess(scenario.emulator_config()) as emulator:
@@ -89,7 +98,7 @@ class Bench:
                 summaries.append(s)
         return ScenarioReport(scenario, summaries, runs, notes)
 
-    def _setup(self, scenario: BulkScenario | JsonScenario, emulator: EmulatorProcess) -> Setup:
+    def _setup(self, scenario: BulkScenario | JsonScenario | LatencyScenario, emulator: EmulatorProcess) -> Setup:
         setup = Setup(emulator, self.workdir, self.moto.endpoint_url if self.moto else None)
         if isinstance(scenario, BulkScenario):
             listing = httpx.get(emulator.api_url + scenario.listing_path, headers={"Authorization": f"Bearer {TOKEN}"})
@@ -115,7 +124,7 @@ class Bench:
         return staged
 
     def _run_once(
-        self, scenario: BulkScenario | JsonScenario, setup: Setup, contender: Contender, round_: int, expected: Counter[str]
+        self, scenario: BulkScenario | JsonScenario | LatencyScenario, setup: Setup, contender: Contender, round_: int, expected: Counter[str]
     ) -> RunResult:
         scratch = self.workdir / "scratch"
         clear_local(scratch)
@@ -134,9 +143,14 @@ class Bench:
         if self.moto is not None and scenario.dest == "s3":
             servers["moto"] = self.moto.cpu_seconds
         m = run_measured(command.argv, env=command.env, cwd=scratch, servers=servers)
+        synced = time.monotonic()
+        os.sync()  # what the contender left for the kernel to write back: the durable figure counts it
+        sync_s = time.monotonic() - synced
         http_429 = self._http_429(setup) - rejected_before if isinstance(scenario, JsonScenario) else None
         if m.exit_code != 0:
             verdict = Verdict(0, (f"exit code {m.exit_code}: {m.output.strip()[-600:]}",))
+        elif isinstance(scenario, LatencyScenario):
+            verdict = verify_count(Path(dest), scenario.expected_objects, expected)
         elif scenario.dest == "s3":
             verdict = verify_s3(self.s3, dest, expected)
         else:
@@ -149,6 +163,7 @@ class Bench:
         return RunResult(
             scenario.name, contender.name, round_, round(m.wall_s, 4), round(m.user_s, 3), round(m.sys_s, 3),
             m.peak_rss_bytes, verdict.ok, verdict.objects, list(verdict.problems), m.server_cpu_s, http_429,
+            round(sync_s, 4),
         )  # fmt: skip
 
     @staticmethod

@@ -158,3 +158,16 @@ def test_status_reads_records_from_s3_and_reports_a_deleted_object_as_a_gap(tmp_
     assert "dataai/details: 2026-11-24 incomplete, 1 of 4 units missing" in gap.stdout
     assert "dataai/details/2026-11-24/market=ios,product_id=2" in gap.stdout
     assert "2026-11-25" not in gap.stdout.split("gaps for run dates", 1)[1].split("\n", 1)[1]
+
+
+def test_a_part_memory_budget_of_one_part_still_lands_every_multipart_file_whole(tmp_path: Path, emulator, bucket: str) -> None:
+    # Two 12 MiB files into 5 MiB parts with room for one part at a time across both transfers:
+    # they take turns (each download pauses meanwhile) and neither deadlocks nor loses a byte.
+    emulator.config.file_sizes = {"data.": 12 * 1024 * 1024}
+    job = write_job(tmp_path, emulator, [BULK], destination="s3://lake/raw",
+                    s3={"endpoint_url": bucket, "part_size_mb": 5, "part_memory_mb": 5})  # fmt: skip
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    landed = {k: v for k, v in data_objects(bucket).items() if "/bulk_daily/" in k}
+    assert landed == expected_bulk(emulator, "app_downloads", DATE, DATE)
+    assert s3(bucket).list_multipart_uploads(Bucket="lake").get("Uploads", []) == []

@@ -1,13 +1,10 @@
-import asyncio
 import gzip
 import hashlib
-import random
-from collections.abc import AsyncIterator
 
 import pytest
 
 from apilake.errors import IntegrityError
-from apilake.integrity import StreamCheck, copy_checked
+from apilake.integrity import Checksum, StreamCheck
 
 BODY = gzip.compress(b"a,b\n" * 50_000) + gzip.compress(b"second member\n" * 1000)
 
@@ -45,31 +42,30 @@ def test_non_gzip_only_checks_length() -> None:
     feed(b"plain", StreamCheck(expected_length=5, gzip=False))
 
 
-def copy(data: bytes, expected_length: int | None) -> tuple[StreamCheck, bytes]:
-    async def pieces() -> AsyncIterator[bytes]:
-        for i in range(0, len(data), 200_000):
-            yield data[i : i + 200_000]
-
-    written = bytearray()
-
-    async def write(chunk: bytes) -> None:
-        written.extend(chunk)
-
-    check = StreamCheck(expected_length=expected_length, gzip=True)
-    asyncio.run(copy_checked(pieces(), check, write))
-    return check, bytes(written)
+def test_length_mode_does_not_inflate_but_still_checks_the_length() -> None:
+    damaged = BODY[:100] + b"\xff" * 200 + BODY[300:]
+    check = StreamCheck(expected_length=len(damaged), gzip=False, checksum="crc32c")
+    feed(damaged, check)  # verify: length trusts the content; the length still holds
+    with pytest.raises(IntegrityError, match="ended after"):
+        feed(BODY[:-1], StreamCheck(expected_length=len(BODY), gzip=False))
 
 
-BIG = b"".join(gzip.compress(random.Random(i).randbytes(300_000)) for i in range(6))  # past one batch (1 MiB)
+# Standard check values of the three algorithms for b"123456789" (CRC catalogue, FIPS 180-4).
+@pytest.mark.parametrize(
+    "algorithm, expected",
+    [
+        ("crc32c", "crc32c:e3069283"),
+        ("sha256", "sha256:15e2b0d3c33891ebb0f1ef609ec419420c20e320ce94c65fbc8c3312448eb225"),
+    ],
+)
+def test_checksums_match_their_standard_check_values_in_any_chunking(algorithm: str, expected: str) -> None:
+    for size in (1, 4, 9):
+        check = StreamCheck(expected_length=9, gzip=False, checksum=algorithm)
+        feed(b"123456789", check, size)
+        assert check.checksum.text == expected
+    assert (check.sha256 is not None) == (algorithm == "sha256")
 
 
-@pytest.mark.parametrize("expected_length", [len(BIG), None])
-def test_copy_checked_in_threads_copies_and_hashes(expected_length: int | None) -> None:
-    check, written = copy(BIG, expected_length)
-    assert written == BIG and check.sha256 == hashlib.sha256(BIG).hexdigest()
-
-
-@pytest.mark.parametrize("data", [BIG[: len(BIG) // 2 + 1000], BIG[:1000] + b"\xff" * 300 + BIG[1300:]])
-def test_copy_checked_in_threads_rejects_damage(data: bytes) -> None:
-    with pytest.raises(IntegrityError):
-        copy(data, None)
+def test_an_unknown_checksum_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown checksum 'md5'"):
+        Checksum("md5")

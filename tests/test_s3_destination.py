@@ -397,3 +397,40 @@ def test_memory_is_bounded_by_parts_in_flight(endpoint: str) -> None:
     assert 2 * 5 * MIB < peak_counted <= bound
     # Everything Python allocated meanwhile (chunks, boto3 internals) stays near the bound too.
     assert traced_peak <= bound + 4 * MIB, traced_peak / MIB
+
+
+def test_part_memory_is_one_budget_shared_by_all_transfers(endpoint: str) -> None:
+    # Four transfers of 4 parts each could hold 4 × (2 + 1) parts; the shared budget allows 2.
+    dest = _dest(endpoint, part_size_mb=5, parts_in_flight=2, part_memory_mb=10)
+    bodies = {f"shared/{i}.bin": os.urandom(18 * MIB) for i in range(4)}
+
+    async def one(key: str, body: bytes) -> None:
+        async with dest.open_write(key) as writer:
+            for chunk in _chunks(body, seed=len(key)):
+                await writer.write(chunk)
+
+    async def go() -> None:
+        await asyncio.gather(*(one(k, b) for k, b in bodies.items()))
+        await dest.close()
+
+    asyncio.run(go())
+    assert dest.part_budget.peak == 10 * MIB  # used to its limit, never past it
+    assert dest.part_budget.held == 0  # every reservation came back
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    for key, body in bodies.items():
+        assert s3.get_object(Bucket=BUCKET, Key=f"landing/{key}")["Body"].read() == body
+
+
+def test_a_part_bigger_than_the_budget_still_goes_through_alone(endpoint: str) -> None:
+    dest = _dest(endpoint, part_size_mb=8, part_memory_mb=5)
+    body = os.urandom(20 * MIB)
+
+    async def go() -> None:
+        async with dest.open_write("big.bin") as writer:
+            for chunk in _chunks(body):
+                await writer.write(chunk)
+        await dest.close()
+
+    asyncio.run(go())
+    assert dest.part_budget.peak == 8 * MIB and dest.part_budget.held == 0
+    assert boto3.client("s3", endpoint_url=endpoint).get_object(Bucket=BUCKET, Key="landing/big.bin")["Body"].read() == body

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from .scenarios import DATE, TOKEN, BulkScenario, JsonScenario, Scenario
+from .scenarios import DATE, TOKEN, BulkScenario, JsonScenario, LatencyScenario, Scenario
 from .servers import BENCH_DIR, EmulatorProcess, bench_env
 
 VENV_BIN = Path(sys.executable).parent
@@ -88,7 +88,8 @@ class Apilake:
         job = scratch / "job.yaml"
         job.write_text(yaml.safe_dump(job_document(scenario, setup, dest, self.concurrency), sort_keys=False))
         env = bench_env({"DATAAI_TOKEN": TOKEN} | ({"PYTHONPATH": str(PATCHES / self.patch)} if self.patch else {}))
-        return Command([str(VENV_BIN / "apilake"), "run", str(job), "--date", DATE], env)
+        dates = ["--from", scenario.dates[0], "--to", scenario.dates[-1]] if isinstance(scenario, LatencyScenario) else ["--date", DATE]
+        return Command([str(VENV_BIN / "apilake"), "run", str(job), *dates], env)
 
 
 def job_document(scenario: Scenario, setup: Setup, dest: str, concurrency: int | None) -> dict[str, object]:
@@ -97,8 +98,20 @@ def job_document(scenario: Scenario, setup: Setup, dest: str, concurrency: int |
     if concurrency:
         source["concurrency"] = concurrency
     if isinstance(scenario, BulkScenario):
+        if scenario.verify != "gzip":
+            source["verify"] = scenario.verify
         params = {"metric_bundles": "bench", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"}
         source["endpoints"] = [{"name": "bulk_daily", "kind": "bulk", "path": "/v2/bulk/get-bulk-urls", "params": params}]
+    elif isinstance(scenario, LatencyScenario):
+        bulk = {"metric_bundles": "bench", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"}
+        matrix = {"market": ["ios"], "product_id": list(range(1, scenario.singles + 1))}
+        reviews = {"countries": "US", "start_date": "{date}", "end_date": "{date}", "page_size": 1}
+        source["endpoints"] = [
+            {"name": "details", "kind": "json", "path": "/v1.3/apps/{market}/app/{product_id}/details", "matrix": matrix},
+            {"name": "reviews", "kind": "json", "path": f"/v1.3/apps/ios/app/{scenario.page_product}/reviews",
+             "params": reviews, "paginate": "page_index"},
+            {"name": "bulk_daily", "kind": "bulk", "path": "/v2/bulk/get-bulk-urls", "params": bulk},
+        ]  # fmt: skip
     elif isinstance(scenario, JsonScenario):
         source["requests_per_second"] = scenario.per_second
         source["requests_per_minute"] = scenario.per_second * 60

@@ -69,4 +69,5 @@ def describe_machine(workdir: Path) -> dict[str, object]:
         "apilake_commit": f"{commit}{' + uncommitted changes in src/' if dirty else ''}" if commit else None,
         "rclone": _first_line(["rclone", "version"]),
         "curl": " ".join((_first_line(["curl", "--version"]) or "").split()[:2]) or None,
+        "load_at_start": [round(x, 2) for x in os.getloadavg()],
     }

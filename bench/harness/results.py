@@ -27,6 +27,7 @@ class RunResult:
     problems: list[str] = field(default_factory=list)
     server_cpu_s: dict[str, float] = field(default_factory=dict)
     http_429: int | None = None
+    sync_s: float = 0.0  # a `sync` right after the run: what it left for the kernel to write back
 
     @property
     def cpu_s(self) -> float:
@@ -67,10 +68,15 @@ class Summary:
     peak_rss_bytes: Spread
     server_cpu_s: dict[str, float]  # medians by server
     http_429: Spread | None = None
+    durable_s: Spread | None = None  # wall time plus the `sync` after it
 
     @property
     def throughput_mb_s(self) -> float:
         return self.bytes_moved / MB / self.wall_s.median
+
+    @property
+    def durable_mb_s(self) -> float:
+        return self.bytes_moved / MB / (self.durable_s or self.wall_s).median
 
     @property
     def cpu_s_per_gb(self) -> float:
@@ -85,6 +91,8 @@ class Summary:
             "runs": self.runs,
             "failed_runs": self.failed_runs,
             "throughput_mb_s": round(self.throughput_mb_s, 1),
+            "durable_mb_s": round(self.durable_mb_s, 1),
+            "durable_s": _rounded(self.durable_s, 3) if self.durable_s is not None else None,
             "wall_s": _rounded(self.wall_s, 3),
             "cpu_s": _rounded(self.cpu_s, 3),
             "cpu_s_per_gb": round(self.cpu_s_per_gb, 3),
@@ -115,6 +123,7 @@ def summarize(scenario: str, contender: str, label: str, bytes_moved: int, runs:
         peak_rss_bytes=Spread.of([float(r.peak_rss_bytes) for r in good]),
         server_cpu_s={s: round(statistics.median([r.server_cpu_s.get(s, 0.0) for r in good]), 2) for s in servers},
         http_429=Spread.of([float(r.http_429) for r in good]) if all(r.http_429 is not None for r in good) else None,
+        durable_s=Spread.of([r.wall_s + r.sync_s for r in good]),
     )
 
 

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Literal
 
 from apilake.emulator import bulk_file_names, file_length, file_sha256
-from apilake.emulator.data import page_body
+from apilake.emulator.data import expected_records, page_body
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -36,6 +36,7 @@ class BulkScenario:
     files: int
     file_size: int
     dest: Dest
+    verify: Literal["gzip", "length"] = "gzip"  # apilake's `verify:` (the other contenders check nothing)
     kind: Literal["bulk"] = "bulk"
 
     def emulator_config(self) -> dict[str, object]:
@@ -110,7 +111,72 @@ class StartupScenario:
     kind: Literal["startup"] = "startup"
 
 
-Scenario = BulkScenario | JsonScenario | StartupScenario
+@dataclass(frozen=True)
+class LatencyScenario:
+    """A mixed job over `dates` dates against a distant vendor: every request waits `latency_ms`
+    and every body flows at `bytes_per_second` per connection. What bounds the wall time is
+    computed from these settings (`critical_path_s`), so apilake's scheduling can be judged."""
+
+    name: str
+    title: str
+    dates: tuple[str, ...] = ("2026-11-23", "2026-11-24", "2026-11-25")
+    latency_ms: float = 150
+    bytes_per_second: int = 4 * MiB
+    files: int = 2  # bulk files per date
+    file_size: int = 4 * MiB
+    singles: int = 24  # one-request JSON units per date
+    concurrency: int = 4  # the source's (apilake's default)
+    dest: Dest = "local"
+    kind: Literal["latency"] = "latency"
+
+    def emulator_config(self) -> dict[str, object]:
+        return {"latency_ms": self.latency_ms, "files_latency_ms": self.latency_ms, "bytes_per_second": self.bytes_per_second,
+                "file_size": self.file_size, "metric_files": self.files, "dimensions": [], "page_size": 1}  # fmt: skip
+
+    @property
+    def page_product(self) -> int:
+        return 1  # reviews of one product; `page_size: 1` makes each of its records a page
+
+    @cached_property
+    def file_names(self) -> list[str]:
+        return [n for d in self.dates for n in bulk_file_names(BUNDLE, d, d, "daily", self.files, ())]
+
+    @cached_property
+    def total_bytes(self) -> int:
+        return sum(file_length(n, self.file_size) for n in self.file_names)
+
+    @cached_property
+    def pages(self) -> dict[str, int]:
+        """Pages of the paginated endpoint (reviews, one record per page) for each date."""
+        path = f"/v1.3/apps/ios/app/{self.page_product}/reviews"
+        return {d: max(1, len(expected_records(path, {"countries": "US", "start_date": d, "end_date": d}))) for d in self.dates}
+
+    def chains_s(self) -> dict[str, float]:
+        """The longest chain of dependent requests of each kind of unit."""
+        hop = self.latency_ms / 1000
+        file_s = hop + hop + self.file_size / self.bytes_per_second  # 302 from the API, then the object store
+        return {"bulk listing → files": hop + file_s, "paginated": max(self.pages.values()) * hop, "single": hop}
+
+    def work_s(self) -> float:
+        """Slot-seconds of all requests: with `concurrency` slots, the wall time is at least work / slots."""
+        hop = self.latency_ms / 1000
+        file_s = 2 * hop + self.file_size / self.bytes_per_second
+        per_date = hop + self.files * file_s + self.singles * hop
+        return per_date * len(self.dates) + sum(self.pages.values()) * hop
+
+    @property
+    def critical_path_s(self) -> float:
+        return max(max(self.chains_s().values()), self.work_s() / self.concurrency)
+
+    @property
+    def expected_objects(self) -> int:
+        return len(self.dates) * (self.files + self.singles) + sum(self.pages.values())
+
+    def expected_files(self) -> Counter[str]:
+        return Counter(file_sha256(n, self.file_size) for n in self.file_names)
+
+
+Scenario = BulkScenario | JsonScenario | LatencyScenario | StartupScenario
 
 
 def default_scenarios(*, quick: bool = False) -> list[Scenario]:
@@ -126,7 +192,11 @@ def default_scenarios(*, quick: bool = False) -> list[Scenario]:
         single = replace(single, title="1 × 256 MiB into the local lake (flat RSS)", file_size=256 * MiB)
         json_ = replace(json_, title="JSON: 200 units, 20 ms latency, 6,000/min quota", units=200)
         startup = replace(startup, repeats=5)
-    return [large, _into_s3(large), small, _into_s3(small), single, json_, startup]
+    length = replace(large, name="bulk-large-local-length", title=large.title + ", `verify: length`", verify="length")
+    latency = LatencyScenario("latency-mixed", "3-date backfill of a mixed job, 150 ms latency, 4 MiB/s per connection")
+    if quick:
+        latency = replace(latency, title=latency.title.replace("3-date", "1-date"), dates=latency.dates[-1:])
+    return [large, length, _into_s3(large), small, _into_s3(small), single, json_, latency, startup]
 
 
 def _into_s3(scenario: BulkScenario) -> BulkScenario:

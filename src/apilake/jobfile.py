@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from apilake.errors import JobFileError, TemplateError
+from apilake.integrity import ChecksumName, VerifyMode
 from apilake.templates import check
 
 # Names of environment variables and headers that carry credentials: their values are secrets.
@@ -61,6 +62,8 @@ class Endpoint(_Model):
     files: Literal["metrics", "dimensions", "all"] = "all"
     include: list[str] = []
     exclude: list[str] = []
+    checksum: ChecksumName | None = Field(None, description="overrides the source's `checksum:` for these files")
+    verify: VerifyMode | None = Field(None, description="overrides the source's `verify:` for these files")
 
     @field_validator("matrix")
     @classmethod
@@ -75,7 +78,7 @@ class Endpoint(_Model):
     @model_validator(mode="after")
     def _kind_settings(self) -> Endpoint:
         if self.kind == "json":
-            stray = [k for k in ("urls", "files", "include", "exclude") if k in self.model_fields_set]
+            stray = [k for k in ("urls", "files", "include", "exclude", "checksum", "verify") if k in self.model_fields_set]
             if stray:
                 raise ValueError(f"{stray[0]}: applies to kind: bulk only (this endpoint is kind: json)")
         elif self.paginate != "none":
@@ -101,6 +104,8 @@ class Source(_Model):
     retry: Retry = Retry()
     timeouts: Timeouts = Timeouts()
     max_json_mb: float = Field(256, gt=0)
+    checksum: ChecksumName = Field("crc32c", description="what run records identify bulk files by")
+    verify: VerifyMode = Field("gzip", description="gzip: inflate every .gz file to its end; length: Content-Length only")
     endpoints: list[Endpoint] = Field(min_length=1)
 
     @field_validator("quota_timezone")
@@ -133,6 +138,7 @@ class S3Options(_Model):
     addressing_style: Literal["auto", "virtual", "path"] = "auto"
     part_size_mb: int = Field(8, ge=5, le=5120)
     parts_in_flight: int = Field(2, ge=1, le=16)
+    part_memory_mb: int = Field(40, ge=5, le=65536, description="part buffers of all transfers together")
     verify_tls: bool = True
 
 

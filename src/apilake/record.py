@@ -28,12 +28,20 @@ P = ParamSpec("P")
 
 @dataclass(slots=True)
 class LandedObject:
+    """One object in a run record. `checksum` is `algorithm:hex` (`crc32c:…`, `sha256:…`);
+    records written before it existed have only `sha256`, which stays filled for sha256."""
+
     key: str
     bytes: int
     sha256: str | None
     http_status: int | None = None
     attempts: int = 0
     seconds: float = 0.0
+    checksum: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.checksum is None and self.sha256 is not None:
+            self.checksum = f"sha256:{self.sha256}"
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import logging
 import os
 import signal
@@ -73,6 +74,9 @@ def run_job(
     `executor` and `scheduler_address`.
     """
     factory = executor_factory(job, executor, scheduler)
+    # Everything imported so far lives as long as the process: keep it out of the garbage
+    # collector's full passes, which otherwise rescan it every few thousand allocations.
+    gc.freeze()
     dest = open_destination(destination or job.destination, job.s3)
     with run_lock(job_path, dest.url) as lock:
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "lock": str(lock), "lease": None}

@@ -123,6 +123,7 @@ class S3Destination(Destination):
         self._client_lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._checksum_parts = False
+        self.part_budget = PartBudget(max(options.part_memory_mb * MIB, MIN_PART))
         self._confirmed: dict[str, tuple[int, str]] = {}  # key → (size, sha256) the store's answer to PutObject vouched for
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -385,11 +386,44 @@ class S3Destination(Destination):
             log.warning("could not look for stale multipart uploads of %s: %s", full_key, self._error(exc, "list uploads of", None))
 
 
+class PartBudget:
+    """Bytes of part buffers that all transfers into one destination may hold together.
+
+    Each transfer may hold up to (parts_in_flight + 1) parts, so without a shared bound eight
+    transfers of big files hold 8 × 3 × 8 MiB; with it, memory stays at `s3.part_memory_mb`
+    however many run, and a transfer waiting for room pauses its download. A transfer only
+    waits for a new part while its own parts already reserved can still finish (they free
+    their bytes when their upload ends), so the budget never deadlocks; a part bigger than the
+    whole budget (very large files) goes through alone.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.peak = 0
+        self._room = asyncio.Condition()
+
+    async def reserve(self, size: int) -> None:
+        async with self._room:
+            await self._room.wait_for(lambda: self.held == 0 or self.held + size <= self.limit)
+            self.held += size
+            self.peak = max(self.peak, self.held)
+
+    def release(self, size: int) -> None:
+        self.held -= size
+        asyncio.ensure_future(self._wake())
+
+    async def _wake(self) -> None:
+        async with self._room:
+            self._room.notify_all()
+
+
 class S3Writer:
     """Buffers one part at a time and keeps at most `parts_in_flight` part uploads running.
 
     `write()` waits while that many are in flight, so a transfer holds at most
-    (parts_in_flight + 1) parts in memory; `held_bytes` / `peak_held_bytes` count them.
+    (parts_in_flight + 1) parts in memory; `held_bytes` / `peak_held_bytes` count them. Every part
+    buffer is reserved from the destination's `PartBudget` first, shared by all transfers.
     """
 
     def __init__(self, dest: S3Destination, key: str, full_key: str, size_hint: int | None) -> None:
@@ -406,6 +440,7 @@ class S3Writer:
         self._started: list[concurrent.futures.Future[dict[str, Any]]] = []
         self._parts: list[dict[str, Any]] = []
         self._committed = False
+        self._reserved = 0  # budget bytes of the part being filled
         self.size = 0
         self.peak_held_bytes = 0
 
@@ -427,10 +462,18 @@ class S3Writer:
             if self._part_number > MAX_PARTS:
                 raise DestinationError(f"{self._dest._where(self.key)} is too big for one S3 multipart upload")
             take = view[: self._target - self._filled]
+            if not self._reserved and self._needs_part(take.nbytes):
+                await self._dest.part_budget.reserve(self._target)
+                self._reserved = self._target
             self._store(take)
             view = view[take.nbytes :]
             if self._filled == self._target:
                 await self._ship_part()
+
+    def _needs_part(self, more: int) -> bool:
+        """Whether `more` bytes make the body reserve a whole part (see `_store`)."""
+        end = self._filled + more
+        return end > len(self._buf) and not (end <= SMALL_BUFFER and self._upload_id is None)
 
     def _store(self, data: memoryview) -> None:
         end = self._filled + data.nbytes
@@ -462,7 +505,11 @@ class S3Writer:
         started = dest._executor().submit(self._upload_part, self._part_number, [data])
         del data
         self._started.append(started)
-        self._in_flight[asyncio.wrap_future(started)] = size
+        uploading = asyncio.wrap_future(started)
+        reserved, self._reserved = self._reserved, 0
+        if reserved:  # freed when the upload ends, whoever waits for it
+            uploading.add_done_callback(lambda _: dest.part_budget.release(reserved))
+        self._in_flight[uploading] = size
         self._buf = bytearray()
         self._filled = 0
         self._part_number += 1
@@ -510,7 +557,10 @@ class S3Writer:
             body = self._buf
             if len(body) > self._filled:
                 del body[self._filled :]
-            await self._settle(self._put, body)
+            try:
+                await self._settle(self._put, body)
+            finally:
+                self._give_back()
             return
         if self._filled:
             await self._ship_part()
@@ -555,8 +605,14 @@ class S3Writer:
                 pass  # the abort that follows cleans up
             raise
 
+    def _give_back(self) -> None:
+        reserved, self._reserved = self._reserved, 0
+        if reserved:
+            self._dest.part_budget.release(reserved)
+
     async def abort(self) -> None:
         """Drop the multipart upload and its parts; shielded, so cancellation cannot skip it."""
+        self._give_back()
         if self._upload_id is None or self._committed:
             return
         for started in self._started:

@@ -20,6 +20,10 @@ class EmulatorConfig:
     file_size: int = 64 * 1024
     file_sizes: dict[str, int] = field(default_factory=dict)
     latency_ms: float = 0
+    #: latency of the files origin (pre-signed object store), before it answers
+    files_latency_ms: float = 0
+    #: per-connection bandwidth of every body, like a long-distance link (None: as fast as loopback)
+    bytes_per_second: int | None = None
     requests_per_minute: int | None = None
     quota_retry_after: int | None = None
     #: length of the quota's sliding window; 60 s like the vendor, shorter in tests

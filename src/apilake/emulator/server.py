@@ -138,9 +138,9 @@ class _Handler(BaseHTTPRequestHandler):
         target = self.path
         internal = target.startswith("/_emulator/")
         try:
-            if origin == "api" and cfg.latency_ms and not internal:
-                if emu._stopping.wait(cfg.latency_ms / 1000):
-                    return self._abort()
+            latency = (cfg.latency_ms if origin == "api" else cfg.files_latency_ms) / 1000
+            if latency and not internal and emu._stopping.wait(latency):
+                return self._abort()
             fault = None if internal else pick_fault(cfg.faults, origin, target, self._match_extra(origin, target))
             if fault is not None and fault.kind == "stall" and emu._stopping.wait(fault.seconds):
                 return self._abort()
@@ -290,6 +290,15 @@ class _Handler(BaseHTTPRequestHandler):
             for c in _rechunk(chunks, fault.chunk if fault else 1024):
                 out.write(c)
                 if stopping.wait(fault.interval if fault else 0.05):
+                    return self._abort()
+            return
+        rate = self.server.emu.config.bytes_per_second
+        if rate:
+            started, sent, stopping = time.monotonic(), 0, self.server.emu._stopping
+            for c in _rechunk(chunks, 64 << 10):
+                out.write(c)
+                sent += len(c)
+                if stopping.wait(max(0.0, started + sent / rate - time.monotonic())):
                     return self._abort()
             return
         for c in chunks:

@@ -1,8 +1,9 @@
 """What every executor shares: admission of units under the job's concurrency limits.
 
 Every unit and every listed file waits for a slot of its source (`sources[].concurrency`) and
-one of the job (`concurrency`) before it runs, and keeps both until its result is back. The
-slots are asyncio semaphores in the process that runs `apilake run`, which is also the only
+one of the job (`concurrency`) before it runs, and keeps both until its result is back. Slots
+go to the longest chains first (`admission`): listed files, bulk listings, paginated
+endpoints, then single requests. The slots live in the process that runs `apilake run`, which is also the only
 process that hands out work: so they bound what is in flight wherever the work runs, on one
 event loop here or on any number of Dask workers.
 
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 
 from apilake.destinations import Destination
+from apilake.executors.admission import FILE_RANK, Admission, rank
 from apilake.executors.work import endpoints, not_attempted, unit_kind
 from apilake.fetch.bulk import FileTransfer
 from apilake.jobfile import Job
@@ -43,8 +45,7 @@ class Executor(abc.ABC):
         self.on_result = on_result
         self._endpoints = endpoints(job)
         self._sources = {s.name: s for s in job.sources}
-        self._source_slots = {s.name: asyncio.Semaphore(s.concurrency) for s in job.sources}
-        self._job_slots = asyncio.Semaphore(job.concurrency)
+        self._slots = Admission(job.concurrency, {s.name: s.concurrency for s in job.sources})
         self.recorded: dict[str, int] = {}  # key → bytes landed, by the run records (`run` fills it)
 
     async def __aenter__(self) -> Executor:
@@ -78,22 +79,22 @@ class Executor(abc.ABC):
         units = list(units)
         await self._record_sizes(units)
         async with asyncio.TaskGroup() as group:
-            for unit in units:
+            for unit in sorted(units, key=rank):  # the first ones in take free slots without queueing
                 group.create_task(self._unit(unit, group))
 
     async def _unit(self, unit: Unit, group: asyncio.TaskGroup) -> None:
-        async with self._source_slots[unit.source], self._job_slots:
+        async with self._slots.slot(unit.source, rank(unit)):
             if self.spent(unit.source):
                 result, files = self._not_attempted(unit, unit_kind(unit), unit.id, unit.request_url), []
             else:
                 result, files = await self.run_unit(unit)
-            for transfer in files:
-                group.create_task(self._file(unit, transfer))
+            for transfer in files:  # queued before this slot is let go: they continue its chain
+                group.create_task(self._file(unit, transfer, self._slots.ticket(unit.source, FILE_RANK)))
         self.on_result(result)
 
-    async def _file(self, unit: Unit, transfer: FileTransfer) -> None:
+    async def _file(self, unit: Unit, transfer: FileTransfer, ticket: asyncio.Future[None]) -> None:
         try:
-            async with self._source_slots[unit.source], self._job_slots:
+            async with self._slots.slot(unit.source, ticket):
                 if self.spent(unit.source):
                     result = self._not_attempted(unit, "file", transfer.unit, transfer.url)
                 else:

@@ -1,8 +1,8 @@
 """Bulk endpoints: a JSON listing of file URLs, then one streamed transfer per file.
 
 A file streams from the HTTP response straight into the destination's writer, through a
-`StreamCheck` that verifies length and gzip framing on the way: no local copy, no second pass,
-and a damaged file never becomes visible under its key.
+`StreamCheck` that verifies it on the way (`verify:` length, or gzip too) and computes its
+`checksum:`: no local copy, no second pass, and a damaged file never becomes visible under its key.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from apilake.errors import TemplateError, TransferError
 from apilake.fetch import skip_if_landed
 from apilake.fetch.client import SourceClient
 from apilake.fetch.json import get_json
-from apilake.integrity import StreamCheck, copy_checked
+from apilake.integrity import StreamCheck
 from apilake.jobfile import Endpoint
 from apilake.keys import file_selected, file_values
 from apilake.plan import Unit, file_key
@@ -34,7 +34,8 @@ class FileTransfer:
     unit: str
     url: str
     key: str
-    gzip: bool  # the file is gzip (by its name in the URL): verify it inflates to its end
+    gzip: bool  # inflate it to its end before it may land: `verify: gzip` and a .gz name (URL or key)
+    checksum: str = "crc32c"
 
 
 @dataclass(slots=True)
@@ -80,7 +81,9 @@ async def fetch_listing(unit: Unit, endpoint: Endpoint, client: SourceClient) ->
             raise TransferError(
                 f"{unit.id}: two listed files would land on key {key!r}; use {{url_path}} or {{file_name}} in the key"
             )
-        files[key] = FileTransfer(f"{unit.id}/{values['url_path']}", url, key, gzip=values["file_name"].endswith(".gz"))
+        gzip = (endpoint.verify or client.source.verify) == "gzip" and (values["file_name"].endswith(".gz") or key.endswith(".gz"))
+        checksum = endpoint.checksum or client.source.checksum
+        files[key] = FileTransfer(f"{unit.id}/{values['url_path']}", url, key, gzip, checksum)
     if not files:
         raise TransferError(f"{unit.id}: none of the {len(unique)} listed files passes files/include/exclude")
     result = UnitResult(
@@ -117,19 +120,22 @@ async def transfer_file(
     if await skip_if_landed(dest, transfer.key, result, force=force, recorded=recorded.get(transfer.key)):
         return result
 
+    def make_check(length: int | None) -> StreamCheck:
+        return StreamCheck(expected_length=length, gzip=transfer.gzip, checksum=transfer.checksum)
+
     async def attempt() -> tuple[int, StreamCheck]:
-        async with client.stream(transfer.url) as response:
-            length = response.headers.get("content-length")
-            expected = int(length) if length and length.isdigit() else None
-            check = StreamCheck(expected_length=expected, gzip=transfer.gzip or transfer.key.endswith(".gz"))
-            async with dest.open_write(transfer.key, size_hint=expected) as writer:
-                # raw: the stored bytes are the served bytes, whatever the Content-Encoding
-                await copy_checked(response.aiter_raw(), check, writer.write)
+        # raw: the stored bytes are the served bytes, whatever the Content-Encoding
+        async with client.download(transfer.url, make_check) as download:
+            check = download.check
+            assert check is not None  # a started download has its check
+            async with dest.open_write(transfer.key, size_hint=check.expected_length) as writer:
+                async for chunk in download.chunks():
+                    await writer.write(chunk)
             await dest.verify(transfer.key, size=check.size, sha256=check.sha256)  # what the store kept
-            return response.status_code, check
+            return download.status_code, check
 
     (status, check), attempts = await client.retrying(client.source.retry, attempt, what=transfer.unit)
-    result.objects.append(LandedObject(transfer.key, check.size, check.sha256, status, attempts))
+    result.objects.append(LandedObject(transfer.key, check.size, check.sha256, status, attempts, checksum=check.checksum.text))
     result.attempts = attempts
     result.seconds = round(time.monotonic() - started, 3)
     return result

@@ -23,17 +23,19 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_random_exponential
 
 from apilake import __version__
-from apilake.errors import TransferError
+from apilake.errors import IntegrityError, TransferError
+from apilake.fetch.download import ERROR_BODY_BYTES, Download, Timeouts, Transport
 from apilake.fetch.limits import Budget
+from apilake.integrity import StreamCheck
 from apilake.jobfile import Retry, Source
 from apilake.record import count_request, count_response
 from apilake.redact import Redactor
 
 log = logging.getLogger("apilake")
 T = TypeVar("T")
+R = TypeVar("R", httpx.Response, Download)
 
 MAX_REDIRECTS = 5
-ERROR_BODY_BYTES = 2048
 
 # httpcore asks the socket for 64 KiB at a time while asyncio's transport reads 256 KiB: each read
 # then slices and re-queues the rest, and runs h11 four times as often. Bulk bodies are large;
@@ -75,9 +77,11 @@ class SourceClient:
             headers={"User-Agent": f"apilake/{__version__}"},
             follow_redirects=False,
         )
+        self._transport = Transport(f"apilake/{__version__}", Timeouts(connect=t.connect, read=t.read), source.concurrency)
 
     async def close(self) -> None:
         await self._http.aclose()
+        await self._transport.close()
 
     @asynccontextmanager
     async def stream(self, url: str) -> AsyncIterator[httpx.Response]:
@@ -86,7 +90,14 @@ class SourceClient:
         Non-2xx statuses and transport failures (also those met while the caller reads the body)
         become `TransferError`s whose message is already redacted.
         """
-        response = await self._send(url)
+
+        async def send(hop: str, headers: dict[str, str]) -> httpx.Response:
+            try:
+                return await self._http.send(self._http.build_request("GET", hop, headers=headers), stream=True)
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc, hop) from None
+
+        response = await self._follow(url, send)
         try:
             yield response
         except httpx.HTTPError as exc:
@@ -94,26 +105,51 @@ class SourceClient:
         finally:
             await response.aclose()
 
-    async def _send(self, url: str) -> httpx.Response:
-        for _hop in range(MAX_REDIRECTS + 1):
-            own_origin = origin(url) == self._origin
-            if own_origin:
-                await self.budget.acquire()
-                count_request()
-            headers = self._credentials if own_origin else {}
+    @asynccontextmanager
+    async def download(self, url: str, make_check: Callable[[int | None], StreamCheck]) -> AsyncIterator[Download]:
+        """GET a file body with libcurl (see `fetch.download`) and yield it once a 2xx answered;
+        its chunks are checked by the `StreamCheck` that `make_check` makes from the
+        Content-Length. Errors are redacted `TransferError`s, as with `stream`."""
+
+        async def send(hop: str, headers: dict[str, str]) -> Download:
+            started = Download(self._transport, hop, make_check)
+            started.start(headers)
             try:
-                response = await self._http.send(self._http.build_request("GET", url, headers=headers), stream=True)
-            except httpx.HTTPError as exc:
-                raise self._transport_error(exc, url) from None
+                await started.started()
+            except IntegrityError:
+                await started.aclose()
+                raise
+            except TransferError as exc:
+                await started.aclose()
+                raise TransferError(self.redact(f"{exc} ({hop})"), transient=exc.transient) from None
+            return started
+
+        response = await self._follow(url, send)
+        try:
+            yield response
+        except IntegrityError:
+            raise
+        except TransferError as exc:
+            if exc.status is not None:
+                raise
+            raise TransferError(self.redact(f"{exc} ({url})"), transient=exc.transient) from None
+        finally:
+            await response.aclose()
+
+    async def _follow(self, url: str, send: Callable[[str, dict[str, str]], Awaitable[R]]) -> R:
+        """Send a GET hop by hop: redirects are followed here so that credentials reach only the
+        source's origin; a non-2xx answer becomes a `TransferError`."""
+        for _hop in range(MAX_REDIRECTS + 1):
+            response = await send(url, await self._headers_for(url))
             count_response(response.status_code)
-            if response.is_redirect and "location" in response.headers:
+            if response.is_redirect:
                 await response.aclose()
                 url = urljoin(url, response.headers["location"])
                 continue
             if response.is_success:
                 return response
             try:
-                body = await _read_prefix(response, ERROR_BODY_BYTES)
+                body = response.error_body if isinstance(response, Download) else await _read_prefix(response, ERROR_BODY_BYTES)
             except httpx.HTTPError:
                 body = b""
             finally:
@@ -121,10 +157,19 @@ class SourceClient:
             raise self._status_error(response, body)
         raise TransferError(f"more than {MAX_REDIRECTS} redirects starting at {self.redact(url)}")
 
-    def _status_error(self, response: httpx.Response, body: bytes) -> TransferError:
+    async def _headers_for(self, url: str) -> dict[str, str]:
+        """The one place a request gets credentials: only requests to the source's own origin,
+        each of which also spends the source's rate budget."""
+        if origin(url) != self._origin:
+            return {}
+        await self.budget.acquire()
+        count_request()
+        return self._credentials
+
+    def _status_error(self, response: httpx.Response | Download, body: bytes) -> TransferError:
         status = response.status_code
         detail = body.decode("utf-8", "replace").strip().replace("\n", " ")[:300]
-        message = f"HTTP {status} {response.reason_phrase} from {response.url.copy_with(query=None)}"
+        message = f"HTTP {status} {response.reason_phrase} from {urlsplit(str(response.url))._replace(query='').geturl()}"
         if detail:
             message += f": {detail}"
         return TransferError(

@@ -1,0 +1,264 @@
+"""File bodies over libcurl, driven by the event loop (pycurl's `AsyncCurlMulti`).
+
+Why not httpx, which carries the JSON requests: reading bodies under concurrency costs httpx
+~2 CPU s per GB and aiohttp ~0.5; libcurl's multi interface on the event loop ~0.3, and a
+blocking libcurl transfer per thread ~0.5 plus hand-overs (`bench/micro.py`). So all file bodies
+of a source are read by one libcurl multi handle on the loop, without threads or copies.
+
+The checks (`StreamCheck`) run where they cost least: the length and a CRC checksum (~0.1 s/GB)
+inline as chunks arrive; inflating (`verify: gzip`, ~2-4 s/GB) and sha256 (~0.6 s/GB) on a pool
+thread, a MiB at a time, one batch in flight per transfer while the next is read, so many
+transfers check on every core and the loop stays free. Chunks wait for the writer in memory;
+past `AHEAD` bytes the transfer pauses (libcurl stops reading the socket), so memory per
+transfer is bounded whatever the file size.
+
+One `Download` is one HTTP request (one hop). libcurl never follows redirects: the source's client
+decides each hop and its headers (credentials only to its own origin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from apilake.errors import IntegrityError, TransferError
+from apilake.integrity import StreamCheck
+
+BUFFER = 512 << 10  # libcurl's largest receive buffer: fewer callbacks per MiB
+BATCH = 1 << 20  # bytes per hand-over to a check thread
+AHEAD = 2 << 20  # bytes read but not yet written before the transfer pauses
+ERROR_BODY_BYTES = 2048  # kept of a non-2xx body, for the error message
+
+#: libcurl errors that say the TLS session failed: retrying does not help.
+TLS_ERRORS = frozenset({35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91, 98})
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float
+    read: float  # no byte for this long: the transfer fails (libcurl's low-speed limit, whole seconds)
+
+
+class Transport:
+    """The libcurl side of one source's client: its multi handle and its check threads."""
+
+    def __init__(self, user_agent: str, timeouts: Timeouts, threads: int) -> None:
+        self._user_agent = user_agent
+        self._timeouts = timeouts
+        self._threads = threads
+        self._multi: Any = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def handle(self) -> Any:
+        import pycurl  # ~45 ms to load: only once a file is fetched
+
+        if self._multi is None:
+            self._multi = pycurl.AsyncCurlMulti()  # its connection cache serves every handle
+        curl = pycurl.Curl()
+        curl.setopt(pycurl.NOSIGNAL, 1)
+        curl.setopt(pycurl.BUFFERSIZE, BUFFER)
+        curl.setopt(pycurl.USERAGENT, self._user_agent)
+        curl.setopt(pycurl.FOLLOWLOCATION, 0)
+        curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self._timeouts.connect * 1000)))
+        curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+        curl.setopt(pycurl.LOW_SPEED_TIME, max(1, round(self._timeouts.read)))
+        return curl
+
+    def pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self._threads, "apilake-check")
+        return self._pool
+
+    async def close(self) -> None:
+        if self._multi is not None:
+            await self._multi.aclose()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Download:
+    """One GET. Await `started()`; on a 2xx, iterate `chunks()` for the body, checked.
+
+    `status_code`, `reason_phrase`, `headers` (lower-case names), `is_redirect`, `is_success` and
+    `error_body` are what the client needs of any response to follow redirects and report errors.
+    """
+
+    def __init__(self, transport: Transport, url: str, make_check: Callable[[int | None], StreamCheck]) -> None:
+        self.url = url
+        self.status_code = 0
+        self.reason_phrase = ""
+        self.headers: dict[str, str] = {}
+        self.error_body = b""
+        self.check: StreamCheck | None = None
+        self._transport = transport
+        self._make_check = make_check
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._held = 0
+        self._paused = False
+        self._wake = asyncio.Event()
+        self._head = False
+        self._error: BaseException | None = None
+        self._curl: Any = None
+        self._done: asyncio.Future[Any] | None = None
+
+    @property
+    def is_redirect(self) -> bool:
+        return self.status_code in (301, 302, 303, 307, 308) and "location" in self.headers
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def start(self, headers: dict[str, str]) -> None:
+        import pycurl
+
+        curl = self._curl = self._transport.handle()
+        curl.setopt(pycurl.URL, self.url)
+        if headers:  # a reused handle keeps its last headers: another origin must get none
+            curl.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
+        else:
+            curl.unsetopt(pycurl.HTTPHEADER)
+        curl.setopt(pycurl.HEADERFUNCTION, self._on_header)
+        curl.setopt(pycurl.WRITEFUNCTION, self._on_body)
+        self._done = self._transport._multi.add_handle(curl)
+        self._done.add_done_callback(lambda _: self._wake.set())
+
+    async def started(self) -> None:
+        """Wait for the response's head (a 2xx) or its end (anything else, or a failure)."""
+        while not self._head and not self._finished():
+            await self._waited()
+        if not self._head:
+            self._raise_failure()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body of a 2xx, chunk by chunk; raises when the transfer or its check fails.
+
+        The check's last word (`finish()`) comes before the last chunk is released, so a writer
+        that commits after the loop never commits a damaged body.
+        """
+        import pycurl
+
+        check = self.check
+        assert check is not None
+        heavy = check.heavy
+        batch: list[bytes] = []
+        batched = 0
+        checking: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._pending:
+                chunk = self._pending.popleft()
+                self._held -= len(chunk)
+                if self._paused and self._held < AHEAD // 2 and self._error is None:
+                    self._paused = False
+                    self._curl.pause(pycurl.PAUSE_CONT)
+                if heavy:
+                    batch.append(chunk)
+                    batched += len(chunk)
+                    if batched >= BATCH:
+                        if checking is not None:
+                            await checking
+                        checking = loop.run_in_executor(self._transport.pool(), check.digest, batch)
+                        batch, batched = [], 0
+                yield chunk
+                continue
+            if self._finished():
+                break
+            await self._waited()
+        self._raise_failure()
+        if checking is not None:
+            await checking
+        if batch:
+            await loop.run_in_executor(self._transport.pool(), check.digest, batch)
+        check.finish()
+
+    async def aclose(self) -> None:
+        """End the transfer if it still runs (an error or cancellation on the caller's side)."""
+        if self._done is not None and not self._done.done():
+            self._transport._multi.remove_handle(self._curl)
+        self._release()
+
+    # -- inside libcurl's callbacks, on the loop --------------------------------------------
+
+    def _on_header(self, line: bytes) -> None:
+        if line.startswith(b"HTTP/"):
+            parts = line.decode("latin-1").split(None, 2)
+            self.status_code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            self.reason_phrase = parts[2].strip() if len(parts) > 2 else ""
+            self.headers = {}
+        elif b":" in line:
+            name, _, value = line.decode("latin-1").partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        elif line in (b"\r\n", b"\n") and self.is_success and not self._head:
+            length = self.headers.get("content-length", "")
+            self.check = self._make_check(int(length) if length.isdigit() else None)
+            self._head = True
+            self._wake.set()
+
+    def _on_body(self, chunk: bytes) -> int | None:
+        import pycurl
+
+        if self.check is None:  # not a 2xx: keep the start of the body for the error message
+            if len(self.error_body) < ERROR_BODY_BYTES:
+                self.error_body += chunk[: ERROR_BODY_BYTES - len(self.error_body)]
+            return None
+        if self._held >= AHEAD:
+            self._paused = True
+            return pycurl.WRITEFUNC_PAUSE  # libcurl hands this chunk over again on PAUSE_CONT
+        try:
+            self.check.count(chunk)
+        except IntegrityError as exc:
+            self._error = exc
+            self._wake.set()
+            return 0  # ends the transfer (CURLE_WRITE_ERROR)
+        self._pending.append(chunk)
+        self._held += len(chunk)
+        self._wake.set()
+        return None
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _finished(self) -> bool:
+        return self._error is not None or (self._done is not None and self._done.done())
+
+    async def _waited(self) -> None:
+        self._wake.clear()
+        if not self._pending and not self._finished():
+            await self._wake.wait()
+
+    def _raise_failure(self) -> None:
+        import pycurl
+
+        if self._error is not None:
+            raise self._error
+        assert self._done is not None
+        if self._done.cancelled():
+            raise TransferError("transfer stopped", transient=True)
+        exc = self._done.exception()
+        if isinstance(exc, pycurl.error):
+            code, message = exc.args
+            raise _curl_error(code, message, self.check)
+        if exc is not None:
+            raise exc
+
+    def _release(self) -> None:
+        if self._curl is not None and (self._done is None or self._done.done()):
+            self._curl.close()  # a fresh handle per request: connections live on in the multi handle
+            self._curl = None
+
+
+def _curl_error(code: int, message: str, check: StreamCheck | None) -> TransferError:
+    """A libcurl failure as a `TransferError` (the client adds the URL and redacts)."""
+    if code == 18 and check is not None and check.expected_length is not None:  # CURLE_PARTIAL_FILE
+        return IntegrityError(f"body ended after {check.size} of {check.expected_length} bytes (Content-Length)")
+    if code in TLS_ERRORS:
+        return TransferError(f"TLS error: {message}", transient=False)
+    if code == 28:
+        return TransferError(f"timed out ({message})", transient=True)
+    if code in (6, 7):
+        return TransferError(f"cannot connect: {message}", transient=True)
+    return TransferError(message or f"libcurl error {code}", transient=True)
