@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -77,8 +78,24 @@ def test_summary_table_and_plain_progress_when_not_a_terminal(tmp_path: Path, em
     result = run_cli("run", str(job), "--date", "2026-11-25")
     assert result.returncode == 0
     header, *rows = [line.split() for line in result.stdout.splitlines()[:3]]
-    assert header == ["endpoint", "landed", "skipped", "failed", "not", "run", "bytes", "time"]
+    assert header == ["endpoint", "landed", "skipped", "failed", "not", "run", "bytes", "wall", "time", "sum", "of", "unit", "times"]
     assert [r[:4] for r in rows] == [["dataai/countries", "1", "0", "0"], ["dataai/details", "2", "0", "0"]]
     assert "progress: 3/3 units" in result.stderr
     quiet = run_cli("run", str(job), "--date", "2026-11-25", "--quiet")
     assert quiet.stderr == ""
+
+
+def test_summary_time_is_each_endpoints_wall_time_not_the_sum_of_its_units(tmp_path: Path, emulator) -> None:
+    from apilake.emulator import Fault
+
+    emulator.config.faults = [Fault(match="/details", kind="stall", seconds=0.8)]  # both units wait, side by side
+    job = write_job(tmp_path, emulator, [DETAILS])
+    result = run_cli("run", str(job), "--date", "2026-11-25")
+    assert result.returncode == 0
+    units = records(tmp_path / "lake")[-1]["units"]
+    first = min(dt.datetime.fromisoformat(u["started"]) for u in units)
+    last = max(dt.datetime.fromisoformat(u["finished"]) for u in units)
+    wall, total = (last - first).total_seconds(), sum(u["seconds"] for u in units)
+    row = result.stdout.splitlines()[1].split()
+    assert row[0] == "dataai/details" and row[-2:] == [f"{wall:.1f}s", f"{total:.1f}s"]
+    assert 0.8 <= wall < total  # the units overlapped: the sum would overstate the wait

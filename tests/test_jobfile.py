@@ -155,3 +155,21 @@ def test_new_key_errors_name_the_key(tmp_path: Path, old: str, new: str, message
     assert old in ACME
     with pytest.raises(JobFileError, match=message):
         load_job(write(tmp_path, ACME.replace(old, new, 1)), environ={})
+
+
+def test_notify_takes_apprise_urls_and_a_bare_yaml_on_key(tmp_path: Path) -> None:
+    text = GOOD + "notify:\n  urls: ['slack://T1/B2/${SLACK_TOKEN}']\n  on: [failure]\n"
+    job = load_job(write(tmp_path, text), environ={"TOKEN": "x", "SLACK_TOKEN": "xoxb-123"})
+    assert job.notify is not None and job.notify.on == ["failure"] and job.notify.urls == ["slack://T1/B2/xoxb-123"]
+    assert "slack://T1/B2/xoxb-123" in job.secrets()  # a notification URL carries its service's credentials
+    default = load_job(write(tmp_path, GOOD + "notify: {urls: ['json://localhost/hook']}\n"), environ={"TOKEN": "x"})
+    assert default.notify is not None and default.notify.on == ["failure", "recovery"]
+    with pytest.raises(JobFileError, match=r"notify\.on\[0\]: got 'sucess'"):
+        load_job(write(tmp_path, GOOD + "notify: {urls: ['json://localhost/hook'], on: [sucess]}\n"), environ={"TOKEN": "x"})
+
+
+def test_notify_in_a_profile(tmp_path: Path) -> None:
+    text = GOOD.replace("    destination: ./dev-lake\n", "    destination: ./dev-lake\n    notify: {urls: ['json://127.0.0.1:9/hook'], on: [failure]}\n")
+    assert load_job(write(tmp_path, text), environ={"TOKEN": "x"}).notify is None
+    job = load_job(write(tmp_path, text), profile="dev", environ={"TOKEN": "x"})
+    assert job.notify is not None and job.notify.urls == ["json://127.0.0.1:9/hook"] and job.notify.on == ["failure"]

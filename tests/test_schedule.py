@@ -309,3 +309,19 @@ def test_cron_without_a_schedule_is_a_usage_error(tmp_path: Path) -> None:
     result = cron(str(job), "--host-timezone", "UTC")
     assert result.returncode == 2
     assert "no `schedule:`" in result.stderr
+
+
+def test_health_is_ok_while_the_loop_ticks_or_a_run_is_in_progress(tmp_path: Path) -> None:
+    clock = [utc(2026, 11, 26, 0, 0)]
+    sched = Scheduler(make_job(), lambda only, date: 0, state_path=tmp_path / "s.json", now=lambda: clock[0], max_sleep_seconds=60)
+    assert sched.health()[0] is False  # the loop has not started
+    sched.last_tick = clock[0]
+    clock[0] += dt.timedelta(seconds=100)
+    ok, detail = sched.health()
+    assert ok and detail == {"status": "ok", "last_tick": "2026-11-26T00:00:00+00:00", "seconds_since_tick": 100.0, "running_since": None}
+    clock[0] += dt.timedelta(seconds=100)  # 200 s without a tick: the loop is stuck
+    assert sched.health() == (False, {**detail, "status": "stalled", "seconds_since_tick": 200.0})
+    sched.running_since = clock[0] - dt.timedelta(hours=1)  # a long run: the loop waits for it, alive
+    assert sched.health()[0] is True
+    sched.stop.set()
+    assert sched.health()[1]["status"] == "stopped"

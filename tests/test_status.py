@@ -176,6 +176,17 @@ def test_status_without_records_or_job_is_a_usage_error(tmp_path: Path) -> None:
     assert "no run records" in result.stderr
 
 
+def test_status_text_does_not_count_dates_not_yet_due_as_there() -> None:
+    from apilake.status import Cell, StatusReport, render
+
+    cells = [Cell("s/e", "2026-11-25", ("a",), ("a",), True), Cell("s/e", "2026-11-26", ("b",), (), False)]
+    report = StatusReport("./lake", [], [dt.date(2026, 11, 25), dt.date(2026, 11, 26)],
+                          {("s/e", "2026-11-25"): {"a"}, ("s/e", "2026-11-26"): {"b"}}, [], cells)
+    text = render(report, runs=5, job_path="job.yaml", timezone="UTC")
+    assert "none: all 1 expected unit(s) are in the destination (1 not yet due)" in text
+    assert [c.state for c in cells] == ["landed", "not yet due"]
+
+
 def test_landed_sizes_take_the_latest_landing_of_the_run_s_units_only() -> None:
     from apilake.record import landed_sizes
 

@@ -69,9 +69,11 @@ def _load(job_file: str, profile: str | None, *, offline: bool = False) -> Any:
               help="Where units run: this process, or a Dask cluster (default: the job's `executor`, else local).")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Dask scheduler to submit units to, e.g. tcp://HOST:8786 (default: the job's `scheduler_address`); implies --executor dask.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False), metavar="PATH",
+              help="After the run, write Prometheus metrics here, atomically (node_exporter's textfile collector: *.prom).")
 def run(job_file: str, date: str | None, start: str | None, end: str | None, only: tuple[str, ...], dest: str | None,
         dry_run: bool, force: bool, profile: str | None, log_format: str, log_file: str | None, verbose: bool, quiet: bool,
-        executor: str | None, scheduler: str | None) -> None:
+        executor: str | None, scheduler: str | None, metrics_file: str | None) -> None:
     """Fetch every unit of JOB.yaml for the run date(s) and land it in the destination."""
     from apilake import logs
     from apilake.dates import run_dates
@@ -98,6 +100,9 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
                          executor=executor, scheduler=scheduler, only=only)
     finally:
         progress.close()
+    from apilake.outcome import follow_up
+
+    follow_up(job, job_file, report.run_id, report.destination, metrics_file=metrics_file)
     click.echo(summarize(report.results))
     click.echo(f"\nrun {report.run_id} {report.status}; record: {report.destination.rstrip('/')}/{report.record_key}")
     sys.exit(report.exit_code)
@@ -159,7 +164,10 @@ def emulator(port: int, files_port: int, latency_ms: float, requests_per_minute:
                    "(default: $XDG_STATE_HOME or ~/.local/state, apilake/schedule-<hash>.json).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Also log to this file, rotated daily.")
-def schedule(job_file: str, profile: str | None, dest: str | None, state_file: str | None, log_format: str, log_file: str | None) -> None:
+@click.option("--http", "http_address", metavar="HOST:PORT",
+              help="Serve /metrics (Prometheus), /healthz and the dashboard here, e.g. 127.0.0.1:9464.")
+def schedule(job_file: str, profile: str | None, dest: str | None, state_file: str | None, log_format: str, log_file: str | None,
+             http_address: str | None) -> None:
     """Run JOB.yaml on its `schedule:` crons (in the job's timezone) until SIGTERM/SIGINT.
 
     Runs are sequential; each is for yesterday in the job's timezone at its fire time. After
@@ -179,6 +187,19 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     logs.set_secrets(job.secrets())
     log = logging.getLogger("apilake")
 
+    from apilake.outcome import follow_up
+    from apilake.record import load_records
+
+    records: list[list[dict[str, Any]]] = [[]]  # the latest snapshot of the run records, for /metrics
+    cache: dict[Any, Any] = {}
+
+    def refresh() -> list[dict[str, Any]]:
+        try:
+            records[0] = load_records(destination, job.s3, cache)
+        except (ApilakeError, OSError) as exc:
+            log.warning("cannot read the run records of %s: %s", destination, exc)
+        return records[0]
+
     def run_once(only: list[str] | None, run_date: dt.date) -> int:
         try:
             selection = tuple(only or ())
@@ -188,6 +209,7 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
             return exc.exit_code
         bad = len(report.failures())
         log.info("run %s for %s %s: %d result(s), %d not landed", report.run_id, run_date, report.status, len(report.results), bad)
+        follow_up(job, job_file, report.run_id, destination, records=refresh() if http_address or job.notify else None)
         return report.exit_code
 
     local = not destination.startswith("s3://")
@@ -200,9 +222,41 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     for sched, fire in scheduler.upcoming():
         utc = fire.astimezone(dt.timezone.utc)
         click.echo(f"  {sched.expression:<20} {sched.describe():<30} next {fire:%Y-%m-%d %H:%M %Z} ({utc:%Y-%m-%d %H:%M} UTC)")
+    server = _schedule_server(http_address, job, job_file, destination, scheduler, lambda: records[0]) if http_address else None
+    if server is not None:
+        refresh()
+        server.start()
+        click.echo(f"serving {server.url}metrics, {server.url}healthz and the dashboard at {server.url}")
     scheduler.install_signal_handlers()
-    scheduler.run_forever()
+    try:
+        scheduler.run_forever()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     sys.exit(130 if scheduler.interrupted else 0)
+
+
+def _schedule_server(address: str, job: Any, job_file: str, destination: str, scheduler: Any, records: Any) -> Any:
+    """The scheduler's HTTP server: /metrics, /healthz and the dashboard."""
+    import json
+
+    from apilake.dashboard.server import Dashboard
+    from apilake.errors import JobFileError
+    from apilake.metrics import RunCollector, SchedulerCollector, exposition, registry
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise JobFileError(f"--http {address!r}: expected HOST:PORT, e.g. 127.0.0.1:9464")
+    upcoming = lambda: [(s.key, fire) for s, fire in scheduler.upcoming()]  # noqa: E731
+    metrics = registry(RunCollector(job, job_file, records), SchedulerCollector(job_file, upcoming, lambda: scheduler.last_tick))
+
+    def healthz() -> tuple[int, str, bytes]:
+        ok, detail = scheduler.health()
+        return (200 if ok else 503), "application/json", json.dumps(detail).encode()
+
+    routes = {"/metrics": lambda: (200, "text/plain; version=0.0.4; charset=utf-8", exposition(metrics)), "/healthz": healthz}
+    return _http_server(host.strip("[]"), int(port), Dashboard(job, job_file, destination), routes)
 
 
 @main.command()
@@ -230,44 +284,94 @@ def cron(job_file: str, profile: str | None, host_timezone: str | None) -> None:
 @click.option("--from", "start", metavar="YYYY-MM-DD", help="First run date of the gap report (inclusive).")
 @click.option("--to", "end", metavar="YYYY-MM-DD", help="Last run date of the gap report (inclusive).")
 @click.option("--runs", default=10, show_default=True, type=click.IntRange(min=0), help="How many recent runs to list.")
-def status(job_file: str | None, dest: str | None, profile: str | None, start: str | None, end: str | None, runs: int) -> None:
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write the dashboard as one self-contained HTML file (needs JOB.yaml).")
+def status(job_file: str | None, dest: str | None, profile: str | None, start: str | None, end: str | None, runs: int,
+           html_file: str | None) -> None:
     """Recent runs, the latest failures, and the dates of each endpoint missing from the destination.
 
     Gaps cover the last 7 run dates ending yesterday in the job's timezone (UTC without a job
     file), or --from/--to. With JOB.yaml, expected units come from the job; without it, from the
     run records. Exit code: 0 no gaps, 1 gaps found, 2 bad job file, option or destination.
     """
-    import asyncio
-
-    from apilake.dates import default_run_date, run_dates
-    from apilake.destinations import open_destination
+    from apilake.dates import run_dates
     from apilake.errors import JobFileError
-    from apilake.status import StatusReport, build_report, render
+    from apilake.status import inspect, render, window
 
     job = _load(job_file, profile, offline=True) if job_file else None
     url = dest or (job.destination if job else None)
     if url is None:
         raise JobFileError("status needs JOB.yaml or --dest URL")
+    if html_file and job is None:
+        raise JobFileError("status --html needs JOB.yaml: the dashboard shows the job's expected units")
     timezone = job.timezone if job else "UTC"
     now = dt.datetime.now(dt.timezone.utc)
-    if start or end:
-        dates = run_dates(timezone, now, start=start, end=end)
-    else:
-        last = default_run_date(timezone, now)
-        dates = [last - dt.timedelta(days=i) for i in range(6, -1, -1)]
-    destination = open_destination(url, job.s3 if job else None)
-
-    async def inspect() -> StatusReport:
-        try:
-            return await build_report(destination, job, dates)
-        finally:
-            await destination.close()
-
-    report = asyncio.run(inspect())
+    dates = run_dates(timezone, now, start=start, end=end) if start or end else window(timezone, now, 7)
+    last_due = window(timezone, now, 1)[0]
+    report = inspect(url, job, dates, last_due)
     if job is None and not report.records:
         raise DestinationError(f"{url}: no run records under _apilake/runs/ (not an apilake destination, or nothing ran yet)")
     click.echo(render(report, runs=runs, job_path=job_file, timezone=timezone))
+    if html_file and job_file:
+        from apilake.dashboard import render_page
+
+        page = render_page(report, job_path=job_file, timezone=timezone, generated=now, single_file=True)
+        _write_file(html_file, page)
+        click.echo(f"\ndashboard written to {html_file}")
     sys.exit(report.exit_code)
+
+
+def _write_file(path: str, text: str) -> None:
+    """Write a whole file or report why not (exit 2), never a traceback."""
+    from apilake.errors import JobFileError
+
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise JobFileError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+
+
+@main.command()
+@job_argument
+@profile_option
+@click.option("--dest", metavar="URL", help="The destination to show (default: the job's).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback: only this machine).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free port).")
+@click.option("--from", "start", metavar="YYYY-MM-DD", help="First run date of the grid (default: 13 days before today).")
+@click.option("--to", "end", metavar="YYYY-MM-DD", help="Last run date of the grid (inclusive).")
+def dashboard(job_file: str, profile: str | None, dest: str | None, host: str, port: int, start: str | None, end: str | None) -> None:
+    """Serve a read-only web page of JOB.yaml's runs and gaps until stopped.
+
+    A grid of endpoints × run dates (landed, partly landed, failed, missing, not yet due), the
+    recent runs and each run's units, charts over time, and the commands that fill the gaps.
+    It needs no API token and changes nothing in the destination.
+    """
+    from apilake.dashboard.server import Dashboard
+    from apilake.dates import run_dates
+
+    job = _load(job_file, profile, offline=True)
+    dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), start=start, end=end) if start or end else None
+    server = _http_server(host, port, Dashboard(job, job_file, dest or job.destination, dates=dates))
+    click.echo(f"dashboard of {job_file} ({dest or job.destination}) at {server.url} (Ctrl-C or SIGTERM stops it)")
+    import signal
+    import threading
+
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())  # exit 0, as a service should
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def _http_server(host: str, port: int, pages: Any, routes: Any = None) -> Any:
+    """A bound `DashboardServer`, or a clear error (exit 2) when the address cannot be used."""
+    from apilake.dashboard.server import DashboardServer
+    from apilake.errors import JobFileError
+
+    try:
+        return DashboardServer((host, port), pages, routes)
+    except OSError as exc:
+        raise JobFileError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another address or port") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -392,6 +392,21 @@ class S3Options(_Model):
     verify_tls: bool = True
 
 
+class Notify(_Model):
+    """Where to say that a run failed, or that the next run recovered: Apprise URLs (secrets themselves)."""
+
+    urls: list[str] = Field(min_length=1)
+    on: list[Literal["failure", "recovery"]] = ["failure", "recovery"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, raw: Any) -> Any:
+        """YAML 1.1 reads a bare `on:` key as the boolean true."""
+        if isinstance(raw, dict) and True in raw:
+            raw = {("on" if k is True else k): v for k, v in raw.items()}
+        return raw
+
+
 class LeaseOptions(_Model):
     """The lease a run holds on an S3 destination: renewed every `renew_seconds`; a holder silent
     for `expiry_seconds` is taken to be dead and its lease may be taken over."""
@@ -416,6 +431,7 @@ class Job(_Model):
     executor: Literal["local", "dask"] = "local"
     scheduler_address: str | None = None
     s3: S3Options = S3Options()
+    notify: Notify | None = None
     lease: LeaseOptions = LeaseOptions()
     quota_ledger: str | None = None  # where requests_per_day is counted (default: the destination)
     sources: list[Source] = Field(min_length=1)
@@ -462,8 +478,9 @@ class Job(_Model):
         return self
 
     def secrets(self) -> list[str]:
-        """Tokens, secret headers, and values of `${VAR}`s whose names say they are secret."""
+        """Tokens, secret headers, notification URLs, and values of `${VAR}`s whose names say they are secret."""
         found = [secret for source in self.sources for secret in source.secrets()] + list(self._env_secrets)
+        found += self.notify.urls if self.notify else []  # an Apprise URL carries its service's credentials
         return list(dict.fromkeys(found))
 
 

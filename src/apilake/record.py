@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import secrets
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from apilake.destinations import RECORDS_PREFIX, Destination
 
 Status = Literal["landed", "listed", "skipped", "failed", "not_attempted", "interrupted"]
 DID_NOT_LAND = ("failed", "not_attempted", "interrupted")  # the statuses a summary must name
+T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 @dataclass(slots=True)
@@ -54,10 +60,68 @@ class UnitResult:
     attempts: int = 0
     seconds: float = 0.0
     listing: dict[str, Any] | None = None
+    started: str | None = None  # UTC wall clock (ISO 8601) when the unit's work began and ended:
+    finished: str | None = None  # an endpoint's wall time is its first start to its last end
+    http: dict[str, int] = field(default_factory=dict)  # responses by HTTP status, every attempt and redirect
+    requests: int = 0  # requests to the source's own origin: what its quota counts
 
     @property
     def bytes(self) -> int:
         return sum(o.bytes for o in self.objects if self.status == "landed")
+
+
+@dataclass(slots=True)
+class Traffic:
+    """What one unit's requests met, counted where they are sent (see `observe`)."""
+
+    started: dt.datetime
+    requests: int = 0
+    http: dict[str, int] = field(default_factory=dict)
+
+    def stamp(self, result: UnitResult) -> UnitResult:
+        result.started = self.started.isoformat()
+        result.finished = dt.datetime.now(dt.timezone.utc).isoformat()
+        result.http = dict(sorted(self.http.items()))
+        result.requests = self.requests
+        return result
+
+
+_traffic: ContextVar[Traffic | None] = ContextVar("apilake_traffic", default=None)
+
+
+@contextmanager
+def observe() -> Iterator[Traffic]:
+    """Count the requests and HTTP statuses of the unit run inside this block (one asyncio task)."""
+    traffic = Traffic(dt.datetime.now(dt.timezone.utc))
+    token = _traffic.set(traffic)
+    try:
+        yield traffic
+    finally:
+        _traffic.reset(token)
+
+
+def observed(work: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Run a unit's work (returning its `UnitResult`, or that and the files it lists) under `observe`, and stamp the result."""
+
+    @functools.wraps(work)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with observe() as traffic:
+            outcome = await work(*args, **kwargs)
+        traffic.stamp(outcome[0] if isinstance(outcome, tuple) else outcome)  # type: ignore[arg-type]
+        return outcome
+
+    return run
+
+
+def count_request() -> None:
+    """One request to a source's own origin (counted against its quota)."""
+    if (traffic := _traffic.get()) is not None:
+        traffic.requests += 1
+
+
+def count_response(status: int) -> None:
+    if (traffic := _traffic.get()) is not None:
+        traffic.http[str(status)] = traffic.http.get(str(status), 0) + 1
 
 
 def new_run_id(now: dt.datetime) -> str:
@@ -114,24 +178,80 @@ def record_document(
     }
 
 
-async def read_records(dest: Destination) -> list[dict[str, Any]]:
+def entry_bytes(entry: dict[str, Any]) -> int:
+    """Bytes a record's unit entry landed (nothing for a skipped or failed unit)."""
+    return sum(o.get("bytes", 0) for o in entry.get("objects") or []) if entry.get("status") == "landed" else 0
+
+
+def entry_retries(entry: dict[str, Any]) -> int:
+    """Attempts beyond the first, per request (a JSON unit's pages each have their own)."""
+    objects = entry.get("objects") or []
+    if objects:
+        return sum(max(o.get("attempts", 0) - 1, 0) for o in objects)
+    return max(entry.get("attempts", 0) - 1, 0)
+
+
+RecordCache = dict[tuple[str, int], dict[str, Any]]  # (key, size) → a finished record, which never changes
+
+
+def on_destination(url: str, s3: Any, work: Callable[[Destination], Awaitable[T]]) -> T:
+    """`work` on the destination at `url`, opened and closed here: for synchronous readers."""
+    from apilake.destinations import open_destination
+
+    async def go() -> T:
+        dest = open_destination(url, s3)
+        try:
+            return await work(dest)
+        finally:
+            await dest.close()
+
+    return asyncio.run(go())
+
+
+def load_records(url: str, s3: Any = None, cache: RecordCache | None = None) -> list[dict[str, Any]]:
+    """`read_records` of the destination at `url`, for synchronous callers."""
+    return on_destination(url, s3, lambda dest: read_records(dest, cache))
+
+
+def load_record(url: str, s3: Any, run_id: str) -> dict[str, Any] | None:
+    """One run's record, or None when there is no such (readable) record."""
+
+    async def read(dest: Destination) -> dict[str, Any] | None:
+        try:
+            record = json.loads(await dest.read(record_key(run_id)))
+        except (OSError, ValueError, KeyError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    return on_destination(url, s3, read)
+
+
+async def read_records(dest: Destination, cache: RecordCache | None = None) -> list[dict[str, Any]]:
     """Every run record in the destination, oldest first; unreadable ones are skipped.
 
     Read 16 at a time: every run reads them all (for the skip check's sizes), and a lake of a
-    year of daily runs holds hundreds.
+    year of daily runs holds hundreds. With a `cache` (kept by a long-running reader: the
+    dashboard, the scheduler), finished records are read once; the dicts returned are shared
+    with it and must not be changed.
     """
-    keys = [info.key async for info in dest.list(RECORDS_PREFIX) if info.key.endswith(".json")]
+    infos = [info async for info in dest.list(RECORDS_PREFIX) if info.key.endswith(".json")]
     slots = asyncio.Semaphore(16)
 
-    async def read(key: str) -> dict[str, Any] | None:
+    async def read(key: str, size: int) -> dict[str, Any] | None:
+        if cache is not None and (known := cache.get((key, size))) is not None:
+            return known
         async with slots:
             try:
                 record = json.loads(await dest.read(key))
             except (ValueError, OSError):
                 return None
-        return record if isinstance(record, dict) else None
+        if not isinstance(record, dict):
+            return None
+        if cache is not None and record.get("finished"):
+            cache[key, size] = record
+        return record
 
-    records = [r for r in await asyncio.gather(*(read(k) for k in keys)) if r is not None]
+    records = [r for r in await asyncio.gather(*(read(i.key, i.size) for i in infos)) if r is not None]
     return sorted(records, key=lambda r: r.get("run_id", ""))
 
 

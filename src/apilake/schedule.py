@@ -206,6 +206,8 @@ class Scheduler:
         self.zone = ZoneInfo(job.timezone)
         self.last: dict[str, dt.datetime] = {}
         self.interrupted = False  # a run was stopped by a signal: the CLI exits 130
+        self.last_tick: dt.datetime | None = None  # the loop's last wake-up or finished run (health checks)
+        self.running_since: dt.datetime | None = None  # the start of the run in progress, if any
         self._signals = False
 
     # -- state ---------------------------------------------------------------------------------
@@ -243,7 +245,7 @@ class Scheduler:
         self.last = {s.key: saved.get(s.key, start) for s in self.schedules}
         self._save()
         while not self.stop.is_set():
-            now = self.now()
+            now = self.last_tick = self.now()
             due = self._due(now)
             if due:
                 for fire, schedule, late in due:
@@ -283,13 +285,14 @@ class Scheduler:
             "schedule %r (%s): %s fire %s, run date %s",
             schedule.expression, schedule.describe(), "catch-up" if late else "on-time", _show(fire), run_date,
         )
-        started = self.now()
+        started = self.running_since = self.now()
         try:
             code = self.run(list(schedule.only) if schedule.only else None, run_date)
         except Exception:  # a scheduler outlives one broken run
             log.exception("schedule %r: the run for %s raised", schedule.expression, run_date)
             code = 1
         finally:
+            self.running_since, self.last_tick = None, self.now()
             if self._signals:
                 self.install_signal_handlers()  # the runner's asyncio loop resets them on exit
         seconds = (self.now() - started).total_seconds()
@@ -301,6 +304,18 @@ class Scheduler:
         log.info("schedule %r: run for %s finished with exit code %d in %.1fs", schedule.expression, run_date, code, seconds)
         self.last[schedule.key] = fire
         self._save()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Alive when a run is in progress or the loop woke up lately (it wakes at least every `max_sleep`)."""
+        now, tick, running = self.now(), self.last_tick, self.running_since
+        age = (now - tick).total_seconds() if tick else None
+        ok = not self.stop.is_set() and (running is not None or (age is not None and age <= 2 * self.max_sleep + 30))
+        return ok, {
+            "status": "ok" if ok else "stopped" if self.stop.is_set() else "stalled",
+            "last_tick": tick.isoformat() if tick else None,
+            "seconds_since_tick": None if age is None else round(age, 3),
+            "running_since": running.isoformat() if running else None,
+        }
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT set the stop event (main thread only); an in-flight run is the runner's to stop."""

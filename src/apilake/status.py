@@ -18,7 +18,7 @@ import posixpath
 import socket
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from apilake.destinations import Destination
 from apilake.fetch.quota import ledger_store, quota_use
@@ -26,7 +26,7 @@ from apilake.jobfile import KINDS_WITH_KEY, Job
 from apilake.lease import is_live
 from apilake.lease import parse as parse_lease
 from apilake.lock import lock_is_free
-from apilake.record import DID_NOT_LAND, landed_sizes, read_records
+from apilake.record import DID_NOT_LAND, RecordCache, entry_bytes, entry_retries, landed_sizes, on_destination, read_records
 
 OK = ("landed", "skipped")
 
@@ -74,6 +74,23 @@ def fill_commands(gaps: Iterable[Gap], job_path: str) -> list[str]:
 # evidence from the destination
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A unit (or one file of a listing) that did not land in some run, and why."""
+
+    unit: str
+    status: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The latest run that tried a planned unit; `problems` is empty when it landed (or was skipped)."""
+
+    run_id: str
+    problems: tuple[Problem, ...] = ()
+
+
 @dataclass
 class Evidence:
     """Run records, flattened for lookups: latest good result per unit and files per listing."""
@@ -81,6 +98,7 @@ class Evidence:
     records: list[dict[str, Any]]
     good: dict[str, dict[str, Any]] = field(default_factory=dict)  # unit id → latest landed/skipped json result
     listing_files: dict[str, list[str] | None] = field(default_factory=dict)  # listing id → keys, None if incomplete
+    latest: dict[str, Attempt] = field(default_factory=dict)  # planned unit id → its latest attempt
 
     def __post_init__(self) -> None:
         for record in self.records:  # oldest first: later records win
@@ -94,6 +112,12 @@ class Evidence:
                     if owner is not None:
                         files.setdefault(owner, []).append(unit)
             for unit in units:
+                if unit.get("kind") in ("json", "listing"):
+                    tried = [unit, *files.get(unit["unit"], [])]
+                    problems = tuple(
+                        Problem(u["unit"], u["status"], u.get("error") or "no reason recorded") for u in tried if u.get("status") in DID_NOT_LAND
+                    )
+                    self.latest[unit["unit"]] = Attempt(str(record.get("run_id", "?")), problems)
                 if unit.get("kind") == "json" and unit.get("status") in OK:
                     self.good[unit["unit"]] = unit
                 elif unit.get("kind") == "listing" and unit.get("status") == "listed":
@@ -208,13 +232,65 @@ def expected_from_records(records: list[dict[str, Any]], run_dates: list[dt.date
     return expected
 
 
+CellState = Literal["landed", "partly landed", "failed", "missing", "not yet due"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One endpoint on one run date: what was expected, what is there, and why the rest is not."""
+
+    endpoint: str
+    run_date: str
+    expected: tuple[str, ...]
+    present: tuple[str, ...]
+    due: bool  # the run date has come (it is at most yesterday in the job's time zone)
+    attempts: tuple[tuple[str, Attempt], ...] = ()  # (unit id, latest attempt) of the units any run tried
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(u for u in self.expected if u not in set(self.present))
+
+    @property
+    def problems(self) -> list[Problem]:
+        """Why the units that are not present did not land, as their latest runs recorded it."""
+        missing = set(self.missing)
+        return [p for unit, attempt in self.attempts if unit in missing for p in attempt.problems]
+
+    @property
+    def state(self) -> CellState:
+        if len(self.present) == len(self.expected):
+            return "landed"
+        if self.present:
+            return "partly landed"
+        if not self.due:
+            return "not yet due"
+        return "failed" if self.problems else "missing"
+
+
+def cells(
+    expected: Mapping[tuple[str, str], Collection[str]], present: Collection[str], evidence: Evidence, last_due: dt.date
+) -> list[Cell]:
+    """Pure: the grid of endpoints × run dates behind both the gap report and the dashboard."""
+    present = set(present)
+    grid = []
+    for (endpoint, run_date), units in sorted(expected.items()):
+        ids = tuple(sorted(set(units)))
+        attempts = tuple((u, evidence.latest[u]) for u in ids if u in evidence.latest)
+        due = dt.date.fromisoformat(run_date) <= last_due
+        grid.append(Cell(endpoint, run_date, ids, tuple(u for u in ids if u in present), due, attempts))
+    return grid
+
+
 @dataclass
 class StatusReport:
+    """The facts `apilake status` prints and the dashboard draws: one model for both."""
+
     destination: str
     records: list[dict[str, Any]]
     run_dates: list[dt.date]
     expected: dict[tuple[str, str], set[str]]
     gaps: list[Gap]
+    cells: list[Cell] = field(default_factory=list)
     quota: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (source, day, {used, limit})
 
     @property
@@ -254,8 +330,12 @@ async def run_state(dest: Destination, record: dict[str, Any]) -> str:
     return status  # a lock on another host: only that host can tell
 
 
-async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.date]) -> StatusReport:
-    records = [{**r, "status": await run_state(dest, r)} for r in await read_records(dest)]
+async def build_report(
+    dest: Destination, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None, cache: RecordCache | None = None
+) -> StatusReport:
+    """Read the destination's evidence for `run_dates`; dates after `last_due` are not gaps yet."""
+    last_due = last_due or max(run_dates)
+    records = [{**r, "status": await run_state(dest, r)} for r in await read_records(dest, cache)]
     evidence = Evidence(records)
     if job is not None:
         expected, planned = expected_from_job(job, run_dates)
@@ -279,7 +359,23 @@ async def build_report(dest: Destination, job: Job | None, run_dates: list[dt.da
     finally:
         if store is not dest:
             await store.close()
-    return StatusReport(dest.url, records, run_dates, expected, find_gaps(expected, present), quota)
+    due = {key: units for key, units in expected.items() if dt.date.fromisoformat(key[1]) <= last_due}
+    return StatusReport(dest.url, records, run_dates, expected, find_gaps(due, present), cells(expected, present, evidence, last_due), quota)
+
+
+def inspect(
+    url: str, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None, cache: RecordCache | None = None
+) -> StatusReport:
+    """`build_report` on the destination at `url`, opened and closed here (for synchronous callers)."""
+    return on_destination(url, job.s3 if job else None, lambda dest: build_report(dest, job, run_dates, last_due, cache))
+
+
+def window(timezone: str, now: dt.datetime, days: int, *, ahead: int = 0) -> list[dt.date]:
+    """The last `days` run dates ending yesterday in `timezone`, plus `ahead` dates not yet due."""
+    from apilake.dates import default_run_date
+
+    last = default_run_date(timezone, now)
+    return [last - dt.timedelta(days=i) for i in range(days - 1, -ahead - 1, -1)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,24 +389,62 @@ def _when(text: str | None) -> dt.datetime | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One run record in numbers: what the run list of `status` and the dashboard show."""
+
+    run_id: str
+    status: str
+    dates: tuple[str, ...]
+    counts: dict[str, int]
+    started: dt.datetime | None
+    finished: dt.datetime | None
+    bytes: int
+    retries: int
+    throttled: int  # 429 answers
+
+    @property
+    def span(self) -> str:
+        return "-" if not self.dates else self.dates[0] if len(self.dates) == 1 else f"{self.dates[0]}..{self.dates[-1]}"
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.finished - self.started).total_seconds() if self.started and self.finished else None
+
+    @property
+    def not_run(self) -> int:
+        return self.counts.get("not_attempted", 0) + self.counts.get("interrupted", 0)
+
+
+def summarize_run(record: dict[str, Any]) -> RunSummary:
+    units = record.get("units") or []
+    return RunSummary(
+        str(record.get("run_id", "?")),
+        str(record.get("status", "?")),
+        tuple(record.get("dates") or ()),
+        record.get("counts") or {},
+        _when(record.get("started")),
+        _when(record.get("finished")),
+        sum(entry_bytes(u) for u in units),
+        sum(entry_retries(u) for u in units),
+        sum((u.get("http") or {}).get("429", 0) for u in units),
+    )
+
+
 def run_rows(records: list[dict[str, Any]], n: int) -> list[list[str]]:
     rows = [["run", "status", "dates", "landed", "skipped", "failed", "not run", "started (UTC)", "duration"]]
-    for record in reversed(records[-n:] if n > 0 else []):
-        counts = record.get("counts") or {}
-        dates = record.get("dates") or []
-        started, finished = _when(record.get("started")), _when(record.get("finished"))
-        span = dates[0] if len(dates) == 1 else f"{dates[0]}..{dates[-1]}" if dates else "-"
+    for run in map(summarize_run, reversed(records[-n:] if n > 0 else [])):
         rows.append(
             [
-                str(record.get("run_id", "?")),
-                str(record.get("status", "?")),
-                span,
-                str(counts.get("landed", 0)),
-                str(counts.get("skipped", 0)),
-                str(counts.get("failed", 0)),
-                str(counts.get("not_attempted", 0) + counts.get("interrupted", 0)),
-                f"{started.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}" if started else "-",
-                f"{(finished - started).total_seconds():.1f}s" if started and finished else "-",
+                run.run_id,
+                run.status,
+                run.span,
+                str(run.counts.get("landed", 0)),
+                str(run.counts.get("skipped", 0)),
+                str(run.counts.get("failed", 0)),
+                str(run.not_run),
+                f"{run.started.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}" if run.started else "-",
+                "-" if run.seconds is None else f"{run.seconds:.1f}s",
             ]
         )
     return rows
@@ -351,7 +485,9 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
     if not report.expected:
         out.append("  nothing expected: no endpoints known (no job file and no run records)")
     elif not report.gaps:
-        out.append(f"  none: all {sum(len(u) for u in report.expected.values())} expected unit(s) are in the destination")
+        due = sum(len(c.expected) for c in report.cells if c.due)
+        later = sum(len(c.expected) - len(c.present) for c in report.cells if not c.due)
+        out.append(f"  none: all {due} expected unit(s) are in the destination" + (f" ({later} not yet due)" if later else ""))
     by_endpoint: dict[str, list[Gap]] = {}
     for gap in report.gaps:
         by_endpoint.setdefault(gap.endpoint, []).append(gap)

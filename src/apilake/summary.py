@@ -1,9 +1,15 @@
-"""The end-of-run summary: one line per endpoint, then every unit that did not land."""
+"""The end-of-run summary: one line per endpoint, then every unit that did not land.
+
+`wall time` is an endpoint's first unit start to its last unit end (what a person waited);
+`sum of unit times` adds the units' own times, which overlap when units run concurrently.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 from apilake.record import DID_NOT_LAND, UnitResult
 
@@ -25,11 +31,27 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def wall_seconds(units: Iterable[UnitResult | dict[str, Any]]) -> float | None:
+    """First start to last end of some units (results or their record entries); None if none is timed.
+
+    Units run concurrently, so this is what a person waited, unlike the sum of the units' own times.
+    """
+    starts, ends = [], []
+    for unit in units:
+        started, finished = (unit.get("started"), unit.get("finished")) if isinstance(unit, dict) else (unit.started, unit.finished)
+        if started and finished:
+            starts.append(dt.datetime.fromisoformat(started))
+            ends.append(dt.datetime.fromisoformat(finished))
+    return (max(ends) - min(starts)).total_seconds() if starts else None
+
+
 def summarize(results: Iterable[UnitResult]) -> str:
     per_endpoint: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    timed: dict[str, list[UnitResult]] = defaultdict(list)
     problems = []
     for r in results:
         counts = per_endpoint[f"{r.source}/{r.endpoint}"]
+        timed[f"{r.source}/{r.endpoint}"].append(r)
         if r.status == "listed":
             continue  # a listing is evidence, not an object: only its failure counts
         counts[r.status] += 1
@@ -37,8 +59,9 @@ def summarize(results: Iterable[UnitResult]) -> str:
         counts["seconds"] += r.seconds
         if r.status in DID_NOT_LAND:
             problems.append(r)
-    rows = [["endpoint", "landed", "skipped", "failed", "not run", "bytes", "time"]]
+    rows = [["endpoint", "landed", "skipped", "failed", "not run", "bytes", "wall time", "sum of unit times"]]
     for name, c in sorted(per_endpoint.items()):
+        wall = wall_seconds(timed[name])
         rows.append(
             [
                 name,
@@ -47,6 +70,7 @@ def summarize(results: Iterable[UnitResult]) -> str:
                 str(int(c["failed"])),
                 str(int(c["not_attempted"] + c["interrupted"])),
                 human_bytes(c["bytes"]),
+                "-" if wall is None else f"{wall:.1f}s",
                 f"{c['seconds']:.1f}s",
             ]
         )

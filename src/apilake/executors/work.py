@@ -21,7 +21,7 @@ from apilake.fetch.paginate import paginator_for
 from apilake.fetch.report import fetch_report
 from apilake.jobfile import Endpoint, Job, Source
 from apilake.plan import Unit
-from apilake.record import UnitResult
+from apilake.record import UnitResult, observed
 from apilake.redact import Redactor
 
 log = logging.getLogger("apilake")
@@ -80,6 +80,7 @@ class UnitWork:
     def _source(self, unit: Unit) -> Source:
         return self.clients[unit.source].source
 
+    @observed
     async def unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
         """Land a JSON unit, or fetch a bulk unit's listing: its result and the files it lists."""
         kind = unit_kind(unit)
@@ -104,6 +105,7 @@ class UnitWork:
         except Exception as exc:  # noqa: BLE001 - one unit's failure never stops the others
             return failed(unit, kind, unit.id, exc, unit.request_url, self.redact), []
 
+    @observed
     async def file(self, unit: Unit, transfer: FileTransfer) -> UnitResult:
         """Land one file of a listing."""
         if self._spent(unit):

@@ -29,6 +29,7 @@ from apilake.fetch.download import ERROR_BODY_BYTES, Download, Timeouts, Transpo
 from apilake.fetch.limits import Budget
 from apilake.integrity import StreamCheck
 from apilake.jobfile import Retry, Source
+from apilake.record import count_request, count_response
 from apilake.redact import Redactor
 
 log = logging.getLogger("apilake")
@@ -146,6 +147,7 @@ class SourceClient:
             own_origin = origin(url) == self._origin
             headers = await self._headers_for(url)
             response = await send(self._credentials.url(url) if own_origin else url, headers, method)
+            count_response(response.status_code)
             if response.is_redirect:
                 await response.aclose()
                 url = urljoin(url, response.headers["location"])
@@ -173,6 +175,7 @@ class SourceClient:
         if origin(url) != self._origin:
             return {}
         await self.budget.acquire()
+        count_request()
         return await self._credentials.headers()
 
     def _status_error(self, response: httpx.Response | Download, body: bytes) -> TransferError:

@@ -1,0 +1,164 @@
+"""Prometheus metrics of a job's runs, from its run records.
+
+`apilake run --metrics-file PATH` writes them for node_exporter's textfile collector;
+`apilake schedule --http HOST:PORT` serves them on `/metrics` with the scheduler's own
+(next fire time, last loop tick). Both come from one collector over the run records, so a
+metric means the same wherever it is read. Every series has the label `apilake_job` (the job
+file as given), so several jobs can share one textfile directory or Prometheus.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from apilake.jobfile import Job
+from apilake.record import entry_bytes, entry_retries
+
+RUN_STATUSES = ("succeeded", "failed", "interrupted")
+OK = ("landed", "skipped")
+
+
+def _timestamp(text: str | None) -> float | None:
+    return dt.datetime.fromisoformat(text).timestamp() if text else None
+
+
+def last_success(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Per endpoint, when the latest run ended in which all of its units landed (or were skipped)."""
+    found: dict[str, float] = {}
+    for record in records:
+        finished = _timestamp(record.get("finished"))
+        if finished is None:
+            continue
+        by_endpoint: dict[str, list[str]] = {}
+        for unit in record.get("units") or []:
+            if unit.get("kind") != "listing":
+                by_endpoint.setdefault(f"{unit['source']}/{unit['endpoint']}", []).append(unit.get("status", ""))
+        for unit in record.get("units") or []:  # a listing counts through its files, unless it failed
+            if unit.get("kind") == "listing" and unit.get("status") != "listed":
+                by_endpoint.setdefault(f"{unit['source']}/{unit['endpoint']}", []).append(unit.get("status", ""))
+        for endpoint, statuses in by_endpoint.items():
+            if statuses and all(s in OK for s in statuses):
+                found[endpoint] = max(found.get(endpoint, 0.0), finished)
+    return found
+
+
+class RunCollector(Collector):
+    """The metric families of a job's runs; `records()` is asked on every collection."""
+
+    def __init__(self, job: Job, job_path: str, records: Callable[[], list[dict[str, Any]]]) -> None:
+        self.job = job
+        self.job_path = job_path
+        self.records = records
+
+    def _family(self, name: str, doc: str, *labels: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=["apilake_job", *labels])
+
+    def collect(self) -> Iterator[Metric]:
+        records = self.records()
+        finished = [r for r in records if r.get("finished")]
+        job = self.job_path
+        success = self._family("apilake_last_success_timestamp_seconds",
+                               "When the latest run in which every unit of the endpoint landed ended (Unix time)", "endpoint")
+        for endpoint, when in sorted(last_success(records).items()):
+            success.add_metric([job, endpoint], when)
+        yield success
+        if not finished:
+            return
+        last = finished[-1]
+        start = self._family("apilake_last_run_start_timestamp_seconds", "Start of the last finished run (Unix time)")
+        start.add_metric([job], _timestamp(last.get("started")) or 0)
+        end = self._family("apilake_last_run_end_timestamp_seconds", "End of the last finished run (Unix time)")
+        end.add_metric([job], _timestamp(last.get("finished")) or 0)
+        status = self._family("apilake_last_run_status", "1 for the status of the last finished run, 0 for the others", "status")
+        for name in RUN_STATUSES:
+            status.add_metric([job, name], 1.0 if last.get("status") == name else 0.0)
+        yield from (start, end, status)
+        yield from self._units(last)
+        yield from self._quota(last)
+
+    def _units(self, record: dict[str, Any]) -> Iterator[Metric]:
+        job = self.job_path
+        units: dict[tuple[str, str], int] = {}
+        size: dict[str, int] = {}
+        retries: dict[str, int] = {}
+        requests: dict[tuple[str, str], int] = {}
+        for unit in record.get("units") or []:
+            endpoint = f"{unit['source']}/{unit['endpoint']}"
+            units[endpoint, unit["status"]] = units.get((endpoint, unit["status"]), 0) + 1
+            size[endpoint] = size.get(endpoint, 0) + entry_bytes(unit)
+            retries[endpoint] = retries.get(endpoint, 0) + entry_retries(unit)
+            for code, n in (unit.get("http") or {}).items():
+                requests[endpoint, code] = requests.get((endpoint, code), 0) + n
+        families: list[tuple[GaugeMetricFamily, dict[Any, int]]] = [
+            (self._family("apilake_last_run_units", "Units of the last finished run by endpoint and status", "endpoint", "status"), units),
+            (self._family("apilake_last_run_bytes", "Bytes the last finished run landed, by endpoint", "endpoint"), size),
+            (self._family("apilake_last_run_retries", "Requests the last finished run repeated, by endpoint", "endpoint"), retries),
+            (self._family("apilake_last_run_responses", "HTTP responses of the last finished run by endpoint and status code "
+                          "(every attempt and redirect)", "endpoint", "code"), requests),
+        ]
+        for family, values in families:
+            for labels, value in sorted(values.items()):
+                family.add_metric([job, *(labels if isinstance(labels, tuple) else (labels,))], value)
+            yield family
+
+    def _quota(self, record: dict[str, Any]) -> Iterator[Metric]:
+        job = self.job_path
+        used: dict[str, int] = {}
+        for unit in record.get("units") or []:
+            used[unit["source"]] = used.get(unit["source"], 0) + unit.get("requests", 0)
+        used_family = self._family("apilake_last_run_quota_requests_used",
+                                   "Requests the last finished run sent to the source's own origin (what requests_per_day counts)", "source")
+        left_family = self._family("apilake_last_run_quota_requests_left",
+                                   "requests_per_day minus the requests of the last finished run (sources with a daily quota)", "source")
+        for source in self.job.sources:
+            used_family.add_metric([job, source.name], used.get(source.name, 0))
+            if source.requests_per_day is not None:
+                left_family.add_metric([job, source.name], max(source.requests_per_day - used.get(source.name, 0), 0))
+        yield used_family
+        yield left_family
+
+
+def registry(*collectors: Collector) -> CollectorRegistry:
+    """A registry of just these collectors (no process or platform metrics: the job's numbers only)."""
+    found = CollectorRegistry(auto_describe=False)
+    for collector in collectors:
+        found.register(collector)
+    return found
+
+
+def write_file(path: str, job: Job, job_path: str, records: list[dict[str, Any]]) -> None:
+    """Write the metrics atomically (a temporary file renamed over `path`), as the textfile collector needs."""
+    write_to_textfile(path, registry(RunCollector(job, job_path, lambda: records)))
+
+
+class SchedulerCollector(Collector):
+    """`apilake schedule`'s own families: when each schedule fires next, and the loop's last tick."""
+
+    def __init__(self, job_path: str, upcoming: Callable[[], list[tuple[str, dt.datetime]]],
+                 last_tick: Callable[[], dt.datetime | None]) -> None:
+        self.job_path = job_path
+        self.upcoming = upcoming
+        self.last_tick = last_tick
+
+    def collect(self) -> Iterator[Metric]:
+        fires = GaugeMetricFamily("apilake_schedule_next_fire_timestamp_seconds", "When the schedule fires next (Unix time)",
+                                  labels=["apilake_job", "schedule"])
+        for schedule, fire in self.upcoming():
+            fires.add_metric([self.job_path, schedule], fire.timestamp())
+        yield fires
+        tick = GaugeMetricFamily("apilake_scheduler_last_tick_timestamp_seconds",
+                                 "When the scheduler's loop last woke up, or a run last finished (Unix time)", labels=["apilake_job"])
+        if (when := self.last_tick()) is not None:
+            tick.add_metric([self.job_path], when.timestamp())
+        yield tick
+
+
+def exposition(reg: CollectorRegistry) -> bytes:
+    """The registry in Prometheus' text format, as `/metrics` answers."""
+    return generate_latest(reg)
