@@ -15,16 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from types import ModuleType
 from typing import Literal, get_args
 
-import google_crc32c
-
 from apilake.errors import IntegrityError
-
-try:  # ISA-L inflates gzip about three times faster than zlib, with the same API
-    from isal import isal_zlib as _inflater
-except ImportError:  # pragma: no cover - a platform without an isal wheel
-    _inflater = zlib  # type: ignore[assignment]
 
 ChecksumName = Literal["crc32c", "sha256"]
 VerifyMode = Literal["gzip", "length"]
@@ -33,6 +27,16 @@ CHECKSUMS: tuple[str, ...] = get_args(ChecksumName)
 _GZIP = 16 + zlib.MAX_WBITS
 _SLICE = 64 << 10  # input fed per call: the output of one call stays small for ordinary ratios
 _MAX_OUT = 8 << 20  # and bounded for extraordinary ones (a gzip bomb inflates slice by slice)
+
+
+def _inflater() -> ModuleType:
+    """ISA-L inflates gzip about three times faster than zlib, with the same API; a native
+    library, so it is loaded only by a process that inflates a gzip body."""
+    try:
+        from isal import isal_zlib
+    except ImportError:  # pragma: no cover - a platform without an isal wheel
+        return zlib
+    return isal_zlib
 
 
 class Checksum:
@@ -44,12 +48,16 @@ class Checksum:
         self.algorithm = algorithm
         self._digest = hashlib.sha256() if algorithm == "sha256" else None
         self._value = 0
+        if self._digest is None:
+            import google_crc32c  # a native library: loaded only by a process that computes a CRC
+
+            self._extend = google_crc32c.extend
 
     def update(self, chunk: bytes | memoryview) -> None:
         if self._digest is not None:
             self._digest.update(chunk)
         else:
-            self._value = google_crc32c.extend(self._value, chunk)
+            self._value = self._extend(self._value, chunk)
 
     @property
     def hex(self) -> str:
@@ -75,7 +83,8 @@ class StreamCheck:
         self.size = 0
         self.checksum = Checksum(checksum)
         self._gzip = gzip
-        self._inflate = _inflater.decompressobj(_GZIP)
+        self._zlib = _inflater() if gzip else zlib
+        self._inflate = self._zlib.decompressobj(_GZIP)
         self._inflated = 0  # input bytes inflated (`size` is counted ahead, maybe in another thread)
 
     @property
@@ -110,10 +119,10 @@ class StreamCheck:
                 data: bytes | memoryview = view[start : start + _SLICE]
                 while data:
                     if self._inflate.eof:  # a multi-member gzip file: the next member starts here
-                        self._inflate = _inflater.decompressobj(_GZIP)
+                        self._inflate = self._zlib.decompressobj(_GZIP)
                     self._inflate.decompress(data, _MAX_OUT)
                     data = self._inflate.unconsumed_tail or self._inflate.unused_data
-        except (zlib.error, _inflater.error) as exc:
+        except (zlib.error, self._zlib.error) as exc:
             raise IntegrityError(f"not a valid gzip stream near byte {self._inflated}: {exc}") from None
         self._inflated += len(chunk)
 

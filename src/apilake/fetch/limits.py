@@ -11,12 +11,13 @@ this process, and the Dask executor has one that keeps them on the cluster's sch
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from pyrate_limiter import Duration, Limiter, Rate
+from typing import TYPE_CHECKING, Protocol
 
 from apilake.fetch.quota import DailyQuotaSpent
 from apilake.jobfile import Source
+
+if TYPE_CHECKING:
+    from pyrate_limiter import Limiter, Rate
 
 __all__ = ["Budget", "DailyQuotaSpent", "Quota", "RequestBudget", "local_rates", "windows"]
 
@@ -61,6 +62,8 @@ def local_rates(source: Source) -> list[Rate]:
     pyrate-limiter refuses a longer window that allows no fewer calls per second than a shorter
     one (100/s with 6,000/min, say); such a window is implied by the shorter one, so it is left out.
     """
+    from pyrate_limiter import Duration, Rate  # loaded only for a source with a rate limit
+
     rates: list[Rate] = []
     for calls, seconds in windows(source):
         interval = int((seconds * 1.01 + 0.025) * Duration.SECOND.value)
@@ -72,6 +75,16 @@ def local_rates(source: Source) -> list[Rate]:
     return rates
 
 
+def _limiter(source: Source) -> Limiter | None:
+    """The in-process limiter of the source's windows; None (and pyrate-limiter not even
+    loaded) for a source without a rate limit."""
+    if not windows(source):
+        return None
+    from pyrate_limiter import Limiter
+
+    return Limiter(local_rates(source))
+
+
 class RequestBudget:
     """The budget of a source within this process (the local executor): sliding windows here,
     the daily quota from the source's ledger (`quota`, shared with every other run)."""
@@ -79,8 +92,7 @@ class RequestBudget:
     def __init__(self, source: Source, quota: Quota | None = None) -> None:
         self.source = source.name
         self.quota = quota
-        rates = local_rates(source)
-        self._limiter = Limiter(rates) if rates else None
+        self._limiter = _limiter(source)
 
     @property
     def spent(self) -> bool:
