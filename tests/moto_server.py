@@ -4,9 +4,9 @@ A separate process keeps the stored objects out of the test process (memory meas
 honest) and lets a test start a server with its own settings, e.g. one that checks credentials
 (`MotoServer(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})`).
 
-Use `with MotoServer() as endpoint_url:` directly, or the `moto_endpoint` fixture (import it into a
-test module or a conftest.py), which also points the AWS credential chain at dummy values so a
-developer's real ~/.aws is never read.
+Use `with MotoServer() as endpoint_url:` directly, or the `moto_endpoint` fixture (import it and
+`moto_server` into a test module or a conftest.py): one server per module, emptied before each
+test, and the AWS credential chain pointed at dummy values so a developer's real ~/.aws is never read.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -135,8 +136,16 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     use_dummy_aws_env(monkeypatch, tmp_path)
 
 
-@pytest.fixture
-def moto_endpoint(aws_env: None) -> Iterator[str]:
-    """The endpoint URL of a fresh moto S3 server, stopped after the test."""
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[str]:
+    """One moto server for a test module: starting one costs about a second of CPU."""
     with MotoServer() as endpoint_url:
         yield endpoint_url
+
+
+@pytest.fixture
+def moto_endpoint(aws_env: None, moto_server: str) -> str:
+    """The endpoint URL of the module's moto S3 server, emptied for the test (moto's reset API),
+    so every test starts from a store without buckets, as from a fresh server."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=30).close()
+    return moto_server

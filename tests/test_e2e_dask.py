@@ -22,7 +22,7 @@ import pytest
 
 from apilake.emulator import Fault, expected_file_names, file_bytes
 from conftest import TOKEN, all_text, bulk_endpoint, details_endpoint, lake_objects, records, run_cli, start_cli, temp_bytes, temp_files, wait_for, write_job
-from moto_server import DUMMY_AWS_ENV, aws_env, moto_endpoint  # noqa: F401 - fixtures
+from moto_server import DUMMY_AWS_ENV, aws_env, moto_endpoint, moto_server  # noqa: F401 - fixtures
 
 distributed = pytest.importorskip("distributed")
 

@@ -22,9 +22,9 @@ from apilake.errors import DestinationError
 from apilake.jobfile import S3Options
 
 try:
-    from moto_server import MotoServer, aws_env, moto_endpoint  # noqa: F401  (fixtures)
+    from moto_server import MotoServer, aws_env, moto_endpoint, moto_server  # noqa: F401  (fixtures)
 except ImportError:  # tests/ became a package
-    from tests.moto_server import MotoServer, aws_env, moto_endpoint  # noqa: F401
+    from tests.moto_server import MotoServer, aws_env, moto_endpoint, moto_server  # noqa: F401
 
 BUCKET = "lake"
 
