@@ -10,6 +10,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -108,8 +109,8 @@ def test_small_object_put_stat_read_list(endpoint: str) -> None:
 def test_list_paginates_and_bucket_root_prefix(endpoint: str) -> None:
     dest = S3Destination(f"s3://{BUCKET}", _options(endpoint))
     client = boto3.client("s3", endpoint_url=endpoint)
-    for i in range(1005):  # list_objects_v2 pages hold 1,000 keys
-        client.put_object(Bucket=BUCKET, Key=f"k/{i:05d}", Body=b"x")
+    with ThreadPoolExecutor(8) as pool:  # list_objects_v2 pages hold 1,000 keys; puts overlap
+        list(pool.map(lambda i: client.put_object(Bucket=BUCKET, Key=f"k/{i:05d}", Body=b"x"), range(1005)))
 
     async def go() -> list[ObjectInfo]:
         return [o async for o in dest.list("k/")]
