@@ -50,6 +50,21 @@ def serving_at(scheduler: subprocess.Popen[str]) -> str:
     return line.split(" and the dashboard at ")[1].strip()
 
 
+def ledger_today(lake: Path) -> tuple[str, int]:
+    """The quota day and the requests used of the job's one quota ledger (the test's runs share one day)."""
+    (path,) = (lake / "_apilake" / "quota").glob("*.json")
+    ((day, entry),) = json.loads(path.read_text())["days"].items()
+    return day, entry["used"]
+
+
+def check_quota(found: dict, lake: Path, per_day: int) -> int:  # type: ignore[type-arg]
+    """Today's quota families against the ledger; returns the requests it counts."""
+    day, used = ledger_today(lake)
+    assert value(found, "apilake_quota_requests_used", source="dataai", quota_day=day) == used
+    assert value(found, "apilake_quota_requests_left", source="dataai", quota_day=day) == per_day - used
+    return used
+
+
 def check_last_run(found: dict, record: dict) -> None:  # type: ignore[type-arg]
     """The last-run families against the run record they were made from."""
     assert value(found, "apilake_last_run_start_timestamp_seconds") == ts(record["started"])
@@ -101,8 +116,30 @@ def test_metrics_file_after_each_run(tmp_path: Path, emulator) -> None:
     assert "--metrics-file" in unwritable.stderr and "cannot write it" in unwritable.stderr
 
 
+def test_quota_metrics_count_the_ledger_across_runs(tmp_path: Path, emulator) -> None:
+    job = write_job(tmp_path, emulator, [DETAILS, COUNTRIES], source={"requests_per_day": 50})
+    lake, prom = tmp_path / "lake", tmp_path / "apilake.prom"
+    assert run_cli("run", str(job), "--date", DATE, "--metrics-file", str(prom)).returncode == 0
+    first = check_quota(samples(prom.read_text()), lake, 50)
+    assert first == emulator.stats.count(origin="api") == 3  # ios, google-play, countries
+
+    assert run_cli("run", str(job), "--date", "2026-11-24", "--metrics-file", str(prom)).returncode == 0
+    found = samples(prom.read_text())
+    assert check_quota(found, lake, 50) == emulator.stats.count(origin="api") == 2 * first  # the day's two runs add up
+    assert value(found, "apilake_last_run_quota_requests_used", source="dataai") == first  # the last run alone
+
+    (path,) = (lake / "_apilake" / "quota").glob("*.json")
+    path.unlink()
+    path.mkdir()  # the ledger cannot be read; this run lands nothing new, so it needs no quota
+    unreadable = run_cli("run", str(job), "--date", DATE, "--metrics-file", str(prom))
+    assert unreadable.returncode == 0 and "cannot read the quota ledgers" in unreadable.stderr, unreadable.stderr
+    found = samples(prom.read_text())
+    check_last_run(found, records(lake)[-1])
+    assert not [name for name, _ in found if name.startswith("apilake_quota_")]
+
+
 def test_schedule_serves_metrics_health_and_dashboard(tmp_path: Path, emulator) -> None:
-    job = write_job(tmp_path, emulator, [DETAILS, COUNTRIES], schedule="0 0 1 1 *")
+    job = write_job(tmp_path, emulator, [DETAILS, COUNTRIES], schedule="0 0 1 1 *", source={"requests_per_day": 50})
     assert run_cli("run", str(job), "--date", DATE).returncode == 0
     record = records(tmp_path / "lake")[-1]
     scheduler = start_cli("schedule", str(job), "--http", "127.0.0.1:0", "--state-file", str(tmp_path / "state.json"))
@@ -118,6 +155,9 @@ def test_schedule_serves_metrics_health_and_dashboard(tmp_path: Path, emulator) 
         next_new_year = dt.datetime(now.year + 1, 1, 1, tzinfo=ZoneInfo("Asia/Seoul"))
         assert value(found, "apilake_schedule_next_fire_timestamp_seconds", schedule="0 0 1 1 * | *") == next_new_year.timestamp()
         assert value(found, "apilake_scheduler_last_tick_timestamp_seconds") == ts(health.json()["last_tick"])
+        first = check_quota(found, tmp_path / "lake", 50)
+        assert run_cli("run", str(job), "--date", "2026-11-24").returncode == 0  # another process spends the quota too
+        assert check_quota(samples(httpx.get(base + "metrics").text), tmp_path / "lake", 50) == 2 * first
         page = httpx.get(base)
         assert page.status_code == 200 and 'data-state="landed"' in page.text and "dataai/details" in page.text
     finally:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from apilake.destinations.local import LocalDestination
-from apilake.fetch.quota import DailyQuota, DailyQuotaSpent, block_size, credential_fingerprint, ledger_key, quota_day, resets_at
+from apilake.fetch.quota import (DailyQuota, DailyQuotaSpent, block_size, credential_fingerprint, ledger_key, quota_day, quota_use,
+                                 resets_at)
 from apilake.jobfile import Source
 
 TOKEN = "tok-quota-8d7c6b"
@@ -83,3 +84,19 @@ def test_processes_sharing_a_ledger_never_take_more_than_the_quota_and_give_back
     assert 37 - 3 * block_size(37) <= taken <= 37
     (day,) = ledger["days"].values()
     assert day == {"used": taken, "limit": 37}  # unused reservations went back
+
+
+def test_quota_use_reports_every_quota_source_of_today_even_before_its_first_request(tmp_path: Path) -> None:
+    async def scenario() -> list[tuple[str, str, dict]]:
+        store = LocalDestination(tmp_path)
+        spent, fresh = source(requests_per_day=20), source(name="fresh", token="tok-fresh", quota_timezone="Asia/Seoul")
+        quota = DailyQuota(store, spent)
+        await quota.take()
+        await quota.give_back()
+        return await quota_use(store, [spent, fresh, source(name="unlimited", requests_per_day=None)])
+
+    seoul = quota_day(source(quota_timezone="Asia/Seoul"))
+    assert asyncio.run(scenario()) == [
+        ("dataai", f"{quota_day(source())} UTC", {"used": 1, "limit": 20}),
+        ("fresh", f"{seoul} Asia/Seoul", {"used": 0, "limit": 10}),  # no ledger yet: nothing used of its quota
+    ]

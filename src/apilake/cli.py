@@ -243,13 +243,14 @@ def _schedule_server(address: str, job: Any, job_file: str, destination: str, sc
 
     from apilake.dashboard.server import Dashboard
     from apilake.errors import JobFileError
-    from apilake.metrics import RunCollector, SchedulerCollector, exposition, registry
+    from apilake.metrics import RunCollector, SchedulerCollector, exposition, quota_today, registry
 
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise JobFileError(f"--http {address!r}: expected HOST:PORT, e.g. 127.0.0.1:9464")
     upcoming = lambda: [(s.key, fire) for s, fire in scheduler.upcoming()]  # noqa: E731
-    metrics = registry(RunCollector(job, job_file, records), SchedulerCollector(job_file, upcoming, lambda: scheduler.last_tick))
+    quota = lambda: quota_today(job, destination)  # noqa: E731 - read at every scrape: other runs and hosts spend it too
+    metrics = registry(RunCollector(job, job_file, records, quota), SchedulerCollector(job_file, upcoming, lambda: scheduler.last_tick))
 
     def healthz() -> tuple[int, str, bytes]:
         ok, detail = scheduler.health()

@@ -2,14 +2,16 @@
 
 `apilake run --metrics-file PATH` writes them for node_exporter's textfile collector;
 `apilake schedule --http HOST:PORT` serves them on `/metrics` with the scheduler's own
-(next fire time, last loop tick). Both come from one collector over the run records, so a
-metric means the same wherever it is read. Every series has the label `apilake_job` (the job
-file as given), so several jobs can share one textfile directory or Prometheus.
+(next fire time, last loop tick). Both come from one collector over the run records and the
+quota ledgers, so a metric means the same wherever it is read. Every series has the label
+`apilake_job` (the job file as given), so several jobs can share one textfile directory or
+Prometheus.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -17,9 +19,14 @@ from prometheus_client import CollectorRegistry, generate_latest, write_to_textf
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from apilake.errors import ApilakeError
+from apilake.fetch.quota import job_quota_use
 from apilake.jobfile import Job
-from apilake.record import entry_bytes, entry_retries
+from apilake.record import entry_bytes, entry_retries, on_destination
 
+log = logging.getLogger("apilake")
+
+QuotaUse = list[tuple[str, str, dict[str, Any]]]  # (source, "YYYY-MM-DD zone", {used, limit}), as `quota_use` gives
 RUN_STATUSES = ("succeeded", "failed", "interrupted")
 OK = ("landed", "skipped")
 
@@ -48,13 +55,25 @@ def last_success(records: Iterable[dict[str, Any]]) -> dict[str, float]:
     return found
 
 
-class RunCollector(Collector):
-    """The metric families of a job's runs; `records()` is asked on every collection."""
+def quota_today(job: Job, destination: str) -> QuotaUse | None:
+    """Today's use of the job's daily quotas, from their ledgers; None, with a warning, when the
+    ledger store cannot be read (the metrics go on without those families)."""
+    try:
+        return on_destination(destination, job.s3, lambda dest: job_quota_use(job, dest))
+    except (ApilakeError, OSError) as exc:
+        log.warning("cannot read the quota ledgers in %s for metrics: %s", job.quota_ledger or destination, exc)
+        return None
 
-    def __init__(self, job: Job, job_path: str, records: Callable[[], list[dict[str, Any]]]) -> None:
+
+class RunCollector(Collector):
+    """The metric families of a job's runs; `records()` and `quota()` are asked on every collection."""
+
+    def __init__(self, job: Job, job_path: str, records: Callable[[], list[dict[str, Any]]],
+                 quota: Callable[[], QuotaUse | None]) -> None:
         self.job = job
         self.job_path = job_path
         self.records = records
+        self.quota = quota
 
     def _family(self, name: str, doc: str, *labels: str) -> GaugeMetricFamily:
         return GaugeMetricFamily(name, doc, labels=["apilake_job", *labels])
@@ -68,6 +87,7 @@ class RunCollector(Collector):
         for endpoint, when in sorted(last_success(records).items()):
             success.add_metric([job, endpoint], when)
         yield success
+        yield from self._ledgers()
         if not finished:
             return
         last = finished[-1]
@@ -123,6 +143,26 @@ class RunCollector(Collector):
         yield used_family
         yield left_family
 
+    def _ledgers(self) -> Iterator[Metric]:
+        """Today's quota use across runs, processes and hosts: what the next run can still send."""
+        use = self.quota()
+        if use is None:
+            return
+        job = self.job_path
+        limits = {source.name: source.requests_per_day for source in self.job.sources}
+        used_family = self._family("apilake_quota_requests_used", "Requests of the source's credential used or reserved on "
+                                   "today's quota day, by every run, process and host (its quota ledger)", "source", "quota_day")
+        left_family = self._family("apilake_quota_requests_left", "requests_per_day minus apilake_quota_requests_used",
+                                   "source", "quota_day")
+        for source, day, entry in use:
+            used = int(entry.get("used", 0))
+            labels = [job, source, day.split(" ", 1)[0]]
+            used_family.add_metric(labels, used)
+            if (limit := limits.get(source)) is not None:
+                left_family.add_metric(labels, max(limit - used, 0))
+        yield used_family
+        yield left_family
+
 
 def registry(*collectors: Collector) -> CollectorRegistry:
     """A registry of just these collectors (no process or platform metrics: the job's numbers only)."""
@@ -132,9 +172,9 @@ def registry(*collectors: Collector) -> CollectorRegistry:
     return found
 
 
-def write_file(path: str, job: Job, job_path: str, records: list[dict[str, Any]]) -> None:
+def write_file(path: str, job: Job, job_path: str, records: list[dict[str, Any]], quota: QuotaUse | None) -> None:
     """Write the metrics atomically (a temporary file renamed over `path`), as the textfile collector needs."""
-    write_to_textfile(path, registry(RunCollector(job, job_path, lambda: records)))
+    write_to_textfile(path, registry(RunCollector(job, job_path, lambda: records, lambda: quota)))
 
 
 class SchedulerCollector(Collector):

@@ -1,8 +1,8 @@
 """What follows a run: the Prometheus metrics file and the notifications.
 
-Both read the destination's run records, once. Neither can change a run's outcome: a metrics
-file that cannot be written or a message that cannot be delivered is a warning, and the exit
-code stays the run's.
+Both read the destination's run records, once; the metrics also read today's quota ledgers.
+Neither can change a run's outcome: a metrics file that cannot be written, a ledger that cannot
+be read or a message that cannot be delivered is a warning, and the exit code stays the run's.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ def follow_up(job: Job, job_path: str, run_id: str, destination: str, *, metrics
             log.warning("cannot read the run records of %s for metrics and notifications: %s", destination, exc)
             return
     if metrics_file:
-        from apilake.metrics import write_file
+        from apilake.metrics import quota_today, write_file
 
         try:
-            write_file(metrics_file, job, job_path, records)
+            write_file(metrics_file, job, job_path, records, quota_today(job, destination))
         except OSError as exc:
             log.warning("--metrics-file %s: cannot write it (%s)", metrics_file, exc.strerror or exc)
     if job.notify is not None:

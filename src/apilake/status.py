@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from apilake.destinations import Destination
-from apilake.fetch.quota import ledger_store, quota_use
+from apilake.fetch.quota import job_quota_use
 from apilake.jobfile import KINDS_WITH_KEY, Job
 from apilake.lease import is_live
 from apilake.lease import parse as parse_lease
@@ -353,12 +353,7 @@ async def build_report(
             for unit_id in units
         }
     present = await present_units(dest, candidates, landed_sizes(records))
-    store = ledger_store(job, dest) if job is not None else dest
-    try:
-        quota = await quota_use(store, job.sources if job is not None else None)
-    finally:
-        if store is not dest:
-            await store.close()
+    quota = await job_quota_use(job, dest)
     due = {key: units for key, units in expected.items() if dt.date.fromisoformat(key[1]) <= last_due}
     return StatusReport(dest.url, records, run_dates, expected, find_gaps(due, present), cells(expected, present, evidence, last_due), quota)
 

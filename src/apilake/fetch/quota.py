@@ -218,24 +218,39 @@ def ledger_store(job: Job, dest: Destination) -> Destination:
 
 
 async def quota_use(store: Destination, sources: list[Source] | None = None) -> list[tuple[str, str, dict[str, Any]]]:
-    """(source, quota day, {used, limit}) of today for every ledger in `store` (or of `sources`)."""
-    keys: list[str]
+    """(source, quota day, {used, limit}) of today for every ledger in `store`, or for each of
+    `sources` with a daily quota (used 0 before its first request of the day)."""
+    wanted: dict[str, Source | None]
     if sources is not None:
-        keys = [ledger_key(s) for s in sources if s.requests_per_day]
+        wanted = {ledger_key(s): s for s in sources if s.requests_per_day}
     else:
-        keys = [info.key async for info in store.list(LEDGER_PREFIX) if info.key.endswith(".json")]
+        wanted = {info.key: None async for info in store.list(LEDGER_PREFIX) if info.key.endswith(".json")}
     found: list[tuple[str, str, dict[str, Any]]] = []
-    for key in keys:
+    for key, source in wanted.items():
         versioned = await store.read_versioned(key)
-        if versioned is None:
+        if versioned is None and source is None:
             continue
-        doc = parse_ledger(versioned.data)
-        zone = str(doc.get("timezone") or "UTC")
+        doc = parse_ledger(versioned.data) if versioned else {"days": {}}
+        zone = source.quota_timezone if source else str(doc.get("timezone") or "UTC")
         try:
             today = dt.datetime.now(zoneinfo.ZoneInfo(zone)).date().isoformat()
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             continue
         entry = doc["days"].get(today)
-        name = str(doc.get("source") or key.rsplit("/", 1)[1])
-        found.append((name, f"{today} {zone}", entry if isinstance(entry, dict) else {"used": 0, "limit": None}))
+        name = source.name if source else str(doc.get("source") or key.rsplit("/", 1)[1])
+        unused = {"used": 0, "limit": source.requests_per_day if source else None}
+        found.append((name, f"{today} {zone}", entry if isinstance(entry, dict) else unused))
     return found
+
+
+async def job_quota_use(job: Job | None, dest: Destination) -> list[tuple[str, str, dict[str, Any]]]:
+    """`quota_use` of the job's sources in its ledger store (opened and closed here when that is
+    not `dest`); without a job, of every ledger in `dest`."""
+    if job is None:
+        return await quota_use(dest)
+    store = ledger_store(job, dest)
+    try:
+        return await quota_use(store, job.sources)
+    finally:
+        if store is not dest:
+            await store.close()
