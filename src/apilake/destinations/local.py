@@ -22,7 +22,7 @@ TEMP_MARK = ".apilake-tmp-"
 LOCK_SUFFIX = ".apilake-lock"  # beside an object written by compare-and-swap (`put_if`)
 
 
-_RESCAN_S = 0.5  # how long a folder's listing of temporary files is trusted
+_SAME_TICK_NS = 50_000_000  # a folder changed this close to its listing may have changed after it (coarse mtimes)
 _WRITEBACK = 16 << 20  # start writing a file out every this many bytes: the final fsync finds little left
 
 
@@ -57,7 +57,7 @@ class LocalDestination(Destination):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
         self.url = str(self.root)
-        self._temps_seen: dict[Path, tuple[float, set[str]]] = {}  # folder: (when listed, temporary files)
+        self._temps_seen: dict[Path, tuple[int, int, set[str]]] = {}  # folder: (its mtime, when listed, temporary files)
         # On a network file system other hosts write here too, out of sight of this host's lock.
         self.needs_lease = network_filesystem(self.root, _mounts()) is not None
 
@@ -143,17 +143,20 @@ class LocalDestination(Destination):
     def _stale_temp_files(self, path: Path) -> list[Path]:
         """Temporary files of `path` left by a killed writer (the run lock says none is live here).
 
-        A folder is listed at most every `_RESCAN_S` (a listing per file would make many small
-        files in one folder quadratic), but not only once: a Dask worker killed mid-transfer leaves
-        its temporary file during this run, and the retry elsewhere must clear it. Only the key's
+        A folder is listed again only when it changed since its last listing (its mtime moved, or
+        moved within a clock tick of the listing): a listing per file would make many small files
+        in one folder quadratic, and a listing once per run would miss what a Dask worker killed
+        mid-transfer leaves during this run, which the retry elsewhere must clear. Only the key's
         own leftovers are removed, never another key's.
         """
         folder = path.parent
-        listed, names = self._temps_seen.get(folder, (0.0, set()))
-        if time.monotonic() - listed > _RESCAN_S:
+        mtime = folder.stat().st_mtime_ns
+        seen_mtime, listed, names = self._temps_seen.get(folder, (-1, 0, set()))
+        if mtime != seen_mtime or listed - mtime < _SAME_TICK_NS:
+            listed = time.time_ns()
             with os.scandir(folder) as entries:
                 names = {e.name for e in entries if TEMP_MARK in e.name}
-            self._temps_seen[folder] = (time.monotonic(), names)
+            self._temps_seen[folder] = (mtime, listed, names)
         prefix = f".{path.name}{TEMP_MARK}"
         return [folder / name for name in names if name.startswith(prefix)]
 
