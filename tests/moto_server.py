@@ -149,3 +149,17 @@ def moto_endpoint(aws_env: None, moto_server: str) -> str:
     so every test starts from a store without buckets, as from a fresh server."""
     urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=30).close()
     return moto_server
+
+
+def s3(endpoint: str):
+    """A boto3 S3 client of the test's moto server (the dummy credentials come from `aws_env`)."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(moto_endpoint: str) -> str:
+    """The moto endpoint, with an empty bucket `lake` on it."""
+    s3(moto_endpoint).create_bucket(Bucket="lake")
+    return moto_endpoint

@@ -11,27 +11,16 @@ import re
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 from filelock import FileLock
 
 from apilake.emulator import Fault
 from conftest import bulk_endpoint, details_endpoint, expected_bulk, run_cli, start_cli, wait_for, write_job
-from moto_server import aws_env, moto_endpoint, moto_server  # noqa: F401 - fixtures
+from moto_server import aws_env, moto_endpoint, moto_server, s3, bucket  # noqa: F401 - fixtures
 
 DATE = "2026-11-25"
 LEASE = {"expiry_seconds": 5, "renew_seconds": 1}  # short, for tests: a loaded machine starts a run in ~1 s
 HOLDER = re.compile(r"holds its lease \(host \S+, pid (\d+), run (\S+), since \S+;")
-
-
-def s3(endpoint: str):
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-
-
-@pytest.fixture
-def bucket(moto_endpoint: str) -> str:
-    s3(moto_endpoint).create_bucket(Bucket="lake")
-    return moto_endpoint
 
 
 def s3_job(folder: Path, emulator, endpoint: str, endpoints: list, name: str = "job") -> Path:

@@ -6,20 +6,15 @@ import json
 import signal
 from pathlib import Path
 
-import boto3
 import pytest
 
 from apilake.emulator import Fault
 from conftest import TOKEN, bulk_endpoint, details_endpoint, expected_bulk, run_cli, start_cli, wait_for, write_job
-from moto_server import MotoServer, aws_env, moto_endpoint, moto_server  # noqa: F401 - fixtures
+from moto_server import MotoServer, aws_env, moto_endpoint, moto_server, s3, bucket  # noqa: F401 - fixtures
 
 DATE = "2026-11-25"
 BULK = bulk_endpoint("app_downloads")
 DETAILS = details_endpoint()
-
-
-def s3(endpoint: str):
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
 
 
 def bucket_objects(endpoint: str, bucket: str = "lake", prefix: str = "raw/") -> dict[str, bytes]:
@@ -34,12 +29,6 @@ def data_objects(endpoint: str) -> dict[str, bytes]:
 
 def s3_job(tmp_path: Path, emulator, endpoint: str, endpoints: list, **top) -> Path:
     return write_job(tmp_path, emulator, endpoints, destination="s3://lake/raw", s3={"endpoint_url": endpoint, "part_size_mb": 5}, **top)
-
-
-@pytest.fixture
-def bucket(moto_endpoint: str) -> str:
-    s3(moto_endpoint).create_bucket(Bucket="lake")
-    return moto_endpoint
 
 
 def test_json_and_bulk_land_byte_identical_once_and_rerun_uploads_nothing(tmp_path: Path, emulator, bucket: str) -> None:

@@ -11,27 +11,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import boto3
 import pytest
 
 from altering_proxy import AlteringProxy
 from conftest import bulk_endpoint, details_endpoint, expected_bulk, lake_objects, records, run_cli, write_job
-from moto_server import aws_env, moto_endpoint, moto_server  # noqa: F401 - fixtures
+from moto_server import aws_env, moto_endpoint, moto_server, s3, bucket  # noqa: F401 - fixtures
 
 DATE = "2026-11-25"
 BULK = bulk_endpoint("app_downloads")
 DETAILS = details_endpoint(("ios",), (1, 2))
 PREFIX = "raw/"
-
-
-def s3(endpoint: str):
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-
-
-@pytest.fixture
-def bucket(moto_endpoint: str) -> str:
-    s3(moto_endpoint).create_bucket(Bucket="lake")
-    return moto_endpoint
 
 
 def data_objects(endpoint: str) -> dict[str, bytes]:
