@@ -30,7 +30,7 @@ Scalar = str | int | float | bool
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _jmespath(expression: str) -> str:
@@ -184,7 +184,7 @@ class Timeouts(_Model):
 class ForEach(_Model):
     """Fan-out: one child unit per value found in the parent endpoint's pages of the same date."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     endpoint: Name
     values: JmesPath

@@ -38,7 +38,8 @@ class Versioned:
 
 
 class Writer(Protocol):
-    async def write(self, chunk: bytes) -> None: ...
+    async def write(self, *pieces: bytes) -> None:
+        """Append the pieces, in order (a body arrives as many small chunks: see `fetch.download`)."""
 
 
 class Destination(abc.ABC):

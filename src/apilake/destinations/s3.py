@@ -455,20 +455,21 @@ class S3Writer:
     def _note_held(self) -> None:
         self.peak_held_bytes = max(self.peak_held_bytes, self.held_bytes)
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, *pieces: bytes) -> None:
         self._collect(fut for fut in self._in_flight if fut.done())
-        view = memoryview(chunk).cast("B")
-        while view.nbytes:
-            if self._part_number > MAX_PARTS:
-                raise DestinationError(f"{self._dest._where(self.key)} is too big for one S3 multipart upload")
-            take = view[: self._target - self._filled]
-            if not self._reserved and self._needs_part(take.nbytes):
-                await self._dest.part_budget.reserve(self._target)
-                self._reserved = self._target
-            self._store(take)
-            view = view[take.nbytes :]
-            if self._filled == self._target:
-                await self._ship_part()
+        for piece in pieces:
+            view = memoryview(piece).cast("B")
+            while view.nbytes:
+                if self._part_number > MAX_PARTS:
+                    raise DestinationError(f"{self._dest._where(self.key)} is too big for one S3 multipart upload")
+                take = view[: self._target - self._filled]
+                if not self._reserved and self._needs_part(take.nbytes):
+                    await self._dest.part_budget.reserve(self._target)
+                    self._reserved = self._target
+                self._store(take)
+                view = view[take.nbytes :]
+                if self._filled == self._target:
+                    await self._ship_part()
 
     def _needs_part(self, more: int) -> bool:
         """Whether `more` bytes make the body reserve a whole part (see `_store`)."""

@@ -137,8 +137,8 @@ async def transfer_file(
             check = download.check
             assert check is not None  # a started download has its check
             async with dest.open_write(transfer.key, size_hint=check.expected_length) as writer:
-                async for chunk in download.chunks():
-                    await writer.write(chunk)
+                async for batch in download.batches():
+                    await writer.write(*batch)
             await dest.verify(transfer.key, size=check.size, sha256=check.sha256)  # what the store kept
             return download.status_code, check
 

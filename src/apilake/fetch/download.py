@@ -5,12 +5,20 @@ Why not httpx, which carries the JSON requests: reading bodies under concurrency
 blocking libcurl transfer per thread ~0.5 plus hand-overs (`bench/micro.py`). So all file bodies
 of a source are read by one libcurl multi handle on the loop, without threads or copies.
 
+Over loopback or a fast link libcurl hands over a body ~16 KiB at a time (one socket read), 30,000
+times per 512 MiB: anything per hand-over that is written in Python and touches the event loop
+costs more than the bytes. So the write callback only counts, checksums and gathers chunks; the
+reader (`batches()`) is woken once per `BATCH` (1 MiB) and gets the batch as a list of chunks
+(no copy: a local lake writes it with one `writev`), so the writer and the checks run 64 times
+less often (profiled: the per-chunk path had been ~1 CPU s per
+GB, `bench/results/notes.md`).
+
 The checks (`StreamCheck`) run where they cost least: the length and a CRC checksum (~0.1 s/GB)
-inline as chunks arrive; inflating (`verify: gzip`, ~2-4 s/GB) and sha256 (~0.6 s/GB) on a pool
-thread, a MiB at a time, one batch in flight per transfer while the next is read, so many
-transfers check on every core and the loop stays free. Chunks wait for the writer in memory;
-past `AHEAD` bytes the transfer pauses (libcurl stops reading the socket), so memory per
-transfer is bounded whatever the file size.
+inline as chunks arrive; inflating (`verify: gzip`, ~5 s/GB on the emulator's CSVs) and sha256
+(~0.6 s/GB) on a pool thread, a batch at a time, one batch in flight per transfer while the next
+is read, so many transfers check on every core and the loop stays free. Batches wait for the
+writer in memory; past `AHEAD` bytes the transfer pauses (libcurl stops reading the socket), so
+memory per transfer is bounded whatever the file size.
 
 One `Download` is one HTTP request (one hop). libcurl never follows redirects: the source's client
 decides each hop and its headers (credentials only to its own origin).
@@ -29,7 +37,7 @@ from apilake.errors import IntegrityError, TransferError
 from apilake.integrity import StreamCheck
 
 BUFFER = 512 << 10  # libcurl's largest receive buffer: fewer callbacks per MiB
-BATCH = 1 << 20  # bytes per hand-over to a check thread
+BATCH = 1 << 20  # bytes gathered before the reader is woken: one write and one check hand-over per batch
 AHEAD = 2 << 20  # bytes read but not yet written before the transfer pauses
 ERROR_BODY_BYTES = 2048  # kept of a non-2xx body, for the error message
 
@@ -81,7 +89,7 @@ class Transport:
 
 
 class Download:
-    """One GET. Await `started()`; on a 2xx, iterate `chunks()` for the body, checked.
+    """One GET. Await `started()`; on a 2xx, iterate `batches()` for the body, checked.
 
     `status_code`, `reason_phrase`, `headers` (lower-case names), `is_redirect`, `is_success` and
     `error_body` are what the client needs of any response to follow redirects and report errors.
@@ -96,8 +104,10 @@ class Download:
         self.check: StreamCheck | None = None
         self._transport = transport
         self._make_check = make_check
-        self._pending: collections.deque[bytes] = collections.deque()
-        self._held = 0
+        self._pending: collections.deque[list[bytes]] = collections.deque()  # whole batches for the reader
+        self._gathering: list[bytes] = []  # libcurl's chunks of the batch being filled
+        self._gathered = 0
+        self._held = 0  # bytes in both
         self._paused = False
         self._wake = asyncio.Event()
         self._head = False
@@ -134,37 +144,33 @@ class Download:
         if not self._head:
             self._raise_failure()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body of a 2xx, chunk by chunk; raises when the transfer or its check fails.
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """The body of a 2xx as lists of chunks of about `BATCH` bytes (the last one shorter),
+        checked; raises when the transfer or its check fails.
 
-        The check's last word (`finish()`) comes before the last chunk is released, so a writer
+        The check's last word (`finish()`) comes before the last batch is released, so a writer
         that commits after the loop never commits a damaged body.
         """
         import pycurl
 
         check = self.check
         assert check is not None
-        heavy = check.heavy
-        batch: list[bytes] = []
-        batched = 0
         checking: asyncio.Future[None] | None = None
         loop = asyncio.get_running_loop()
         while True:
+            if not self._pending and self._finished() and self._error is None and self._gathering:
+                self._seal_batch()  # the body's tail
             if self._pending:
-                chunk = self._pending.popleft()
-                self._held -= len(chunk)
+                batch = self._pending.popleft()
+                self._held -= sum(map(len, batch))
                 if self._paused and self._held < AHEAD // 2 and self._error is None:
                     self._paused = False
                     self._curl.pause(pycurl.PAUSE_CONT)
-                if heavy:
-                    batch.append(chunk)
-                    batched += len(chunk)
-                    if batched >= BATCH:
-                        if checking is not None:
-                            await checking
-                        checking = loop.run_in_executor(self._transport.pool(), check.digest, batch)
-                        batch, batched = [], 0
-                yield chunk
+                if check.heavy:
+                    if checking is not None:
+                        await checking
+                    checking = loop.run_in_executor(self._transport.pool(), check.digest, batch)
+                yield batch
                 continue
             if self._finished():
                 break
@@ -172,8 +178,6 @@ class Download:
         self._raise_failure()
         if checking is not None:
             await checking
-        if batch:
-            await loop.run_in_executor(self._transport.pool(), check.digest, batch)
         check.finish()
 
     async def aclose(self) -> None:
@@ -215,10 +219,17 @@ class Download:
             self._error = exc
             self._wake.set()
             return 0  # ends the transfer (CURLE_WRITE_ERROR)
-        self._pending.append(chunk)
+        self._gathering.append(chunk)
+        self._gathered += len(chunk)
         self._held += len(chunk)
-        self._wake.set()
+        if self._gathered >= BATCH:
+            self._seal_batch()
+            self._wake.set()
         return None
+
+    def _seal_batch(self) -> None:
+        self._pending.append(self._gathering)
+        self._gathering, self._gathered = [], 0
 
     # -- plumbing ----------------------------------------------------------------------------
 

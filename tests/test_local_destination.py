@@ -1,0 +1,41 @@
+"""The local lake's writer: pieces written whole, in order, whatever `writev` takes at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from apilake.destinations import local
+from apilake.destinations.local import LocalDestination
+
+
+def write(root: Path, key: str, *batches: tuple[bytes, ...]) -> bytes:
+    async def go() -> None:
+        dest = LocalDestination(root)
+        async with dest.open_write(key) as writer:
+            for batch in batches:
+                await writer.write(*batch)
+
+    asyncio.run(go())
+    return (root / key).read_bytes()
+
+
+@pytest.mark.parametrize("most", [1, 3, 7, 1 << 30], ids=["1 byte", "3 bytes", "7 bytes", "unlimited"])
+def test_short_writes_still_write_every_piece_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, most: int) -> None:
+    real = os.writev
+
+    def short(fd: int, views: list[memoryview]) -> int:  # a kernel may take less than it was given
+        data = b"".join(bytes(v) for v in views)[:most]
+        return real(fd, [data])
+
+    monkeypatch.setattr(local.os, "writev", short)
+    batches = ((b"abc", b"", b"defgh"), (b"i",), (bytes(range(256)) * 3, b"end"))
+    assert write(tmp_path, "a/b.bin", *batches) == b"".join(b"".join(batch) for batch in batches)
+
+
+def test_more_pieces_than_one_writev_takes(tmp_path: Path) -> None:
+    pieces = tuple(bytes([i % 251]) * (i % 5 + 1) for i in range(3 * local._IOV_MAX + 17))
+    assert write(tmp_path, "many.bin", pieces) == b"".join(pieces)
