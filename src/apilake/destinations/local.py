@@ -6,7 +6,6 @@ import asyncio
 import errno
 import hashlib
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,11 +17,11 @@ from filelock import FileLock
 from apilake.destinations import Destination, ObjectInfo, Versioned
 from apilake.errors import DestinationError
 
-TEMP_MARK = ".apilake-tmp-"
+TEMP_MARK = ".apilake-tmp-"  # in every temporary file's name
+TEMP_DIR = ".apilake-tmp"  # the hidden folder beside the objects that holds a folder's temporary files
 LOCK_SUFFIX = ".apilake-lock"  # beside an object written by compare-and-swap (`put_if`)
 
 
-_SAME_TICK_NS = 50_000_000  # a folder changed this close to its listing may have changed after it (coarse mtimes)
 _WRITEBACK = 16 << 20  # start writing a file out every this many bytes: the final fsync finds little left
 
 
@@ -66,13 +65,16 @@ def _write_all(fd: int, pieces: tuple[bytes, ...]) -> int:
 
 
 class LocalDestination(Destination):
-    """Objects are files under `root`; a write goes to a hidden temporary file beside its target,
-    is fsynced, then renamed over the key, so readers (and a crash) never see half a file."""
+    """Objects are files under `root`; a write goes to a temporary file in the hidden `.apilake-tmp/`
+    folder beside its target, is fsynced, then renamed over the key, so readers (and a crash)
+    never see half a file.
+
+    The temporary files live in their own folder so that finding a key's leftovers lists only
+    the writes in flight, not every object of a folder that may hold thousands."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
         self.url = str(self.root)
-        self._temps_seen: dict[Path, tuple[int, int, set[str]]] = {}  # folder: (its mtime, when listed, temporary files)
         # On a network file system other hosts write here too, out of sight of this host's lock.
         self.needs_lease = network_filesystem(self.root, _mounts()) is not None
 
@@ -100,10 +102,9 @@ class LocalDestination(Destination):
     async def open_write(self, key: str, *, size_hint: int | None = None) -> AsyncIterator[_FileWriter]:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            for stale in self._stale_temp_files(path):
-                stale.unlink(missing_ok=True)  # left by a killed run; the run lock says none is live
-            temp = path.parent / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
+            temp = _temp_path(path)
+            for stale in _stale_temp_files(path):
+                stale.unlink(missing_ok=True)  # left by a killed writer; the run lock says none is live
             handle = open(temp, "xb", buffering=0)  # chunks are large: no copy into a buffer
         except OSError as exc:
             raise _os_error(exc, key) from None
@@ -139,7 +140,7 @@ class LocalDestination(Destination):
                     current = None
                 if current != version:
                     return None
-                temp = path.parent / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
+                temp = _temp_path(path)
                 try:
                     with open(temp, "xb") as handle:
                         handle.write(data)
@@ -155,26 +156,6 @@ class LocalDestination(Destination):
         except OSError as exc:
             raise _os_error(exc, key) from None
 
-    def _stale_temp_files(self, path: Path) -> list[Path]:
-        """Temporary files of `path` left by a killed writer (the run lock says none is live here).
-
-        A folder is listed again only when it changed since its last listing (its mtime moved, or
-        moved within a clock tick of the listing): a listing per file would make many small files
-        in one folder quadratic, and a listing once per run would miss what a Dask worker killed
-        mid-transfer leaves during this run, which the retry elsewhere must clear. Only the key's
-        own leftovers are removed, never another key's.
-        """
-        folder = path.parent
-        mtime = folder.stat().st_mtime_ns
-        seen_mtime, listed, names = self._temps_seen.get(folder, (-1, 0, set()))
-        if mtime != seen_mtime or listed - mtime < _SAME_TICK_NS:
-            listed = time.time_ns()
-            with os.scandir(folder) as entries:
-                names = {e.name for e in entries if TEMP_MARK in e.name}
-            self._temps_seen[folder] = (mtime, listed, names)
-        prefix = f".{path.name}{TEMP_MARK}"
-        return [folder / name for name in names if name.startswith(prefix)]
-
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
             return ObjectInfo(key, self._path(key).stat().st_size)
@@ -188,7 +169,8 @@ class LocalDestination(Destination):
         base = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
         if not base.is_dir():
             return
-        for folder, _dirs, files in os.walk(base):
+        for folder, dirs, files in os.walk(base):
+            dirs[:] = [d for d in dirs if d != TEMP_DIR]
             for name in sorted(files):
                 if TEMP_MARK in name or name.endswith(LOCK_SUFFIX):
                     continue
@@ -235,6 +217,21 @@ def _version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
+def _temp_path(path: Path) -> Path:
+    """A new temporary file's path for the object at `path` (its folders are made here)."""
+    temps = path.parent / TEMP_DIR
+    temps.mkdir(parents=True, exist_ok=True)
+    return temps / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
+
+
+def _stale_temp_files(path: Path) -> list[Path]:
+    """Temporary files of `path` left by a killed writer: an earlier run, or a Dask worker killed
+    in this one whose retry runs here. Only the key's own, never another key's."""
+    prefix = f".{path.name}{TEMP_MARK}"
+    with os.scandir(path.parent / TEMP_DIR) as entries:
+        return [Path(e.path) for e in entries if e.name.startswith(prefix)]
+
+
 def _durable(step: Callable[[], None], key: str) -> None:
     try:
         step()
@@ -244,7 +241,8 @@ def _durable(step: Callable[[], None], key: str) -> None:
 
 def _publish(temp: Path, path: Path, handle: BinaryIO | None = None) -> None:
     """Rename the finished file over its key (made durable first, given its open `handle`), and
-    make the rename itself survive a power cut."""
+    make the rename itself survive a power cut (one journal transaction holds both folders'
+    entries, so syncing the target's folder commits it)."""
     if handle is not None:
         os.fsync(handle.fileno())
     os.replace(temp, path)
