@@ -227,6 +227,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def compile_apilake() -> None:
+    """Byte-compile apilake as `pip install` does. From a source checkout (an editable install)
+    with PYTHONDONTWRITEBYTECODE set, every apilake process would otherwise compile each of its
+    modules at start-up, a cost no installed copy pays."""
+    import compileall
+
+    import apilake
+
+    compileall.compile_dir(Path(apilake.__file__).parent, quiet=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     scenarios: list[Scenario] = default_scenarios(quick=args.quick)
@@ -251,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"command": command.strip(), "rounds": rounds, "quick": args.quick,
                 "apilake_concurrency": args.apilake_concurrency, "patches": args.patch or []}
     machine = describe_machine(workdir)
+    compile_apilake()
     started = time.monotonic()
     moto = MotoProcess() if any(getattr(s, "dest", None) == "s3" for s in scenarios) else None
     try:
