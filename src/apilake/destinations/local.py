@@ -102,10 +102,9 @@ class LocalDestination(Destination):
     async def open_write(self, key: str, *, size_hint: int | None = None) -> AsyncIterator[_FileWriter]:
         path = self._path(key)
         try:
-            temp = _temp_path(path)
             for stale in _stale_temp_files(path):
                 stale.unlink(missing_ok=True)  # left by a killed writer; the run lock says none is live
-            handle = open(temp, "xb", buffering=0)  # chunks are large: no copy into a buffer
+            temp, handle = _create_temp(path)
         except OSError as exc:
             raise _os_error(exc, key) from None
         try:
@@ -140,9 +139,9 @@ class LocalDestination(Destination):
                     current = None
                 if current != version:
                     return None
-                temp = _temp_path(path)
+                temp, handle = _create_temp(path)
                 try:
-                    with open(temp, "xb") as handle:
+                    with handle:
                         handle.write(data)
                         handle.flush()
                         os.fsync(handle.fileno())
@@ -217,19 +216,29 @@ def _version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def _temp_path(path: Path) -> Path:
-    """A new temporary file's path for the object at `path` (its folders are made here)."""
+def _create_temp(path: Path) -> tuple[Path, BinaryIO]:
+    """A new temporary file for the object at `path`, open for writing (unbuffered: chunks are
+    large), in its folder's `.apilake-tmp/`, which a writer that finishes removes when empty."""
     temps = path.parent / TEMP_DIR
-    temps.mkdir(parents=True, exist_ok=True)
-    return temps / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
+    name = f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
+    for _ in range(3):
+        temps.mkdir(parents=True, exist_ok=True)
+        try:
+            return temps / name, open(temps / name, "xb", buffering=0)
+        except FileNotFoundError:  # another writer removed the empty folder just now
+            continue
+    return temps / name, open(temps / name, "xb", buffering=0)
 
 
 def _stale_temp_files(path: Path) -> list[Path]:
     """Temporary files of `path` left by a killed writer: an earlier run, or a Dask worker killed
     in this one whose retry runs here. Only the key's own, never another key's."""
     prefix = f".{path.name}{TEMP_MARK}"
-    with os.scandir(path.parent / TEMP_DIR) as entries:
-        return [Path(e.path) for e in entries if e.name.startswith(prefix)]
+    try:
+        with os.scandir(path.parent / TEMP_DIR) as entries:
+            return [Path(e.path) for e in entries if e.name.startswith(prefix)]
+    except FileNotFoundError:
+        return []
 
 
 def _durable(step: Callable[[], None], key: str) -> None:
@@ -251,6 +260,10 @@ def _publish(temp: Path, path: Path, handle: BinaryIO | None = None) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    try:
+        os.rmdir(temp.parent)  # the lake shows only objects once no write is in flight here
+    except OSError:
+        pass  # other writes in flight (or a leftover of a killed one) keep it
 
 
 def _os_error(exc: OSError, key: str) -> DestinationError:
