@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import subprocess
@@ -14,10 +15,20 @@ from typing import Any
 import pytest
 import yaml
 
+import apilake
 from apilake.emulator import Emulator, EmulatorConfig, expected_file_names, file_bytes
+from moto_server import aws_env, bucket, moto_endpoint, moto_server  # noqa: F401 - fixtures, registered once for every module
 
 APILAKE = str(Path(sys.executable).parent / "apilake")
 TOKEN = "tok-9f8e7d6c5b4a"  # distinctive, so a leak anywhere is easy to find
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Byte-compile apilake once, as `pip install` does: from a source checkout with
+    PYTHONDONTWRITEBYTECODE set, each of the suite's hundreds of `apilake` processes would
+    otherwise compile every module it imports at start-up."""
+    if not hasattr(session.config, "workerinput"):  # the pytest-xdist controller, or a run without it
+        compileall.compile_dir(Path(apilake.__file__).parent, quiet=1)
 
 
 @pytest.fixture

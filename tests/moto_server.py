@@ -4,9 +4,10 @@ A separate process keeps the stored objects out of the test process (memory meas
 honest) and lets a test start a server with its own settings, e.g. one that checks credentials
 (`MotoServer(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})`).
 
-Use `with MotoServer() as endpoint_url:` directly, or the `moto_endpoint` fixture (import it and
-`moto_server` into a test module or a conftest.py): one server per module, emptied before each
-test, and the AWS credential chain pointed at dummy values so a developer's real ~/.aws is never read.
+Use `with MotoServer() as endpoint_url:` directly, or the `moto_endpoint` fixture (conftest.py
+provides it): one server per test process (each pytest-xdist worker has its own), emptied before
+each test, and the AWS credential chain pointed at dummy values so a developer's real ~/.aws is
+never read.
 """
 
 from __future__ import annotations
@@ -136,9 +137,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     use_dummy_aws_env(monkeypatch, tmp_path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """One moto server for a test module: starting one costs about a second of CPU."""
+    """One moto server for the test process, stopped at its end: starting one costs about a
+    second of CPU, and `moto_endpoint` empties it before each test."""
     with MotoServer() as endpoint_url:
         yield endpoint_url
 

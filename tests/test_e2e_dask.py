@@ -22,9 +22,10 @@ import pytest
 
 from apilake.emulator import Fault, expected_file_names, file_bytes
 from conftest import TOKEN, all_text, bulk_endpoint, details_endpoint, lake_objects, records, run_cli, start_cli, temp_bytes, temp_files, wait_for, write_job
-from moto_server import DUMMY_AWS_ENV, aws_env, moto_endpoint, moto_server  # noqa: F401 - fixtures
+from moto_server import DUMMY_AWS_ENV
 
 distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.xdist_group("dask-cluster")  # one worker runs the module: one cluster
 
 DATE = "2026-11-25"
 WORKERS = 3
@@ -227,7 +228,7 @@ def s3_objects(endpoint: str, prefix: str = "raw/") -> dict[str, bytes]:
     return {k[len(prefix):]: client.get_object(Bucket="lake", Key=k)["Body"].read() for k in keys}
 
 
-def test_s3_destination_through_the_cluster(tmp_path: Path, emulator, moto_endpoint: str, cluster) -> None:  # noqa: F811
+def test_s3_destination_through_the_cluster(tmp_path: Path, emulator, moto_endpoint: str, cluster) -> None:
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket="lake")
     emulator.config.file_sizes = {"data.": 6 * 1024 * 1024}  # metric files go up in two 5 MiB parts

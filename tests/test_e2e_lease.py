@@ -16,7 +16,7 @@ from filelock import FileLock
 
 from apilake.emulator import Fault
 from conftest import bulk_endpoint, details_endpoint, expected_bulk, run_cli, start_cli, wait_for, write_job
-from moto_server import aws_env, moto_endpoint, moto_server, s3, bucket  # noqa: F401 - fixtures
+from moto_server import s3
 
 DATE = "2026-11-25"
 LEASE = {"expiry_seconds": 5, "renew_seconds": 1}  # short, for tests: a loaded machine starts a run in ~1 s

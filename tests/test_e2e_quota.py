@@ -12,7 +12,6 @@ from pathlib import Path
 import boto3
 
 from conftest import TOKEN, details_endpoint, lake_objects, run_cli, start_cli, wait_for, write_job
-from moto_server import aws_env, moto_endpoint, moto_server  # noqa: F401 - fixtures
 
 DATE = "2026-11-25"
 PER_DAY = 100

@@ -10,7 +10,7 @@ import pytest
 
 from apilake.emulator import Fault
 from conftest import TOKEN, bulk_endpoint, details_endpoint, expected_bulk, run_cli, start_cli, wait_for, write_job
-from moto_server import MotoServer, aws_env, moto_endpoint, moto_server, s3, bucket  # noqa: F401 - fixtures
+from moto_server import MotoServer, s3
 
 DATE = "2026-11-25"
 BULK = bulk_endpoint("app_downloads")

@@ -15,7 +15,7 @@ import pytest
 
 from altering_proxy import AlteringProxy
 from conftest import bulk_endpoint, details_endpoint, expected_bulk, lake_objects, records, run_cli, write_job
-from moto_server import aws_env, moto_endpoint, moto_server, s3, bucket  # noqa: F401 - fixtures
+from moto_server import s3
 
 DATE = "2026-11-25"
 BULK = bulk_endpoint("app_downloads")

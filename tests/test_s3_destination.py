@@ -22,10 +22,7 @@ from apilake.destinations.s3 import MAX_PARTS, MIB, MIN_PART, S3Destination, par
 from apilake.errors import DestinationError
 from apilake.jobfile import S3Options
 
-try:
-    from moto_server import MotoServer, aws_env, moto_endpoint, moto_server  # noqa: F401  (fixtures)
-except ImportError:  # tests/ became a package
-    from tests.moto_server import MotoServer, aws_env, moto_endpoint, moto_server  # noqa: F401
+from moto_server import MotoServer
 
 BUCKET = "lake"
 
