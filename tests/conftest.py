@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import apilake
-from apilake.emulator import Emulator, EmulatorConfig, expected_file_names, file_bytes
+from apilake.emulator import Emulator, EmulatorConfig, Fault, expected_file_names, file_bytes
 from moto_server import aws_env, bucket, moto_endpoint, moto_server  # noqa: F401 - fixtures, registered once for every module
 
 APILAKE = str(Path(sys.executable).parent / "apilake")
@@ -58,6 +58,14 @@ def wait_for(condition: Any, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(0.02)
+
+
+def hold(faults: list[Fault], interval: float = 1.0) -> None:
+    """Slow these drip faults to one chunk per `interval` s, responses already in flight too (the
+    emulator reads the interval before each chunk): a run that a test is about to inspect, signal
+    or kill cannot finish meanwhile, however loaded the machine. `interval=0` lets them finish."""
+    for fault in faults:
+        fault.interval = interval
 
 
 def source(emu: Emulator, endpoints: list[dict[str, Any]], **settings: Any) -> dict[str, Any]:

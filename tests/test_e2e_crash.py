@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 from apilake.emulator import Fault
-from conftest import bulk_endpoint, expected_bulk, lake_objects, records, run_cli, start_cli, temp_bytes, temp_files, wait_for, write_job
+from conftest import bulk_endpoint, expected_bulk, hold, lake_objects, records, run_cli, start_cli, temp_bytes, temp_files, wait_for, write_job
 
 DATE = "2026-11-25"
 BULK = bulk_endpoint()
@@ -20,6 +20,12 @@ def expected(emulator) -> dict[str, bytes]:
 def mid_transfer(lake: Path) -> bool:
     """Some files landed while a slow one is half-way: its temporary file holds bytes."""
     return bool(lake_objects(lake)) and temp_bytes(lake) > 0
+
+
+def wait_mid_transfer(lake: Path, emulator) -> None:
+    """Wait until the run is mid-transfer, then keep it there (its slow files drip slower still)."""
+    wait_for(lambda: mid_transfer(lake))
+    hold(emulator.config.faults)
 
 
 def start_slow_run(tmp_path: Path, emulator):
@@ -42,7 +48,7 @@ def assert_only_whole_objects(lake: Path, emulator) -> dict[str, bytes]:
 def test_kill_9_mid_transfer_then_rerun_lands_exactly_what_is_missing(tmp_path: Path, emulator) -> None:
     lake = tmp_path / "lake"
     job, process = start_slow_run(tmp_path, emulator)
-    wait_for(lambda: mid_transfer(lake))
+    wait_mid_transfer(lake, emulator)
     process.kill()
     process.wait(timeout=10)
     assert all(p.name.startswith(".") for p in temp_files(lake))  # what a kill leaves is hidden
@@ -65,7 +71,7 @@ def test_kill_9_mid_transfer_then_rerun_lands_exactly_what_is_missing(tmp_path: 
 def test_sigterm_stops_gracefully_records_interrupted_and_exits_130(tmp_path: Path, emulator) -> None:
     lake = tmp_path / "lake"
     job, process = start_slow_run(tmp_path, emulator)
-    wait_for(lambda: mid_transfer(lake))
+    wait_mid_transfer(lake, emulator)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, out + err
@@ -86,7 +92,7 @@ def test_sigterm_stops_gracefully_records_interrupted_and_exits_130(tmp_path: Pa
 def test_sigint_also_stops_gracefully(tmp_path: Path, emulator) -> None:
     lake = tmp_path / "lake"
     _job, process = start_slow_run(tmp_path, emulator)
-    wait_for(lambda: mid_transfer(lake))
+    wait_mid_transfer(lake, emulator)
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=30)
     assert process.returncode == 130
@@ -97,7 +103,7 @@ def test_sigint_also_stops_gracefully(tmp_path: Path, emulator) -> None:
 def test_second_run_exits_3_at_once_and_a_killed_runs_lock_does_not_block(tmp_path: Path, emulator) -> None:
     lake = tmp_path / "lake"
     job, process = start_slow_run(tmp_path, emulator)
-    wait_for(lambda: mid_transfer(lake))
+    wait_mid_transfer(lake, emulator)
     second = run_cli("run", str(job), "--date", DATE, timeout=10)
     assert second.returncode == 3
     assert "still going" in second.stderr and "Traceback" not in second.stderr

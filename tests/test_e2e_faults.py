@@ -104,12 +104,19 @@ def test_whole_request_timeout_stops_a_slow_drip(tmp_path: Path, emulator) -> No
 
 @pytest.mark.parametrize("as_date", [False, True], ids=["seconds", "http-date"])
 def test_retry_after_is_honoured(tmp_path: Path, emulator, as_date: bool) -> None:
-    value = email.utils.formatdate(time.time() + 3, usegmt=True) if as_date else "1"  # ~0.5 s pass before the 429
+    # An HTTP date names an instant, in whole seconds: 4-5 s ahead is well after the 429 even when
+    # the command is slow to start on a loaded machine.
+    until = int(time.time()) + 5
+    value = email.utils.formatdate(until, usegmt=True) if as_date else "1"
     emulator.config.faults = [Fault(match="/app/1/details", kind="status", status=429, retry_after=value, times=1)]
     job = write_job(tmp_path, emulator, [details(1)])
     assert run_cli("run", str(job), "--date", DATE).returncode == 0
     first, second = [r.wall for r in emulator.stats.requests if "/app/1/details" in r.target]
-    assert second - first >= 0.9  # back-off alone would be ~0.05 s
+    if as_date:
+        assert first < until - 1  # the 429 came well before the named instant ...
+        assert second >= until - 0.05  # ... and the retry waited for it (back-off alone would be ~0.05 s)
+    else:
+        assert second - first >= 0.9
 
 
 def test_rate_limit_is_respected_with_high_concurrency(tmp_path: Path, emulator) -> None:

@@ -15,7 +15,7 @@ import pytest
 from filelock import FileLock
 
 from apilake.emulator import Fault
-from conftest import bulk_endpoint, details_endpoint, expected_bulk, run_cli, start_cli, wait_for, write_job
+from conftest import bulk_endpoint, details_endpoint, expected_bulk, hold, run_cli, start_cli, wait_for, write_job
 from moto_server import s3
 
 DATE = "2026-11-25"
@@ -23,9 +23,21 @@ LEASE = {"expiry_seconds": 5, "renew_seconds": 1}  # short, for tests: a loaded 
 HOLDER = re.compile(r"holds its lease \(host \S+, pid (\d+), run (\S+), since \S+;")
 
 
-def s3_job(folder: Path, emulator, endpoint: str, endpoints: list, name: str = "job") -> Path:
-    path = write_job(folder, emulator, endpoints, destination="s3://lake/raw", s3={"endpoint_url": endpoint, "part_size_mb": 5}, lease=LEASE)
+def s3_job(folder: Path, emulator, endpoint: str, endpoints: list, name: str = "job", lease: dict = LEASE) -> Path:
+    path = write_job(folder, emulator, endpoints, destination="s3://lake/raw", s3={"endpoint_url": endpoint, "part_size_mb": 5}, lease=lease)
     return path.rename(path.with_name(f"{name}.yaml"))
+
+
+def race(emulator, pairs: list[list[Path]], *args: str) -> list[list[tuple[int, str, int]]]:
+    """Start every job at once; each pair's winner is held (its one request drips a byte at a time)
+    until the pair's loser has exited, so the winner is still running when the loser looks, however
+    slowly the processes start. Each run as (exit code, stderr, pid)."""
+    gate = Fault(match="/details", kind="drip", chunk=1, interval=0.1)
+    emulator.config.faults = [gate]
+    started = [[start_cli("run", str(job), "--date", DATE, *args) for job in pair] for pair in pairs]
+    wait_for(lambda: all(any(p.poll() is not None for p in pair) for pair in started), timeout=60)
+    hold([gate], 0)
+    return [[(p.wait(timeout=60), p.communicate()[1], p.pid) for p in pair] for pair in started]
 
 
 def lease_doc(endpoint: str, name: str = "job") -> dict:
@@ -38,21 +50,17 @@ def data_keys(endpoint: str) -> set[str]:
 
 
 def test_two_runs_started_together_on_two_hosts_exactly_one_runs_20_times(tmp_path: Path, emulator, bucket: str) -> None:
-    emulator.config.latency_ms = 1200  # the winner is still running when the loser looks
     pairs = 4  # four jobs at a time (each its own lease), five rounds: 20 races
     jobs = [[s3_job(tmp_path / f"pair{p}" / host, emulator, bucket, [details_endpoint(("ios",), (1,))], name=f"job{p}")
              for host in ("a", "b")] for p in range(pairs)]
     for _round in range(5):
-        # --force: every round fetches again (1.2 s), so the two runs of a pair always overlap
-        started = [[start_cli("run", str(job), "--date", DATE, "--force") for job in pair] for pair in jobs]
-        for pair in started:
-            outcomes = [(process.wait(timeout=60), process.communicate()) for process in pair]
-            codes = sorted(code for code, _ in outcomes)
-            assert codes == [0, 3], outcomes
-            winner = next(p for p, (code, _) in zip(pair, outcomes) if code == 0)
-            loser_err = next(out[1] for code, out in outcomes if code == 3)
+        # --force: every round fetches again, so each pair's winner is held until its loser is done
+        for outcomes in race(emulator, jobs, "--force"):
+            assert sorted(code for code, _err, _pid in outcomes) == [0, 3], outcomes
+            [winner_pid] = [pid for code, _err, pid in outcomes if code == 0]
+            [loser_err] = [err for code, err, _pid in outcomes if code == 3]
             named = HOLDER.search(loser_err)
-            assert named and int(named.group(1)) == winner.pid, loser_err  # names the holder's host, pid, run
+            assert named and int(named.group(1)) == winner_pid, loser_err  # names the holder's host, pid, run
             assert "Traceback" not in loser_err
     assert lease_doc(bucket, "job0")["released"] is True
 
@@ -60,10 +68,12 @@ def test_two_runs_started_together_on_two_hosts_exactly_one_runs_20_times(tmp_pa
 def test_a_holder_killed_with_kill_9_is_taken_over_after_the_expiry(tmp_path: Path, emulator, bucket: str) -> None:
     emulator.config.file_size = 200_000
     emulator.config.faults = [Fault(match=r"data\.\d+\.20261125\.2\.csv\.gz", kind="drip", origin="files", chunk=4096, interval=0.05)]
-    job = s3_job(tmp_path / "a", emulator, bucket, [bulk_endpoint("app_downloads")])
-    other_host = s3_job(tmp_path / "b", emulator, bucket, [bulk_endpoint("app_downloads")])
+    lease_options = {**LEASE, "expiry_seconds": 15}  # time for two commands to look before it expires, under load
+    job = s3_job(tmp_path / "a", emulator, bucket, [bulk_endpoint("app_downloads")], lease=lease_options)
+    other_host = s3_job(tmp_path / "b", emulator, bucket, [bulk_endpoint("app_downloads")], lease=lease_options)
     holder = start_cli("run", str(job), "--date", DATE)
     wait_for(lambda: len(data_keys(bucket)) >= 1)
+    hold(emulator.config.faults)  # the holder is still running when it is killed
     lease = lease_doc(bucket)
     assert lease["pid"] == holder.pid and not lease["released"]
     holder.kill()
@@ -75,10 +85,10 @@ def test_a_holder_killed_with_kill_9_is_taken_over_after_the_expiry(tmp_path: Pa
         assert blocked.returncode == 3, blocked.stdout + blocked.stderr
         assert f"pid {holder.pid}" in blocked.stderr and lease["run_id"] in blocked.stderr
         status = run_cli("status", str(other_host), "--from", DATE, "--to", DATE)
-        assert "running" in status.stdout and "abandoned" not in status.stdout  # its lease has not expired yet
+        assert "running" in status.stdout and "abandoned" not in status.stdout, status.stdout  # its lease has not expired yet
 
         emulator.config.faults = []
-        wait_for(lambda: lease_expired(bucket), timeout=10)
+        wait_for(lambda: lease_expired(bucket), timeout=30)
         status = run_cli("status", str(other_host), "--from", DATE, "--to", DATE)
         assert f"{lease['run_id']}  abandoned" in status.stdout, status.stdout  # expired lease: the run is dead
         taken = run_cli("run", str(other_host), "--date", DATE, timeout=60)
@@ -99,6 +109,7 @@ def test_a_run_that_loses_its_lease_stops_and_exits_1(tmp_path: Path, emulator, 
     job = s3_job(tmp_path, emulator, bucket, [bulk_endpoint("app_downloads")])
     process = start_cli("run", str(job), "--date", DATE)
     wait_for(lambda: len(data_keys(bucket)) >= 1)
+    hold(emulator.config.faults)  # the slow file is still in flight when the run learns it lost its lease
     # Another host decided this run was dead and took the lease over.
     thief = {**lease_doc(bucket), "run_id": "20261125T000000.000000Z-other", "host": "elsewhere", "pid": 1}
     s3(bucket).put_object(Bucket="lake", Key="raw/_apilake/leases/job.json", Body=json.dumps(thief).encode())
@@ -116,12 +127,10 @@ def test_a_run_that_loses_its_lease_stops_and_exits_1(tmp_path: Path, emulator, 
 
 
 def test_a_shared_folder_with_lease_mode_always_keeps_two_hosts_apart(tmp_path: Path, emulator) -> None:
-    emulator.config.latency_ms = 1200
     lake = tmp_path / "shared-lake"  # as a folder on NFS, mounted by both hosts
     jobs = [write_job(tmp_path / host, emulator, [details_endpoint(("ios",), (1,))], destination=str(lake), lease={**LEASE, "mode": "always"})
             for host in ("a", "b")]
-    started = [start_cli("run", str(job), "--date", DATE) for job in jobs]
-    outcomes = [(process.wait(timeout=60), process.communicate()) for process in started]
-    assert sorted(code for code, _ in outcomes) == [0, 3], outcomes
-    assert any(HOLDER.search(err) for _code, (_out, err) in outcomes)
+    [outcomes] = race(emulator, [jobs])
+    assert sorted(code for code, _err, _pid in outcomes) == [0, 3], outcomes
+    assert any(HOLDER.search(err) for _code, err, _pid in outcomes)
     assert json.loads((lake / "_apilake" / "leases" / "job.json").read_text())["released"] is True
