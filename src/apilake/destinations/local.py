@@ -219,15 +219,18 @@ def _version(data: bytes) -> str:
 def _create_temp(path: Path) -> tuple[Path, BinaryIO]:
     """A new temporary file for the object at `path`, open for writing (unbuffered: chunks are
     large), in its folder's `.apilake-tmp/`, which a writer that finishes removes when empty."""
-    temps = path.parent / TEMP_DIR
-    name = f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
-    for _ in range(3):
-        temps.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / TEMP_DIR / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
+    while True:
         try:
-            return temps / name, open(temps / name, "xb", buffering=0)
-        except FileNotFoundError:  # another writer removed the empty folder just now
-            continue
-    return temps / name, open(temps / name, "xb", buffering=0)
+            os.mkdir(temp.parent)
+        except FileExistsError:
+            pass  # (not `Path.mkdir(exist_ok=True)`: it fails if another writer removes the folder meanwhile)
+        try:
+            return temp, open(temp, "xb", buffering=0)
+        except FileNotFoundError:  # another writer removed the empty folder just now: make it again
+            if not path.parent.is_dir():
+                raise
 
 
 def _stale_temp_files(path: Path) -> list[Path]:
