@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +58,9 @@ class Transport:
     def __init__(self, user_agent: str, timeouts: Timeouts, threads: int) -> None:
         self._user_agent = user_agent
         self._timeouts = timeouts
-        self._threads = threads
+        # Checking is CPU-bound: threads beyond the cores only take turns for the GIL (and a
+        # context switch at each turn) as they enter and leave the inflater.
+        self._threads = max(1, min(threads, os.cpu_count() or 1))
         self._multi: Any = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
