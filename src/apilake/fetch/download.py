@@ -42,6 +42,9 @@ BATCH = 1 << 20  # bytes gathered before the reader is woken: one write and one 
 AHEAD = 2 << 20  # bytes read but not yet written before the transfer pauses
 ERROR_BODY_BYTES = 2048  # kept of a non-2xx body, for the error message
 
+CURLOPT_SUPPRESS_CONNECT_HEADERS = 265  # libcurl ≥ 7.54; pycurl does not name it
+CURLE_UNSUPPORTED_PROTOCOL = 1
+
 #: libcurl errors that say the TLS session failed: retrying does not help.
 TLS_ERRORS = frozenset({35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91, 98})
 
@@ -74,6 +77,12 @@ class Transport:
         curl.setopt(pycurl.BUFFERSIZE, BUFFER)
         curl.setopt(pycurl.USERAGENT, self._user_agent)
         curl.setopt(pycurl.FOLLOWLOCATION, 0)
+        # http and https only: a listed URL or a Location of `file://…` must not read local files
+        # into an error message, nor any other scheme reach what libcurl can speak.
+        curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        # Behind an https proxy, libcurl would hand the proxy's own "200 Connection established"
+        # head to the header callback as if it were the server's answer.
+        curl.setopt(getattr(pycurl, "SUPPRESS_CONNECT_HEADERS", CURLOPT_SUPPRESS_CONNECT_HEADERS), 1)
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self._timeouts.connect * 1000)))
         curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         curl.setopt(pycurl.LOW_SPEED_TIME, max(1, round(self._timeouts.read)))
@@ -131,10 +140,8 @@ class Download:
 
         curl = self._curl = self._transport.handle()
         curl.setopt(pycurl.URL, self.url)
-        if headers:  # a reused handle keeps its last headers: another origin must get none
+        if headers:  # a fresh handle per request: no header of an earlier request can linger
             curl.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
-        else:
-            curl.unsetopt(pycurl.HTTPHEADER)
         curl.setopt(pycurl.HEADERFUNCTION, self._on_header)
         curl.setopt(pycurl.WRITEFUNCTION, self._on_body)
         self._done = self._transport._multi.add_handle(curl)
@@ -151,8 +158,8 @@ class Download:
         """The body of a 2xx as lists of chunks of about `BATCH` bytes (the last one shorter),
         checked; raises when the transfer or its check fails.
 
-        The check's last word (`finish()`) comes before the last batch is released, so a writer
-        that commits after the loop never commits a damaged body.
+        The check's last word (`finish()`) comes after the last batch and before the loop ends:
+        a writer that commits only once the loop has ended never commits a damaged body.
         """
         import pycurl
 
@@ -191,7 +198,11 @@ class Download:
 
     # -- inside libcurl's callbacks, on the loop --------------------------------------------
 
-    def _on_header(self, line: bytes) -> None:
+    def _on_header(self, line: bytes) -> int | None:
+        if line.startswith(b"HTTP/") and self._head:  # a second head after a 2xx was accepted: never its body
+            self._error = TransferError("the response had a second head after its 2xx (a proxy's?)", transient=False)
+            self._wake.set()
+            return 0  # ends the transfer
         if line.startswith(b"HTTP/"):
             parts = line.decode("latin-1").split(None, 2)
             self.status_code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
@@ -205,6 +216,7 @@ class Download:
             self.check = self._make_check(int(length) if length.isdigit() else None)
             self._head = True
             self._wake.set()
+        return None
 
     def _on_body(self, chunk: bytes) -> int | None:
         import pycurl
@@ -269,6 +281,8 @@ def _curl_error(code: int, message: str, check: StreamCheck | None) -> TransferE
     """A libcurl failure as a `TransferError` (the client adds the URL and redacts)."""
     if code == 18 and check is not None and check.expected_length is not None:  # CURLE_PARTIAL_FILE
         return IntegrityError(f"body ended after {check.size} of {check.expected_length} bytes (Content-Length)")
+    if code == CURLE_UNSUPPORTED_PROTOCOL:
+        return TransferError("not an http or https URL; apilake fetches files only over HTTP", transient=False)
     if code in TLS_ERRORS:
         return TransferError(f"TLS error: {message}", transient=False)
     if code == 28:
