@@ -65,3 +65,16 @@ def test_leftovers_of_a_killed_writer_are_removed_with_the_next_write_of_their_k
     other.write_bytes(b"half")
     assert write(tmp_path, "day/a.json", (b"whole",)) == b"whole"
     assert not mine.exists() and other.exists()  # another key's file is not this write's to remove
+
+
+def test_two_writes_of_one_key_in_flight_together_do_not_remove_each_others_temporary_file(tmp_path: Path) -> None:
+    async def go() -> None:
+        dest = LocalDestination(tmp_path)
+        async with dest.open_write("day/a.json") as first:
+            await first.write(b"first")
+            async with dest.open_write("day/a.json") as second:  # e.g. two listings offering one file
+                await second.write(b"second")
+            await first.write(b" still writing")
+
+    asyncio.run(go())
+    assert (tmp_path / "day" / "a.json").read_bytes() == b"first still writing"  # the last to finish wins, whole

@@ -78,6 +78,7 @@ class LocalDestination(Destination):
         self._inside = os.path.join(self.url, "")  # every object's path starts so
         # On a network file system other hosts write here too, out of sight of this host's lock.
         self.needs_lease = network_filesystem(self.root, _mounts()) is not None
+        self._writing: set[Path] = set()  # temporary files of the writes in flight here
 
     def _path(self, key: str) -> Path:
         # Lexical: `..` cannot climb out, and no lstat per path component per file (realpath
@@ -104,10 +105,12 @@ class LocalDestination(Destination):
         path = self._path(key)
         try:
             for stale in _stale_temp_files(path):
-                stale.unlink(missing_ok=True)  # left by a killed writer; the run lock says none is live
+                if stale not in self._writing:  # another write of this key in this process is live
+                    stale.unlink(missing_ok=True)  # left by a killed writer; the run lock says none is live
             temp, handle = _create_temp(path)
         except OSError as exc:
             raise _os_error(exc, key) from None
+        self._writing.add(temp)
         try:
             with handle:
                 yield _FileWriter(handle, key)
@@ -116,6 +119,8 @@ class LocalDestination(Destination):
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+        finally:
+            self._writing.discard(temp)
 
     altered_hint = "Check the file system or mount under the destination (a failing disk, a filtering driver)."
 
