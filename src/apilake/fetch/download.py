@@ -176,7 +176,9 @@ class Download:
                 if self._paused and self._held < AHEAD // 2 and self._error is None:
                     self._paused = False
                     self._curl.pause(pycurl.PAUSE_CONT)
-                if check.heavy:
+                if check.heavy and checking is None and self._finished() and not self._pending and not self._gathering:
+                    check.digest(batch)  # the whole body in one batch (a small file): cheaper here than a hand-over
+                elif check.heavy:
                     if checking is not None:
                         await checking
                     checking = loop.run_in_executor(self._transport.pool(), check.digest, batch)
