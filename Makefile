@@ -7,11 +7,16 @@ BENCH_VENV ?= .venv-bench
 
 .PHONY: demo test bench
 
+# $(call venv,FOLDER,EXTRA): a venv with apilake (editable) and one of its extras.
+define venv
+$(PYTHON) -m venv $(1)
+$(1)/bin/pip install --quiet --upgrade pip
+$(1)/bin/pip install --quiet -e '.[$(2)]'
+touch $(1)/.installed
+endef
+
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
-	touch $@
+	$(call venv,$(VENV),test)
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/apilake demo
@@ -20,10 +25,7 @@ test: $(VENV)/.installed
 	$(VENV)/bin/pytest
 
 $(BENCH_VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet -e '.[bench]'
-	touch $@
+	$(call venv,$(BENCH_VENV),bench)
 
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/run.py

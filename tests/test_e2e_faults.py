@@ -8,9 +8,11 @@ appears in any output.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from apilake.emulator import Fault
@@ -172,3 +174,21 @@ def test_a_listing_answered_once_with_a_transient_body_is_retried_and_the_lake_c
     listing = next(u for u in records(lake)[-1]["units"] if u["kind"] == "listing")
     assert listing["attempts"] == 2
     assert emulator.stats.count(path_contains="get-bulk-urls") == 2
+
+
+def test_a_listed_url_that_is_not_http_fails_its_file_and_reads_nothing_local(tmp_path: Path, emulator) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET-local-file-content")
+    endpoint = bulk_endpoint("app_downloads")
+    query = {k: v.replace("{date}", DATE) for k, v in endpoint["params"].items()}
+    offered = httpx.get(f"{emulator.api_url.rstrip('/')}{endpoint['path']}", params=query, headers={"Authorization": f"Bearer {TOKEN}"})
+    listing = offered.json()
+    listing["data"]["urls"].insert(0, f"file://{secret}")
+    emulator.config.faults = [Fault(match="get-bulk-urls", kind="body", body=json.dumps(listing).encode())]
+    result = run_cli("run", str(write_job(tmp_path, emulator, [endpoint])), "--date", DATE)
+    assert result.returncode == 1, result.stdout + result.stderr
+    files = [u for u in records(tmp_path / "lake")[-1]["units"] if u["kind"] == "file"]
+    refused = [u for u in files if u["url"].startswith("file://")]
+    assert len(refused) == 1 and refused[0]["status"] == "failed" and "not an http or https URL" in refused[0]["error"]
+    assert {u["status"] for u in files if u not in refused} == {"landed"}  # the listing's other files are not held back
+    assert "TOPSECRET" not in all_text(tmp_path / "lake", result)

@@ -159,3 +159,17 @@ def test_a_shorter_refetch_removes_pages_left_from_before(tmp_path: Path, emulat
     assert run_cli("run", str(job), "--date", DATE, "--force").returncode == 0
     [only] = folder.iterdir()
     assert len(json.loads(only.read_bytes())["list"]) == 42
+
+
+def test_a_relanding_cut_short_leaves_the_unit_missing_not_mixed(tmp_path: Path, emulator) -> None:
+    job = write_job(tmp_path, emulator, [{**HISTORY, "matrix": {"market": ["ios"], "product_id": [284882215]}}])
+    assert run_cli("run", str(job), "--date", DATE).returncode == 0
+    folder = tmp_path / "lake" / "dataai/app_history/dt=2026-11-25"
+    first, second = sorted(folder.glob("*.json"))[:2]  # page 1 (the unit's key), page 2
+    second.unlink()
+    second.mkdir()  # page 2 can no longer be written: the forced re-landing stops after pages 5, 4, 3
+    assert run_cli("run", str(job), "--date", DATE, "--force").returncode == 1
+    assert not first.exists()  # so the unit reads as missing, never as old page 1 beside new pages
+    second.rmdir()
+    assert run_cli("run", str(job), "--date", DATE).returncode == 0  # and the next run lands it whole
+    assert len(list(folder.glob("*.json"))) == 5 and first.exists()

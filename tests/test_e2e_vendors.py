@@ -358,3 +358,18 @@ def test_polls_count_against_the_daily_quota(tmp_path: Path, emulator: Emulator)
     assert emulator.stats.count(origin="api") == 4  # one create and three polls, then the quota was spent
     [unit] = records(tmp_path / "lake")[-1]["units"]
     assert "quota" in unit["error"]
+
+
+def test_a_stopped_run_names_the_fan_out_children_its_parents_never_reached(tmp_path: Path, emulator: Emulator) -> None:
+    stall = Fault(match="/acme/accounts", kind="stall", seconds=15, times=1)
+    emulator.config.faults = [stall]
+    process = start_cli("run", str(acme_job(tmp_path, emulator, [ACCOUNTS, PRODUCTS, STATS])), "--date", DATE, env=ENV)
+    try:
+        wait_for(lambda: stall.fired >= 1)  # the parent's request is in flight
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, out + err
+    units = {u["unit"]: u for u in records(tmp_path / "lake")[-1]["units"]}
+    for unit in (f"acme/accounts/{DATE}", f"acme/products/{DATE}", f"acme/stats/{DATE}"):
+        assert units[unit]["status"] == "interrupted" and units[unit]["error"] == "run interrupted by SIGTERM", unit

@@ -84,3 +84,40 @@ def test_lakes_on_network_file_systems_are_found_by_the_mount_table(path: str, k
     from apilake.destinations.local import network_filesystem
 
     assert network_filesystem(Path(path), MOUNTS) == kind
+
+
+class HangingStore(LocalDestination):
+    """A lake whose conditional writes stop answering once `hang` is set."""
+
+    hang = False
+
+    async def put_if(self, key: str, data: bytes, *, version: str | None) -> str | None:
+        if self.hang:
+            await asyncio.sleep(3600)
+        return await super().put_if(key, data, version=version)
+
+
+def test_a_renewal_the_store_never_answers_loses_the_lease_by_its_expiry(tmp_path: Path) -> None:
+    async def scenario() -> list[str]:
+        dest = HangingStore(tmp_path / "lake")
+        lease = Lease(dest, "daily.yaml", "run-1", FAST, lock=str(tmp_path / "run.lock"))
+        await lease.acquire()
+        dest.hang = True
+        lost: list[str] = []
+        await asyncio.wait_for(lease.hold(lost.append), timeout=5)  # returns once the lease is given up
+        return lost
+
+    lost = asyncio.run(scenario())
+    assert len(lost) == 1 and "did not answer in time" in lost[0]
+
+
+def test_release_wins_over_a_renewal_that_landed_after_the_run_stopped_waiting_for_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        dest = LocalDestination(tmp_path / "lake")
+        lease = Lease(dest, "daily.yaml", "run-1", FAST, lock=str(tmp_path / "run.lock"))
+        await lease.acquire()
+        await lease._renew()  # a renewal whose answer the cancelled heartbeat never took in
+        await lease.release()
+
+    asyncio.run(scenario())
+    assert json.loads((tmp_path / "lake" / lease_key("daily.yaml")).read_text())["released"] is True

@@ -39,3 +39,42 @@ def test_short_writes_still_write_every_piece_in_order(tmp_path: Path, monkeypat
 def test_more_pieces_than_one_writev_takes(tmp_path: Path) -> None:
     pieces = tuple(bytes([i % 251]) * (i % 5 + 1) for i in range(3 * local._IOV_MAX + 17))
     assert write(tmp_path, "many.bin", pieces) == b"".join(pieces)
+
+
+def test_many_concurrent_writes_into_one_folder_all_land_and_leave_no_temporary_folder(tmp_path: Path) -> None:
+    # Writers finishing remove the empty `.apilake-tmp/` while others are about to create theirs in it.
+    async def go() -> None:
+        dest = LocalDestination(tmp_path)
+
+        async def put(i: int) -> None:
+            async with dest.open_write(f"day/{i}.json") as writer:
+                await writer.write(b"%d" % i)
+
+        await asyncio.gather(*(put(i) for i in range(400)))
+
+    asyncio.run(go())
+    assert sorted(p.name for p in (tmp_path / "day").iterdir()) == sorted(f"{i}.json" for i in range(400))
+    assert all((tmp_path / "day" / f"{i}.json").read_bytes() == b"%d" % i for i in range(400))
+
+
+def test_leftovers_of_a_killed_writer_are_removed_with_the_next_write_of_their_key(tmp_path: Path) -> None:
+    temps = tmp_path / "day" / local.TEMP_DIR
+    temps.mkdir(parents=True)
+    mine, other = temps / f".a.json{local.TEMP_MARK}0123456789ab", temps / f".b.json{local.TEMP_MARK}0123456789ab"
+    mine.write_bytes(b"half")
+    other.write_bytes(b"half")
+    assert write(tmp_path, "day/a.json", (b"whole",)) == b"whole"
+    assert not mine.exists() and other.exists()  # another key's file is not this write's to remove
+
+
+def test_two_writes_of_one_key_in_flight_together_do_not_remove_each_others_temporary_file(tmp_path: Path) -> None:
+    async def go() -> None:
+        dest = LocalDestination(tmp_path)
+        async with dest.open_write("day/a.json") as first:
+            await first.write(b"first")
+            async with dest.open_write("day/a.json") as second:  # e.g. two listings offering one file
+                await second.write(b"second")
+            await first.write(b" still writing")
+
+    asyncio.run(go())
+    assert (tmp_path / "day" / "a.json").read_bytes() == b"first still writing"  # the last to finish wins, whole

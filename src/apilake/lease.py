@@ -161,7 +161,14 @@ class Lease:
             await asyncio.sleep(self.options.renew_seconds)
             started = time.monotonic()
             try:
-                version = await self._renew()
+                # A store that hangs must not keep this run landing long past its lease's expiry:
+                # the renewal gets until then (at least one renewal period, to learn its fate).
+                left = self.options.expiry_seconds - (started - self._renewed)
+                async with asyncio.timeout(max(left, self.options.renew_seconds)):
+                    version = await self._renew()
+            except TimeoutError:
+                on_lost(f"could not renew the lease {self.key} before it expired (the store did not answer in time)")
+                return
             except DestinationError as exc:
                 if time.monotonic() - self._renewed >= self.options.expiry_seconds - self.options.renew_seconds:
                     on_lost(f"could not renew the lease {self.key} before it expired ({exc})")
@@ -178,21 +185,27 @@ class Lease:
         version = await self.dest.put_if(self.key, self._document(), version=self._version)
         if version is not None:
             return version
+        return await self._still_ours()  # our own renewal landed, but its answer was lost and the write retried
+
+    async def _still_ours(self) -> str | None:
+        """The lease's version if it is still this run's and not released, else None."""
         kept = await self.dest.read_versioned(self.key)
         doc = parse(kept.data) if kept else None
         if kept is None or doc is None or doc.get("run_id") != self.run_id or doc.get("released"):
             return None
-        return kept.version  # our own renewal landed, but its answer was lost and the write retried
+        return kept.version
 
     async def release(self) -> None:
         """Mark the lease released (compare-and-swap: never another run's lease)."""
-        if self._version is None:
-            return
+        version, self._version = self._version, None
         try:
-            await self.dest.put_if(self.key, self._document(released=True), version=self._version)
+            for _ in range(3):  # a renewal still in flight when the run ended may land first
+                if version is None or await self.dest.put_if(self.key, self._document(released=True), version=version):
+                    return
+                version = await self._still_ours()
+            log.warning("could not release the lease %s (it expires on its own): it kept changing", self.key)
         except DestinationError as exc:
             log.warning("could not release the lease %s (it expires on its own): %s", self.key, exc)
-        self._version = None
 
 
 async def live_lease(dest: Destination, job_path: str) -> dict[str, Any] | None:

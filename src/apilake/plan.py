@@ -149,9 +149,10 @@ def _refuse_collisions(units: list[Unit]) -> None:
     ids: dict[str, Unit] = {}
     keys: dict[str, Unit] = {}
     for unit in units:
-        if unit.id in ids:
-            raise JobFileError(f"two units are both {unit.id!r}: matrix values of one variable must differ as text")
-        ids[unit.id] = unit
+        unit_id = unit.id
+        if unit_id in ids:
+            raise JobFileError(f"two units are both {unit_id!r}: matrix values of one variable must differ as text")
+        ids[unit_id] = unit
         if unit.kind in KINDS_WITH_KEY:
             if unit.key in keys:
                 raise JobFileError(
@@ -204,7 +205,7 @@ def expand(source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[
 
 def join_url(base_url: str, path: str, values: Mapping[str, Value], variables: Mapping[str, str]) -> str:
     """`base_url` + the rendered path; variable values are URL-quoted so they stay one segment."""
-    path_values = {k: quote(str(v), safe="") if k in variables else v for k, v in values.items()}
+    path_values = {**values, **{k: quote(v, safe="") for k, v in variables.items()}}
     return base_url.rstrip("/") + "/" + render(path, path_values).lstrip("/")
 
 

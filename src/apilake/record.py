@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from apilake.destinations import RECORDS_PREFIX, Destination
@@ -68,6 +68,17 @@ class UnitResult:
     @property
     def bytes(self) -> int:
         return sum(o.bytes for o in self.objects if self.status == "landed")
+
+    def entry(self) -> dict[str, Any]:
+        """This result as its run record's entry: what `dataclasses.asdict` gives, without its
+        deep copy of every value (a fifth of a small file's CPU when it ran per unit)."""
+        entry = {name: getattr(self, name) for name in _RESULT_FIELDS}
+        entry["objects"] = [{name: getattr(o, name) for name in _OBJECT_FIELDS} for o in self.objects]
+        return entry
+
+
+_RESULT_FIELDS = tuple(f.name for f in fields(UnitResult))
+_OBJECT_FIELDS = tuple(f.name for f in fields(LandedObject))
 
 
 @dataclass(slots=True)
@@ -142,7 +153,12 @@ def run_status(results: list[UnitResult], interrupted: bool) -> str:
 
 
 async def write_record(dest: Destination, record: dict[str, Any]) -> None:
-    await dest.put(record_key(record["run_id"]), json.dumps(record, indent=1, default=str).encode())
+    # One line per unit, each through the C encoder (`indent=` would take the pure-Python one: 10×
+    # slower, most of a run record's cost); `jq` shows it indented.
+    head = json.dumps({k: v for k, v in record.items() if k != "units"}, default=str)
+    units = "".join(f"\n{json.dumps(unit, default=str)}," for unit in record["units"]).removesuffix(",")
+    text = f'{head[:-1]}, "units": [{units}\n]}}\n'
+    await dest.put(record_key(record["run_id"]), text.encode())
 
 
 def record_document(
@@ -174,7 +190,7 @@ def record_document(
         "status": status,
         "holder": holder,
         "counts": counts,
-        "units": [asdict(r) for r in results],
+        "units": [r.entry() for r in results],
     }
 
 

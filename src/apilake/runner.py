@@ -184,6 +184,7 @@ async def _run(
             loop.remove_signal_handler(signum)
         if heartbeat is not None:
             heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)  # its renewal ends before the release
         if lease is not None:
             await lease.release()
         await dest.close()

@@ -15,6 +15,7 @@ dates and a strftime format::
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -75,31 +76,46 @@ def render(
     template's own slashes, and those of a date format, stay); the values named in `paths` are
     paths on purpose and keep theirs.
     """
-
-    def substitute(match: re.Match[str]) -> str:
-        text = match.group(0)
-        if text in ("{{", "}}"):
-            return text[0]
-        name = match.group("name")
+    out = []
+    for part in _parts(template):
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        name, offset, fmt = part
         if name is None:
             raise TemplateError(f"unbalanced brace in template {template!r} (write {{{{ or }}}} for a literal brace)")
         if name not in values:
             known = ", ".join(sorted(values)) or "none"
             raise TemplateError(f"unknown placeholder {{{name}}} in {template!r} (known here: {known})")
         value = values[name]
-        offset, fmt = match.group("offset"), match.group("fmt")
         if isinstance(value, dt.date):
             if offset:
                 value = value + dt.timedelta(days=int(offset))
-            return value.strftime(fmt) if fmt else value.isoformat()
+            out.append(value.strftime(fmt) if fmt else value.isoformat())
+            continue
         if offset or fmt:
             raise TemplateError(f"{{{name}}} in {template!r} is not a date: offsets and formats apply to dates only")
         text = str(value)
-        if escape_slashes and name not in paths:
-            return text.replace("%", "%25").replace("/", "%2F")
-        return text
+        out.append(text.replace("%", "%25").replace("/", "%2F") if escape_slashes and name not in paths else text)
+    return "".join(out)
 
-    return _PLACEHOLDER.sub(substitute, template)
+
+@functools.lru_cache(maxsize=1024)
+def _parts(template: str) -> tuple[str | tuple[str | None, str | None, str | None], ...]:
+    """A template cut into literal text and placeholders (name, offset, format), once per
+    template: a plan renders the same few templates for every unit. An unbalanced brace is a
+    placeholder without a name, an error only when `render` reaches it."""
+    parts: list[str | tuple[str | None, str | None, str | None]] = []
+    end = 0
+    for match in _PLACEHOLDER.finditer(template):
+        if match.start() > end:
+            parts.append(template[end : match.start()])
+        text = match.group(0)
+        parts.append(text[0] if text in ("{{", "}}") else (match.group("name"), match.group("offset"), match.group("fmt")))
+        end = match.end()
+    if end < len(template):
+        parts.append(template[end:])
+    return tuple(parts)
 
 
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -111,9 +127,10 @@ def sanitize_key(key: str) -> str:
     Drops empty segments and a leading `/`, percent-encodes control characters, backslashes and
     `.`/`..` segments, so no key can climb out of the destination or hide a character in a log.
     """
+    if _UNSAFE_CHARS.search(key) is not None:  # rare: most keys need no percent-encoding
+        key = _UNSAFE_CHARS.sub(lambda m: quote(m.group(0), safe=""), key)
     segments = []
     for segment in key.split("/"):
-        segment = _UNSAFE_CHARS.sub(lambda m: quote(m.group(0), safe=""), segment)
         if segment in ("", "."):
             continue
         if set(segment) == {"."}:

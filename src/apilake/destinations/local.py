@@ -75,16 +75,18 @@ class LocalDestination(Destination):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
         self.url = str(self.root)
+        self._inside = os.path.join(self.url, "")  # every object's path starts so
         # On a network file system other hosts write here too, out of sight of this host's lock.
         self.needs_lease = network_filesystem(self.root, _mounts()) is not None
+        self._writing: set[Path] = set()  # temporary files of the writes in flight here
 
     def _path(self, key: str) -> Path:
         # Lexical: `..` cannot climb out, and no lstat per path component per file (realpath
         # cost ~0.8 ms per small file); links the user placed inside the lake are theirs to follow.
-        path = Path(os.path.normpath(self.root / key))
-        if not path.is_relative_to(self.root) or path == self.root:
+        path = os.path.normpath(os.path.join(self.url, key))  # strings: pathlib's checks cost ~0.1 ms per call
+        if not path.startswith(self._inside):
             raise DestinationError(f"key {key!r} resolves outside the destination {self.root}")
-        return path
+        return Path(path)
 
     async def check(self) -> None:
         try:
@@ -103,10 +105,12 @@ class LocalDestination(Destination):
         path = self._path(key)
         try:
             for stale in _stale_temp_files(path):
-                stale.unlink(missing_ok=True)  # left by a killed writer; the run lock says none is live
+                if stale not in self._writing:  # another write of this key in this process is live
+                    stale.unlink(missing_ok=True)  # left by a killed writer; the run lock says none is live
             temp, handle = _create_temp(path)
         except OSError as exc:
             raise _os_error(exc, key) from None
+        self._writing.add(temp)
         try:
             with handle:
                 yield _FileWriter(handle, key)
@@ -115,6 +119,8 @@ class LocalDestination(Destination):
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+        finally:
+            self._writing.discard(temp)
 
     altered_hint = "Check the file system or mount under the destination (a failing disk, a filtering driver)."
 
@@ -219,15 +225,18 @@ def _version(data: bytes) -> str:
 def _create_temp(path: Path) -> tuple[Path, BinaryIO]:
     """A new temporary file for the object at `path`, open for writing (unbuffered: chunks are
     large), in its folder's `.apilake-tmp/`, which a writer that finishes removes when empty."""
-    temps = path.parent / TEMP_DIR
-    name = f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
-    for _ in range(3):
-        temps.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / TEMP_DIR / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
+    while True:
         try:
-            return temps / name, open(temps / name, "xb", buffering=0)
-        except FileNotFoundError:  # another writer removed the empty folder just now
-            continue
-    return temps / name, open(temps / name, "xb", buffering=0)
+            os.mkdir(temp.parent)
+        except FileExistsError:
+            pass  # (not `Path.mkdir(exist_ok=True)`: it fails if another writer removes the folder meanwhile)
+        try:
+            return temp, open(temp, "xb", buffering=0)
+        except FileNotFoundError:  # another writer removed the empty folder just now: make it again
+            if not path.parent.is_dir():
+                raise
 
 
 def _stale_temp_files(path: Path) -> list[Path]:

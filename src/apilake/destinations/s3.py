@@ -395,27 +395,44 @@ class PartBudget:
     waits for a new part while its own parts already reserved can still finish (they free
     their bytes when their upload ends), so the budget never deadlocks; a part bigger than the
     whole budget (very large files) goes through alone.
+
+    Thread-safe and loop-agnostic: on a Dask worker the tasks of one destination each run their
+    own event loop, in their own thread, and share this budget.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
         self.peak = 0
-        self._room = asyncio.Condition()
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     async def reserve(self, size: int) -> None:
-        async with self._room:
-            await self._room.wait_for(lambda: self.held == 0 or self.held + size <= self.limit)
-            self.held += size
-            self.peak = max(self.peak, self.held)
+        while True:
+            with self._lock:
+                if self.held == 0 or self.held + size <= self.limit:
+                    self.held += size
+                    self.peak = max(self.peak, self.held)
+                    return
+                loop = asyncio.get_running_loop()
+                room = loop.create_future()
+                self._waiting.append((loop, room))
+            await room  # a release came: try again
 
     def release(self, size: int) -> None:
-        self.held -= size
-        asyncio.ensure_future(self._wake())
+        with self._lock:
+            self.held -= size
+            waiting, self._waiting = self._waiting, []
+        for loop, room in waiting:
+            try:
+                loop.call_soon_threadsafe(_wake, room)
+            except RuntimeError:
+                pass  # that loop has closed: nobody waits there any more
 
-    async def _wake(self) -> None:
-        async with self._room:
-            self._room.notify_all()
+
+def _wake(room: asyncio.Future[None]) -> None:
+    if not room.done():  # a waiter cancelled meanwhile has nothing to wake
+        room.set_result(None)
 
 
 class S3Writer:

@@ -30,9 +30,9 @@ from apilake.executors.admission import FILE_RANK, Admission, rank
 from apilake.executors.work import endpoints, not_attempted, unit_kind
 from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.json import landed_pages
-from apilake.jobfile import Job
+from apilake.jobfile import Endpoint, Job, Source
 from apilake.plan import Unit, expand_children
-from apilake.record import UnitResult, landed_sizes, read_records
+from apilake.record import Status, UnitResult, landed_sizes, read_records
 from apilake.redact import Redactor
 
 OnResult = Callable[[UnitResult], None]
@@ -89,18 +89,29 @@ class Executor(abc.ABC):
         await self._record_sizes(units)
         self._fan = FanOut(self.job, only)
         self._fan.expect(units)
-        async with asyncio.TaskGroup() as group:
-            for unit in sorted(units, key=rank):  # the first ones in take free slots without queueing
-                group.create_task(self._unit(unit, group))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for unit in sorted(units, key=rank):  # the first ones in take free slots without queueing
+                    group.create_task(self._unit(unit, group))
+        except asyncio.CancelledError:
+            # The run stopped: children whose parents never finished are named in the record too.
+            for source, endpoint, run_date in self._fan.pending():
+                self.on_result(self._endpoint_result(source, endpoint, run_date, "interrupted"))
+            raise
 
     async def _unit(self, unit: Unit, group: asyncio.TaskGroup) -> None:
-        async with self._slots.slot(unit.source, rank(unit)):
-            if self.spent(unit.source):
-                result, files = self._not_attempted(unit, unit_kind(unit), unit.id, unit.request_url), []
-            else:
-                result, files = await self.run_unit(unit)
-            for transfer in files:  # queued before this slot is let go: they continue its chain
-                group.create_task(self._file(unit, transfer, self._slots.ticket(unit.source, FILE_RANK)))
+        try:
+            async with self._slots.slot(unit.source, rank(unit)):
+                if self.spent(unit.source):
+                    result, files = self._not_attempted(unit, unit_kind(unit), unit.id, unit.request_url), []
+                else:
+                    result, files = await self.run_unit(unit)
+                for transfer in files:  # queued before this slot is let go: they continue its chain
+                    group.create_task(self._file(unit, transfer, self._slots.ticket(unit.source, FILE_RANK)))
+        except asyncio.CancelledError:  # the run stopped: named in the record with the run's reason (`runner`)
+            self.on_result(UnitResult(unit.id, unit.source, unit.endpoint, unit.date, unit_kind(unit), "interrupted",
+                                      url=self.redact(unit.request_url)))  # fmt: skip
+            raise
         self.on_result(result)
         for ready in self._fan.finished(unit, result):
             group.create_task(self._children(ready, group))
@@ -117,14 +128,14 @@ class Executor(abc.ABC):
                 for body in await landed_pages(self.dest, parent.objects[0].key):
                     pages.append(json.loads(body))
             units = expand_children(source, child, ready.run_date, pages)
-        except (ApilakeError, ValueError, OSError) as exc:
+        except (ApilakeError, ValueError, OSError, asyncio.CancelledError) as exc:
+            stopped = isinstance(exc, asyncio.CancelledError)
             for s, endpoint in [(source, child), *self._fan.descendants(source.name, child.name)]:
-                unit_id = f"{s.name}/{endpoint.name}/{ready.run_date}"
-                self.on_result(
-                    UnitResult(unit_id, s.name, endpoint.name, ready.run_date.isoformat(),
-                               {"json": "json", "file": "file"}.get(endpoint.kind, "listing"), "not_attempted",  # type: ignore[arg-type]
-                               error=self.redact(f"not attempted: {exc}"))
-                )
+                status = "interrupted" if stopped else "not_attempted"
+                error = None if stopped else self.redact(f"not attempted: {exc}")
+                self.on_result(self._endpoint_result(s, endpoint, ready.run_date.isoformat(), status, error))
+            if stopped:
+                raise
             return
         for now in self._fan.expect(units, source=source.name, endpoint=child.name, run_date=ready.run_date.isoformat()):
             group.create_task(self._children(now, group))
@@ -145,6 +156,12 @@ class Executor(abc.ABC):
             self.on_result(UnitResult(transfer.unit, unit.source, unit.endpoint, unit.date, "file", "interrupted", url=url))
             raise
         self.on_result(result)
+
+    @staticmethod
+    def _endpoint_result(source: Source, endpoint: Endpoint, run_date: str, status: Status, error: str | None = None) -> UnitResult:
+        """One entry for all units of a child endpoint and date that were never expanded."""
+        kind = {"json": "json", "file": "file"}.get(endpoint.kind, "listing")
+        return UnitResult(f"{source.name}/{endpoint.name}/{run_date}", source.name, endpoint.name, run_date, kind, status, error=error)  # type: ignore[arg-type]
 
     def _not_attempted(self, unit: Unit, kind: str, unit_id: str, url: str) -> UnitResult:
         return not_attempted(unit, kind, unit_id, url, self.redact, self._sources[unit.source])

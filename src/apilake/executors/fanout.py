@@ -70,6 +70,15 @@ class FanOut:
         self._waiting.pop(group, None)
         return [Ready(s, child, dt.date.fromisoformat(run_date), results) for s, child in self._children.get((source, parent), [])]
 
+    def pending(self) -> list[tuple[Source, Endpoint, str]]:
+        """Child endpoints (and theirs) of each run date whose parents have not all finished:
+        what a stopped run never expanded."""
+        found = []
+        for source, parent, run_date in self._waiting:
+            for s, child in self._children.get((source, parent), []):
+                found += [(s, endpoint, run_date) for s, endpoint in [(s, child), *self.descendants(source, child.name)]]
+        return found
+
     def descendants(self, source: str, endpoint: str) -> list[tuple[Source, Endpoint]]:
         """Every selected endpoint below `endpoint` (children, grandchildren, ...)."""
         found = []

@@ -119,12 +119,11 @@ class SourceClient:
             started.start(headers)
             try:
                 await started.started()
-            except IntegrityError:
+            except BaseException as exc:  # cancellation and `timeouts.total` too: never leave it running
                 await started.aclose()
+                if isinstance(exc, TransferError) and not isinstance(exc, IntegrityError):
+                    raise TransferError(self.redact(f"{exc} ({hop})"), transient=exc.transient) from None
                 raise
-            except TransferError as exc:
-                await started.aclose()
-                raise TransferError(self.redact(f"{exc} ({hop})"), transient=exc.transient) from None
             return started
 
         response = await self._follow(url, send)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,9 @@ BUFFER = 512 << 10  # libcurl's largest receive buffer: fewer callbacks per MiB
 BATCH = 1 << 20  # bytes gathered before the reader is woken: one write and one check hand-over per batch
 AHEAD = 2 << 20  # bytes read but not yet written before the transfer pauses
 ERROR_BODY_BYTES = 2048  # kept of a non-2xx body, for the error message
+
+CURLOPT_SUPPRESS_CONNECT_HEADERS = 265  # libcurl ≥ 7.54; pycurl does not name it
+CURLE_UNSUPPORTED_PROTOCOL = 1
 
 #: libcurl errors that say the TLS session failed: retrying does not help.
 TLS_ERRORS = frozenset({35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91, 98})
@@ -57,7 +61,9 @@ class Transport:
     def __init__(self, user_agent: str, timeouts: Timeouts, threads: int) -> None:
         self._user_agent = user_agent
         self._timeouts = timeouts
-        self._threads = threads
+        # Checking is CPU-bound: threads beyond the cores only take turns for the GIL (and a
+        # context switch at each turn) as they enter and leave the inflater.
+        self._threads = max(1, min(threads, os.cpu_count() or 1))
         self._multi: Any = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -71,6 +77,12 @@ class Transport:
         curl.setopt(pycurl.BUFFERSIZE, BUFFER)
         curl.setopt(pycurl.USERAGENT, self._user_agent)
         curl.setopt(pycurl.FOLLOWLOCATION, 0)
+        # http and https only: a listed URL or a Location of `file://…` must not read local files
+        # into an error message, nor any other scheme reach what libcurl can speak.
+        curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        # Behind an https proxy, libcurl would hand the proxy's own "200 Connection established"
+        # head to the header callback as if it were the server's answer.
+        curl.setopt(getattr(pycurl, "SUPPRESS_CONNECT_HEADERS", CURLOPT_SUPPRESS_CONNECT_HEADERS), 1)
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self._timeouts.connect * 1000)))
         curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         curl.setopt(pycurl.LOW_SPEED_TIME, max(1, round(self._timeouts.read)))
@@ -128,10 +140,8 @@ class Download:
 
         curl = self._curl = self._transport.handle()
         curl.setopt(pycurl.URL, self.url)
-        if headers:  # a reused handle keeps its last headers: another origin must get none
+        if headers:  # a fresh handle per request: no header of an earlier request can linger
             curl.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
-        else:
-            curl.unsetopt(pycurl.HTTPHEADER)
         curl.setopt(pycurl.HEADERFUNCTION, self._on_header)
         curl.setopt(pycurl.WRITEFUNCTION, self._on_body)
         self._done = self._transport._multi.add_handle(curl)
@@ -148,8 +158,8 @@ class Download:
         """The body of a 2xx as lists of chunks of about `BATCH` bytes (the last one shorter),
         checked; raises when the transfer or its check fails.
 
-        The check's last word (`finish()`) comes before the last batch is released, so a writer
-        that commits after the loop never commits a damaged body.
+        The check's last word (`finish()`) comes after the last batch and before the loop ends:
+        a writer that commits only once the loop has ended never commits a damaged body.
         """
         import pycurl
 
@@ -166,7 +176,9 @@ class Download:
                 if self._paused and self._held < AHEAD // 2 and self._error is None:
                     self._paused = False
                     self._curl.pause(pycurl.PAUSE_CONT)
-                if check.heavy:
+                if check.heavy and checking is None and self._finished() and not self._pending and not self._gathering:
+                    check.digest(batch)  # the whole body in one batch (a small file): cheaper here than a hand-over
+                elif check.heavy:
                     if checking is not None:
                         await checking
                     checking = loop.run_in_executor(self._transport.pool(), check.digest, batch)
@@ -188,7 +200,11 @@ class Download:
 
     # -- inside libcurl's callbacks, on the loop --------------------------------------------
 
-    def _on_header(self, line: bytes) -> None:
+    def _on_header(self, line: bytes) -> int | None:
+        if line.startswith(b"HTTP/") and self._head:  # a second head after a 2xx was accepted: never its body
+            self._error = TransferError("the response had a second head after its 2xx (a proxy's?)", transient=False)
+            self._wake.set()
+            return 0  # ends the transfer
         if line.startswith(b"HTTP/"):
             parts = line.decode("latin-1").split(None, 2)
             self.status_code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
@@ -202,6 +218,7 @@ class Download:
             self.check = self._make_check(int(length) if length.isdigit() else None)
             self._head = True
             self._wake.set()
+        return None
 
     def _on_body(self, chunk: bytes) -> int | None:
         import pycurl
@@ -266,6 +283,8 @@ def _curl_error(code: int, message: str, check: StreamCheck | None) -> TransferE
     """A libcurl failure as a `TransferError` (the client adds the URL and redacts)."""
     if code == 18 and check is not None and check.expected_length is not None:  # CURLE_PARTIAL_FILE
         return IntegrityError(f"body ended after {check.size} of {check.expected_length} bytes (Content-Length)")
+    if code == CURLE_UNSUPPORTED_PROTOCOL:
+        return TransferError("not an http or https URL; apilake fetches files only over HTTP", transient=False)
     if code in TLS_ERRORS:
         return TransferError(f"TLS error: {message}", transient=False)
     if code == 28:

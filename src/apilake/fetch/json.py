@@ -135,6 +135,11 @@ async def fetch_json_unit(
         answer = await get_json(client, url, f"{unit.id} page {number}", limit=budget - held, method=unit.method, body=unit.body)
         pages.append((answer.status, answer.body, answer.attempts))
         url = paginator.next_url(unit, Page(url, number, answer.doc, answer.headers))
+    if len(pages) > 1:
+        # Pages land last to first, page 1 (the unit's key) last. Over an earlier landing of the
+        # unit, page 1 goes first: a fetch cut short midway must read as missing, never as the
+        # earlier page 1 beside some of the new pages.
+        await dest.delete(unit.key)
     for number in range(len(pages), 0, -1):
         if number == 1 and unit.paginate != "none":
             await _remove_stale_pages(dest, unit.key, after=len(pages))
