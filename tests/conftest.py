@@ -90,6 +90,12 @@ def write_job(tmp_path: Path, emu: Emulator, endpoints: list[dict[str, Any]], **
     return path
 
 
+def files(lake: Path) -> list[Path]:
+    """Every file under `lake` now, also while a run writes there: a folder that goes during the
+    walk (a writer that finishes removes its empty `.apilake-tmp/`) is passed over, as os.walk does."""
+    return sorted(Path(folder, name) for folder, _dirs, names in os.walk(lake) for name in names)
+
+
 def lake_objects(lake: Path) -> dict[str, bytes]:
     """Every landed object by key: apilake's own records and hidden temporary files excluded.
 
@@ -97,8 +103,8 @@ def lake_objects(lake: Path) -> dict[str, bytes]:
     """
     return {
         p.relative_to(lake).as_posix(): p.read_bytes()
-        for p in sorted(lake.rglob("*"))
-        if p.is_file() and not p.relative_to(lake).as_posix().startswith("_apilake/") and not p.name.startswith(".")
+        for p in files(lake)
+        if not p.relative_to(lake).as_posix().startswith("_apilake/") and not p.name.startswith(".")
     }
 
 
@@ -141,7 +147,7 @@ def details_endpoint(markets: tuple[str, ...] = ("ios", "google-play"), products
 
 def temp_files(lake: Path) -> list[Path]:
     """apilake's temporary files under a lake: transfers in flight, or leftovers of a killed run."""
-    return [p for p in lake.rglob("*") if p.is_file() and ".apilake-tmp-" in p.name]
+    return [p for p in files(lake) if ".apilake-tmp-" in p.name]
 
 
 def temp_bytes(lake: Path) -> int:
