@@ -18,8 +18,6 @@ from apilake.emulator import Emulator, EmulatorConfig
 from browser import chromium, screenshot
 from conftest import TOKEN, lake_objects, run_cli, start_cli
 
-pytestmark = pytest.mark.xdist_group("dashboard")  # one worker runs the module: one lake, one browser
-
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[history.History]:

@@ -25,7 +25,6 @@ from conftest import TOKEN, all_text, bulk_endpoint, details_endpoint, lake_obje
 from moto_server import DUMMY_AWS_ENV
 
 distributed = pytest.importorskip("distributed")
-pytestmark = pytest.mark.xdist_group("dask-cluster")  # one worker runs the module: one cluster
 
 DATE = "2026-11-25"
 WORKERS = 3
