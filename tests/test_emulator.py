@@ -210,18 +210,16 @@ def test_files_range_and_size_override(emu: Emulator, client: httpx.Client) -> N
     assert emu.stats.auth_headers("files") == 1
 
 
-def test_large_file_throughput(emu: Emulator, client: httpx.Client) -> None:
-    emu.config.file_size = 64 << 20
+def test_a_large_file_streams_whole_and_byte_exact(emu: Emulator, client: httpx.Client) -> None:
+    # Its speed is the bench's business (bench/: curl against this emulator); here, that it is whole.
+    emu.config.file_size = 24 << 20
     loc = client.get(_listing(client, "big", "2024-01-01")[0]).headers["location"]
     h, n = hashlib.sha256(), 0
-    t0 = time.monotonic()
     with httpx.stream("GET", loc, timeout=30) as r:
         for c in r.iter_raw(1 << 20):
             h.update(c)
             n += len(c)
-    rate = n / (time.monotonic() - t0) / 1e6
-    assert n == 64 << 20 and h.hexdigest() == file_sha256(_name(_listing(client, "big", "2024-01-01")[0]), 64 << 20)
-    assert rate > 50, f"{rate:.0f} MB/s"
+    assert n == 24 << 20 and h.hexdigest() == file_sha256(_name(_listing(client, "big", "2024-01-01")[0]), 24 << 20)
 
 
 # ---------------------------------------------------------------- faults

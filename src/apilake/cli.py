@@ -44,11 +44,14 @@ def main() -> None:
 
 
 def _lean_start_up() -> None:
-    """Skip two start-up costs that the CLI's process never needs (~40 ms of each run on a 2-core
-    machine, `bench/`): pydantic's scan of every installed distribution for validation plugins,
-    and httpx's own command-line client, which httpx imports (with rich's console) when it can."""
+    """Skip start-up costs that the CLI's process never needs (~40 ms of each run on a 2-core
+    machine, `bench/`, and ~0.1 s more where trio is installed): pydantic's scan of every
+    installed distribution for validation plugins; httpx's own command-line client, which httpx
+    imports (with rich's console) when it can; and trio, which httpcore imports when installed
+    (selenium brings it) to support trio event loops, while apilake runs on asyncio."""
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # `import httpx` then falls back
+    for unused in ("httpx._main", "trio"):
+        sys.modules.setdefault(unused, None)  # type: ignore[arg-type]  # importing it then fails, and its users fall back
 
 
 job_argument = click.argument("job_file", metavar="JOB.yaml", type=click.Path(dir_okay=False))
