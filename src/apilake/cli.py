@@ -44,14 +44,13 @@ def main() -> None:
 
 
 def _lean_start_up() -> None:
-    """Skip start-up costs that the CLI's process never needs (~40 ms of each run on a 2-core
-    machine, `bench/`, and ~0.1 s more where trio is installed): pydantic's scan of every
-    installed distribution for validation plugins; httpx's own command-line client, which httpx
-    imports (with rich's console) when it can; and trio, which httpcore imports when installed
-    (selenium brings it) to support trio event loops, while apilake runs on asyncio."""
+    """Skip two start-up costs that the CLI's process never needs (~40 ms of each run on a 2-core
+    machine, `bench/`): pydantic's scan of every installed distribution for validation plugins,
+    and httpx's own command-line client, which httpx imports (with rich's console) when it can.
+    (Not trio, which httpcore imports where it is installed: httpcore also uses it later, when
+    a request fails.)"""
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    for unused in ("httpx._main", "trio"):
-        sys.modules.setdefault(unused, None)  # type: ignore[arg-type]  # importing it then fails, and its users fall back
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # `import httpx` then falls back
 
 
 job_argument = click.argument("job_file", metavar="JOB.yaml", type=click.Path(dir_okay=False))
