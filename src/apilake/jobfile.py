@@ -184,7 +184,7 @@ class Timeouts(_Model):
 class ForEach(_Model):
     """Fan-out: one child unit per value found in the parent endpoint's pages of the same date."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(populate_by_name=True)  # merged with `_Model`'s
 
     endpoint: Name
     values: JmesPath

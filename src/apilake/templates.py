@@ -41,13 +41,13 @@ class Placeholder:
 def placeholders(template: str) -> list[Placeholder]:
     """The placeholders of a template, in order of appearance (for validation up front)."""
     found = []
-    for match in _PLACEHOLDER.finditer(template):
-        text = match.group(0)
-        if text in ("{", "}"):
+    for part in _parts(template):
+        if isinstance(part, str):
+            continue
+        name, offset, fmt = part
+        if name is None:
             raise TemplateError(f"unbalanced brace in template {template!r} (write {{{{ or }}}} for a literal brace)")
-        if match.group("name"):
-            offset = match.group("offset")
-            found.append(Placeholder(match.group("name"), int(offset) if offset else None, match.group("fmt")))
+        found.append(Placeholder(name, int(offset) if offset else None, fmt))
     return found
 
 
@@ -127,8 +127,7 @@ def sanitize_key(key: str) -> str:
     Drops empty segments and a leading `/`, percent-encodes control characters, backslashes and
     `.`/`..` segments, so no key can climb out of the destination or hide a character in a log.
     """
-    if _UNSAFE_CHARS.search(key) is not None:  # rare: most keys need no percent-encoding
-        key = _UNSAFE_CHARS.sub(lambda m: quote(m.group(0), safe=""), key)
+    key = _UNSAFE_CHARS.sub(lambda m: quote(m.group(0), safe=""), key)  # once for the key, not per segment
     segments = []
     for segment in key.split("/"):
         if segment in ("", "."):

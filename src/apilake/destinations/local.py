@@ -225,18 +225,19 @@ def _version(data: bytes) -> str:
 def _create_temp(path: Path) -> tuple[Path, BinaryIO]:
     """A new temporary file for the object at `path`, open for writing (unbuffered: chunks are
     large), in its folder's `.apilake-tmp/`, which a writer that finishes removes when empty."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.parent / TEMP_DIR / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
     while True:
         try:
             os.mkdir(temp.parent)
         except FileExistsError:
             pass  # (not `Path.mkdir(exist_ok=True)`: it fails if another writer removes the folder meanwhile)
+        except FileNotFoundError:  # the object's own folder is new
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             return temp, open(temp, "xb", buffering=0)
         except FileNotFoundError:  # another writer removed the empty folder just now: make it again
-            if not path.parent.is_dir():
-                raise
+            continue
 
 
 def _stale_temp_files(path: Path) -> list[Path]:

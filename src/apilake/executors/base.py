@@ -27,7 +27,7 @@ from apilake.destinations import Destination
 from apilake.errors import ApilakeError
 from apilake.executors.fanout import FanOut, Ready
 from apilake.executors.admission import FILE_RANK, Admission, rank
-from apilake.executors.work import endpoints, not_attempted, unit_kind
+from apilake.executors.work import endpoints, not_attempted, record_kind, unit_kind
 from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.json import landed_pages
 from apilake.jobfile import Endpoint, Job, Source
@@ -160,8 +160,8 @@ class Executor(abc.ABC):
     @staticmethod
     def _endpoint_result(source: Source, endpoint: Endpoint, run_date: str, status: Status, error: str | None = None) -> UnitResult:
         """One entry for all units of a child endpoint and date that were never expanded."""
-        kind = {"json": "json", "file": "file"}.get(endpoint.kind, "listing")
-        return UnitResult(f"{source.name}/{endpoint.name}/{run_date}", source.name, endpoint.name, run_date, kind, status, error=error)  # type: ignore[arg-type]
+        return UnitResult(f"{source.name}/{endpoint.name}/{run_date}", source.name, endpoint.name, run_date,
+                          record_kind(endpoint.kind), status, error=error)  # type: ignore[arg-type]  # fmt: skip
 
     def _not_attempted(self, unit: Unit, kind: str, unit_id: str, url: str) -> UnitResult:
         return not_attempted(unit, kind, unit_id, url, self.redact, self._sources[unit.source])

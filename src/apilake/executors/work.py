@@ -29,7 +29,12 @@ log = logging.getLogger("apilake")
 
 def unit_kind(unit: Unit) -> str:
     """The record kind of a planned unit: `json`, `file`, or `listing` for a bulk or report unit."""
-    return unit.kind if unit.kind in ("json", "file") else "listing"
+    return record_kind(unit.kind)
+
+
+def record_kind(kind: str) -> str:
+    """The record kind of an endpoint kind (`json`, `file`, `bulk`, `report`)."""
+    return kind if kind in ("json", "file") else "listing"
 
 
 def endpoints(job: Job) -> dict[tuple[str, str], Endpoint]:
