@@ -92,7 +92,7 @@ def write_job(tmp_path: Path, emu: Emulator, endpoints: list[dict[str, Any]], **
 
 def files(lake: Path) -> list[Path]:
     """Every file under `lake` now, also while a run writes there: a folder that goes during the
-    walk (a writer that finishes removes its empty `.apilake-tmp/`) is passed over, as os.walk does."""
+    walk (a destination closing removes its empty `.apilake-tmp/`) is passed over, as os.walk does."""
     return sorted(Path(folder, name) for folder, _dirs, names in os.walk(lake) for name in names)
 
 

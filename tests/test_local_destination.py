@@ -42,19 +42,39 @@ def test_more_pieces_than_one_writev_takes(tmp_path: Path) -> None:
 
 
 def test_many_concurrent_writes_into_one_folder_all_land_and_leave_no_temporary_folder(tmp_path: Path) -> None:
-    # Writers finishing remove the empty `.apilake-tmp/` while others are about to create theirs in it.
+    # Another process's destination closing removes the empty `.apilake-tmp/` while writers here
+    # are about to create their files in it.
     async def go() -> None:
-        dest = LocalDestination(tmp_path)
+        dest, other = LocalDestination(tmp_path), LocalDestination(tmp_path)
 
         async def put(i: int) -> None:
             async with dest.open_write(f"day/{i}.json") as writer:
                 await writer.write(b"%d" % i)
+            if i % 10 == 0:
+                await other.put("day/other.json", b"x")
+                await other.close()
 
         await asyncio.gather(*(put(i) for i in range(400)))
+        await dest.close()
 
     asyncio.run(go())
+    (tmp_path / "day" / "other.json").unlink()
     assert sorted(p.name for p in (tmp_path / "day").iterdir()) == sorted(f"{i}.json" for i in range(400))
     assert all((tmp_path / "day" / f"{i}.json").read_bytes() == b"%d" % i for i in range(400))
+
+
+def test_the_temporary_folder_is_kept_between_writes_and_removed_on_close(tmp_path: Path) -> None:
+    temps = tmp_path / "day" / local.TEMP_DIR
+
+    async def go() -> None:
+        dest = LocalDestination(tmp_path)
+        await dest.put("day/a.json", b"a")
+        assert temps.is_dir() and not any(temps.iterdir())  # no per-file mkdir and rmdir
+        await dest.put("day/b.json", b"b")
+        await dest.close()
+
+    asyncio.run(go())
+    assert sorted(p.name for p in (tmp_path / "day").iterdir()) == ["a.json", "b.json"]
 
 
 def test_leftovers_of_a_killed_writer_are_removed_with_the_next_write_of_their_key(tmp_path: Path) -> None:

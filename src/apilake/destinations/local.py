@@ -70,7 +70,9 @@ class LocalDestination(Destination):
     never see half a file.
 
     The temporary files live in their own folder so that finding a key's leftovers lists only
-    the writes in flight, not every object of a folder that may hold thousands."""
+    the writes in flight, not every object of a folder that may hold thousands. The folders stay
+    while the destination is open and go, when empty, with `close()`: making and removing one
+    per file doubled the file system's work for a small object (`bench/`)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
@@ -79,6 +81,7 @@ class LocalDestination(Destination):
         # On a network file system other hosts write here too, out of sight of this host's lock.
         self.needs_lease = network_filesystem(self.root, _mounts()) is not None
         self._writing: set[Path] = set()  # temporary files of the writes in flight here
+        self._temp_dirs: set[Path] = set()  # the temporary folders used here, removed by `close()`
 
     def _path(self, key: str) -> Path:
         # Lexical: `..` cannot climb out, and no lstat per path component per file (realpath
@@ -107,7 +110,7 @@ class LocalDestination(Destination):
             for stale in _stale_temp_files(path):
                 if stale not in self._writing:  # another write of this key in this process is live
                     stale.unlink(missing_ok=True)  # left by a killed writer; the run lock says none is live
-            temp, handle = _create_temp(path)
+            temp, handle = self._create_temp(path)
         except OSError as exc:
             raise _os_error(exc, key) from None
         self._writing.add(temp)
@@ -145,7 +148,7 @@ class LocalDestination(Destination):
                     current = None
                 if current != version:
                     return None
-                temp, handle = _create_temp(path)
+                temp, handle = self._create_temp(path)
                 try:
                     with handle:
                         handle.write(data)
@@ -188,6 +191,17 @@ class LocalDestination(Destination):
     async def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def _create_temp(self, path: Path) -> tuple[Path, BinaryIO]:
+        temp, handle = _create_temp(path)
+        self._temp_dirs.add(temp.parent)
+        return temp, handle
+
+    async def close(self) -> None:
+        """Remove the empty temporary folders: the lake shows only objects once no write is in
+        flight (a folder another process still writes in is not empty, and stays)."""
+        folders, self._temp_dirs = self._temp_dirs, set()
+        await asyncio.to_thread(_remove_empty, folders)
+
 
 NETWORK_FILESYSTEMS = frozenset(
     {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs", "beegfs", "ocfs2", "gfs2"}
@@ -224,7 +238,7 @@ def _version(data: bytes) -> str:
 
 def _create_temp(path: Path) -> tuple[Path, BinaryIO]:
     """A new temporary file for the object at `path`, open for writing (unbuffered: chunks are
-    large), in its folder's `.apilake-tmp/`, which a writer that finishes removes when empty."""
+    large), in its folder's `.apilake-tmp/` (which another process may remove when empty)."""
     temp = path.parent / TEMP_DIR / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
     while True:
         try:
@@ -270,10 +284,14 @@ def _publish(temp: Path, path: Path, handle: BinaryIO | None = None) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    try:
-        os.rmdir(temp.parent)  # the lake shows only objects once no write is in flight here
-    except OSError:
-        pass  # other writes in flight (or a leftover of a killed one) keep it
+
+
+def _remove_empty(folders: set[Path]) -> None:
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # other writes in flight (or a leftover of a killed one) keep it
 
 
 def _os_error(exc: OSError, key: str) -> DestinationError:

@@ -8,7 +8,6 @@ A file streams from the HTTP response straight into the destination's writer, th
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,7 +70,7 @@ def listed_urls(unit: Unit, endpoint: Endpoint, doc: Any, *, transient: bool) ->
 
 def listing_of(unit: Unit, endpoint: Endpoint, client: SourceClient, answer: JsonAnswer, started: float, **facts: Any) -> Listing:
     """Choose the files a listing (or a finished report) offers at `endpoint.urls`; `facts` go into the record."""
-    status, body, doc, attempts, _headers = answer
+    status, body, doc, attempts, _headers, sha256 = answer
     urls = listed_urls(unit, endpoint, doc, transient=False)
     if not urls:
         raise TransferError(f"{unit.id}: the listing offers no files at {endpoint.urls!r} (published late? see `lag:`)")
@@ -106,7 +105,7 @@ def listing_of(unit: Unit, endpoint: Endpoint, client: SourceClient, answer: Jso
         listing={
             "http_status": status,
             "bytes": len(body),
-            "sha256": hashlib.sha256(body).hexdigest(),
+            "sha256": sha256,
             "offered": len(urls),
             "duplicates": len(urls) - len(unique),
             "selected": len(files),

@@ -6,7 +6,6 @@ every page of it exists, which is what reruns rely on to skip it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +30,7 @@ class JsonAnswer(NamedTuple):
     doc: Any
     attempts: int
     headers: httpx.Headers
+    sha256: str  # of `body`, computed as it streamed in
 
 
 async def get_json(
@@ -53,11 +53,12 @@ async def get_json(
     mb = client.source.max_json_mb
     limit = int(mb * 1024 * 1024) if limit is None else limit
 
-    async def attempt() -> tuple[int, bytes, Any, httpx.Headers]:
+    async def attempt() -> tuple[int, bytes, Any, httpx.Headers, str]:
         async with client.stream(url, method=method, body=body) as response:
             length = response.headers.get("content-length")
             encoded = "content-encoding" in response.headers  # the length is of the encoded body
-            check = StreamCheck(expected_length=int(length) if length and length.isdigit() and not encoded else None, gzip=False)
+            expected = int(length) if length and length.isdigit() and not encoded else None
+            check = StreamCheck(expected_length=expected, gzip=False, checksum="sha256")
             data = bytearray()
             async for chunk in response.aiter_bytes():
                 check.update(chunk)
@@ -71,10 +72,10 @@ async def get_json(
             doc = parse_body(bytes(data), what, client)
             if expect is not None:
                 expect(doc)
-            return response.status_code, bytes(data), doc, response.headers
+            return response.status_code, bytes(data), doc, response.headers, check.checksum.hex
 
-    (status, data, doc, headers), attempts = await client.retrying(client.source.retry, attempt, what=what)
-    return JsonAnswer(status, data, doc, attempts, headers)
+    (status, data, doc, headers, sha256), attempts = await client.retrying(client.source.retry, attempt, what=what)
+    return JsonAnswer(status, data, doc, attempts, headers, sha256)
 
 
 def parse_body(body: bytes, what: str, client: SourceClient) -> Any:
@@ -115,7 +116,7 @@ async def fetch_json_unit(
     )
     if await skip_if_landed(dest, unit.key, result, force=force, recorded=recorded.get(unit.key)):
         return result
-    pages: list[tuple[int, bytes, int]] = []
+    pages: list[JsonAnswer] = []
     url: str | None = unit.request_url
     home = origin(unit.url)
     seen = set()
@@ -131,9 +132,9 @@ async def fetch_json_unit(
                 client.redact(f"{unit.id}: page {number} is on another origin ({url}); refused, the source's credentials stay home")
             )
         seen.add(url)
-        held = sum(len(p[1]) for p in pages)
+        held = sum(len(p.body) for p in pages)
         answer = await get_json(client, url, f"{unit.id} page {number}", limit=budget - held, method=unit.method, body=unit.body)
-        pages.append((answer.status, answer.body, answer.attempts))
+        pages.append(answer)
         url = paginator.next_url(unit, Page(url, number, answer.doc, answer.headers))
     if len(pages) > 1:
         # Pages land last to first, page 1 (the unit's key) last. Over an earlier landing of the
@@ -143,11 +144,11 @@ async def fetch_json_unit(
     for number in range(len(pages), 0, -1):
         if number == 1 and unit.paginate != "none":
             await _remove_stale_pages(dest, unit.key, after=len(pages))
-        status, body, attempts = pages[number - 1]
+        page = pages[number - 1]
         key = page_key(unit.key, number)
-        await dest.put(key, body)
-        result.objects.insert(0, LandedObject(key, len(body), hashlib.sha256(body).hexdigest(), status, attempts))
-    result.attempts = sum(p[2] for p in pages)
+        await dest.put(key, page.body)
+        result.objects.insert(0, LandedObject(key, len(page.body), page.sha256, page.status, page.attempts))
+    result.attempts = sum(p.attempts for p in pages)
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
