@@ -50,6 +50,23 @@ def test_verify_length_still_refuses_a_cut_body(tmp_path: Path, emulator) -> Non
     assert not any(k.endswith(".1.csv.gz") and "/metrics/" in k for k in lake_objects(tmp_path / "lake"))
 
 
+def test_a_file_server_that_never_answers_times_out_by_timeouts_read_while_other_files_flow(tmp_path: Path, emulator) -> None:
+    # libcurl's own low-speed timer can go unserved on a multi handle shared with other transfers:
+    # the first try of the stalled file then waited the whole stall out instead of `timeouts.read`.
+    emulator.config.file_size = 100_000
+    emulator.config.faults = [Fault(match=FIRST_FILE, kind="stall", seconds=30, origin="files", times=1)]
+    retry = {"backoff_initial": 0.1, "backoff_max": 0.2}
+    job = write_job(tmp_path, emulator, [bulk_endpoint("app_downloads")], source={"timeouts": {"read": 0.5}, "retry": retry})
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    units = file_units(tmp_path / "lake")
+    assert len(units) > 1 and all(u["status"] == "landed" for u in units)
+    # The stalled file timed out and landed on its retry; the others landed at once.
+    assert sorted(u["attempts"] for u in units) == [1] * (len(units) - 1) + [2]
+    stalled = max(units, key=lambda u: u["attempts"])
+    assert stalled["seconds"] < 5  # 0.5 s of silence, a short back-off and the file (libcurl alone: 10 s and more)
+
+
 def test_checksums_are_recorded_with_their_algorithm(tmp_path: Path, emulator) -> None:
     emulator.config.file_size = 50_000
     endpoints = [bulk_endpoint("app_downloads"), bulk_endpoint("usage", name="bulk_sha", checksum="sha256")]

@@ -120,8 +120,8 @@ async def _apilake_download(url: str, n: int, parallel: int) -> int:
             d = Download(transport, url, lambda length: StreamCheck(expected_length=length, gzip=False, checksum="crc32c"))
             d.start({})
             await d.started()
-            async for c in d.chunks():
-                total += len(c)
+            async for batch in d.batches():
+                total += sum(map(len, batch))
             await d.aclose()
 
     await asyncio.gather(*(one() for _ in range(n)))

@@ -1,8 +1,10 @@
 """HTTP for one source: credentials scoped to its origin, redirects, rate limits, timeouts, retries.
 
-Redirects are followed here, not by httpx, because the source's token and secret headers must
-only ever go to the source's own origin: the vendor answers file requests with a 302 to a
-pre-signed object-store URL on another host, which gets no credentials at all.
+Every request goes through libcurl (`fetch.download`). Redirects are followed here, hop by hop,
+because the source's token and secret headers must only ever go to the source's own origin: the
+vendor answers file requests with a 302 to a pre-signed object-store URL on another host, which
+gets no credentials at all. (httpx remains for an OAuth2 token endpoint, `fetch.auth`: a request
+an hour.)
 """
 
 from __future__ import annotations
@@ -10,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
-import httpcore
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_random_exponential
@@ -25,7 +25,7 @@ from tenacity.wait import wait_random_exponential
 from apilake import __version__
 from apilake.errors import IntegrityError, TransferError
 from apilake.fetch.auth import credentials_for
-from apilake.fetch.download import ERROR_BODY_BYTES, Download, Timeouts, Transport
+from apilake.fetch.download import Download, Timeouts, Transport
 from apilake.fetch.limits import Budget
 from apilake.integrity import StreamCheck
 from apilake.jobfile import Retry, Source
@@ -34,16 +34,8 @@ from apilake.redact import Redactor
 
 log = logging.getLogger("apilake")
 T = TypeVar("T")
-R = TypeVar("R", httpx.Response, Download)
 
 MAX_REDIRECTS = 5
-
-# httpcore asks the socket for 64 KiB at a time while asyncio's transport reads 256 KiB: each read
-# then slices and re-queues the rest, and runs h11 four times as often. Bulk bodies are large;
-# reading whole transport reads halves the event loop's CPU per byte. (A tuning knob of
-# httpcore's, so only raised where it exists.)
-if hasattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES"):
-    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = max(httpcore.AsyncHTTP11Connection.READ_NUM_BYTES, 256 << 10)
 
 
 def is_transient(status: int) -> bool:
@@ -69,9 +61,8 @@ class SourceClient:
         self.budget = budget
         self._origin = origin(source.base_url)
         t = source.timeouts
-        self._http = httpx.AsyncClient(
+        self._http = httpx.AsyncClient(  # for an OAuth2 token endpoint only
             timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=None),
-            limits=httpx.Limits(max_connections=source.concurrency * 2, max_keepalive_connections=source.concurrency * 2),
             headers={"User-Agent": f"apilake/{__version__}"},
             follow_redirects=False,
         )
@@ -83,39 +74,26 @@ class SourceClient:
         await self._transport.close()
 
     @asynccontextmanager
-    async def stream(self, url: str, *, method: str = "GET", body: str | None = None) -> AsyncIterator[httpx.Response]:
-        """Send a request (GET, or POST with a JSON `body`) and yield a 2xx response whose body is not read yet.
-
-        Non-2xx statuses and transport failures (also those met while the caller reads the body)
-        become `TransferError`s whose message is already redacted.
-        """
+    async def download(
+        self,
+        url: str,
+        make_check: Callable[[int | None], StreamCheck],
+        *,
+        method: str = "GET",
+        body: str | None = None,
+        decode: bool = False,
+    ) -> AsyncIterator[Download]:
+        """Send a request (GET, or `method` with a JSON `body`) and yield it once a 2xx answered;
+        its body's chunks are checked by the `StreamCheck` that `make_check` makes from the
+        Content-Length. `decode`: a compressed answer (Content-Encoding) is welcome and
+        inflated, as a JSON page may be; a file is landed as sent. Non-2xx statuses and
+        transport failures (also those met while the caller reads the body) become redacted
+        `TransferError`s."""
         content = body.encode() if body is not None else None
 
-        async def send(hop: str, headers: dict[str, str], method: str) -> httpx.Response:
-            sent = content if method != "GET" else None
-            json_type = {"Content-Type": "application/json"} if sent is not None else {}
-            try:
-                request = self._http.build_request(method, hop, content=sent, headers={**json_type, **headers})
-                return await self._http.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                raise self._transport_error(exc, hop) from None
-
-        response = await self._follow(url, send, method)
-        try:
-            yield response
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, url) from None
-        finally:
-            await response.aclose()
-
-    @asynccontextmanager
-    async def download(self, url: str, make_check: Callable[[int | None], StreamCheck]) -> AsyncIterator[Download]:
-        """GET a file body with libcurl (see `fetch.download`) and yield it once a 2xx answered;
-        its chunks are checked by the `StreamCheck` that `make_check` makes from the
-        Content-Length. Errors are redacted `TransferError`s, as with `stream`."""
-
-        async def send(hop: str, headers: dict[str, str], _method: str) -> Download:
-            started = Download(self._transport, hop, make_check)
+        async def send(hop: str, headers: dict[str, str], method: str) -> Download:
+            sent = content if method != "GET" else None  # a 303's GET drops the body
+            started = Download(self._transport, hop, make_check, method=method, body=sent, decode=decode)
             started.start(headers)
             try:
                 await started.started()
@@ -126,7 +104,7 @@ class SourceClient:
                 raise
             return started
 
-        response = await self._follow(url, send)
+        response = await self._follow(url, send, method)
         try:
             yield response
         except IntegrityError:
@@ -138,7 +116,7 @@ class SourceClient:
         finally:
             await response.aclose()
 
-    async def _follow(self, url: str, send: Callable[[str, dict[str, str], str], Awaitable[R]], method: str = "GET") -> R:
+    async def _follow(self, url: str, send: Callable[[str, dict[str, str], str], Awaitable[Download]], method: str) -> Download:
         """Send a request hop by hop: redirects are followed here so that credentials reach only
         the source's origin; a 401 there renews them once; a non-2xx answer becomes a `TransferError`."""
         renewed = False
@@ -159,13 +137,8 @@ class SourceClient:
                 continue
             if response.is_success:
                 return response
-            try:
-                body = response.error_body if isinstance(response, Download) else await _read_prefix(response, ERROR_BODY_BYTES)
-            except httpx.HTTPError:
-                body = b""
-            finally:
-                await response.aclose()
-            raise self._status_error(response, body)
+            await response.aclose()
+            raise self._status_error(response, response.error_body)
         raise TransferError(f"more than {MAX_REDIRECTS} redirects starting at {self.redact(url)}")
 
     async def _headers_for(self, url: str) -> dict[str, str]:
@@ -177,7 +150,7 @@ class SourceClient:
         count_request()
         return await self._credentials.headers()
 
-    def _status_error(self, response: httpx.Response | Download, body: bytes) -> TransferError:
+    def _status_error(self, response: Download, body: bytes) -> TransferError:
         status = response.status_code
         detail = body.decode("utf-8", "replace").strip().replace("\n", " ")[:300]
         message = f"HTTP {status} {response.reason_phrase} from {urlsplit(str(response.url))._replace(query='').geturl()}"
@@ -189,20 +162,6 @@ class SourceClient:
             transient=is_transient(status),
             retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
-
-    def _transport_error(self, exc: httpx.HTTPError, url: str) -> TransferError:
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, ssl.SSLError):
-                return TransferError(self.redact(f"TLS error talking to {url}: {cause}"), transient=False)
-            cause = cause.__cause__ or cause.__context__
-        kind = type(exc).__name__
-        text = str(exc) or kind
-        if isinstance(exc, httpx.TimeoutException):
-            text = f"timed out ({kind})"
-        elif isinstance(exc, httpx.ConnectError):
-            text = f"cannot connect: {text}"
-        return TransferError(self.redact(f"{text} ({url})"), transient=True)
 
     async def retrying(self, policy: Retry, attempt: Callable[[], Awaitable[T]], *, what: str) -> tuple[T, int]:
         """Run `attempt` until it succeeds or the policy gives up; returns its result and the attempt count.
@@ -260,11 +219,3 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
-
-async def _read_prefix(response: httpx.Response, limit: int) -> bytes:
-    body = b""
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) >= limit:
-            break
-    return body[:limit]

@@ -1,9 +1,11 @@
-"""File bodies over libcurl, driven by the event loop (pycurl's `AsyncCurlMulti`).
+"""Every request of a source over libcurl, driven by the event loop (pycurl's `AsyncCurlMulti`).
 
-Why not httpx, which carries the JSON requests: reading bodies under concurrency costs httpx
-~2 CPU s per GB and aiohttp ~0.5; libcurl's multi interface on the event loop ~0.3, and a
-blocking libcurl transfer per thread ~0.5 plus hand-overs (`bench/micro.py`). So all file bodies
-of a source are read by one libcurl multi handle on the loop, without threads or copies.
+Why libcurl: under concurrency httpx costs ~2 CPU s per GB and ~3 CPU ms per request, aiohttp
+~1 s and ~0.3 ms, libcurl's multi interface on the event loop ~0.7 s and ~0.4 ms with our checks,
+a blocking libcurl transfer per thread about the same plus hand-overs (`bench/micro.py`). So the
+JSON pages and the file bodies of a source go through one libcurl multi handle on the loop,
+without threads or copies. (A JSON request costing 3 ms of CPU held each unit's slot that much
+longer, and that was most of a JSON unit's cost.)
 
 Over loopback or a fast link libcurl hands over a body ~16 KiB at a time (one socket read), 30,000
 times per 512 MiB: anything per hand-over that is written in Python and touches the event loop
@@ -21,7 +23,8 @@ writer in memory; past `AHEAD` bytes the transfer pauses (libcurl stops reading 
 memory per transfer is bounded whatever the file size.
 
 One `Download` is one HTTP request (one hop). libcurl never follows redirects: the source's client
-decides each hop and its headers (credentials only to its own origin).
+decides each hop and its headers (credentials only to its own origin). A file body is landed as
+it came; a JSON body may come compressed (`decode=True`), and libcurl inflates it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import asyncio
 import collections
 import concurrent.futures
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +64,7 @@ class Transport:
 
     def __init__(self, user_agent: str, timeouts: Timeouts, threads: int) -> None:
         self._user_agent = user_agent
-        self._timeouts = timeouts
+        self.timeouts = timeouts
         # Checking is CPU-bound: threads beyond the cores only take turns for the GIL (and a
         # context switch at each turn) as they enter and leave the inflater.
         self._threads = max(1, min(threads, os.cpu_count() or 1))
@@ -83,9 +87,9 @@ class Transport:
         # Behind an https proxy, libcurl would hand the proxy's own "200 Connection established"
         # head to the header callback as if it were the server's answer.
         curl.setopt(getattr(pycurl, "SUPPRESS_CONNECT_HEADERS", CURLOPT_SUPPRESS_CONNECT_HEADERS), 1)
-        curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self._timeouts.connect * 1000)))
+        curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self.timeouts.connect * 1000)))
         curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-        curl.setopt(pycurl.LOW_SPEED_TIME, max(1, round(self._timeouts.read)))
+        curl.setopt(pycurl.LOW_SPEED_TIME, max(1, round(self.timeouts.read)))
         return curl
 
     def pool(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -101,14 +105,26 @@ class Transport:
 
 
 class Download:
-    """One GET. Await `started()`; on a 2xx, iterate `batches()` for the body, checked.
+    """One request. Await `started()`; on a 2xx, iterate `batches()` for the body, checked.
 
     `status_code`, `reason_phrase`, `headers` (lower-case names), `is_redirect`, `is_success` and
     `error_body` are what the client needs of any response to follow redirects and report errors.
     """
 
-    def __init__(self, transport: Transport, url: str, make_check: Callable[[int | None], StreamCheck]) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        url: str,
+        make_check: Callable[[int | None], StreamCheck],
+        *,
+        method: str = "GET",
+        body: bytes | None = None,
+        decode: bool = False,
+    ) -> None:
         self.url = url
+        self.method = method
+        self.body = body
+        self.decode = decode
         self.status_code = 0
         self.reason_phrase = ""
         self.headers: dict[str, str] = {}
@@ -126,6 +142,8 @@ class Download:
         self._error: BaseException | None = None
         self._curl: Any = None
         self._done: asyncio.Future[Any] | None = None
+        self._heard = 0.0  # when libcurl last handed over a head line or a chunk (monotonic)
+        self._watch: asyncio.TimerHandle | None = None
 
     @property
     def is_redirect(self) -> bool:
@@ -140,12 +158,24 @@ class Download:
 
         curl = self._curl = self._transport.handle()
         curl.setopt(pycurl.URL, self.url)
+        if self.method != "GET":  # with a body (Content-Length: 0 if none), as a POST or under its own name
+            sent = self.body or b""
+            curl.setopt(pycurl.POSTFIELDSIZE, len(sent))  # before the bytes: they may hold NULs
+            curl.setopt(pycurl.COPYPOSTFIELDS, sent)
+            if self.method != "POST":
+                curl.setopt(pycurl.CUSTOMREQUEST, self.method)
+            json_type = {"Content-Type": "application/json"} if self.body is not None else {}
+            headers = {**headers, **json_type, "Expect": ""}  # no 100-continue round trip
+        if self.decode:
+            curl.setopt(pycurl.ACCEPT_ENCODING, "")  # every encoding libcurl can inflate
         if headers:  # a fresh handle per request: no header of an earlier request can linger
             curl.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
         curl.setopt(pycurl.HEADERFUNCTION, self._on_header)
         curl.setopt(pycurl.WRITEFUNCTION, self._on_body)
         self._done = self._transport._multi.add_handle(curl)
         self._done.add_done_callback(lambda _: self._wake.set())
+        self._heard = time.monotonic()
+        self._watch = asyncio.get_running_loop().call_later(self._transport.timeouts.read, self._watchdog)
 
     async def started(self) -> None:
         """Wait for the response's head (a 2xx) or its end (anything else, or a failure)."""
@@ -194,13 +224,35 @@ class Download:
 
     async def aclose(self) -> None:
         """End the transfer if it still runs (an error or cancellation on the caller's side)."""
+        if self._watch is not None:
+            self._watch.cancel()
         if self._done is not None and not self._done.done():
             self._transport._multi.remove_handle(self._curl)
         self._release()
 
+    def _watchdog(self) -> None:
+        """`timeouts.read`: fail the transfer once the server has sent nothing for that long.
+
+        libcurl's own low-speed limit counts whole seconds, and on a multi handle shared with
+        other transfers its timer can go unserved (a server that never answered was waited for
+        until `timeouts.total`), so the loop keeps this watch itself. A transfer paused because
+        the writer is behind is not the server's fault: the wait starts again on resuming."""
+        if self._finished():
+            return
+        read = self._transport.timeouts.read
+        now = time.monotonic()
+        if self._paused:
+            self._heard = now
+        if now - self._heard >= read:
+            self._error = TransferError(f"timed out (nothing received for {read:g} s, timeouts.read)", transient=True)
+            self._wake.set()
+            return
+        self._watch = asyncio.get_running_loop().call_later(self._heard + read - now, self._watchdog)
+
     # -- inside libcurl's callbacks, on the loop --------------------------------------------
 
     def _on_header(self, line: bytes) -> int | None:
+        self._heard = time.monotonic()
         if line.startswith(b"HTTP/") and self._head:  # a second head after a 2xx was accepted: never its body
             self._error = TransferError("the response had a second head after its 2xx (a proxy's?)", transient=False)
             self._wake.set()
@@ -212,9 +264,13 @@ class Download:
             self.headers = {}
         elif b":" in line:
             name, _, value = line.decode("latin-1").partition(":")
-            self.headers[name.strip().lower()] = value.strip()
+            name, value = name.strip().lower(), value.strip()
+            # A field sent more than once (Link, say) reads as one, its values comma-joined (RFC 9110 5.3).
+            self.headers[name] = f"{self.headers[name]}, {value}" if name in self.headers else value
         elif line in (b"\r\n", b"\n") and self.is_success and not self._head:
             length = self.headers.get("content-length", "")
+            if self.decode and "content-encoding" in self.headers:
+                length = ""  # of the encoded body, which libcurl checks itself
             self.check = self._make_check(int(length) if length.isdigit() else None)
             self._head = True
             self._wake.set()
@@ -223,6 +279,7 @@ class Download:
     def _on_body(self, chunk: bytes) -> int | None:
         import pycurl
 
+        self._heard = time.monotonic()
         if self.check is None:  # not a 2xx: keep the start of the body for the error message
             if len(self.error_body) < ERROR_BODY_BYTES:
                 self.error_body += chunk[: ERROR_BODY_BYTES - len(self.error_body)]

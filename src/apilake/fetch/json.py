@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-import httpx
-
 from apilake.destinations import Destination
 from apilake.errors import TransferError
 from apilake.fetch import skip_if_landed
@@ -29,7 +27,7 @@ class JsonAnswer(NamedTuple):
     body: bytes
     doc: Any
     attempts: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]  # lower-case names
     sha256: str  # of `body`, computed as it streamed in
 
 
@@ -53,26 +51,25 @@ async def get_json(
     mb = client.source.max_json_mb
     limit = int(mb * 1024 * 1024) if limit is None else limit
 
-    async def attempt() -> tuple[int, bytes, Any, httpx.Headers, str]:
-        async with client.stream(url, method=method, body=body) as response:
-            length = response.headers.get("content-length")
-            encoded = "content-encoding" in response.headers  # the length is of the encoded body
-            expected = int(length) if length and length.isdigit() and not encoded else None
-            check = StreamCheck(expected_length=expected, gzip=False, checksum="sha256")
+    def check(length: int | None) -> StreamCheck:
+        return StreamCheck(expected_length=length, gzip=False, checksum="sha256")
+
+    async def attempt() -> tuple[int, bytes, Any, Mapping[str, str], str]:
+        async with client.download(url, check, method=method, body=body, decode=True) as response:
             data = bytearray()
-            async for chunk in response.aiter_bytes():
-                check.update(chunk)
-                data += chunk
+            async for batch in response.batches():
+                for chunk in batch:
+                    data += chunk
                 if len(data) > limit:
                     raise TransferError(
                         f"{what}: response is larger than max_json_mb ({mb:g} MB), which counts all pages of a "
                         "unit together; raise sources[].max_json_mb if such bodies are expected"
                     )
-            check.finish()
-            doc = parse_body(bytes(data), what, client)
-            if expect is not None:
-                expect(doc)
-            return response.status_code, bytes(data), doc, response.headers, check.checksum.hex
+        assert response.check is not None  # a 2xx's body was read to its end, checked
+        doc = parse_body(bytes(data), what, client)
+        if expect is not None:
+            expect(doc)
+        return response.status_code, bytes(data), doc, response.headers, response.check.checksum.hex
 
     (status, data, doc, headers, sha256), attempts = await client.retrying(client.source.retry, attempt, what=what)
     return JsonAnswer(status, data, doc, attempts, headers, sha256)

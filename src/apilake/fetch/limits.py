@@ -82,7 +82,7 @@ def _limiter(source: Source) -> Limiter | None:
         return None
     from pyrate_limiter import Limiter
 
-    return Limiter(local_rates(source))
+    return Limiter(local_rates(source), buffer_ms=10)
 
 
 class RequestBudget:
