@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -62,6 +63,23 @@ def test_every_record_lands_exactly_once_across_pages_and_matrix(tmp_path: Path,
         assert reviews[f"market=ios,product_id={product}"] == expected
     [record] = records(lake)
     assert record["status"] == "succeeded" and record["counts"] == {"landed": 8}
+
+
+def test_compressed_json_answers_land_as_the_json_itself(tmp_path: Path, emulator) -> None:
+    plain = write_job(tmp_path / "plain", emulator, [HISTORY])
+    assert run_cli("run", str(plain), "--date", DATE).returncode == 0
+    emulator.config.compress_json = True
+    emulator.stats.reset()
+    gzipped = write_job(tmp_path / "gzipped", emulator, [HISTORY])
+    result = run_cli("run", str(gzipped), "--date", DATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {r.encoding for r in emulator.stats.requests} == {"gzip"}  # every page came compressed
+    landed = lake_objects(tmp_path / "gzipped" / "lake")
+    assert landed == lake_objects(tmp_path / "plain" / "lake") and len(landed) > 4  # pages, inflated
+    for unit in records(tmp_path / "gzipped" / "lake")[-1]["units"]:
+        for obj in unit["objects"]:
+            assert obj["bytes"] == len(landed[obj["key"]])
+            assert obj["sha256"] == hashlib.sha256(landed[obj["key"]]).hexdigest()
 
 
 def test_second_run_skips_what_landed(tmp_path: Path, emulator) -> None:

@@ -28,6 +28,8 @@ class EmulatorConfig:
     quota_retry_after: int | None = None
     #: length of the quota's sliding window; 60 s like the vendor, shorter in tests
     quota_window_s: float = 60.0
+    #: gzip JSON answers for clients that send `Accept-Encoding: gzip`, as many APIs do
+    compress_json: bool = False
     faults: list[Fault] = field(default_factory=list)
 
     def file_size_for(self, name: str) -> int:

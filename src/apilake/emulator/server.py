@@ -8,6 +8,7 @@ connections and wakes sleeping faults, so it never hangs on a slow client.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import json
@@ -282,6 +283,12 @@ class _Handler(BaseHTTPRequestHandler):
         return _Response(200, headers, total, data.iter_file_chunks(name, size, WRITE_CHUNK), safe_cut=cut)
 
     # -- transmission ---------------------------------------------------------
+    def _compressed_json(self, headers: list[tuple[str, str]]) -> bool:
+        """Whether to gzip this answer: a JSON one, to a client that accepts gzip, if configured."""
+        accepted = (self.headers.get("Accept-Encoding") or "").lower()
+        is_json = ("Content-Type", "application/json") in headers
+        return self.server.emu.config.compress_json and is_json and "gzip" in accepted
+
     def _send(self, resp: _Response, fault: Fault | None, head: bool, record: bool = True) -> None:
         kind = fault.kind if fault is not None else None
         headers, length, chunks = list(resp.headers), resp.length, resp.chunks
@@ -290,8 +297,13 @@ class _Handler(BaseHTTPRequestHandler):
             chunks = _limit(chunks, length)
         elif kind == "gzip_encoding":
             headers.append(("Content-Encoding", "gzip"))
+        elif kind is None and self._compressed_json(headers):
+            body = gzip.compress(b"".join(chunks))
+            headers.append(("Content-Encoding", "gzip"))
+            length, chunks = len(body), (body,)
         if record:
-            self.server.emu._record(self.server.origin, self.path, resp.status, self.headers.get("Authorization"))
+            encoding = dict(headers).get("Content-Encoding")
+            self.server.emu._record(self.server.origin, self.path, resp.status, self.headers.get("Authorization"), encoding)
         self.send_response(resp.status)
         for k, v in headers:
             self.send_header(k, v)
@@ -508,8 +520,8 @@ class Emulator:
             q.append(now)
             return True
 
-    def _record(self, origin: str, target: str, status: int, auth: str | None) -> None:
-        self.stats.record(RequestRecord(time.monotonic(), time.time(), origin, target, status, auth))
+    def _record(self, origin: str, target: str, status: int, auth: str | None, encoding: str | None = None) -> None:
+        self.stats.record(RequestRecord(time.monotonic(), time.time(), origin, target, status, auth, encoding))
 
 
 def serve(

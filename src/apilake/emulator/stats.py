@@ -17,6 +17,7 @@ class RequestRecord(NamedTuple):
     target: str  # path + query as received
     status: int  # status sent (0 if the connection was dropped before a status)
     authorization: str | None
+    encoding: str | None = None  # the answer's Content-Encoding, if any
 
 
 class Stats:
