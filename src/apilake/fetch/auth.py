@@ -14,12 +14,15 @@ import asyncio
 import threading
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import httpx
-
+from apilake import __version__
 from apilake.errors import TransferError
-from apilake.jobfile import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2ClientCredentials, Source
+from apilake.jobfile import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2ClientCredentials, Source, Timeouts
 from apilake.redact import Redactor, learn
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class Credentials:
@@ -40,6 +43,9 @@ class Credentials:
         """After a 401 to a request sent with headers `sent`: True when fresh credentials may help."""
         return False
 
+    async def aclose(self) -> None:
+        """Release what fetching credentials needed (an OAuth2 token endpoint's connections)."""
+
 
 class HeaderCredentials(Credentials):
     """Bearer, Basic and header API keys: a fixed header beside the source's own."""
@@ -58,6 +64,8 @@ class QueryKeyCredentials(Credentials):
         self.value = value
 
     def url(self, url: str) -> str:
+        import httpx  # its URL model, loaded only by a source with a query key
+
         return str(httpx.URL(url).copy_set_param(self.name, self.value))
 
 
@@ -73,12 +81,20 @@ def forget_tokens() -> None:
 
 
 class OAuth2Credentials(Credentials):
-    """OAuth 2.0 client credentials (RFC 6749 section 4.4) with a token shared by all units."""
+    """OAuth 2.0 client credentials (RFC 6749 section 4.4) with a token shared by all units.
 
-    def __init__(self, headers: dict[str, str], spec: OAuth2ClientCredentials, http: httpx.AsyncClient, redact: Redactor) -> None:
+    The token endpoint is asked through httpx (a form POST an hour, where libcurl carries the
+    source's own requests), with a client made on the first fetch unless one is given (tests
+    give one with a mock transport)."""
+
+    def __init__(
+        self, headers: dict[str, str], spec: OAuth2ClientCredentials, http: httpx.AsyncClient | None, redact: Redactor, timeouts: Timeouts
+    ) -> None:
         super().__init__(headers)
         self.spec = spec
         self.http = http
+        self._own_http = http is None
+        self.timeouts = timeouts
         self.redact = redact
         self._lock = asyncio.Lock()
         self._client = (spec.token_url, spec.client_id, spec.client_secret, spec.scope)
@@ -106,7 +122,26 @@ class OAuth2Credentials(Credentials):
                 _TOKENS[self._client] = (token, time.monotonic() + lifetime - margin if lifetime else float("inf"))
             return token
 
+    async def aclose(self) -> None:
+        if self._own_http and self.http is not None:
+            await self.http.aclose()
+            self.http = None
+
+    def _token_http(self) -> httpx.AsyncClient:
+        import httpx
+
+        if self.http is None:
+            t = self.timeouts
+            self.http = httpx.AsyncClient(
+                timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=None),
+                headers={"User-Agent": f"apilake/{__version__}"},
+                follow_redirects=False,
+            )
+        return self.http
+
     async def _fetch(self) -> tuple[str, float]:
+        import httpx
+
         spec = self.spec
         form = {"grant_type": "client_credentials"}
         if spec.scope:
@@ -117,7 +152,7 @@ class OAuth2Credentials(Credentials):
         else:
             form |= {"client_id": spec.client_id, "client_secret": spec.client_secret}
         try:
-            response = await self.http.post(spec.token_url, data=form, headers=headers)
+            response = await self._token_http().post(spec.token_url, data=form, headers=headers)
         except httpx.HTTPError as exc:
             raise TransferError(self.redact(f"token endpoint {spec.token_url}: {type(exc).__name__}: {exc}"), transient=True) from None
         status = response.status_code
@@ -136,8 +171,9 @@ class OAuth2Credentials(Credentials):
         return token, lifetime
 
 
-def credentials_for(source: Source, http: httpx.AsyncClient, redact: Redactor) -> Credentials:
-    """The credentials of a source's auth scheme (`token:` is bearer), with its own `headers:`."""
+def credentials_for(source: Source, http: httpx.AsyncClient | None, redact: Redactor) -> Credentials:
+    """The credentials of a source's auth scheme (`token:` is bearer), with its own `headers:`;
+    `http` asks an OAuth2 token endpoint (None: a client of its own, made when first needed)."""
     headers = dict(source.headers)
     scheme = source.credentials
     if isinstance(scheme, BearerAuth):
@@ -149,6 +185,6 @@ def credentials_for(source: Source, http: httpx.AsyncClient, redact: Redactor) -
             return QueryKeyCredentials(headers, scheme.name, scheme.value)
         return HeaderCredentials(headers, scheme.name, scheme.value)
     if isinstance(scheme, OAuth2ClientCredentials):
-        return OAuth2Credentials(headers, scheme, http, redact)
+        return OAuth2Credentials(headers, scheme, http, redact, source.timeouts)
     return Credentials(headers)
 

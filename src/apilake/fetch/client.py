@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_random_exponential
 
@@ -61,16 +60,11 @@ class SourceClient:
         self.budget = budget
         self._origin = origin(source.base_url)
         t = source.timeouts
-        self._http = httpx.AsyncClient(  # for an OAuth2 token endpoint only
-            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=None),
-            headers={"User-Agent": f"apilake/{__version__}"},
-            follow_redirects=False,
-        )
-        self._credentials = credentials_for(source, self._http, redact)
+        self._credentials = credentials_for(source, None, redact)
         self._transport = Transport(f"apilake/{__version__}", Timeouts(connect=t.connect, read=t.read), source.concurrency)
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._credentials.aclose()
         await self._transport.close()
 
     @asynccontextmanager

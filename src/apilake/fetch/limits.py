@@ -82,6 +82,9 @@ def _limiter(source: Source) -> Limiter | None:
         return None
     from pyrate_limiter import Limiter
 
+    # A waiter wakes 10 ms after its slot frees (pyrate-limiter's default is 50): the windows'
+    # own margin already covers the jitter, and 40 ms more per window added up to 4 % of a
+    # quota-bound run (`bench/`).
     return Limiter(local_rates(source), buffer_ms=10)
 
 
