@@ -34,3 +34,43 @@ def test_is_transient(status: int, transient: bool) -> None:
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, now=1_000_000) == expected
+
+
+# -- libcurl's side (`fetch.download`) ------------------------------------------------------------
+
+from apilake.fetch.download import Environment, _curl_error, _phrase  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "environ, always, http_proxy",
+    [
+        ({}, (), ()),
+        ({"SSL_CERT_FILE": "/ca.pem", "SSL_CERT_DIR": "/certs"}, (("CAINFO", "/ca.pem"), ("CAPATH", "/certs")), ()),
+        ({"HTTP_PROXY": "http://p:3128"}, (), (("PROXY", "http://p:3128"),)),
+        ({"HTTP_PROXY": "http://p:3128", "NO_PROXY": "127.0.0.1"}, (), (("PROXY", "http://p:3128"), ("NOPROXY", "127.0.0.1"))),
+        ({"HTTP_PROXY": "http://p:3128", "http_proxy": "http://q:3128"}, (), ()),  # libcurl reads the lower-case one itself
+        ({"HTTPS_PROXY": "http://p:3128"}, (), ()),  # libcurl reads it itself
+    ],
+)
+def test_environment_settings_libcurl_does_not_read_itself(environ: dict, always: tuple, http_proxy: tuple) -> None:
+    settings = Environment.of(environ)
+    assert settings.always == always
+    assert settings.for_url("http://api.example.com/x") == http_proxy
+    assert settings.for_url("https://api.example.com/x") == ()
+
+
+@pytest.mark.parametrize(
+    "code, message, transient",
+    [
+        (35, "error:0A00010B:SSL routines::wrong version number", False),  # https to a plain server
+        (35, "Recv failure: Connection reset by peer", True),  # a reset during the handshake, like any reset
+        (60, "SSL certificate problem: unable to get local issuer certificate", False),
+        (7, "Failed to connect", True),
+    ],
+)
+def test_curl_errors_that_are_worth_another_try(code: int, message: str, transient: bool) -> None:
+    assert _curl_error(code, message, None).transient is transient
+
+
+def test_a_status_line_without_a_reason_phrase_gets_the_standard_one() -> None:
+    assert _phrase(404) == "Not Found" and _phrase(599) == ""

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from apilake.emulator import Fault, expected_records
 from conftest import APILAKE, TOKEN, all_text, lake_objects, records, run_cli, write_job
@@ -80,6 +84,45 @@ def test_compressed_json_answers_land_as_the_json_itself(tmp_path: Path, emulato
         for obj in unit["objects"]:
             assert obj["bytes"] == len(landed[obj["key"]])
             assert obj["sha256"] == hashlib.sha256(landed[obj["key"]]).hexdigest()
+
+
+def test_an_upper_case_http_proxy_variable_carries_the_requests(tmp_path: Path, emulator) -> None:
+    # libcurl reads only `http_proxy`; users (and httpx) expect `HTTP_PROXY` to work too.
+    seen: list[str] = []
+    upstream = urlsplit(emulator.api_url)
+
+    class ForwardProxy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)  # absolute-form: the proxy is asked for http://vendor.invalid/...
+            target = urlsplit(self.path)
+            conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=10)
+            conn.request("GET", f"{target.path}?{target.query}", headers={"Authorization": self.headers["Authorization"]})
+            answer = conn.getresponse()
+            body = answer.read()
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.getheader("Content-Type") or "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            conn.close()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), ForwardProxy)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        job = write_job(tmp_path, emulator, [REVIEWS], source={"base_url": "http://vendor.invalid"})
+        env = {"HTTP_PROXY": f"http://127.0.0.1:{proxy.server_port}", "http_proxy": "", "NO_PROXY": "", "no_proxy": ""}
+        result = run_cli("run", str(job), "--date", DATE, env=env)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(landed_records(tmp_path / "lake", "dataai/reviews/", "reviews")) == 4
+    assert seen and all(path.startswith("http://vendor.invalid/v1.3/apps/ios/app/") for path in seen)
 
 
 def test_second_run_skips_what_landed(tmp_path: Path, emulator) -> None:

@@ -34,7 +34,8 @@ import collections
 import concurrent.futures
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from http import HTTPStatus
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +49,35 @@ ERROR_BODY_BYTES = 2048  # kept of a non-2xx body, for the error message
 
 CURLOPT_SUPPRESS_CONNECT_HEADERS = 265  # libcurl ≥ 7.54; pycurl does not name it
 CURLE_UNSUPPORTED_PROTOCOL = 1
+CURLE_SSL_CONNECT_ERROR = 35  # a failed handshake (not retried), or a reset during it (retried, like any reset)
+CURLE_WRITE_ERROR = 23
 
 #: libcurl errors that say the TLS session failed: retrying does not help.
 TLS_ERRORS = frozenset({35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91, 98})
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """What the environment says that libcurl does not read itself, as httpx (and most HTTP
+    tools) would: a CA bundle or folder (`SSL_CERT_FILE`, `SSL_CERT_DIR`), and an upper-case
+    `HTTP_PROXY` for `http:` URLs (libcurl reads only `http_proxy`, a precaution for CGI programs).
+    `https_proxy`, `HTTPS_PROXY`, `all_proxy` and `no_proxy` libcurl reads on its own."""
+
+    always: tuple[tuple[str, str], ...] = ()  # (pycurl option name, value) for every request
+    http_proxy: tuple[tuple[str, str], ...] = ()  # for `http:` URLs only
+
+    @classmethod
+    def of(cls, environ: Mapping[str, str]) -> Environment:
+        ca = (("CAINFO", environ.get("SSL_CERT_FILE", "")), ("CAPATH", environ.get("SSL_CERT_DIR", "")))
+        proxy: tuple[tuple[str, str], ...] = ()
+        if not environ.get("http_proxy") and environ.get("HTTP_PROXY"):
+            proxy = (("PROXY", environ["HTTP_PROXY"]),)
+            skip = environ.get("no_proxy") or environ.get("NO_PROXY")
+            proxy += (("NOPROXY", skip),) if skip else ()
+        return cls(tuple((option, value) for option, value in ca if value), proxy)
+
+    def for_url(self, url: str) -> tuple[tuple[str, str], ...]:
+        return self.http_proxy if url[:5].lower() == "http:" else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +92,7 @@ class Transport:
     def __init__(self, user_agent: str, timeouts: Timeouts, threads: int) -> None:
         self._user_agent = user_agent
         self.timeouts = timeouts
+        self.settings = Environment.of(os.environ)
         # Checking is CPU-bound: threads beyond the cores only take turns for the GIL (and a
         # context switch at each turn) as they enter and leave the inflater.
         self._threads = max(1, min(threads, os.cpu_count() or 1))
@@ -90,6 +118,8 @@ class Transport:
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(self.timeouts.connect * 1000)))
         curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
         curl.setopt(pycurl.LOW_SPEED_TIME, max(1, round(self.timeouts.read)))
+        for option, value in self.settings.always:
+            curl.setopt(getattr(pycurl, option), value)
         return curl
 
     def pool(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -142,6 +172,7 @@ class Download:
         self._error: BaseException | None = None
         self._curl: Any = None
         self._done: asyncio.Future[Any] | None = None
+        self._enough = False  # a non-2xx body was cut after ERROR_BODY_BYTES
         self._heard = 0.0  # when libcurl last handed over a head line or a chunk (monotonic)
         self._watch: asyncio.TimerHandle | None = None
 
@@ -164,10 +195,12 @@ class Download:
             curl.setopt(pycurl.COPYPOSTFIELDS, sent)
             if self.method != "POST":
                 curl.setopt(pycurl.CUSTOMREQUEST, self.method)
-            json_type = {"Content-Type": "application/json"} if self.body is not None else {}
-            headers = {**headers, **json_type, "Expect": ""}  # no 100-continue round trip
+            typed = self.body is None or any(k.lower() == "content-type" for k in headers)  # the source's own wins
+            headers = {**({} if typed else {"Content-Type": "application/json"}), **headers, "Expect": ""}  # no 100-continue
         if self.decode:
             curl.setopt(pycurl.ACCEPT_ENCODING, "")  # every encoding libcurl can inflate
+        for option, value in self._transport.settings.for_url(self.url):
+            curl.setopt(getattr(pycurl, option), value)
         if headers:  # a fresh handle per request: no header of an earlier request can linger
             curl.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
         curl.setopt(pycurl.HEADERFUNCTION, self._on_header)
@@ -239,10 +272,12 @@ class Download:
         the writer is behind is not the server's fault: the wait starts again on resuming."""
         if self._finished():
             return
+        import pycurl
+
         read = self._transport.timeouts.read
         now = time.monotonic()
-        if self._paused:
-            self._heard = now
+        if self._paused or not self._curl.getinfo(pycurl.PRETRANSFER_TIME):
+            self._heard = now  # paused, or still connecting (`timeouts.connect`, libcurl's, holds then)
         if now - self._heard >= read:
             self._error = TransferError(f"timed out (nothing received for {read:g} s, timeouts.read)", transient=True)
             self._wake.set()
@@ -260,7 +295,7 @@ class Download:
         if line.startswith(b"HTTP/"):
             parts = line.decode("latin-1").split(None, 2)
             self.status_code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-            self.reason_phrase = parts[2].strip() if len(parts) > 2 else ""
+            self.reason_phrase = parts[2].strip() if len(parts) > 2 else _phrase(self.status_code)  # HTTP/2 sends none
             self.headers = {}
         elif b":" in line:
             name, _, value = line.decode("latin-1").partition(":")
@@ -281,8 +316,10 @@ class Download:
 
         self._heard = time.monotonic()
         if self.check is None:  # not a 2xx: keep the start of the body for the error message
-            if len(self.error_body) < ERROR_BODY_BYTES:
-                self.error_body += chunk[: ERROR_BODY_BYTES - len(self.error_body)]
+            self.error_body += chunk[: ERROR_BODY_BYTES - len(self.error_body)]
+            if len(self.error_body) >= ERROR_BODY_BYTES:
+                self._enough = True
+                return 0  # no need of the rest: a large or slow error body must not delay the retry
             return None
         if self._held >= AHEAD:
             self._paused = True
@@ -326,6 +363,8 @@ class Download:
         exc = self._done.exception()
         if isinstance(exc, pycurl.error):
             code, message = exc.args
+            if code == CURLE_WRITE_ERROR and self._enough:
+                return  # the error body was cut on purpose: the status is the answer
             raise _curl_error(code, message, self.check)
         if exc is not None:
             raise exc
@@ -342,10 +381,17 @@ def _curl_error(code: int, message: str, check: StreamCheck | None) -> TransferE
         return IntegrityError(f"body ended after {check.size} of {check.expected_length} bytes (Content-Length)")
     if code == CURLE_UNSUPPORTED_PROTOCOL:
         return TransferError("not an http or https URL; apilake fetches files only over HTTP", transient=False)
-    if code in TLS_ERRORS:
+    if code in TLS_ERRORS and not (code == CURLE_SSL_CONNECT_ERROR and "reset" in message.lower()):
         return TransferError(f"TLS error: {message}", transient=False)
     if code == 28:
         return TransferError(f"timed out ({message})", transient=True)
     if code in (6, 7):
         return TransferError(f"cannot connect: {message}", transient=True)
     return TransferError(message or f"libcurl error {code}", transient=True)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
