@@ -192,9 +192,22 @@ class LocalDestination(Destination):
         self._path(key).unlink(missing_ok=True)
 
     def _create_temp(self, path: Path) -> tuple[Path, BinaryIO]:
-        temp, handle = _create_temp(path)
+        """A new temporary file for the object at `path`, open for writing (unbuffered: chunks are
+        large), in its folder's `.apilake-tmp/` (which another process may remove when empty)."""
+        temp = path.parent / TEMP_DIR / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
         self._temp_dirs.add(temp.parent)
-        return temp, handle
+        while True:
+            try:
+                os.mkdir(temp.parent)
+            except FileExistsError:
+                pass  # (not `Path.mkdir(exist_ok=True)`: it fails if another writer removes the folder meanwhile)
+            except FileNotFoundError:  # the object's own folder is new
+                path.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            try:
+                return temp, open(temp, "xb", buffering=0)
+            except FileNotFoundError:  # another writer removed the empty folder just now: make it again
+                continue
 
     async def close(self) -> None:
         """Remove the empty temporary folders: the lake shows only objects once no write is in
@@ -234,24 +247,6 @@ def _mounts() -> str:
 
 def _version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
-
-
-def _create_temp(path: Path) -> tuple[Path, BinaryIO]:
-    """A new temporary file for the object at `path`, open for writing (unbuffered: chunks are
-    large), in its folder's `.apilake-tmp/` (which another process may remove when empty)."""
-    temp = path.parent / TEMP_DIR / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
-    while True:
-        try:
-            os.mkdir(temp.parent)
-        except FileExistsError:
-            pass  # (not `Path.mkdir(exist_ok=True)`: it fails if another writer removes the folder meanwhile)
-        except FileNotFoundError:  # the object's own folder is new
-            path.parent.mkdir(parents=True, exist_ok=True)
-            continue
-        try:
-            return temp, open(temp, "xb", buffering=0)
-        except FileNotFoundError:  # another writer removed the empty folder just now: make it again
-            continue
 
 
 def _stale_temp_files(path: Path) -> list[Path]:

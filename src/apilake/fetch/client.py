@@ -132,7 +132,7 @@ class SourceClient:
             if response.is_success:
                 return response
             await response.aclose()
-            raise self._status_error(response, response.error_body)
+            raise self._status_error(response)
         raise TransferError(f"more than {MAX_REDIRECTS} redirects starting at {self.redact(url)}")
 
     async def _headers_for(self, url: str) -> dict[str, str]:
@@ -144,9 +144,9 @@ class SourceClient:
         count_request()
         return await self._credentials.headers()
 
-    def _status_error(self, response: Download, body: bytes) -> TransferError:
+    def _status_error(self, response: Download) -> TransferError:
         status = response.status_code
-        detail = body.decode("utf-8", "replace").strip().replace("\n", " ")[:300]
+        detail = response.error_body.decode("utf-8", "replace").strip().replace("\n", " ")[:300]
         message = f"HTTP {status} {response.reason_phrase} from {urlsplit(str(response.url))._replace(query='').geturl()}"
         if detail:
             message += f": {detail}"

@@ -83,7 +83,7 @@ class Environment:
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float
-    read: float  # no byte for this long: the transfer fails (libcurl's low-speed limit, whole seconds)
+    read: float  # nothing received for this long: the try fails (`Download._watchdog`)
 
 
 class Transport:
@@ -100,7 +100,7 @@ class Transport:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def handle(self) -> Any:
-        import pycurl  # ~45 ms to load: only once a file is fetched
+        import pycurl  # ~45 ms to load: only once a request is sent
 
         if self._multi is None:
             self._multi = pycurl.AsyncCurlMulti()  # its connection cache serves every handle

@@ -66,10 +66,11 @@ async def get_json(
                         "unit together; raise sources[].max_json_mb if such bodies are expected"
                     )
         assert response.check is not None  # a 2xx's body was read to its end, checked
-        doc = parse_body(bytes(data), what, client)
+        landed = bytes(data)
+        doc = parse_body(landed, what, client)
         if expect is not None:
             expect(doc)
-        return response.status_code, bytes(data), doc, response.headers, response.check.checksum.hex
+        return response.status_code, landed, doc, response.headers, response.check.checksum.hex
 
     (status, data, doc, headers, sha256), attempts = await client.retrying(client.source.retry, attempt, what=what)
     return JsonAnswer(status, data, doc, attempts, headers, sha256)
