@@ -17,7 +17,7 @@ import yaml
 
 import apilake
 from apilake.emulator import Emulator, EmulatorConfig, Fault, expected_file_names, file_bytes
-from moto_server import aws_env, bucket, moto_endpoint, moto_server  # noqa: F401 - fixtures, registered once for every module
+from moto_server import aws_env, bucket, glue_catalog_properties, moto_endpoint, moto_server  # noqa: F401 - fixtures, registered once for every module
 from postgres_server import postgres_server, postgres_uri  # noqa: F401 - fixtures, registered once for every module
 
 APILAKE = str(Path(sys.executable).parent / "apilake")

@@ -165,3 +165,20 @@ def bucket(moto_endpoint: str) -> str:
     """The moto endpoint, with an empty bucket `lake` on it."""
     s3(moto_endpoint).create_bucket(Bucket="lake")
     return moto_endpoint
+
+
+@pytest.fixture
+def glue_catalog_properties(moto_endpoint: str) -> dict[str, str]:
+    """pyiceberg catalog properties for an AWS Glue catalog on the test's moto server (which
+    serves Glue beside S3), its warehouse in an empty bucket `warehouse` there. The `client.*`
+    credentials and region serve both the Glue client and the S3 file IO."""
+    s3(moto_endpoint).create_bucket(Bucket="warehouse")
+    return {
+        "type": "glue",
+        "glue.endpoint": moto_endpoint,
+        "s3.endpoint": moto_endpoint,
+        "client.region": DUMMY_AWS_ENV["AWS_DEFAULT_REGION"],
+        "client.access-key-id": DUMMY_AWS_ENV["AWS_ACCESS_KEY_ID"],
+        "client.secret-access-key": DUMMY_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        "warehouse": "s3://warehouse/",
+    }
