@@ -21,7 +21,7 @@ import jmespath
 from apilake import keys
 from apilake.errors import JobFileError
 from apilake.jobfile import KINDS_WITH_KEY, Endpoint, Job, OffsetPaging, PageNumberPaging, Source, parents
-from apilake.templates import Value, render, sanitize_key
+from apilake.templates import Value, quote_segment, render, sanitize_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +204,9 @@ def expand(source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[
 
 
 def join_url(base_url: str, path: str, values: Mapping[str, Value], variables: Mapping[str, str]) -> str:
-    """`base_url` + the rendered path; variable values are URL-quoted so they stay one segment."""
-    path_values = {**values, **{k: quote(v, safe="") for k, v in variables.items()}}
+    """`base_url` + the rendered path; variable values are URL-quoted so they stay one segment,
+    never a dot segment."""
+    path_values = {**values, **{k: quote_segment(v) for k, v in variables.items()}}
     return base_url.rstrip("/") + "/" + render(path, path_values).lstrip("/")
 
 
