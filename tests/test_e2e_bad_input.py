@@ -237,3 +237,18 @@ def test_control_characters_from_a_server_cannot_forge_log_lines(tmp_path: Path,
         assert "a\\nFORGED\\r\\x1b[2J\\x85\\u2028.csv.gz" in text  # visible, escaped
         assert not any(line.startswith("FORGED") for line in text.splitlines())
         assert not {"\x1b", "\r", "\x85", "\u2028"} & set(text)
+
+
+def test_a_key_that_is_another_endpoints_page_2_is_refused_before_any_request(tmp_path: Path, emulator) -> None:
+    paged = {**DETAILS, "matrix": {"product_id": [1]}, "key": "{source}/app/{date}.json",
+             "paginate": {"type": "json_link", "next_url_path": "links.next"}}
+    other = {**DETAILS, "name": "other", "matrix": {"product_id": [2]}, "key": "{source}/app/{date}.page-0002.json"}
+    job = write_job(tmp_path, emulator, [paged, other])
+    for extra in ([], ["--force"], ["--dry-run"]):
+        result = run_cli("run", str(job), "--date", DATE, *extra)
+        assert result.returncode == 2, result.stdout
+        assert f"page 2 of 'dataai/details/{DATE}/product_id=1' (dataai/details) lands on key 'dataai/app/{DATE}.page-0002.json', " \
+               f"the key of 'dataai/other/{DATE}/product_id=2' (dataai/other)" in result.stderr
+        no_traceback(result)
+    assert emulator.stats.count() == 0
+    assert run_cli("run", str(job), "--date", DATE, "--only", "other").returncode == 0  # each alone is fine
