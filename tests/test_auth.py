@@ -11,6 +11,7 @@ import pytest
 
 from apilake.errors import TransferError
 from apilake.fetch.auth import credentials_for, forget_tokens
+from apilake.fetch.client import SourceClient
 from apilake.jobfile import Source
 from apilake.redact import Redactor
 
@@ -148,3 +149,31 @@ def test_oauth2_a_5xx_from_the_token_endpoint_is_transient_and_names_no_secret()
     with pytest.raises(TransferError) as info:
         asyncio.run(credentials.headers())
     assert info.value.transient and "HTTP 500" in str(info.value) and "s3cret" not in str(info.value)
+
+
+def test_an_access_token_that_would_start_another_header_is_never_sent() -> None:
+    class Hostile(TokenServer):
+        async def __call__(self, request: httpx.Request) -> httpx.Response:
+            self.calls += 1
+            return httpx.Response(200, content=json.dumps({"access_token": "at\r\nX-Injected: 1", "expires_in": 3600}))
+
+    class Unlimited:
+        def spent(self) -> bool:
+            return False
+
+        async def acquire(self) -> None:
+            return None
+
+    credentials, _ = oauth(Hostile())
+    client = SourceClient(source(), Redactor(), Unlimited())
+    client._credentials = credentials  # the token endpoint answers from the mock above
+
+    async def main() -> None:
+        try:
+            await client._headers_for("https://api.test/x")
+        finally:
+            await client.close()
+
+    with pytest.raises(TransferError, match="header Authorization: its value holds a control character") as info:
+        asyncio.run(main())
+    assert "X-Injected" not in str(info.value) and not info.value.transient

@@ -174,3 +174,81 @@ def test_secret_in_a_query_string_is_masked_everywhere(tmp_path: Path, emulator)
     assert TOKEN not in all_text(tmp_path / "lake", result)
     dry = run_cli("run", str(job), "--date", DATE, "--dry-run", env={"VENDOR_API_KEY": "qk-55aa77bb"})
     assert "api_key=***" in dry.stdout and "qk-55aa77bb" not in dry.stdout
+
+
+# -- hostile job files and hostile values --------------------------------------------------------
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path, emulator) -> None:
+    job = write_job(tmp_path, emulator, [DETAILS])
+    levels = ['lol0: &lol0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"lol{i}: &lol{i} [{', '.join([f'*lol{i - 1}'] * 9)}]" for i in range(1, 10)]
+    job.write_text(job.read_text() + "profiles:\n  bomb:\n" + "".join(f"    {line}\n" for line in levels))
+    result = run_cli("validate", str(job), timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert str(job) in result.stderr and "YAML aliases" in result.stderr and "alias bomb" in result.stderr
+    no_traceback(result)
+
+
+def test_an_unset_variable_in_a_path_is_named_by_offline_commands(tmp_path: Path, emulator) -> None:
+    endpoint = {**DETAILS, "path": "/v1.3/accounts/${ACCOUNT_ID}/app/{product_id}/details"}
+    job = write_job(tmp_path, emulator, [endpoint])
+    for command in (["status", str(job)], ["run", str(job), "--date", DATE, "--dry-run"]):
+        result = run_cli(*command)
+        assert result.returncode == 2, result.stderr
+        assert "sources[0].endpoints[0].path: environment variable ACCOUNT_ID is not set" in result.stderr
+        assert "unknown placeholder" not in result.stderr
+        no_traceback(result)
+    dry = run_cli("run", str(job), "--date", DATE, "--dry-run", env={"ACCOUNT_ID": "a-1", "DATAAI_TOKEN": ""})
+    assert dry.returncode == 0 and "/v1.3/accounts/a-1/app/1/details" in dry.stdout  # a credential may still be unset
+
+
+@pytest.mark.parametrize("value", [".", ".."])
+def test_dot_values_stay_one_encoded_path_segment(tmp_path: Path, emulator, value: str) -> None:
+    endpoint = {"name": "details", "kind": "json", "path": "/v1.3/apps/{market}/app/1/details", "matrix": {"market": [value]}}
+    job = write_job(tmp_path, emulator, [endpoint])
+    result = run_cli("run", str(job), "--date", DATE)
+    encoded = "%2E" * len(value)
+    assert [r.target for r in emulator.stats.requests] == [f"/v1.3/apps/{encoded}/app/1/details"]
+    assert result.returncode == 1  # the vendor knows no such market: the unit fails, nothing else is asked
+    dry = run_cli("run", str(job), "--date", DATE, "--dry-run")
+    assert f"/apps/{encoded}/app/1/details" in dry.stdout
+    assert f"dataai/details/dt={DATE}/market={encoded}.json" in dry.stdout
+
+
+def test_a_header_value_with_crlf_is_refused(tmp_path: Path, emulator) -> None:
+    job = write_job(tmp_path, emulator, [DETAILS], source={"headers": {"X-Trace": "${TRACE}"}})
+    result = run_cli("run", str(job), "--date", DATE, env={"TRACE": "abc\r\nX-Injected: yes"})
+    assert result.returncode == 2, result.stderr
+    assert "sources[0].headers: header X-Trace: its value holds a control character" in result.stderr
+    assert "X-Injected" not in result.stderr
+    assert emulator.stats.count() == 0
+    no_traceback(result)
+
+
+def test_control_characters_from_a_server_cannot_forge_log_lines(tmp_path: Path, emulator) -> None:
+    closed = closed_port()
+    hostile = f"http://127.0.0.1:{closed}/objects/x?name=metrics/a%0aFORGED%0d\u001b[2J\u0085\u2028.csv.gz"
+    emulator.config.faults = [Fault(match="get-bulk-urls", kind="body", body=json.dumps({"code": 200, "data": {"urls": [hostile]}}).encode())]
+    job = write_job(tmp_path, emulator, [BULK])
+    log_file = tmp_path / "apilake.log"
+    result = run_cli("run", str(job), "--date", DATE, "--log-file", str(log_file))
+    assert result.returncode == 1
+    for text in (result.stdout, result.stderr, log_file.read_text()):
+        assert "a\\nFORGED\\r\\x1b[2J\\x85\\u2028.csv.gz" in text  # visible, escaped
+        assert not any(line.startswith("FORGED") for line in text.splitlines())
+        assert not {"\x1b", "\r", "\x85", "\u2028"} & set(text)
+
+
+def test_a_key_that_is_another_endpoints_page_2_is_refused_before_any_request(tmp_path: Path, emulator) -> None:
+    paged = {**DETAILS, "matrix": {"product_id": [1]}, "key": "{source}/app/{date}.json",
+             "paginate": {"type": "json_link", "next_url_path": "links.next"}}
+    other = {**DETAILS, "name": "other", "matrix": {"product_id": [2]}, "key": "{source}/app/{date}.page-0002.json"}
+    job = write_job(tmp_path, emulator, [paged, other])
+    for extra in ([], ["--force"], ["--dry-run"]):
+        result = run_cli("run", str(job), "--date", DATE, *extra)
+        assert result.returncode == 2, result.stdout
+        assert f"page 2 of 'dataai/details/{DATE}/product_id=1' (dataai/details) lands on key 'dataai/app/{DATE}.page-0002.json', " \
+               f"the key of 'dataai/other/{DATE}/product_id=2' (dataai/other)" in result.stderr
+        no_traceback(result)
+    assert emulator.stats.count() == 0
+    assert run_cli("run", str(job), "--date", DATE, "--only", "other").returncode == 0  # each alone is fine

@@ -1,9 +1,12 @@
+import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from apilake.errors import JobFileError
-from apilake.jobfile import load_job
+from apilake.jobfile import alias_nodes, load_job
 
 GOOD = """
 timezone: Asia/Seoul
@@ -173,3 +176,79 @@ def test_notify_in_a_profile(tmp_path: Path) -> None:
     assert load_job(write(tmp_path, text), environ={"TOKEN": "x"}).notify is None
     job = load_job(write(tmp_path, text), profile="dev", environ={"TOKEN": "x"})
     assert job.notify is not None and job.notify.urls == ["json://127.0.0.1:9/hook"] and job.notify.on == ["failure"]
+
+
+def bomb(levels: int, width: int = 9) -> str:
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    "text, added",
+    [
+        ("a: 1", 0),
+        ("a: &x [1, 2]\nb: *x", 3),
+        ("d: &d {x: 1, y: 2}\ne: {<<: *d, z: 3}", 5),
+        ("a: &x 1\nb: [*x, *x, *x]", 3),
+        (bomb(2, 3), 3 * 4 + 3 * 13),  # l1: 3 aliases of 4 nodes (l0 and its items), l2: 3 of 13
+    ],
+)
+def test_alias_nodes_counts_what_aliases_add(text: str, added: int) -> None:
+    assert alias_nodes(yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))) == added
+
+
+def test_alias_nodes_walks_deep_graphs_without_recursion() -> None:
+    node = yaml.ScalarNode("tag:yaml.org,2002:str", "leaf")
+    for _ in range(5_000):
+        node = yaml.SequenceNode("tag:yaml.org,2002:seq", [node, node])  # each level doubles the tree
+    assert alias_nodes(node) == 2 ** 5_001 - 1 - 5_001
+
+
+def test_alias_nodes_refuses_a_recursive_anchor() -> None:
+    with pytest.raises(ValueError, match="recursive anchor"):
+        alias_nodes(yaml.compose("a: &a [1, *a]", Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+
+
+def test_an_alias_bomb_is_refused_and_merge_keys_still_work(tmp_path: Path) -> None:
+    with pytest.raises(JobFileError, match=r"YAML aliases \(\*name\) would add [\d,]+ nodes to this file, past the limit of 100,000"):
+        load_job(write(tmp_path, GOOD + bomb(9)), environ={"TOKEN": "x"})
+    text = GOOD.replace("        matrix: {market: [ios]}\n", "        matrix: &markets {market: [ios, gp]}\n      - {name: other, kind: json, path: '/y/{market}', matrix: *markets}\n")
+    job = load_job(write(tmp_path, text), environ={"TOKEN": "x"})
+    assert [e.matrix for e in job.sources[0].endpoints] == [{"market": ["ios", "gp"]}] * 2
+
+
+@pytest.mark.parametrize(
+    "headers, message",
+    [
+        ({"X-Trace": "a\r\nX-Injected: 1"}, "sources[0].headers: header X-Trace: its value holds a control character"),
+        ({"X-Trace": "a\x00b"}, "header X-Trace: its value holds a control character"),
+        ({"X Trace": "a"}, "header name 'X Trace' is not an HTTP token"),
+        ({"X-Trace": "tab\tis fine, ünïcode too"}, None),
+    ],
+)
+def test_header_values_with_control_characters_are_refused(tmp_path: Path, headers: dict, message: str | None) -> None:
+    text = GOOD.replace("token: ${TOKEN}", "token: ${TOKEN}\n    headers: {X: '${HEADER}'}").replace("X:", f"{json.dumps(list(headers)[0])}:")
+    path = write(tmp_path, text)
+    environ = {"TOKEN": "x", "HEADER": list(headers.values())[0]}
+    if message is None:
+        assert load_job(path, environ=environ).sources[0].headers == headers
+    else:
+        with pytest.raises(JobFileError, match=re.escape(message)):
+            load_job(path, environ=environ)
+
+
+@pytest.mark.parametrize(
+    "auth",
+    ["token: '${TOKEN}'", "auth: {type: bearer, token: '${TOKEN}'}", "auth: {type: api_key, name: X-Key, value: '${TOKEN}'}"],
+)
+def test_credentials_sent_as_headers_may_not_hold_control_characters(tmp_path: Path, auth: str) -> None:
+    with pytest.raises(JobFileError, match="its value holds a control character"):
+        load_job(write(tmp_path, GOOD.replace("token: ${TOKEN}", auth)), environ={"TOKEN": "t\r\nX-Evil: 1"})
+
+
+def test_offline_loading_names_an_unset_variable_outside_credentials(tmp_path: Path) -> None:
+    text = GOOD.replace("path: /v1.3/x/{market}", "path: /v1.3/${ACCOUNT}/{market}")
+    with pytest.raises(JobFileError, match=r"endpoints\[0\].path: environment variable ACCOUNT is not set .*without credentials only"):
+        load_job(write(tmp_path, text), environ={}, offline=True)
+    assert load_job(write(tmp_path, text), environ={"ACCOUNT": "a1"}, offline=True).sources[0].token == "${TOKEN}"

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from apilake.keys import default_json_key, file_selected, file_values, page_key
+from apilake.keys import default_json_key, file_selected, file_values, page_bases, page_key
 
 D = dt.date(2026, 11, 25)
 METRIC = "http://h/v2/bulk/data?name=metrics/app_downloads/all/all/daily/2026-11-24/data.7.20261124.1.csv.gz&signature=ab"
@@ -56,3 +56,22 @@ def test_file_values(url: str, expected: dict) -> None:
 )
 def test_file_selected(url: str, files: str, include: list, exclude: list, selected: bool) -> None:
     assert file_selected(file_values(url, D), files, include, exclude) is selected
+
+
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("a/b.json", []),
+        ("a/b.page-0002.json", [("a/b.json", 2)]),
+        ("a/b.page-0001.json", []),  # page 1 is the key itself
+        ("a/b.page-12345.json", [("a/b.json", 12345)]),
+        ("a/b.page-002.json", []),  # not a page key: pages have four digits at least
+        ("a/data.page-0003", [("a/data", 3)]),
+        ("a/x.tar.page-0002.gz", [("a/x.tar.gz", 2)]),
+        ("a/x.page-0002.page-0003.json", [("a/x.page-0002.json", 3)]),
+        ("a.page-0002.json/b.json", []),  # only the name counts, not a folder
+    ],
+)
+def test_page_bases_invert_page_key(key: str, expected: list) -> None:
+    assert page_bases(key) == expected
+    assert all(page_key(base, page) == key for base, page in expected)

@@ -56,6 +56,24 @@ def test_hostile_matrix_value_stays_inside_the_key_and_url_path() -> None:
     assert unit.url == "http://api.test/v1/..%2F..%2Fetc/x%2F..%2F..%2Fy"
 
 
+@pytest.mark.parametrize("value, encoded", [(".", "%2E"), ("..", "%2E%2E")])
+def test_dot_values_are_encoded_in_the_url_path_and_the_key(value: str, encoded: str) -> None:
+    [unit] = plan(job(matrix={"market": [value], "product_id": [1]}, key="{source}/{market}/{product_id}.json"), [D])
+    assert unit.url == f"http://api.test/v1/{encoded}/1"
+    assert unit.key == f"src/{encoded}/1.json"
+
+
+def test_a_key_that_is_another_endpoints_page_2_is_refused() -> None:
+    endpoints = [
+        {"name": "a", "kind": "json", "path": "/a", "key": "{source}/x/{date}.json", "paginate": "next_page"},
+        {"name": "b", "kind": "json", "path": "/b", "key": "{source}/x/{date}.page-0002.json"},
+    ]
+    two = Job.model_validate({"sources": [{"name": "src", "base_url": "http://api.test/", "endpoints": endpoints}]})
+    with pytest.raises(JobFileError, match=re.escape("page 2 of 'src/a/2026-11-25' (src/a) lands on key 'src/x/2026-11-25.page-0002.json'")):
+        plan(two, [D])
+    assert len(plan(two, [D], only=["b"])) == 1  # each alone is fine
+
+
 def test_bulk_file_key_default_layout() -> None:
     [unit] = plan(job(kind="bulk", path="/v2/bulk/get-bulk-urls"), [D])
     url = "http://api.test/v2/bulk/data?name=dimensions/b/daily/2026-11-25/product_id.3.20261125.1.csv.gz&signature=x"

@@ -30,3 +30,10 @@ def test_units_without_times_show_no_wall_time() -> None:
     untimed = UnitResult("src/a/1", "src", "a", "2026-11-25", "json", "not_attempted", error="quota")
     assert wall_seconds([untimed]) is None
     assert summarize([untimed]).splitlines()[1].split()[-2:] == ["-", "0.0s"]
+
+
+def test_a_failed_unit_cannot_forge_a_summary_line() -> None:
+    bad = UnitResult("s/bulk/2026-11-25/metrics/a\nFORGED", "s", "bulk", "2026-11-25", "file", "failed", error="cut\r\x1b[31m")
+    text = summarize([bad])
+    assert not any(line.startswith("FORGED") for line in text.splitlines())
+    assert "a\\nFORGED: cut\\r\\x1b[31m" in text

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from apilake.errors import TemplateError
-from apilake.templates import Placeholder, check, placeholders, render, sanitize_key
+from apilake.templates import Placeholder, check, escape_value, placeholders, quote_segment, render, sanitize_key
 
 D = dt.date(2026, 11, 25)
 
@@ -104,3 +104,23 @@ def test_sanitize_key(key: str, expected: str) -> None:
 def test_sanitize_key_refuses(key: str) -> None:
     with pytest.raises(TemplateError):
         sanitize_key(key)
+
+
+@pytest.mark.parametrize(
+    "value, in_key, in_path",
+    [
+        (".", "%2E", "%2E"),
+        ("..", "%2E%2E", "%2E%2E"),
+        ("...", "%2E%2E%2E", "%2E%2E%2E"),
+        ("a.b", "a.b", "a.b"),
+        (".hidden", ".hidden", ".hidden"),
+        ("../x", "..%2Fx", "..%2Fx"),
+        ("x/..", "x%2F..", "x%2F.."),
+        ("%2E%2E", "%252E%252E", "%252E%252E"),  # never the same as the value `..`
+        ("a b?#", "a b?#", "a%20b%3F%23"),
+        ("", "", ""),
+    ],
+)
+def test_values_are_never_dot_segments(value: str, in_key: str, in_path: str) -> None:
+    assert escape_value(value) == in_key
+    assert quote_segment(value) == in_path

@@ -26,14 +26,21 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except DestinationError as exc:
-            click.echo(f"apilake: error: {exc}", err=True)
+            _error(exc)
             sys.exit(EXIT_USAGE)
         except ApilakeError as exc:
-            click.echo(f"apilake: error: {exc}", err=True)
+            _error(exc)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("apilake: interrupted", err=True)
             sys.exit(130)
+
+
+def _error(exc: ApilakeError) -> None:
+    """The message of an error, each of its lines made printable (a job file's error lists several)."""
+    from apilake.printable import printable
+
+    click.echo("apilake: error: " + "\n".join(printable(line) for line in str(exc).split("\n")), err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,6 +19,7 @@ from jmespath.exceptions import JMESPathError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from apilake.errors import JobFileError, TemplateError
+from apilake.headers import header_problem
 from apilake.integrity import ChecksumName, VerifyMode
 from apilake.templates import check
 
@@ -49,11 +50,23 @@ HttpUrl = Annotated[str, Field(pattern=r"^https?://[^/\s]+(/\S*)?$")]
 # -- auth: one model per scheme (the behaviour of each lives in `fetch.auth`) ------------------
 
 
+def _header_values(headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        problem = header_problem(name, value)
+        if problem:
+            raise ValueError(problem)
+    return headers
+
+
+def _authorization(token: str | None) -> str | None:
+    return token if token is None else _header_values({"Authorization": token})["Authorization"]
+
+
 class BearerAuth(_Model):
     """`Authorization: Bearer <token>`; `token:` on the source is a shorthand for it."""
 
     type: Literal["bearer"]
-    token: str
+    token: Annotated[str, AfterValidator(_authorization)]
 
     def secrets(self) -> list[str]:
         return [self.token]
@@ -66,6 +79,12 @@ class ApiKeyAuth(_Model):
     name: str = Field(min_length=1)
     value: str
     location: Literal["header", "query"] = "header"
+
+    @model_validator(mode="after")
+    def _sendable(self) -> ApiKeyAuth:
+        if self.location == "header":
+            _header_values({self.name: self.value})
+        return self
 
     def secrets(self) -> list[str]:
         return [self.value]
@@ -298,9 +317,9 @@ class Endpoint(_Model):
 class Source(_Model):
     name: Name
     base_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+(/\S*)?$")]
-    token: str | None = None
+    token: Annotated[str | None, AfterValidator(_authorization)] = None
     auth: Auth | None = None
-    headers: dict[str, str] = {}
+    headers: Annotated[dict[str, str], AfterValidator(_header_values)] = {}
     requests_per_second: int | None = Field(None, ge=1)
     requests_per_minute: int | None = Field(None, ge=1)
     requests_per_day: int | None = Field(None, ge=1)
@@ -532,6 +551,13 @@ def _check_cron(expression: str | None) -> str | None:
 #: 10,000-entry matrix than the pure-Python one, which is the fallback.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+#: Nodes that YAML aliases may add to a job file: merge keys (`<<: *defaults`) and shared lists
+#: stay far below it; an alias bomb (nine levels of nine aliases: 387 million nodes) does not.
+MAX_ALIAS_NODES = 100_000
+
+#: Where a credential goes: what commands that never call the source may leave unset.
+_CREDENTIAL_PLACE = re.compile(r"^(sources\[\d+\]\.(token|auth|headers)|notify)(\.|\[|$)")
+
 _ENV_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\$")
 
 
@@ -545,7 +571,8 @@ def load_job(
     """Read, overlay, substitute and validate a job file; every failure is a `JobFileError`.
 
     `offline` is for commands that never call the source (status, cron, dry runs): an unset
-    `${VAR}` then stays as written instead of being an error, so no token is needed to plan.
+    `${VAR}` in a credential then stays as written instead of being an error, so no token is
+    needed to plan.
     """
     path = Path(path)
     environ = dict(os.environ if environ is None else environ)
@@ -556,7 +583,7 @@ def load_job(
     except (OSError, UnicodeDecodeError) as exc:
         raise JobFileError(f"{path}: cannot read the job file: {exc}") from None
     try:
-        raw = yaml.load(text, Loader=_YAML_LOADER)
+        raw = _parse_yaml(text, path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -573,6 +600,58 @@ def load_job(
         raise JobFileError(format_validation_error(path, exc)) from None
     job._env_secrets = tuple(value for name, value in used.items() if SECRET_NAME.search(name) and value)
     return job
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    """The YAML document, refused before it is built when its aliases would expand past
+    `MAX_ALIAS_NODES`: a billion-laughs file is a few lines, but every later step (`${VAR}`
+    substitution, validation) walks the expanded tree."""
+    loader = _YAML_LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            added = alias_nodes(node)
+        except ValueError as exc:
+            raise JobFileError(f"{path}: {exc}; write the setting out instead") from None
+        if added > MAX_ALIAS_NODES:
+            raise JobFileError(
+                f"{path}: YAML aliases (*name) would add {added:,} nodes to this file, past the limit of {MAX_ALIAS_NODES:,} "
+                "(an alias bomb?); write repeated settings out, or nest aliases less deeply"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def alias_nodes(root: yaml.Node) -> int:
+    """How many nodes aliases add to a composed YAML graph: an alias shares the node it names, so
+    the graph stays small while the tree built from it need not. Walked without recursion, as a
+    job file may nest deeply; an alias inside its own anchor is a `ValueError`."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, closing = stack.pop()
+        if closing:
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+            open_.discard(id(node))
+        elif id(node) in open_:
+            raise ValueError("a YAML alias refers to a node that contains it (a recursive anchor)")
+        elif id(node) not in sizes:
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+    return sizes[id(root)] - len(sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def apply_profile(raw: dict[str, Any], profile: str | None, path: Path) -> dict[str, Any]:
@@ -620,6 +699,8 @@ def substitute_env(
     """Replace `${VAR}` (and `${VAR:-default}`) in every string; `$$` is a literal `$`.
 
     `used` collects the variables read, so values of secret-looking ones can be redacted.
+    `offline` leaves an unset variable as written where a credential goes (`_CREDENTIAL_PLACE`):
+    elsewhere it would shape a path, key or setting the offline command uses.
     """
     if isinstance(node, dict):
         return {k: substitute_env(v, environ, path, _join(where, str(k)), used=used, offline=offline) for k, v in node.items()}
@@ -637,9 +718,10 @@ def substitute_env(
             return environ[name]
         if default is not None:
             return default
-        if offline:
+        if offline and _CREDENTIAL_PLACE.match(where):
             return match.group(0)
-        raise JobFileError(f"{path}: {where}: environment variable {name} is not set (export it, or write ${{{name}:-default}})")
+        also = "; status, dashboard and --dry-run do without credentials only" if offline else ""
+        raise JobFileError(f"{path}: {where}: environment variable {name} is not set (export it, or write ${{{name}:-default}}){also}")
 
     return _ENV_VAR.sub(replace, node)
 

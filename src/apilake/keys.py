@@ -53,6 +53,22 @@ def page_key(key: str, page: int) -> str:
     return posixpath.join(folder, stem + suffix)
 
 
+_PAGE = re.compile(r"\.page-(\d{4,})")
+
+
+def page_bases(key: str) -> list[tuple[str, int]]:
+    """Every (key, page) whose page key (`page_key`) is `key`, pages 2 and up: what a paginated
+    unit at that key would write, or remove on a shorter refetch, at `key`."""
+    folder, name = posixpath.split(key)
+    found = []
+    for match in _PAGE.finditer(name):
+        base = posixpath.join(folder, name[: match.start()] + name[match.end() :])
+        page = int(match.group(1))
+        if page >= 2 and page_key(base, page) == key:
+            found.append((base, page))
+    return found
+
+
 def file_values(url: str, run_date: dt.date) -> dict[str, str]:
     """Template values describing one bulk file URL.
 

@@ -1,6 +1,7 @@
 """Log lines: human text on a terminal, JSON lines for log shippers; each carries the run id.
 
-Every line passes through the redactor at the handler, so no code path can log a secret.
+Every line passes through the redactor at the handler, so no code path can log a secret, and
+through `printable`, so no server can forge a line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging.handlers
 import sys
 from contextvars import ContextVar
 
+from apilake.printable import printable
 from apilake.redact import Redactor
 
 run_id: ContextVar[str] = ContextVar("run_id", default="-")
@@ -24,9 +26,9 @@ class _Formatter(logging.Formatter):
         self.json_lines = json_lines
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.exc_info:
-            message += "\n" + self.formatException(record.exc_info)
+        message = printable(record.getMessage())  # one line per record, whatever a server sent
+        if record.exc_info:  # a traceback keeps its own lines
+            message += "\n" + "\n".join(printable(line) for line in self.formatException(record.exc_info).split("\n"))
         message = _redact[0](message)  # before JSON escaping, which would hide a secret from the redactor
         when = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
         if self.json_lines:

@@ -19,9 +19,10 @@ from urllib.parse import quote, urlencode
 import jmespath
 
 from apilake import keys
+from apilake.collisions import KeyClaims
 from apilake.errors import JobFileError
 from apilake.jobfile import KINDS_WITH_KEY, Endpoint, Job, OffsetPaging, PageNumberPaging, Source, parents
-from apilake.templates import Value, render, sanitize_key
+from apilake.templates import Value, quote_segment, render, sanitize_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ def plan(job: Job, dates: Iterable[dt.date], only: Iterable[str] = ()) -> list[U
         if endpoint.for_each is None:
             for date in dates:
                 units.extend(expand(source, endpoint, date))
-    _refuse_collisions(units)
+    KeyClaims().claim(units)
     return units
 
 
@@ -140,26 +141,8 @@ def expand_children(source: Source, child: Endpoint, run_date: dt.date, pages: I
             if value is not None and not isinstance(value, (dict, list)):
                 values[_text(value)] = None
     units = expand(source, child, run_date, fan_out=list(values))
-    _refuse_collisions(units)
+    KeyClaims().claim(units)
     return units
-
-
-def _refuse_collisions(units: list[Unit]) -> None:
-    """Two units must never share an id or land on one key: the second would overwrite the first."""
-    ids: dict[str, Unit] = {}
-    keys: dict[str, Unit] = {}
-    for unit in units:
-        unit_id = unit.id
-        if unit_id in ids:
-            raise JobFileError(f"two units are both {unit_id!r}: matrix values of one variable must differ as text")
-        ids[unit_id] = unit
-        if unit.kind in KINDS_WITH_KEY:
-            if unit.key in keys:
-                raise JobFileError(
-                    f"units {keys[unit.key].id!r} and {unit.id!r} would both land on key {unit.key!r}; "
-                    "put what tells them apart ({date}, matrix variables) into the endpoint's key"
-                )
-            keys[unit.key] = unit
 
 
 def expand(source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[str] | None = None) -> list[Unit]:
@@ -204,8 +187,9 @@ def expand(source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[
 
 
 def join_url(base_url: str, path: str, values: Mapping[str, Value], variables: Mapping[str, str]) -> str:
-    """`base_url` + the rendered path; variable values are URL-quoted so they stay one segment."""
-    path_values = {**values, **{k: quote(v, safe="") for k, v in variables.items()}}
+    """`base_url` + the rendered path; variable values are URL-quoted so they stay one segment,
+    never a dot segment."""
+    path_values = {**values, **{k: quote_segment(v) for k, v in variables.items()}}
     return base_url.rstrip("/") + "/" + render(path, path_values).lstrip("/")
 
 

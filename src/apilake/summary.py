@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from apilake.printable import printable
 from apilake.record import DID_NOT_LAND, UnitResult
 
 
@@ -77,5 +78,5 @@ def summarize(results: Iterable[UnitResult]) -> str:
     text = table(rows)
     if problems:
         text += f"\n\n{len(problems)} unit(s) did not land:\n"
-        text += "\n".join(f"  {p.status.upper()} {p.unit}: {p.error}" for p in problems)
+        text += "\n".join(printable(f"  {p.status.upper()} {p.unit}: {p.error}") for p in problems)
     return text

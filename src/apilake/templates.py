@@ -71,8 +71,8 @@ def render(
 ) -> str:
     """Fill a template's placeholders from `values`.
 
-    With `escape_slashes`, `%` and `/` inside a substituted string are percent-encoded, so a value
-    can never add a folder level to an object key, nor look like another value once encoded (the
+    With `escape_slashes`, a substituted string is escaped (`escape_value`), so a value can never
+    add or remove a folder level of an object key, nor look like another value once encoded (the
     template's own slashes, and those of a date format, stay); the values named in `paths` are
     paths on purpose and keep theirs.
     """
@@ -96,8 +96,25 @@ def render(
         if offset or fmt:
             raise TemplateError(f"{{{name}}} in {template!r} is not a date: offsets and formats apply to dates only")
         text = str(value)
-        out.append(text.replace("%", "%25").replace("/", "%2F") if escape_slashes and name not in paths else text)
+        out.append(escape_value(text) if escape_slashes and name not in paths else text)
     return "".join(out)
+
+
+def escape_value(text: str) -> str:
+    """A value as part of one key segment: `%` and `/` encoded, and a value of dots only (`.`,
+    `..`) as `%2E`s, so that it can be neither a dot segment nor the encoding of another value."""
+    return _undot(text.replace("%", "%25").replace("/", "%2F"))
+
+
+def quote_segment(text: str) -> str:
+    """A value as part of one URL path segment: percent-encoded, dot-only values too (`..` →
+    `%2E%2E`), which `quote` leaves as they are, and a client or server would then resolve
+    (`/json/..` is `GET /`)."""
+    return _undot(quote(text, safe=""))
+
+
+def _undot(text: str) -> str:
+    return text.replace(".", "%2E") if text and text.strip(".") == "" else text
 
 
 @functools.lru_cache(maxsize=1024)

@@ -23,6 +23,7 @@ import json
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
+from apilake.collisions import KeyClaims
 from apilake.destinations import Destination
 from apilake.errors import ApilakeError
 from apilake.executors.fanout import FanOut, Ready
@@ -89,6 +90,8 @@ class Executor(abc.ABC):
         await self._record_sizes(units)
         self._fan = FanOut(self.job, only)
         self._fan.expect(units)
+        self._claims = KeyClaims()  # a fan-out child's keys are known once its parent landed: checked then
+        self._claims.claim(units)
         try:
             async with asyncio.TaskGroup() as group:
                 for unit in sorted(units, key=rank):  # the first ones in take free slots without queueing
@@ -128,6 +131,7 @@ class Executor(abc.ABC):
                 for body in await landed_pages(self.dest, parent.objects[0].key):
                     pages.append(json.loads(body))
             units = expand_children(source, child, ready.run_date, pages)
+            self._claims.claim(units)
         except (ApilakeError, ValueError, OSError, asyncio.CancelledError) as exc:
             stopped = isinstance(exc, asyncio.CancelledError)
             for s, endpoint in [(source, child), *self._fan.descendants(source.name, child.name)]:

@@ -24,6 +24,7 @@ from tenacity.wait import wait_random_exponential
 from apilake import __version__
 from apilake.errors import IntegrityError, TransferError
 from apilake.fetch.auth import credentials_for
+from apilake.headers import header_problem
 from apilake.fetch.download import Download, Timeouts, Transport
 from apilake.fetch.limits import Budget
 from apilake.integrity import StreamCheck
@@ -142,7 +143,12 @@ class SourceClient:
             return {}
         await self.budget.acquire()
         count_request()
-        return await self._credentials.headers()
+        headers = await self._credentials.headers()
+        for name, value in headers.items():  # the job file's were checked; an OAuth2 access token arrives now
+            problem = header_problem(name, value)
+            if problem:
+                raise TransferError(f"{problem}; refused before sending")
+        return headers
 
     def _status_error(self, response: Download) -> TransferError:
         status = response.status_code

@@ -109,6 +109,9 @@ class Transport:
         curl.setopt(pycurl.BUFFERSIZE, BUFFER)
         curl.setopt(pycurl.USERAGENT, self._user_agent)
         curl.setopt(pycurl.FOLLOWLOCATION, 0)
+        # A path is sent as planned: libcurl would resolve `..` and `%2E%2E` segments, and a matrix
+        # or fan-out value `..` (encoded by `plan.join_url`) would climb out of its path.
+        curl.setopt(pycurl.PATH_AS_IS, 1)
         # http and https only: a listed URL or a Location of `file://…` must not read local files
         # into an error message, nor any other scheme reach what libcurl can speak.
         curl.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
