@@ -182,7 +182,7 @@ def encoded_echoes(secret: str) -> dict[str, str]:
     raw = secret.encode()
     return {
         "json-slash": json.dumps(secret).replace("/", "\\/")[1:-1],
-        "json-u-escapes": "".join(f"\\u{ord(c):04x}" for c in secret),
+        "json-u-escapes": "".join(c if c.isalnum() or c in "-._~" else f"\\u{ord(c):04x}" for c in secret),  # no encoder escapes these
         "go-html-escapes": json.dumps(secret)[1:-1].replace("+", "\\u002b").replace("=", "\\u003d"),
         "percent-upper": quote(secret, safe=""),
         "percent-lower": quote(secret, safe="").lower(),

@@ -25,7 +25,7 @@ def b64(raw: bytes) -> str:
         (json.dumps(LONG), '"***"'),  # \u00e9
         (json.dumps(LONG).replace("/", "\\/"), '"***"'),
         (json.dumps(LONG, ensure_ascii=False), '"***"'),
-        ("".join(f"\\u{ord(c):04X}" for c in LONG), MASK),
+        ("".join(c if c.isascii() and (c.isalnum() or c in "-._~") else f"\\u{ord(c):04X}" for c in LONG), MASK),
         (quote(LONG, safe=""), MASK),
         (quote(LONG, safe="").lower(), MASK),
         (quote_plus(LONG), MASK),

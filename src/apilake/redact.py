@@ -4,21 +4,23 @@ A secret is masked in every form a server may echo it in: as is; JSON-escaped (`
 `\\uXXXX`, in any mix); percent-encoded (upper- or lower-case hex, `+` for a space, in any mix);
 and base64 (standard or URL-safe, padded or not, alone or inside a longer base64 text at any of
 the 3 byte alignments; there the one or two characters that mix its bits with its neighbours'
-stay, which tells nothing).
+stay, which tells nothing). Letters, digits and `-._~` are taken as written: no encoder escapes them.
 
 Masking inside longer words is what garbles output (`basic_wrong` for a password `wrong`), and
-only short secrets are at risk of it: a secret of `WHOLE_WORDS_BELOW` characters or fewer is masked only where it
-stands as a token of its own (not inside a longer word, not inside a longer base64 text). A
-short secret glued into a longer word is the price; it is a weak secret already. Values shorter
-than `MIN_SECRET_LENGTH` are not masked at all: masking `ab` would garble every message and hide
-nothing worth hiding.
+only short secrets are at risk of it: a secret shorter than `WHOLE_WORDS_BELOW` characters is
+masked only where it stands as a token of its own (not inside a longer word, nor inside a longer
+base64 text). A short secret glued into a longer word is the price; it is a weak secret
+already. Values shorter than `MIN_SECRET_LENGTH` are not masked at all: masking `ab` would
+garble every message and hide nothing worth hiding.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
+import string
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
@@ -30,6 +32,7 @@ SENSITIVE_QUERY = re.compile(
     r"(?i)(?P<name>[?&](?:[\w.-]*(?:signature|token|secret|password|passwd|credential|api[_-]?key|apikey|auth)[\w.-]*|key|sig))=(?P<value>[^&#\s\"']*)"
 )
 _URLSAFE = str.maketrans("+/", "-_")
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 
 
 #: Secrets learnt at run time (an OAuth2 access token): every redactor in the process masks them.
@@ -44,7 +47,11 @@ def learn(secret: str) -> None:
 
 def _echoes(c: str) -> list[str]:
     """One character of a secret as it may be echoed: itself, JSON-escaped, `\\uXXXX`, or
-    percent-encoded (either case), longest first."""
+    percent-encoded (either case), longest first. Letters, digits and `-._~` are written as
+    themselves by every encoder (RFC 3986's unreserved characters; JSON escapes none of them),
+    which keeps the patterns of most secrets plain strings."""
+    if c in _UNRESERVED:
+        return [c]
     forms = {c, json.dumps(c)[1:-1], json.dumps(c, ensure_ascii=False)[1:-1]}
     units = c.encode("utf-16-be")
     escaped = "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
@@ -89,40 +96,43 @@ def _literal_forms(secret: str) -> set[str]:
     return forms
 
 
+@functools.lru_cache(maxsize=256)
+def _masker(secret: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    """The pattern of every echoed form of a secret (the longest form first), and the anchors: of
+    each form, its longest run of characters no encoder escapes. A text holding none of them
+    cannot hold the secret, which a substring search tells far faster than the pattern."""
+    whole = len(secret) < WHOLE_WORDS_BELOW
+    forms = sorted({secret, *_base64(secret, inside=not whole)}, key=lambda f: (-len(f), f))
+    pattern = re.compile("|".join(p for form in forms for p in _patterns(form, whole=whole)))
+    anchors = {max(re.findall(r"[A-Za-z0-9._~-]+", form), key=len, default="") for form in forms}
+    return pattern, tuple(sorted(anchors))
+
+
 class Redactor:
     """Masks known secrets (in their echoed forms, see the module) and sensitive query values."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._own = {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}
         self._learnt_seen = -1
-        self._regex: re.Pattern[str] | None = None
-        self._literals: list[str] = []
+        self._secrets: list[str] = []
 
-    def _compiled(self) -> re.Pattern[str] | None:
+    def _current(self) -> list[str]:
+        """Own and learnt secrets, the longest first, so a secret inside another is masked whole."""
         if self._learnt_seen != len(_learnt):
             self._learnt_seen = len(_learnt)
-            secrets = self._own | _learnt
-            pieces: dict[str, int] = {}  # pattern: length of its form, so the longest is tried first
-            for secret in secrets:
-                whole = len(secret) < WHOLE_WORDS_BELOW
-                for form in {secret, *_base64(secret, inside=not whole)}:
-                    for pattern in _patterns(form, whole=whole):
-                        pieces[pattern] = max(pieces.get(pattern, 0), len(form))
-            ordered = sorted(pieces, key=lambda p: (-pieces[p], p))
-            self._regex = re.compile("|".join(ordered)) if ordered else None
-            self._literals = sorted({f for s in secrets for f in _literal_forms(s)})
-        return self._regex
+            self._secrets = sorted(self._own | _learnt, key=lambda s: (-len(s), s))
+        return self._secrets
 
     def __call__(self, text: str) -> str:
-        regex = self._compiled()
-        if regex is not None:
-            text = regex.sub(MASK, text)
+        for secret in self._current():
+            pattern, anchors = _masker(secret)
+            if any(anchor in text for anchor in anchors):
+                text = pattern.sub(MASK, text)
         return SENSITIVE_QUERY.sub(lambda m: f"{m.group('name')}={MASK}", text)
 
     def finds(self, text: str) -> bool:
         """Whether `text` holds a secret (in any of its forms)."""
-        regex = self._compiled()
-        return regex is not None and regex.search(text) is not None
+        return any(_masker(secret)[0].search(text) for secret in self._current())
 
     def cut(self, text: str, limit: int, *, truncated: bool = False) -> str:
         """`text` masked whole, then cut to `limit` characters: cutting first would halve a secret
@@ -134,9 +144,9 @@ class Redactor:
         return self(text)[:limit]
 
     def _mask_tail(self, text: str) -> str:
-        self._compiled()
+        forms = {form for secret in self._current() for form in _literal_forms(secret)}
         found = max(
-            (n for form in self._literals for n in range(min(len(form) - 1, len(text)), MIN_SECRET_LENGTH - 1, -1) if text.endswith(form[:n])),
+            (n for form in forms for n in range(min(len(form) - 1, len(text)), MIN_SECRET_LENGTH - 1, -1) if text.endswith(form[:n])),
             default=0,
         )
         return text[:-found] + MASK if found else text
