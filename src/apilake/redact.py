@@ -21,7 +21,7 @@ import functools
 import json
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
@@ -123,16 +123,21 @@ class Redactor:
             self._secrets = sorted(self._own | _learnt, key=lambda s: (-len(s), s))
         return self._secrets
 
-    def __call__(self, text: str) -> str:
+    def _maskers(self, text: str) -> Iterator[re.Pattern[str]]:
+        """The pattern of each secret that `text` may hold, the longest secret first."""
         for secret in self._current():
             pattern, anchors = _masker(secret)
             if any(anchor in text for anchor in anchors):
-                text = pattern.sub(MASK, text)
+                yield pattern
+
+    def __call__(self, text: str) -> str:
+        for pattern in self._maskers(text):
+            text = pattern.sub(MASK, text)
         return SENSITIVE_QUERY.sub(lambda m: f"{m.group('name')}={MASK}", text)
 
     def finds(self, text: str) -> bool:
         """Whether `text` holds a secret (in any of its forms)."""
-        return any(_masker(secret)[0].search(text) for secret in self._current())
+        return any(pattern.search(text) for pattern in self._maskers(text))
 
     def cut(self, text: str, limit: int, *, truncated: bool = False) -> str:
         """`text` masked whole, then cut to `limit` characters: cutting first would halve a secret
