@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from apilake.errors import JobFileError, TemplateError
 from apilake.integrity import ChecksumName, VerifyMode
+from apilake.redact import Redactor
 from apilake.templates import check
 
 # Names of headers (and of environment variables in a request) that carry credentials.
@@ -602,8 +603,6 @@ def refuse_secrets_in_names(job: Job, path: Path, variables: set[str]) -> None:
     kept (object keys, run records, the dashboard), while logs and dry runs mask it, so nobody
     would notice: refused, naming the key. A secret variable is found by its value, and by its
     `${NAME}` when it is unset (dry runs and `status` load without it)."""
-    from apilake.redact import Redactor
-
     redact = Redactor(job.secrets())
     named = re.compile(r"\$\{(?:" + "|".join(map(re.escape, sorted(variables))) + r")[:}]") if variables else None
     for si, source in enumerate(job.sources):

@@ -34,6 +34,7 @@ from apilake.redact import ERROR_DETAIL_CHARS, Redactor
 log = logging.getLogger("apilake")
 T = TypeVar("T")
 
+
 def is_transient(status: int) -> bool:
     """Statuses worth another try: timeouts, rate limits, the vendor's 428 blacklisting, 5xx."""
     return status in (408, 425, 428, 429) or status >= 500
