@@ -61,7 +61,7 @@ def test_the_payload_carries_secrets_to_workers_but_never_shows_them(job) -> Non
     payload = RunPayload("RUN", job.model_copy(update={"sources": [source]}), "/lake", False, source_limits("RUN", source), 20)
     again = pickle.loads(pickle.dumps(payload))
     assert again.source.token == TOKEN
-    assert set(again.job.secrets()) == {TOKEN, "key-0a1b2c"}  # `${VENDOR_API_KEY}` is a secret by its name
+    assert set(again.job.secrets()) == {TOKEN, "key-0a1b2c"}  # `${VENDOR_API_KEY}` fills X-Api-Key: a credential header
     assert TOKEN not in repr(payload) and TOKEN not in repr(again) and "key-0a1b2c" not in repr(payload)
     sealed = Sealed(("https://api.example.com/x?api_key=SECRET", None))
     assert "SECRET" not in repr(sealed) and pickle.loads(pickle.dumps(sealed)).value == sealed.value

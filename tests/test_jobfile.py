@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from apilake.errors import JobFileError
-from apilake.jobfile import alias_nodes, load_job
+from apilake.jobfile import alias_nodes, load_job, secret_use
 
 GOOD = """
 timezone: Asia/Seoul
@@ -93,6 +93,46 @@ def test_secret_looking_variables_are_secrets_wherever_they_are_used(tmp_path: P
     text = GOOD.replace("matrix: {market: [ios]}", "matrix: {market: [ios]}\n        params: {api_key: '${VENDOR_API_KEY}', region: '${REGION}'}")
     job = load_job(write(tmp_path, text), environ={"TOKEN": "t0k3n", "VENDOR_API_KEY": "k3y-value", "REGION": "eu"})
     assert set(job.secrets()) == {"t0k3n", "k3y-value"}
+
+
+@pytest.mark.parametrize(
+    "where, name, secret",
+    [
+        ("sources[0].token", "T", True),  # a credential setting: whatever the variable's name
+        ("sources[0].auth.password", "P", True),
+        ("sources[0].auth.client_secret", "CS", True),
+        ("sources[0].auth.value", "V", True),
+        ("sources[0].headers.X-Api-Key", "K", True),
+        ("notify.urls[0]", "HOOK", True),
+        ("sources[0].base_url", "BOT_TOKEN", True),  # a part of a request, named as a credential
+        ("sources[0].endpoints[1].path", "API_KEY", True),
+        ("sources[0].endpoints[0].params.q", "SESSION_ID", True),
+        ("sources[0].endpoints[0].body.filter.x", "AUTH", True),
+        ("sources[0].endpoints[0].matrix.acct[0]", "ACCT_TOKEN", True),
+        ("sources[0].headers.Accept", "ACCEPT", False),
+        ("sources[0].endpoints[0].path", "REGION", False),
+        ("sources[0].auth.token_url", "AUTH_TOKEN_URL", False),  # a URL, named as a credential: no secret
+        ("sources[0].auth.client_id", "CLIENT_KEY", False),
+        ("destination", "LAKE_KEY", False),
+        ("sources[0].endpoints[0].key", "KEY_PREFIX", False),
+    ],
+)
+def test_a_variable_is_a_secret_by_the_setting_it_fills(where: str, name: str, secret: bool) -> None:
+    assert secret_use(where, name) is secret
+
+
+def test_an_unset_secret_variable_in_a_matrix_value_is_refused_offline_too(tmp_path: Path) -> None:
+    """Offline commands keep an unset variable only where a credential goes; in a matrix value it
+    is refused, naming the value's key, before it could reach a key or a record."""
+    text = GOOD.replace("matrix: {market: [ios]}", "matrix: {market: [ios, '${TOKEN}']}")
+    with pytest.raises(JobFileError, match=r"sources\[0\]\.endpoints\[0\]\.matrix\.market\[1\]: environment variable TOKEN is not set"):
+        load_job(write(tmp_path, text), environ={}, offline=True)
+
+
+def test_a_value_that_is_no_secret_may_be_in_a_key(tmp_path: Path) -> None:
+    text = GOOD.replace("matrix: {market: [ios]}", "matrix: {market: ['${REGION}']}\n        key: 'x/${REGION}/{date}.json'")
+    job = load_job(write(tmp_path, text), environ={"TOKEN": "t0k3n-value", "REGION": "eu-west"})
+    assert job.sources[0].endpoints[0].key == "x/eu-west/{date}.json"
 
 
 def test_offline_loading_leaves_unset_variables_as_written(tmp_path: Path) -> None:

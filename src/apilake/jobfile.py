@@ -21,10 +21,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from apilake.errors import JobFileError, TemplateError
 from apilake.headers import header_problem
 from apilake.integrity import ChecksumName, VerifyMode
+from apilake.redact import Redactor
 from apilake.templates import check
 
-# Names of environment variables and headers that carry credentials: their values are secrets.
+# Names of headers (and of environment variables in a request) that carry credentials.
 SECRET_NAME = re.compile(r"(?i)AUTH|TOKEN|SECRET|PASSW|KEY|CREDENTIAL|COOKIE|SIGNATURE|SESSION")
+#: Settings that hold a credential: a `${VAR}` filling one is a secret whatever its name.
+CREDENTIAL_SETTING = re.compile(r"^(sources\[\d+\]\.(token|auth\.(token|value|password|client_secret))|notify\.urls\[\d+\])$")
+#: Parts of a request a credential may ride in (`/bot${BOT_TOKEN}/...`, a parameter, a body field):
+#: there a `${VAR}` whose name says it is a credential is taken for one.
+REQUEST_PART = re.compile(r"^sources\[\d+\]\.(base_url$|headers\.|endpoints\[\d+\]\.(path$|params\.|body|matrix\.|create\.|poll\.))")
 FILE_PLACEHOLDERS = frozenset({"file_kind", "dimension", "file_name", "url_path", "file_date"})
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 Scalar = str | int | float | bool
@@ -328,6 +334,7 @@ class Source(_Model):
     retry: Retry = Retry()
     timeouts: Timeouts = Timeouts()
     max_json_mb: float = Field(256, gt=0)
+    max_redirects: int = Field(5, ge=0, le=50, description="redirects one request may follow; one more fails it")
     checksum: ChecksumName = Field("crc32c", description="what run records identify bulk files by")
     verify: VerifyMode = Field("gzip", description="gzip: inflate every .gz file to its end; length: Content-Length only")
     endpoints: list[Endpoint] = Field(min_length=1)
@@ -497,7 +504,8 @@ class Job(_Model):
         return self
 
     def secrets(self) -> list[str]:
-        """Tokens, secret headers, notification URLs, and values of `${VAR}`s whose names say they are secret."""
+        """Credentials (tokens, passwords, keys, secret headers), notification URLs, and the values of
+        `${VAR}`s that fill a credential setting or, named as one, a part of a request (`secret_use`)."""
         found = [secret for source in self.sources for secret in source.secrets()] + list(self._env_secrets)
         found += self.notify.urls if self.notify else []  # an Apprise URL carries its service's credentials
         return list(dict.fromkeys(found))
@@ -592,13 +600,15 @@ def load_job(
     if not isinstance(raw, dict):
         raise JobFileError(f"{path}: a job file is a YAML mapping with at least a `sources:` list")
     raw = apply_profile(raw, profile or environ.get("APILAKE_PROFILE"), path)
-    used: dict[str, str] = {}
+    used: list[tuple[str, str, str | None]] = []
     raw = substitute_env(raw, environ, path, used=used, offline=offline)
     try:
         job = Job.model_validate(raw)
     except ValidationError as exc:
         raise JobFileError(format_validation_error(path, exc)) from None
-    job._env_secrets = tuple(value for name, value in used.items() if SECRET_NAME.search(name) and value)
+    secret = [(name, value) for where, name, value in used if secret_use(where, name)]
+    job._env_secrets = tuple(dict.fromkeys(value for _, value in secret if value))
+    refuse_secrets_in_names(job, path, {name for name, _ in secret})
     return job
 
 
@@ -654,6 +664,39 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+def secret_use(where: str, name: str) -> bool:
+    """Whether the `${name}` at key path `where` is a secret: by the setting it fills (a token, a
+    password, a client secret, an API key's value, a credential header, a notification URL), or
+    by its name where a credential may ride inside a request. Elsewhere (`token_url`, `client_id`,
+    `destination`, ...) a name such as `AUTH_URL` says nothing: the value is no credential."""
+    if CREDENTIAL_SETTING.match(where):
+        return True
+    header = re.match(r"^sources\[\d+\]\.headers\.(.*)$", where)
+    if header and SECRET_NAME.search(header.group(1)):
+        return True
+    return bool(REQUEST_PART.match(where) and SECRET_NAME.search(name))
+
+
+def refuse_secrets_in_names(job: Job, path: Path, variables: set[str]) -> None:
+    """A secret in a key template or a matrix value would be written in clear where names are
+    kept (object keys, run records, the dashboard), while logs and dry runs mask it, so nobody
+    would notice: refused, naming the key. A secret variable is found by its value, and by its
+    `${NAME}` when it is unset (dry runs and `status` load without it)."""
+    redact = Redactor(job.secrets())
+    named = re.compile(r"\$\{(?:" + "|".join(map(re.escape, sorted(variables))) + r")[:}]") if variables else None
+    for si, source in enumerate(job.sources):
+        for ei, endpoint in enumerate(source.endpoints):
+            names = [("key", endpoint.key)] if endpoint.key is not None else []
+            names += [(f"matrix.{axis}[{i}]", str(v)) for axis, values in endpoint.matrix.items() for i, v in enumerate(values)]
+            for field, text in names:
+                if redact.finds(text) or (named is not None and named.search(text)):
+                    raise JobFileError(
+                        f"{path}: sources[{si}].endpoints[{ei}].{field}: holds a secret (a credential's value); keys and "
+                        "matrix values are written in clear into object keys, run records and the dashboard. Take it out: "
+                        "credentials belong in token:, auth: or headers:"
+                    )
+
+
 def apply_profile(raw: dict[str, Any], profile: str | None, path: Path) -> dict[str, Any]:
     """Overlay `profiles.<name>` on the job; `sources` in a profile are keyed by source name."""
     profiles = raw.pop("profiles", None) or {}
@@ -694,13 +737,14 @@ def _overlay_sources(sources: Any, overlay: Any, path: Path, profile: str) -> An
 
 
 def substitute_env(
-    node: Any, environ: dict[str, str], path: Path, where: str = "", *, used: dict[str, str], offline: bool = False
+    node: Any, environ: dict[str, str], path: Path, where: str = "", *, used: list[tuple[str, str, str | None]], offline: bool = False
 ) -> Any:
     """Replace `${VAR}` (and `${VAR:-default}`) in every string; `$$` is a literal `$`.
 
-    `used` collects the variables read, so values of secret-looking ones can be redacted.
-    `offline` leaves an unset variable as written where a credential goes (`_CREDENTIAL_PLACE`):
-    elsewhere it would shape a path, key or setting the offline command uses.
+    `used` collects (key path, name, value) of each variable read (value None: unset, offline), so
+    the values of those that fill a credential can be redacted. `offline` leaves an unset variable
+    as written where a credential goes (`_CREDENTIAL_PLACE`): elsewhere it would shape a path, key
+    or setting the offline command uses.
     """
     if isinstance(node, dict):
         return {k: substitute_env(v, environ, path, _join(where, str(k)), used=used, offline=offline) for k, v in node.items()}
@@ -714,11 +758,13 @@ def substitute_env(
             return "$"
         name, default = match.group("name"), match.group("default")
         if name in environ:
-            used[name] = environ[name]
+            used.append((where, name, environ[name]))
             return environ[name]
         if default is not None:
+            used.append((where, name, default))
             return default
         if offline and _CREDENTIAL_PLACE.match(where):
+            used.append((where, name, None))
             return match.group(0)
         also = "; status, dashboard and --dry-run do without credentials only" if offline else ""
         raise JobFileError(f"{path}: {where}: environment variable {name} is not set (export it, or write ${{{name}:-default}}){also}")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from apilake import __version__
 from apilake.errors import TransferError
 from apilake.jobfile import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2ClientCredentials, Source, Timeouts
-from apilake.redact import Redactor, learn
+from apilake.redact import ERROR_DETAIL_CHARS, Redactor, learn
 
 if TYPE_CHECKING:
     import httpx
@@ -157,7 +157,7 @@ class OAuth2Credentials(Credentials):
             raise TransferError(self.redact(f"token endpoint {spec.token_url}: {type(exc).__name__}: {exc}"), transient=True) from None
         status = response.status_code
         if status != 200:
-            detail = self.redact(response.text[:300].replace("\n", " "))
+            detail = self.redact.cut(response.text.replace("\n", " "), ERROR_DETAIL_CHARS)
             transient = status in (408, 429) or status >= 500
             raise TransferError(f"token endpoint {spec.token_url} answered HTTP {status}: {detail}", status=status, transient=transient)
         try:

@@ -30,12 +30,10 @@ from apilake.fetch.limits import Budget
 from apilake.integrity import StreamCheck
 from apilake.jobfile import Retry, Source
 from apilake.record import count_request, count_response
-from apilake.redact import Redactor
+from apilake.redact import ERROR_DETAIL_CHARS, Redactor
 
 log = logging.getLogger("apilake")
 T = TypeVar("T")
-
-MAX_REDIRECTS = 5
 
 
 def is_transient(status: int) -> bool:
@@ -99,7 +97,7 @@ class SourceClient:
                 raise
             return started
 
-        response = await self._follow(url, send, method)
+        response = await self._follow(url, send, method, body=content is not None)
         try:
             yield response
         except IntegrityError:
@@ -111,20 +109,33 @@ class SourceClient:
         finally:
             await response.aclose()
 
-    async def _follow(self, url: str, send: Callable[[str, dict[str, str], str], Awaitable[Download]], method: str) -> Download:
+    async def _follow(
+        self, url: str, send: Callable[[str, dict[str, str], str], Awaitable[Download]], method: str, *, body: bool
+    ) -> Download:
         """Send a request hop by hop: redirects are followed here so that credentials reach only
-        the source's origin; a 401 there renews them once; a non-2xx answer becomes a `TransferError`."""
-        renewed = False
-        for _hop in range(MAX_REDIRECTS + 2):
+        the source's origin (a body neither: a 307 or 308 that would re-send it elsewhere is
+        refused), at most `max_redirects` of them; a 401 there renews them once; a non-2xx answer
+        becomes a `TransferError`."""
+        first, redirects, renewed = url, 0, False
+        while True:
             own_origin = origin(url) == self._origin
             headers = await self._headers_for(url)
             response = await send(self._credentials.url(url) if own_origin else url, headers, method)
             count_response(response.status_code)
             if response.is_redirect:
                 await response.aclose()
-                url = urljoin(url, response.headers["location"])
+                redirects += 1
+                if redirects > self.source.max_redirects:
+                    raise TransferError(self.redact(f"more than {self.source.max_redirects} redirects (max_redirects) starting at {first}"))
+                target = urljoin(url, response.headers["location"])
                 if response.status_code in (301, 302, 303):  # RFC 9110 15.4: the redirected request is a GET
                     method = "GET"
+                elif body and method != "GET" and origin(target) != self._origin:  # a 307 or 308 keeps the body
+                    raise TransferError(self.redact(
+                        f"a {response.status_code} redirect from {url} to another origin ({target}) would re-send the "
+                        f"{method} body there; refused: what the source's requests carry stays with the source"
+                    ))  # fmt: skip
+                url = target
                 continue
             if response.status_code == 401 and own_origin and not renewed and await self._credentials.renew(headers):
                 await response.aclose()
@@ -134,7 +145,6 @@ class SourceClient:
                 return response
             await response.aclose()
             raise self._status_error(response)
-        raise TransferError(f"more than {MAX_REDIRECTS} redirects starting at {self.redact(url)}")
 
     async def _headers_for(self, url: str) -> dict[str, str]:
         """The one place a request gets credentials (headers here, a query key in `_follow`): only
@@ -152,12 +162,12 @@ class SourceClient:
 
     def _status_error(self, response: Download) -> TransferError:
         status = response.status_code
-        detail = response.error_body.decode("utf-8", "replace").strip().replace("\n", " ")[:300]
-        message = f"HTTP {status} {response.reason_phrase} from {urlsplit(str(response.url))._replace(query='').geturl()}"
+        detail = response.error_body.decode("utf-8", "replace").strip().replace("\n", " ")
+        message = self.redact(f"HTTP {status} {response.reason_phrase} from {urlsplit(str(response.url))._replace(query='').geturl()}")
         if detail:
-            message += f": {detail}"
+            message += f": {self.redact.cut(detail, ERROR_DETAIL_CHARS, truncated=response.error_body_cut)}"
         return TransferError(
-            self.redact(message),
+            message,
             status=status,
             transient=is_transient(status),
             retry_after=parse_retry_after(response.headers.get("retry-after")),

@@ -175,7 +175,7 @@ class Download:
         self._error: BaseException | None = None
         self._curl: Any = None
         self._done: asyncio.Future[Any] | None = None
-        self._enough = False  # a non-2xx body was cut after ERROR_BODY_BYTES
+        self.error_body_cut = False  # a non-2xx body was cut after ERROR_BODY_BYTES
         self._heard = 0.0  # when libcurl last handed over a head line or a chunk (monotonic)
         self._watch: asyncio.TimerHandle | None = None
 
@@ -321,7 +321,7 @@ class Download:
         if self.check is None:  # not a 2xx: keep the start of the body for the error message
             self.error_body += chunk[: ERROR_BODY_BYTES - len(self.error_body)]
             if len(self.error_body) >= ERROR_BODY_BYTES:
-                self._enough = True
+                self.error_body_cut = True
                 return 0  # no need of the rest: a large or slow error body must not delay the retry
             return None
         if self._held >= AHEAD:
@@ -366,7 +366,7 @@ class Download:
         exc = self._done.exception()
         if isinstance(exc, pycurl.error):
             code, message = exc.args
-            if code == CURLE_WRITE_ERROR and self._enough:
+            if code == CURLE_WRITE_ERROR and self.error_body_cut:
                 return  # the error body was cut on purpose: the status is the answer
             raise _curl_error(code, message, self.check)
         if exc is not None:

@@ -15,11 +15,13 @@ from apilake.destinations import Destination
 from apilake.errors import TransferError
 from apilake.fetch import skip_if_landed
 from apilake.fetch.client import SourceClient, is_transient, origin
+from apilake.fetch.download import ERROR_BODY_BYTES
 from apilake.fetch.paginate import Page, Paginator
 from apilake.integrity import StreamCheck
 from apilake.keys import page_key
 from apilake.plan import Unit
 from apilake.record import LandedObject, UnitResult
+from apilake.redact import ERROR_DETAIL_CHARS
 
 
 class JsonAnswer(NamedTuple):
@@ -87,12 +89,13 @@ def parse_body(body: bytes, what: str, client: SourceClient) -> Any:
     except RecursionError:
         raise TransferError(f"{what}: JSON is nested too deeply to be data") from None
     except ValueError:
-        start = body[:60].decode("utf-8", "replace").replace("\n", " ")
+        peek = body[:ERROR_BODY_BYTES]
+        start = client.redact.cut(peek.decode("utf-8", "replace").replace("\n", " "), 60, truncated=len(body) > len(peek))
         raise TransferError(client.redact(f"{what}: body is not JSON (it starts with {start!r})"), transient=True) from None
     if isinstance(doc, dict) and "code" in doc and str(doc["code"]) not in ("200", "0"):
         code = doc["code"]
         status = code if isinstance(code, int) else None
-        message = client.redact(f"{what}: the body says code {code}: {str(doc.get('error', ''))[:300]}")
+        message = client.redact(f"{what}: the body says code {code}: ") + client.redact.cut(str(doc.get("error", "")), ERROR_DETAIL_CHARS)
         raise TransferError(message, status=status, transient=status is not None and is_transient(status))
     return doc
 

@@ -26,6 +26,7 @@ from apilake.fetch.client import SourceClient
 from apilake.fetch.json import JsonAnswer, get_json
 from apilake.jobfile import Endpoint
 from apilake.plan import Unit, encode_query, join_url, render_params
+from apilake.redact import ERROR_DETAIL_CHARS
 
 log = logging.getLogger("apilake")
 
@@ -109,8 +110,8 @@ async def _poll(unit: Unit, endpoint: Endpoint, client: SourceClient, report_id:
         if status in poll.done:
             return answer
         if status in poll.failed:
-            message = _message(answer.doc, poll.message_path)
-            raise _Failed(client.redact(f"{unit.id}: report {report_id} ended {status!r}" + (f": {message}" if message else "")))
+            message = client.redact.cut(_message(answer.doc, poll.message_path), ERROR_DETAIL_CHARS)
+            raise _Failed(client.redact(f"{unit.id}: report {report_id} ended {status!r}") + (f": {message}" if message else ""))
         if time.monotonic() + poll.interval_seconds > deadline:
             raise TransferError(
                 f"{unit.id}: report {report_id} not done after {poll.timeout_seconds:g} s (last status {status!r}); "
@@ -123,7 +124,7 @@ def _message(doc: Any, path: str | None) -> str:
     found = dig(doc, path) if path else None
     if found is None and isinstance(doc, dict):
         found = doc.get("message") or doc.get("error")
-    return str(found)[:300] if found is not None else ""
+    return str(found) if found is not None else ""
 
 
 class _Failed(TransferError):
