@@ -232,6 +232,33 @@ def test_raw_file_endpoints_land_bytes_as_served_and_a_cut_body_lands_nothing(tm
     assert not [k for k in lake_objects(tmp_path / "lake") if "2026-11-24" in k]
 
 
+MAINTENANCE = b"<html><body>Down for maintenance</body></html>"
+
+
+def test_an_html_page_where_a_file_is_expected_is_retried_and_never_lands(tmp_path: Path, emulator: Emulator) -> None:
+    endpoints = [{"name": "csv", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}},
+                 {"name": "gz", "kind": "file", "path": "/export.csv.gz", "params": {"date": "{date}"}, "verify": "length"}]
+    job = acme_job(tmp_path, emulator, endpoints)
+    emulator.config.faults = [Fault(match=rf"/acme/export\.{name}\?", kind="body", body=MAINTENANCE, content_type="text/html; charset=utf-8",
+                                    times=1) for name in ("csv", r"csv\.gz")]
+    result = cli(job)  # each file meets the page once, and lands on its second attempt
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = {"acme/csv/dt=2026-11-25/data.csv": export_csv(DATE), "acme/gz/dt=2026-11-25/data.csv.gz": gzip.compress(export_csv(DATE), mtime=0)}
+    assert lake_objects(tmp_path / "lake") == expected
+    assert {u["endpoint"]: u["attempts"] for u in records(tmp_path / "lake")[-1]["units"]} == {"csv": 2, "gz": 2}
+
+    emulator.config.faults = [Fault(match="/acme/export", kind="body", body=MAINTENANCE, content_type="text/html")]
+    down = run_cli("run", str(job), "--date", "2026-11-24", env=ENV)  # the page on every attempt
+    assert down.returncode == 1
+    assert "answered an HTML page (text/html) where a file was expected" in down.stdout
+    assert not [k for k in lake_objects(tmp_path / "lake") if "2026-11-24" in k]
+    emulator.config.faults = []
+    again = run_cli("run", str(job), "--date", "2026-11-24", env=ENV)  # so the rerun fetches them, not skips them
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert lake_objects(tmp_path / "lake")["acme/csv/dt=2026-11-24/data.csv"] == export_csv("2026-11-24")
+    assert_no_secret(tmp_path / "lake", down, emulator)
+
+
 # -- fan-out ------------------------------------------------------------------------------------
 
 
