@@ -6,15 +6,20 @@ One test per row of the README's "Bad input" table.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
+import threading
+import zlib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
 from apilake.emulator import Fault
-from conftest import TOKEN, all_text, bulk_endpoint, lake_objects, records, run_cli, write_job
+from conftest import APILAKE, TOKEN, all_text, bulk_endpoint, lake_objects, records, run_cli, write_job
 
 DATE = "2026-11-25"
 DETAILS = {"name": "details", "kind": "json", "path": "/v1.3/apps/ios/app/{product_id}/details", "matrix": {"product_id": [1, 2]}}
@@ -163,6 +168,82 @@ def test_a_2_gb_json_body_is_capped_not_buffered(tmp_path: Path, emulator) -> No
     assert result.returncode == 1
     assert "larger than max_json_mb (4 MB)" in result.stdout
     assert sorted(lake_objects(tmp_path / "lake")) == ["dataai/details/dt=2026-11-25/product_id=1.json"]
+
+
+def gzip_of(*pieces: bytes, flush: int = zlib.Z_FINISH) -> bytes:
+    stream = zlib.compressobj(9, zlib.DEFLATED, 31)  # a gzip member
+    return b"".join(stream.compress(p) for p in pieces) + stream.flush(flush)
+
+
+#: What the hostile server answers, each `Content-Encoding: gzip`: a bomb that never ends (768 KiB
+#: of `{},` per ~800 bytes sent: a deflate block after a full flush refers to nothing before it,
+#: so it can be sent again and again), a small body that parses to ~25 bytes per byte, and a page.
+BOMB_HEAD = gzip_of(b"[", flush=zlib.Z_FULL_FLUSH)
+BOMB_BLOCK = (lambda deflate: deflate.compress(b"{}," * (1 << 18)) + deflate.flush(zlib.Z_FULL_FLUSH))(zlib.compressobj(9, zlib.DEFLATED, -15))
+OBJECTS = b"[" + b"{}," * 500_000 + b"{}]"  # 1.5 MB: under max_json_mb (2), ~40 MB parsed
+FINE = b'[{"id":1,"name":"ok"}]'
+
+
+class HostileVendor(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Encoding", "gzip")
+        if self.path.startswith("/bomb"):
+            self.end_headers()  # no Content-Length: the stream ends when the client hangs up
+            try:
+                self.wfile.write(BOMB_HEAD)
+                for _ in range(4096):  # 3 GiB inflated, if nobody stops reading
+                    self.wfile.write(BOMB_BLOCK)
+            except OSError:
+                pass
+            return
+        body = gzip_of(OBJECTS if self.path.startswith("/objects") else FINE)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile_vendor() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HostileVendor)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def run_measured(*args: str, out: Path) -> tuple[subprocess.CompletedProcess[str], int]:
+    """`apilake` run to its end, with its own peak resident memory in bytes (`wait4`'s rusage)."""
+    with open(out / "stdout", "w") as stdout, open(out / "stderr", "w") as stderr:
+        process = subprocess.Popen([APILAKE, *args], stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    result = subprocess.CompletedProcess(args, process.returncode, (out / "stdout").read_text(), (out / "stderr").read_text())
+    return result, usage.ru_maxrss * 1024
+
+
+def test_a_gzip_bomb_and_a_parse_bomb_fail_their_units_and_memory_stays_bounded(tmp_path: Path, hostile_vendor: str) -> None:
+    endpoints = [{"name": name, "kind": "json", "path": f"/{name}"} for name in ("bomb", "objects", "fine")]
+    retry = {"attempts": 3, "backoff_initial": 0.05, "backoff_max": 0.2}
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"destination": str(tmp_path / "lake"), "sources": [
+        {"name": "hostile", "base_url": hostile_vendor, "max_json_mb": 2, "retry": retry, "endpoints": endpoints}]}))
+    result, peak = run_measured("run", str(job), "--date", DATE, out=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    no_traceback(result)
+    assert "internal error" not in result.stdout + result.stderr
+    units = {u["endpoint"]: u for u in records(tmp_path / "lake")[-1]["units"]}
+    assert "page 1: response is larger than max_json_mb (2 MB)" in units["bomb"]["error"]
+    assert "would take about" in units["objects"]["error"] and "than 12 × max_json_mb (2 MB); raise sources[].max_json_mb" in units["objects"]["error"]
+    assert units["bomb"]["attempts"] == units["objects"]["attempts"] == 1  # the vendor's data: the same next time
+    assert lake_objects(tmp_path / "lake") == {f"hostile/fine/dt={DATE}/data.json": FINE}
+    assert peak < 400 << 20  # loosely: the bomb inflated past its limit in memory would take GBs
 
 
 def test_secret_in_a_query_string_is_masked_everywhere(tmp_path: Path, emulator) -> None:

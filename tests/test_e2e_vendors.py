@@ -181,6 +181,55 @@ def test_every_pagination_style_lands_every_record_once(tmp_path: Path, emulator
     assert emulator.stats.count(origin="api") == 18  # 6 styles x 3 pages: no page fetched twice, none past the end
 
 
+def test_paging_that_ends_on_an_empty_page_lands_the_pages_before_it_and_a_bare_array_needs_no_records_path(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    emulator.acme.config.items = 20  # two full pages of ten: the third page asked for is empty
+    endpoints = [
+        {"name": "offset", "kind": "json", "path": "/items/offset", "paginate": {"type": "offset", "limit": 10, "records_path": "data"}},
+        {"name": "pages", "kind": "json", "path": "/items/pages", "paginate": {"type": "page_number", "records_path": "data"}},
+        {"name": "bare", "kind": "json", "path": "/items/header", "paginate": {"type": "page_number"}},  # pages are bare arrays
+    ]
+    result = cli(acme_job(tmp_path, emulator, endpoints))
+    assert result.returncode == 0, result.stdout + result.stderr
+    objects = lake_objects(tmp_path / "lake")
+    for name in ("offset", "pages", "bare"):
+        keys = sorted(k for k in objects if k.startswith(f"acme/{name}/"))
+        assert keys == [f"acme/{name}/dt={DATE}/data.json", f"acme/{name}/dt={DATE}/data.page-0002.json"], name
+        pages = [json.loads(objects[k]) for k in keys]
+        assert [r for page in pages for r in (page if name == "bare" else page["data"])] == acme_items(20), name
+        assert emulator.stats.count(path_contains=f"/acme/items/{name.replace('bare', 'header')}") == 3  # the empty page was asked for
+    assert records(tmp_path / "lake")[-1]["counts"] == {"landed": 3}
+
+
+def test_an_empty_answer_means_no_data_where_the_endpoint_says_empty_ok(tmp_path: Path, emulator: Emulator) -> None:
+    emulator.config.faults = [
+        Fault(match="/acme/accounts", kind="body", body=b"", status=204),
+        Fault(match=r"/acme/items/link\?page=2", kind="body", body=b"", status=204),  # ends the paging: not landed
+        Fault(match="/acme/items/cursor", kind="body", body=b""),  # an empty 200 where no one said it may be
+    ]
+    link = {"type": "json_link", "next_url_path": "links.next"}
+    endpoints = [{**ACCOUNTS, "empty": "ok"}, PRODUCTS,
+                 {"name": "link", "kind": "json", "path": "/items/link", "paginate": link, "empty": "ok"},
+                 {"name": "cursor", "kind": "json", "path": "/items/cursor"}]
+    job = acme_job(tmp_path, emulator, endpoints)
+    result = cli(job)
+    assert result.returncode == 1
+    objects = lake_objects(tmp_path / "lake")
+    assert objects == {f"acme/accounts/dt={DATE}/data.json": b"",  # as answered: no data, and no products fanned out of it
+                       f"acme/link/dt={DATE}/data.json": body({"data": ITEMS[:10], "links": {"next": emulator.api_url + "/acme/items/link?page=2"}})}
+    units = {u["endpoint"]: u for u in records(tmp_path / "lake")[-1]["units"]}
+    assert units["accounts"]["status"] == units["link"]["status"] == "landed"
+    assert units["accounts"]["attempts"] == 1 and units["link"]["attempts"] == 2
+    assert units["cursor"]["status"] == "failed" and units["cursor"]["attempts"] == 3  # retried like a maintenance page
+    assert "the answer is empty (HTTP 200); if that means no data, say `empty: ok` on the endpoint" in units["cursor"]["error"]
+    assert emulator.stats.count(path_contains="/acme/accounts/") == 0
+
+    again = cli(job, "--only", "accounts")
+    assert again.returncode == 0 and records(tmp_path / "lake")[-1]["counts"] == {"skipped": 1}  # no data is an answer: kept
+    assert_no_secret(tmp_path / "lake", result, emulator)
+
+
 def test_a_pagination_loop_a_foreign_next_link_and_max_pages_fail_their_units(tmp_path: Path, emulator: Emulator) -> None:
     link = {"type": "json_link", "next_url_path": "links.next"}
     endpoints = [
@@ -230,6 +279,33 @@ def test_raw_file_endpoints_land_bytes_as_served_and_a_cut_body_lands_nothing(tm
     again = run_cli("run", str(job), "--date", "2026-11-24", env=ENV)
     assert again.returncode == 1
     assert not [k for k in lake_objects(tmp_path / "lake") if "2026-11-24" in k]
+
+
+MAINTENANCE = b"<html><body>Down for maintenance</body></html>"
+
+
+def test_an_html_page_where_a_file_is_expected_is_retried_and_never_lands(tmp_path: Path, emulator: Emulator) -> None:
+    endpoints = [{"name": "csv", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}},
+                 {"name": "gz", "kind": "file", "path": "/export.csv.gz", "params": {"date": "{date}"}, "verify": "length"}]
+    job = acme_job(tmp_path, emulator, endpoints)
+    emulator.config.faults = [Fault(match=rf"/acme/export\.{name}\?", kind="body", body=MAINTENANCE, content_type="text/html; charset=utf-8",
+                                    times=1) for name in ("csv", r"csv\.gz")]
+    result = cli(job)  # each file meets the page once, and lands on its second attempt
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = {"acme/csv/dt=2026-11-25/data.csv": export_csv(DATE), "acme/gz/dt=2026-11-25/data.csv.gz": gzip.compress(export_csv(DATE), mtime=0)}
+    assert lake_objects(tmp_path / "lake") == expected
+    assert {u["endpoint"]: u["attempts"] for u in records(tmp_path / "lake")[-1]["units"]} == {"csv": 2, "gz": 2}
+
+    emulator.config.faults = [Fault(match="/acme/export", kind="body", body=MAINTENANCE, content_type="text/html")]
+    down = run_cli("run", str(job), "--date", "2026-11-24", env=ENV)  # the page on every attempt
+    assert down.returncode == 1
+    assert "answered an HTML page (text/html) where a file was expected" in down.stdout
+    assert not [k for k in lake_objects(tmp_path / "lake") if "2026-11-24" in k]
+    emulator.config.faults = []
+    again = run_cli("run", str(job), "--date", "2026-11-24", env=ENV)  # so the rerun fetches them, not skips them
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert lake_objects(tmp_path / "lake")["acme/csv/dt=2026-11-24/data.csv"] == export_csv("2026-11-24")
+    assert_no_secret(tmp_path / "lake", down, emulator)
 
 
 # -- fan-out ------------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ CURSOR = {"type": "cursor", "cursor_path": "meta.next", "cursor_param": "cursor"
 STRIPE = {"type": "cursor", "cursor_path": "data[-1].id", "cursor_param": "starting_after", "has_more_path": "has_more"}
 OFFSET = {"type": "offset", "limit": 2, "records_path": "data", "total_path": "total"}
 PAGES = {"type": "page_number", "records_path": "data", "total_pages_path": "meta.pages"}
+BARE_OFFSET = {"type": "offset", "limit": 2}
+BARE_PAGES = {"type": "page_number"}
 
 
 @pytest.mark.parametrize(
@@ -70,6 +72,13 @@ PAGES = {"type": "page_number", "records_path": "data", "total_pages_path": "met
         (PAGES, 1, {"data": [1], "meta": {"pages": 3}}, {}, URL + "?page=2"),
         (PAGES, 3, {"data": [1], "meta": {"pages": 3}}, {}, None),
         (PAGES, 2, {"data": [], "meta": {}}, {}, None),
+        # no records_path: a bare array is the page's records
+        (BARE_OFFSET, 1, [1, 2], {}, URL + "?offset=2&limit=2"),
+        (BARE_OFFSET, 2, [3], {}, None),
+        (BARE_PAGES, 1, [1], {}, URL + "?page=2"),
+        (BARE_PAGES, 2, [], {}, None),
+        ({"type": "header_link"}, 2, [], {"link": '<http://api.test/v1/items?page=3>; rel="next"'}, None),
+        ({**CURSOR, "records_path": "@"}, 1, [], {}, None),
     ],
 )
 def test_next_url(paginate: Any, number: int, doc: Any, headers: dict, expected: str | None) -> None:
@@ -82,6 +91,31 @@ def test_a_page_without_a_list_at_records_path_fails_the_unit(paginate: Any, doc
     unit, paginator = unit_and_paginator(paginate)
     with pytest.raises(TransferError, match="page 2 has no list of records at records_path 'data'"):
         paginator.next_url(unit, Page(unit.request_url, 2, doc, {}))
+
+
+@pytest.mark.parametrize("paginate", [BARE_OFFSET, BARE_PAGES])
+def test_a_page_that_is_not_a_bare_array_fails_a_style_that_needs_its_records(paginate: Any) -> None:
+    unit, paginator = unit_and_paginator(paginate)
+    with pytest.raises(TransferError, match="page 1 is not a bare array of records; set records_path"):
+        paginator.next_url(unit, Page(unit.request_url, 1, {"data": [1]}, {}))
+
+
+@pytest.mark.parametrize(
+    "paginate, doc, empty",
+    [
+        (PAGES, {"data": [], "meta": {"pages": 9}}, True),
+        (PAGES, {"data": [1]}, False),
+        (BARE_PAGES, [], True),
+        (BARE_PAGES, [1], False),
+        (LINK, {"links": {"next": None}}, False),  # no records_path, not a bare array: no records to count
+        ({"type": "header_link"}, [], True),
+        ("next_page", {"next_page": None, "list": []}, False),  # the vendor's own styles have no records_path
+        ("none", [], False),
+    ],
+)
+def test_empty_page(paginate: Any, doc: Any, empty: bool) -> None:
+    unit, paginator = unit_and_paginator(paginate)
+    assert paginator.empty(unit, Page(unit.request_url, 2, doc, {})) is empty
 
 
 @pytest.mark.parametrize(

@@ -141,7 +141,7 @@ DEFAULT_MAX_PAGES = 1000
 
 class PagingStyle(_Model):
     max_pages: int = Field(DEFAULT_MAX_PAGES, ge=1, le=1_000_000, description="a unit with more pages fails")
-    records_path: JmesPath | None = None  # where a page's records are: an empty list ends paging
+    records_path: JmesPath | None = None  # where a page's records are (default: the page, a bare array); an empty list ends paging
 
 
 class JsonLinkPaging(PagingStyle):
@@ -167,7 +167,6 @@ class OffsetPaging(PagingStyle):
     offset_param: str = "offset"
     limit_param: str = "limit"
     start: int = Field(0, ge=0)
-    records_path: JmesPath
     total_path: JmesPath | None = None
 
 
@@ -176,12 +175,6 @@ class PageNumberPaging(PagingStyle):
     page_param: str = "page"
     start: int = Field(1, ge=0)
     total_pages_path: JmesPath | None = None
-
-    @model_validator(mode="after")
-    def _has_an_end(self) -> PageNumberPaging:
-        if self.records_path is None and self.total_pages_path is None:
-            raise ValueError("page_number paging needs records_path or total_pages_path to know where it ends")
-        return self
 
 
 Paging = Annotated[
@@ -241,7 +234,7 @@ class ReportPoll(_Model):
 KINDS_WITH_KEY = ("json", "file")  # one object per unit (page 1 of it) at a rendered key
 #: The endpoint keys that belong to some kinds only.
 KIND_SETTINGS: dict[str, set[str]] = {
-    "json": {"method", "body", "paginate"},
+    "json": {"method", "body", "paginate", "empty"},
     "bulk": {"urls", "files", "include", "exclude", "checksum", "verify"},
     "file": {"checksum", "verify"},
     "report": {"create", "id_path", "poll", "urls", "files", "include", "exclude", "checksum", "verify"},
@@ -257,6 +250,7 @@ class Endpoint(_Model):
     params: dict[str, Scalar | list[Scalar]] = {}
     matrix: dict[Name, list[Scalar]] = {}
     paginate: Literal["none", "next_page", "page_index"] | Paging = "none"
+    empty: Literal["retry", "ok"] = Field("retry", description="ok: a 204 or an empty 200 means no data")
     key: str | None = None
     lag: int = Field(0, ge=0, le=3650, description="days between the run date and the date requested")
     schedule: str | None = None

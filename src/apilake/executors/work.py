@@ -97,7 +97,8 @@ class UnitWork:
             if unit.kind == "json":
                 paginator = paginator_for(endpoint)
                 return await fetch_json_unit(
-                    unit, client, self.dest, force=self.force, paginator=paginator, max_pages=endpoint.max_pages, recorded=self.recorded
+                    unit, client, self.dest, force=self.force, paginator=paginator, max_pages=endpoint.max_pages,
+                    empty_ok=endpoint.empty == "ok", recorded=self.recorded,
                 ), []
             if unit.kind == "file":
                 raw = file_transfer(unit.id, unit.request_url, unit.key, endpoint, client.source, unit.url.rsplit("/", 1)[-1])

@@ -35,12 +35,27 @@ class FileTransfer:
     key: str
     gzip: bool  # inflate it to its end before it may land: `verify: gzip` and a .gz name (URL or key)
     checksum: str = "crc32c"
+    html: bool = False  # an HTML page is the file asked for (an .html or .htm name, URL or key)
+
+
+HTML_NAMES = (".html", ".htm")
+HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
 def file_transfer(unit_id: str, url: str, key: str, endpoint: Endpoint, source: Source, file_name: str) -> FileTransfer:
     """A file's transfer with its checks: gzip (`verify: gzip` and a .gz name or key) and `checksum:`."""
     gzip = (endpoint.verify or source.verify) == "gzip" and (file_name.endswith(".gz") or key.endswith(".gz"))
-    return FileTransfer(unit_id, url, key, gzip, endpoint.checksum or source.checksum)
+    html = file_name.lower().endswith(HTML_NAMES) or key.lower().endswith(HTML_NAMES)
+    return FileTransfer(unit_id, url, key, gzip, endpoint.checksum or source.checksum, html)
+
+
+def refuse_html(transfer: FileTransfer, headers: Mapping[str, str]) -> None:
+    """An HTML answer where another file is expected is a proxy's or the vendor's maintenance or
+    login page, not the file: transient, like a JSON endpoint's, and never landed under its key."""
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media in HTML_TYPES and not transfer.html:
+        raise TransferError(f"{transfer.unit}: answered an HTML page ({media}) where a file was expected "
+                            "(a maintenance page?); nothing landed", transient=True)
 
 
 @dataclass(slots=True)
@@ -135,6 +150,7 @@ async def transfer_file(
         async with client.download(transfer.url, make_check) as download:
             check = download.check
             assert check is not None  # a started download has its check
+            refuse_html(transfer, download.headers)
             async with dest.open_write(transfer.key, size_hint=check.expected_length) as writer:
                 async for batch in download.batches():
                     await writer.write(*batch)

@@ -20,7 +20,10 @@ inline as chunks arrive; inflating (`verify: gzip`, ~5 s/GB on the emulator's CS
 (~0.6 s/GB) on a pool thread, a batch at a time, one batch in flight per transfer while the next
 is read, so many transfers check on every core and the loop stays free. Batches wait for the
 writer in memory; past `AHEAD` bytes the transfer pauses (libcurl stops reading the socket), so
-memory per transfer is bounded whatever the file size.
+memory per transfer is bounded whatever the file size. A body libcurl inflates never pauses: while
+paused, libcurl goes on inflating into a buffer of its own and fails the transfer, or the unpause,
+once that passes ~75 MB (CURLE_TOO_LARGE, curl#16280); such a body (a JSON page, held whole anyway)
+is bounded by its `StreamCheck` instead, which ends the transfer inside the write callback.
 
 One `Download` is one HTTP request (one hop). libcurl never follows redirects: the source's client
 decides each hop and its headers (credentials only to its own origin). A file body is landed as
@@ -227,8 +230,6 @@ class Download:
         The check's last word (`finish()`) comes after the last batch and before the loop ends:
         a writer that commits only once the loop has ended never commits a damaged body.
         """
-        import pycurl
-
         check = self.check
         assert check is not None
         checking: asyncio.Future[None] | None = None
@@ -240,8 +241,7 @@ class Download:
                 batch = self._pending.popleft()
                 self._held -= sum(map(len, batch))
                 if self._paused and self._held < AHEAD // 2 and self._error is None:
-                    self._paused = False
-                    self._curl.pause(pycurl.PAUSE_CONT)
+                    self._resume()
                 if check.heavy and checking is None and self._finished() and not self._pending and not self._gathering:
                     check.digest(batch)  # the whole body in one batch (a small file): cheaper here than a hand-over
                 elif check.heavy:
@@ -324,12 +324,12 @@ class Download:
                 self.error_body_cut = True
                 return 0  # no need of the rest: a large or slow error body must not delay the retry
             return None
-        if self._held >= AHEAD:
+        if self._held >= AHEAD and not self.decode:
             self._paused = True
             return pycurl.WRITEFUNC_PAUSE  # libcurl hands this chunk over again on PAUSE_CONT
         try:
             self.check.count(chunk)
-        except IntegrityError as exc:
+        except TransferError as exc:
             self._error = exc
             self._wake.set()
             return 0  # ends the transfer (CURLE_WRITE_ERROR)
@@ -346,6 +346,18 @@ class Download:
         self._gathering, self._gathered = [], 0
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        """Unpause. libcurl hands the held data over inside this call, so whatever fails there
+        (the check, the connection) fails the transfer: it is the body's failure, not apilake's."""
+        import pycurl
+
+        self._paused = False
+        try:
+            self._curl.pause(pycurl.PAUSE_CONT)
+        except pycurl.error as exc:
+            code, message = exc.args
+            self._error = self._error or _curl_error(code, message, self.check)  # the check's own word first
 
     def _finished(self) -> bool:
         return self._error is not None or (self._done is not None and self._done.done())

@@ -42,19 +42,23 @@ async def get_json(
     method: str = "GET",
     body: str | None = None,
     expect: Callable[[Any], None] | None = None,
+    empty_ok: bool = False,
 ) -> JsonAnswer:
     """One JSON document with retries (GET, or POST with a JSON `body`).
 
-    Reading stops past `limit` bytes (default: the source's `max_json_mb`), so a runaway body
-    fails its unit instead of exhausting memory. `expect` checks the parsed document's shape and
-    raises a (transient) `TransferError` when it is not the answer asked for: a 2xx that is not
-    the expected JSON is usually a proxy's maintenance page, gone on the next try.
+    Reading stops past `limit` bytes as inflated (default: the source's `max_json_mb`), so a
+    runaway or compressed body fails its unit instead of exhausting memory. `expect` checks the
+    parsed document's shape and raises a (transient) `TransferError` when it is not the answer
+    asked for: a 2xx that is not the expected JSON is usually a proxy's maintenance page, gone on
+    the next try. So is an empty answer (a 204, or a 200 without a body), unless `empty_ok`: then
+    it is an answer, with no document (`doc` None).
     """
     mb = client.source.max_json_mb
     limit = int(mb * 1024 * 1024) if limit is None else limit
 
     def check(length: int | None) -> StreamCheck:
-        return StreamCheck(expected_length=length, gzip=False, checksum="sha256")
+        return CappedCheck(length, limit, f"{what}: response is larger than max_json_mb ({mb:g} MB), which counts all "
+                           "pages of a unit together; raise sources[].max_json_mb if such bodies are expected")
 
     async def attempt() -> tuple[int, bytes, Any, Mapping[str, str], str]:
         async with client.download(url, check, method=method, body=body, decode=True) as response:
@@ -62,14 +66,14 @@ async def get_json(
             async for batch in response.batches():
                 for chunk in batch:
                     data += chunk
-                if len(data) > limit:
-                    raise TransferError(
-                        f"{what}: response is larger than max_json_mb ({mb:g} MB), which counts all pages of a "
-                        "unit together; raise sources[].max_json_mb if such bodies are expected"
-                    )
         assert response.check is not None  # a 2xx's body was read to its end, checked
         landed = bytes(data)
-        doc = parse_body(landed, what, client)
+        if not landed and not empty_ok:
+            raise TransferError(
+                f"{what}: the answer is empty (HTTP {response.status_code}); if that means no data, "
+                "say `empty: ok` on the endpoint", transient=True
+            )
+        doc = parse_body(landed, what, client) if landed else None
         if expect is not None:
             expect(doc)
         return response.status_code, landed, doc, response.headers, response.check.checksum.hex
@@ -78,12 +82,50 @@ async def get_json(
     return JsonAnswer(status, data, doc, attempts, headers, sha256)
 
 
+class CappedCheck(StreamCheck):
+    """A JSON body's check (sha256) that ends its transfer once the body passes `limit` bytes as
+    inflated: inside libcurl's write callback, before a few KB of gzip can become gigabytes in memory."""
+
+    def __init__(self, length: int | None, limit: int, message: str) -> None:
+        super().__init__(expected_length=length, gzip=False, checksum="sha256")
+        self._limit = limit
+        self._message = message
+
+    def count(self, chunk: bytes) -> None:
+        super().count(chunk)
+        if self.size > self._limit:
+            raise TransferError(self._message)
+
+
+#: About the memory `json.loads` takes per token of a document, in bytes (CPython 3.11: an empty
+#: dict is 64, a dict's member ~100 with its key and value, an empty list 56, a list's element
+#: with a small value ~24). Within a factor of two of the truth for any shape of document.
+TOKEN_COST = ((b"{", 64), (b"[", 56), (b":", 100), (b",", 24))
+#: The memory a page's parse may take, in bytes per byte of `max_json_mb`. Records of a few short
+#: fields cost ~6-11 bytes per byte of JSON; `[{},{},…]` costs ~25: 200 MB of it took 5.6 GB.
+PARSE_FACTOR = 12
+
+
+def parse_cost(body: bytes) -> int:
+    """About how many bytes `json.loads(body)` would take, told from its tokens without parsing
+    (a pass per token, at memory speed). Tokens inside strings count too: it errs high, never low."""
+    return sum(body.count(token) * cost for token, cost in TOKEN_COST)
+
+
 def parse_body(body: bytes, what: str, client: SourceClient) -> Any:
     """The parsed body, or a `TransferError` for bodies that are not a successful JSON answer.
 
     A 2xx body that is not JSON at all is transient (retried): proxies and load balancers answer
-    maintenance pages with 200. JSON nested too deeply is the vendor's data, and stays wrong.
+    maintenance pages with 200. JSON nested too deeply, or whose parse would take more than
+    `PARSE_FACTOR` times `max_json_mb` of memory, is the vendor's data, and stays wrong.
     """
+    mb = client.source.max_json_mb
+    cost = parse_cost(body)
+    if cost > PARSE_FACTOR * mb * 1024 * 1024:
+        raise TransferError(
+            f"{what}: parsing this {len(body) / 2**20:.1f} MB answer would take about {cost / 2**20:,.0f} MB of memory, "
+            f"more than {PARSE_FACTOR} × max_json_mb ({mb:g} MB); raise sources[].max_json_mb if such answers are expected"
+        )
     try:
         doc = json.loads(body)
     except RecursionError:
@@ -108,9 +150,13 @@ async def fetch_json_unit(
     force: bool,
     paginator: Paginator,
     max_pages: int,
+    empty_ok: bool = False,
     recorded: Mapping[str, int] = {},
 ) -> UnitResult:
-    """Fetch every page, then land them; `recorded` holds the sizes the run records say landed."""
+    """Fetch every page, then land them; `recorded` holds the sizes the run records say landed.
+
+    An empty page (no records, or with `empty_ok` an empty answer) ends paging; past page 1 it
+    is not landed: it holds nothing, and the unit's pages are its data."""
     started = time.monotonic()
     result = UnitResult(
         unit.id, unit.source, unit.endpoint, unit.date, "json", "landed", url=client.redact(unit.request_url)
@@ -121,6 +167,7 @@ async def fetch_json_unit(
     url: str | None = unit.request_url
     home = origin(unit.url)
     seen = set()
+    attempts = 0
     budget = int(client.source.max_json_mb * 1024 * 1024)  # all pages are held until page 1 lands
     while url is not None:
         number = len(pages) + 1
@@ -134,9 +181,15 @@ async def fetch_json_unit(
             )
         seen.add(url)
         held = sum(len(p.body) for p in pages)
-        answer = await get_json(client, url, f"{unit.id} page {number}", limit=budget - held, method=unit.method, body=unit.body)
-        pages.append(answer)
-        url = paginator.next_url(unit, Page(url, number, answer.doc, answer.headers))
+        answer = await get_json(
+            client, url, f"{unit.id} page {number}", limit=budget - held, method=unit.method, body=unit.body, empty_ok=empty_ok
+        )
+        attempts += answer.attempts
+        page = Page(url, number, answer.doc, answer.headers)
+        if number > 1 and (not answer.body or paginator.empty(unit, page)):
+            break
+        url = paginator.next_url(unit, page) if answer.body else None
+        pages.append(answer._replace(doc=None))  # landing needs only the bytes: one parsed page is held at a time
     if len(pages) > 1:
         # Pages land last to first, page 1 (the unit's key) last. Over an earlier landing of the
         # unit, page 1 goes first: a fetch cut short midway must read as missing, never as the
@@ -149,7 +202,7 @@ async def fetch_json_unit(
         key = page_key(unit.key, number)
         await dest.put(key, page.body)
         result.objects.insert(0, LandedObject(key, len(page.body), page.sha256, page.status, page.attempts))
-    result.attempts = sum(p.attempts for p in pages)
+    result.attempts = attempts
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
@@ -166,8 +219,9 @@ async def _remove_stale_pages(dest: Destination, key: str, *, after: int) -> Non
 
 
 async def landed_pages(dest: Destination, key: str) -> list[bytes]:
-    """Every page of a landed JSON unit, page 1 first (what a fan-out child reads of its parent)."""
+    """Every page of a landed JSON unit, page 1 first (what a fan-out child reads of its parent);
+    none for an empty answer landed as it came (`empty: ok`), which holds no values."""
     pages = [await dest.read(key)]
     while await dest.stat(page_key(key, len(pages) + 1)) is not None:
         pages.append(await dest.read(page_key(key, len(pages) + 1)))
-    return pages
+    return [page for page in pages if page]

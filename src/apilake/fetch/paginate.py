@@ -43,6 +43,10 @@ class Paginator:
     def next_url(self, unit: Unit, page: Page) -> str | None:
         return None
 
+    def empty(self, unit: Unit, page: Page) -> bool:
+        """Whether a page holds no records: it ends paging, and past page 1 it is not landed."""
+        return False
+
     @staticmethod
     def with_params(unit: Unit, **changed: str) -> str:
         """The unit's URL with some query parameters set (replacing the job file's own)."""
@@ -70,18 +74,34 @@ class PageIndex(Paginator):
 
 
 class _Styled(Paginator):
-    """A style configured in the job file; an empty records page ends it (when `records_path` is
-    set), and a page without a list there fails the unit."""
+    """A style configured in the job file. A page's records are at `records_path`, or the page
+    itself when it is a bare array (the default); an empty list of them ends paging. A page
+    without a list there fails the unit when the style needs records to know where paging ends."""
 
     def __init__(self, spec: PagingStyle) -> None:
         self.spec = spec
 
-    def next_url(self, unit: Unit, page: Page) -> str | None:
+    def records(self, unit: Unit, page: Page) -> list[Any] | None:
         path = self.spec.records_path
-        records = dig(page.doc, path)
-        if path and not isinstance(records, list):  # a wrong path must not end paging silently
+        records = dig(page.doc, path) if path else page.doc
+        if isinstance(records, list):
+            return records
+        if path:  # a wrong path must not end paging silently
             raise TransferError(f"{unit.id}: page {page.number} has no list of records at records_path {path!r}")
-        if path and not records:
+        if self.needs_records():
+            raise TransferError(f"{unit.id}: page {page.number} is not a bare array of records; set records_path to where its list is")
+        return None
+
+    def needs_records(self) -> bool:
+        """Whether this style can tell where paging ends only from the records."""
+        return False
+
+    def empty(self, unit: Unit, page: Page) -> bool:
+        return self.records(unit, page) == []
+
+    def next_url(self, unit: Unit, page: Page) -> str | None:
+        records = self.records(unit, page)
+        if records == []:
             return None
         return self.following(unit, page, records)
 
@@ -142,6 +162,9 @@ class Offset(_Styled):
 
     spec: OffsetPaging
 
+    def needs_records(self) -> bool:
+        return True  # a short page ends it
+
     def following(self, unit: Unit, page: Page, records: Any) -> str | None:
         spec = self.spec
         if len(records) < spec.limit:
@@ -157,6 +180,9 @@ class PageNumber(_Styled):
     """`page=1,2,…`; an empty page or the number of pages ends it."""
 
     spec: PageNumberPaging
+
+    def needs_records(self) -> bool:
+        return self.spec.total_pages_path is None  # then only an empty page ends it
 
     def following(self, unit: Unit, page: Page, records: Any) -> str | None:
         spec = self.spec
