@@ -103,6 +103,7 @@ def test_a_name_the_file_system_takes_lands_and_a_longer_one_fails_clearly(tmp_p
     assert f"FAILED {unit}: cannot write '{folder}/{too_long}': its name '{too_long}' (300 bytes) is longer than" in result.stdout
     assert "`key:` template" in result.stdout
     assert temp_files(lake) == []
+    assert TOKEN not in all_text(lake, result)
     no_traceback(result)
 
 
@@ -133,6 +134,7 @@ def test_a_second_spelling_of_the_same_job_and_lake_waits_for_the_first(tmp_path
         second = run_cli("run", str(copy), "--date", DATE, timeout=30)
     assert second.returncode == 3, second.stdout + second.stderr
     assert "another run of job 'job' into" in second.stderr and str(lake.resolve()) in second.stderr and "still going" in second.stderr
+    assert TOKEN not in second.stdout + second.stderr
     no_traceback(second)
 
     hold(emulator.config.faults, 0)
@@ -159,9 +161,10 @@ def test_a_final_record_that_cannot_be_written_fails_the_run_truthfully(tmp_path
     assert len(objects) == 4 and max(len(b) for b in objects.values()) < running_record
     assert re.search(r"dataai/details +4 +0 +0 +0 ", result.stdout), result.stdout  # the summary tells what landed
     assert "could not be finished (cannot write '_apilake/runs/" in result.stdout
-    assert "apilake status` shows the run as abandoned" in result.stdout
+    assert "it stays 'running' and 'apilake status' shows the run as abandoned" in result.stdout
     [record] = records(lake)
     assert record["status"] == "running" and record["finished"] is None
+    assert TOKEN not in all_text(lake, result)
     no_traceback(result)
 
     status = run_cli("status", str(job), "--from", DATE, "--to", DATE)
@@ -188,6 +191,7 @@ def test_failed_file_units_leave_no_empty_folder_and_the_users_folders_stay(tmp_
     assert result.returncode == 1, result.stdout + result.stderr
     assert not (lake / "dataai" / "raw" / "dt=2026-11-25").exists()
     assert empty_folders(lake) == [lake / "mine" / "empty"]
+    assert TOKEN not in all_text(lake, result)
     assert sorted(lake_objects(lake)) == sorted(f"dataai/raw/dt=2026-11-24/market={m},product_id={p}"
                                                 for m in ("ios", "google-play") for p in (1, 2))
 
@@ -212,3 +216,4 @@ def test_the_next_run_removes_the_empty_temporary_folders_of_a_killed_one(tmp_pa
     assert lake_objects(lake) == expected_bulk(emulator, "app_downloads,usage", DATE, DATE)
     assert [p for p in lake.rglob("*") if ".apilake-" in p.name] == []  # no temporary folder, file or journal left
     assert empty_folders(lake) == []
+    assert TOKEN not in all_text(lake, rerun)
