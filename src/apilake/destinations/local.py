@@ -267,9 +267,10 @@ def _name_max(root: Path) -> int:
     """The longest file name (bytes) the file system of `root`, or of its nearest existing folder, takes."""
     for folder in (root, *root.parents):
         try:
-            return os.pathconf(folder, "PC_NAME_MAX")
+            found = os.pathconf(folder, "PC_NAME_MAX")
         except (OSError, ValueError):
             continue
+        return found if found > 0 else NAME_MAX  # -1: no limit stated
     return NAME_MAX
 
 
