@@ -37,9 +37,11 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the installed `apilake` command as a user would, in a fresh process."""
-    return subprocess.run([APILAKE, *args], capture_output=True, text=True, env=_environ(env), timeout=timeout)
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            preexec_fn: Any = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed `apilake` command as a user would, in a fresh process (`preexec_fn`:
+    e.g. a resource limit set in the child before it starts)."""
+    return subprocess.run([APILAKE, *args], capture_output=True, text=True, env=_environ(env), timeout=timeout, preexec_fn=preexec_fn)
 
 
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

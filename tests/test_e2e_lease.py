@@ -1,7 +1,8 @@
 """End to end: the lease on an S3 destination, with real `apilake` processes and moto's server.
 
-Two copies of a job file in different folders stand for the same job on two hosts: their OS file
-locks differ (as on two machines), so only the lease in the bucket keeps them apart.
+Two copies of a job file in different folders, each run with its own lock folder
+(`APILAKE_LOCK_DIR`), stand for the same job on two hosts: their OS file locks differ (as on two
+machines), so only the lease in the bucket keeps them apart.
 """
 
 from __future__ import annotations
@@ -34,10 +35,15 @@ def race(emulator, pairs: list[list[Path]], *args: str) -> list[list[tuple[int, 
     slowly the processes start. Each run as (exit code, stderr, pid)."""
     gate = Fault(match="/details", kind="drip", chunk=1, interval=0.1)
     emulator.config.faults = [gate]
-    started = [[start_cli("run", str(job), "--date", DATE, *args) for job in pair] for pair in pairs]
+    started = [[start_cli("run", str(job), "--date", DATE, *args, env=host_of(job)) for job in pair] for pair in pairs]
     wait_for(lambda: all(any(p.poll() is not None for p in pair) for pair in started), timeout=60)
     hold([gate], 0)
     return [[(p.wait(timeout=60), p.communicate()[1], p.pid) for p in pair] for pair in started]
+
+
+def host_of(job: Path) -> dict[str, str]:
+    """The environment of a run on the host that job file stands for: its own OS lock folder."""
+    return {"APILAKE_LOCK_DIR": str(job.parent / "locks")}
 
 
 def lease_doc(endpoint: str, name: str = "job") -> dict:
@@ -71,7 +77,7 @@ def test_a_holder_killed_with_kill_9_is_taken_over_after_the_expiry(tmp_path: Pa
     lease_options = {**LEASE, "expiry_seconds": 15}  # time for two commands to look before it expires, under load
     job = s3_job(tmp_path / "a", emulator, bucket, [bulk_endpoint("app_downloads")], lease=lease_options)
     other_host = s3_job(tmp_path / "b", emulator, bucket, [bulk_endpoint("app_downloads")], lease=lease_options)
-    holder = start_cli("run", str(job), "--date", DATE)
+    holder = start_cli("run", str(job), "--date", DATE, env=host_of(job))
     wait_for(lambda: len(data_keys(bucket)) >= 1)
     hold(emulator.config.faults)  # the holder is still running when it is killed
     lease = lease_doc(bucket)
@@ -81,7 +87,7 @@ def test_a_holder_killed_with_kill_9_is_taken_over_after_the_expiry(tmp_path: Pa
     # The dead holder's OS lock is taken again, as it looks from this host when the run was on
     # another one: only the lease's expiry can tell that it died.
     with FileLock(lease["lock"], timeout=5):
-        blocked = run_cli("run", str(other_host), "--date", DATE, timeout=30)
+        blocked = run_cli("run", str(other_host), "--date", DATE, timeout=30, env=host_of(other_host))
         assert blocked.returncode == 3, blocked.stdout + blocked.stderr
         assert f"pid {holder.pid}" in blocked.stderr and lease["run_id"] in blocked.stderr
         status = run_cli("status", str(other_host), "--from", DATE, "--to", DATE)
@@ -91,7 +97,7 @@ def test_a_holder_killed_with_kill_9_is_taken_over_after_the_expiry(tmp_path: Pa
         wait_for(lambda: lease_expired(bucket), timeout=30)
         status = run_cli("status", str(other_host), "--from", DATE, "--to", DATE)
         assert f"{lease['run_id']}  abandoned" in status.stdout, status.stdout  # expired lease: the run is dead
-        taken = run_cli("run", str(other_host), "--date", DATE, timeout=60)
+        taken = run_cli("run", str(other_host), "--date", DATE, timeout=60, env=host_of(other_host))
     assert taken.returncode == 0, taken.stdout + taken.stderr
     assert "taking over the lease" in taken.stderr
     assert data_keys(bucket) == set(expected_bulk(emulator, "app_downloads", DATE, DATE))

@@ -98,3 +98,42 @@ def test_two_writes_of_one_key_in_flight_together_do_not_remove_each_others_temp
 
     asyncio.run(go())
     assert (tmp_path / "day" / "a.json").read_bytes() == b"first still writing"  # the last to finish wins, whole
+
+
+@pytest.mark.parametrize(
+    "name, name_max",
+    [
+        ("a.json", 255),
+        ("f" * 217 + ".csv", 255),  # the longest name whose temporary name is `.<name>.apilake-tmp-<12>`
+        ("f" * 218 + ".csv", 255),  # one byte more: cut
+        ("f" * 251 + ".csv", 255),
+        ("é" * 125 + ".gz", 255),  # two bytes a character: a cut may fall inside one
+        ("f" * 100 + ".csv", 143),  # eCryptfs
+    ],
+)
+def test_a_temporary_name_fits_the_file_system_and_is_the_keys_own(name: str, name_max: int) -> None:
+    prefix = local._temp_prefix(name, name_max)
+    assert len(os.fsencode(prefix)) + local._RANDOM <= name_max
+    assert prefix.startswith(".") and prefix.endswith(local.TEMP_MARK)
+    if len(os.fsencode(f".{name}{local.TEMP_MARK}")) + local._RANDOM <= name_max:
+        assert prefix == f".{name}{local.TEMP_MARK}"  # readable where it fits
+    else:
+        assert local._temp_prefix(name[:-1] + "x", name_max) != prefix  # a cut keeps names that differ at the end apart
+
+
+def test_a_live_writers_folders_survive_a_sweep_and_a_dead_ones_empty_folders_go(tmp_path: Path) -> None:
+    from apilake.destinations.folders import FolderJournal, sweep
+
+    live, dead = FolderJournal(tmp_path), FolderJournal(tmp_path)
+    live.make(tmp_path / "live" / "day")
+    dead.make(tmp_path / "dead" / "day")
+    dead.make(tmp_path / "dead" / "full")
+    (tmp_path / "dead" / "full" / "object").write_bytes(b"x")
+    (tmp_path / "mine").mkdir()  # the user's
+    os.close(dead._fd)  # as the kernel does when its process is killed: the journal's lock is free
+    sweep(tmp_path)
+    assert (tmp_path / "live" / "day").is_dir()
+    assert not (tmp_path / "dead" / "day").exists() and (tmp_path / "dead" / "full" / "object").exists()
+    assert (tmp_path / "mine").is_dir()
+    live.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dead", "mine"]  # its journal and the top .apilake-tmp/ too

@@ -94,6 +94,12 @@ def test_escaping_keeps_values_apart_and_date_formats_whole(values: dict, expect
         ("a/...", "a/%2E%2E%2E"),
         ("a/b\x00c\nd", "a/b%00c%0Ad"),
         ("a\\..\\b", "a%5C..%5Cb"),
+        # apilake's own markers in a local lake: a temporary file, its folder, a compare-and-swap lock
+        ("d/b.apilake-tmp-x.csv.gz", "d/b%2Eapilake-tmp-x.csv.gz"),
+        ("d/.apilake-tmp/y.csv.gz", "d/%2Eapilake-tmp/y.csv.gz"),
+        ("d/.y.json.APILAKE-TMP-0123", "d/.y.json%2EAPILAKE-TMP-0123"),
+        ("d/.y.json.apilake-lock", "d/.y.json%2Eapilake-lock"),
+        ("d/apilake-tmp.csv", "d/apilake-tmp.csv"),  # no dot before it: not a marker
     ],
 )
 def test_sanitize_key(key: str, expected: str) -> None:

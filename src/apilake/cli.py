@@ -1,8 +1,9 @@
 """The `apilake` command. The one place where errors become messages and exit codes.
 
 Exit codes: 0 every unit landed (or had landed before); 1 at least one unit failed or was not
-attempted; 2 bad job file, bad option, or unusable destination; 3 another run of the same job
-and destination is going; 130 interrupted (SIGINT/SIGTERM).
+attempted, or the final run record could not be written; 2 bad job file, bad option, or
+unusable destination; 3 another run of the same job and destination is going; 130 interrupted
+(SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
@@ -123,7 +124,11 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
 
     follow_up(job, job_file, report.run_id, report.destination, metrics_file=metrics_file)
     click.echo(summarize(report.results))
-    click.echo(f"\nrun {report.run_id} {report.status}; record: {report.destination.rstrip('/')}/{report.record_key}")
+    record = f"{report.destination.rstrip('/')}/{report.record_key}"
+    if report.record_error:
+        record += (f" could not be finished ({report.record_error}): it stays 'running' and 'apilake status' shows the run "
+                   "as abandoned; what landed above is in the destination, and a rerun skips it")
+    click.echo(f"\nrun {report.run_id} {report.status}; record: {record}")
     sys.exit(report.exit_code)
 
 

@@ -18,17 +18,15 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from apilake.destinations import OWN_PREFIX, Destination
 from apilake.errors import DestinationError, RunLockedError
 from apilake.jobfile import LeaseOptions
-from apilake.lock import lock_is_free
+from apilake.lock import job_id, lock_is_free
 
 log = logging.getLogger("apilake")
 
@@ -37,12 +35,6 @@ LEASES_PREFIX = f"{OWN_PREFIX}leases/"
 #: atomic (some S3-compatible ones, moto) could let two creators both succeed; the later write wins
 #: there, and the run that reads back another run's lease steps aside.
 CONFIRM_DELAY_S = 0.2
-
-
-def job_id(job_path: str) -> str:
-    """The lease's name: the job file's name, so the same job started on another host (from its own
-    copy of the file) meets the same lease."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", Path(job_path).stem) or "job"
 
 
 def lease_key(job_path: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 from apilake import __version__, logs
 from apilake.destinations import Destination, open_destination
-from apilake.errors import InterruptedRun
+from apilake.errors import DestinationError, InterruptedRun
 from apilake.executors import ExecutorFactory, LocalExecutor, OnResult, executor_factory
 from apilake.executors.work import unit_kind
 from apilake.jobfile import Job
@@ -42,6 +42,7 @@ class RunReport:
     destination: str
     status: str  # succeeded | failed | interrupted
     results: list[UnitResult] = field(default_factory=list)
+    record_error: str | None = None  # why the final record could not be written (it stays `running`)
 
     @property
     def record_key(self) -> str:
@@ -79,7 +80,7 @@ def run_job(
     # collector's full passes, which otherwise rescan it every few thousand allocations.
     gc.freeze()
     dest = open_destination(destination or job.destination, job.s3)
-    with run_lock(job_path, dest.url) as lock:
+    with run_lock(job_path, dest.url, dest.place) as lock:
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "lock": str(lock), "lease": None}
         if dest.needs_lease or job.lease.mode == "always":
             holder["lease"] = lease_key(job_path)
@@ -178,7 +179,7 @@ async def _run(
         report.status = run_status(report.results, interrupted=signalled)
         if stopped and not signalled:
             report.status = "failed"  # the lease was lost: not a clean run, and not a user's interrupt
-        await write_record(dest, document(report.status, now()))
+        await _finish_record(dest, report, document(report.status, now()))
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
@@ -189,3 +190,15 @@ async def _run(
             await lease.release()
         await dest.close()
     return report
+
+
+async def _finish_record(dest: Destination, report: RunReport, document: dict[str, Any]) -> None:
+    """Write the final record. When the destination refuses it (a full disk) the objects that
+    landed stay landed: the run fails (exit 1) and says so, and its record, still `running` with
+    its lock free, shows as abandoned (`apilake status`); a rerun skips what is there."""
+    try:
+        await write_record(dest, document)
+    except DestinationError as exc:
+        report.status = "failed"
+        report.record_error = str(exc)
+        log.error("the run record could not be written: %s", exc)

@@ -21,6 +21,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from apilake.destinations import disarm_markers
 from apilake.errors import TemplateError
 
 Value = str | int | float | dt.date
@@ -141,10 +142,11 @@ _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 def sanitize_key(key: str) -> str:
     """Make a rendered key safe for any destination, or refuse it.
 
-    Drops empty segments and a leading `/`, percent-encodes control characters, backslashes and
-    `.`/`..` segments, so no key can climb out of the destination or hide a character in a log.
+    Drops empty segments and a leading `/`, percent-encodes control characters, backslashes,
+    `.`/`..` segments and the dot of a name apilake keeps for its own files (`disarm_markers`), so
+    no key can climb out of the destination, hide a character in a log, or pass for a temporary file.
     """
-    key = _UNSAFE_CHARS.sub(lambda m: quote(m.group(0), safe=""), key)  # once for the key, not per segment
+    key = disarm_markers(_UNSAFE_CHARS.sub(lambda m: quote(m.group(0), safe=""), key))  # once for the key, not per segment
     segments = []
     for segment in key.split("/"):
         if segment in ("", "."):

@@ -14,12 +14,9 @@ from typing import BinaryIO
 
 from filelock import FileLock
 
-from apilake.destinations import Destination, ObjectInfo, Versioned
+from apilake.destinations import LOCK_SUFFIX, TEMP_DIR, TEMP_MARK, Destination, ObjectInfo, Versioned
+from apilake.destinations.folders import FolderJournal, sweep
 from apilake.errors import DestinationError
-
-TEMP_MARK = ".apilake-tmp-"  # in every temporary file's name
-TEMP_DIR = ".apilake-tmp"  # the hidden folder beside the objects that holds a folder's temporary files
-LOCK_SUFFIX = ".apilake-lock"  # beside an object written by compare-and-swap (`put_if`)
 
 
 _WRITEBACK = 16 << 20  # start writing a file out every this many bytes: the final fsync finds little left
@@ -72,7 +69,8 @@ class LocalDestination(Destination):
     The temporary files live in their own folder so that finding a key's leftovers lists only
     the writes in flight, not every object of a folder that may hold thousands. The folders stay
     while the destination is open and go, when empty, with `close()`: making and removing one
-    per file doubled the file system's work for a small object (`bench/`)."""
+    per file doubled the file system's work for a small object (`bench/`). So do the folders a
+    failed write made; those of a killed process go with the next run's `check()` (`folders`)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
@@ -80,8 +78,13 @@ class LocalDestination(Destination):
         self._inside = os.path.join(self.url, "")  # every object's path starts so
         # On a network file system other hosts write here too, out of sight of this host's lock.
         self.needs_lease = network_filesystem(self.root, _mounts()) is not None
+        self._name_max = _name_max(self.root)
         self._writing: set[Path] = set()  # temporary files of the writes in flight here
-        self._temp_dirs: set[Path] = set()  # the temporary folders used here, removed by `close()`
+        self._folders = FolderJournal(self.root)  # the folders made or used here, removed when empty by `close()`
+
+    @property
+    def place(self) -> str:
+        return os.path.realpath(self.root)  # through symlinks, also for a lake not made yet
 
     def _path(self, key: str) -> Path:
         # Lexical: `..` cannot climb out, and no lstat per path component per file (realpath
@@ -94,6 +97,7 @@ class LocalDestination(Destination):
     async def check(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            sweep(self.root)  # the empty folders of runs killed here before
             probe = self.root / f"{TEMP_MARK}probe-{uuid.uuid4().hex}"
             probe.write_bytes(b"")
             probe.unlink()
@@ -107,7 +111,7 @@ class LocalDestination(Destination):
     async def open_write(self, key: str, *, size_hint: int | None = None) -> AsyncIterator[_FileWriter]:
         path = self._path(key)
         try:
-            for stale in _stale_temp_files(path):
+            for stale in _stale_temp_files(path, self._name_max):
                 if stale not in self._writing:  # another write of this key in this process is live
                     stale.unlink(missing_ok=True)  # left by a killed writer; the run lock says none is live
             temp, handle = self._create_temp(path)
@@ -169,6 +173,10 @@ class LocalDestination(Destination):
             return ObjectInfo(key, self._path(key).stat().st_size)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                return None  # no file can have that name; a write says why
+            raise
 
     async def read(self, key: str) -> bytes:
         return await asyncio.to_thread(self._path(key).read_bytes)
@@ -194,15 +202,17 @@ class LocalDestination(Destination):
     def _create_temp(self, path: Path) -> tuple[Path, BinaryIO]:
         """A new temporary file for the object at `path`, open for writing (unbuffered: chunks are
         large), in its folder's `.apilake-tmp/` (which another process may remove when empty)."""
-        temp = path.parent / TEMP_DIR / f".{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
-        self._temp_dirs.add(temp.parent)
+        if len(os.fsencode(path.name)) > self._name_max:  # refused before any byte is written, not at the rename
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), path.name)
+        temp = path.parent / TEMP_DIR / f"{_temp_prefix(path.name, self._name_max)}{uuid.uuid4().hex[:_RANDOM]}"
+        self._folders.note(temp.parent)
         while True:
             try:
                 os.mkdir(temp.parent)
             except FileExistsError:
                 pass  # (not `Path.mkdir(exist_ok=True)`: it fails if another writer removes the folder meanwhile)
             except FileNotFoundError:  # the object's own folder is new
-                path.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.make(path.parent)
                 continue
             try:
                 return temp, open(temp, "xb", buffering=0)
@@ -210,10 +220,10 @@ class LocalDestination(Destination):
                 continue
 
     async def close(self) -> None:
-        """Remove the empty temporary folders: the lake shows only objects once no write is in
-        flight (a folder another process still writes in is not empty, and stays)."""
-        folders, self._temp_dirs = self._temp_dirs, set()
-        await asyncio.to_thread(_remove_empty, folders)
+        """Remove the empty temporary folders, and those a failed write made: the lake shows only
+        objects once no write is in flight (a folder another process still writes in is not
+        empty, and stays)."""
+        await asyncio.to_thread(self._folders.close)
 
 
 NETWORK_FILESYSTEMS = frozenset(
@@ -249,10 +259,38 @@ def _version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def _stale_temp_files(path: Path) -> list[Path]:
+_RANDOM = 12  # hex digits that tell one temporary file of a key from another
+NAME_MAX = 255  # bytes in a file name, where the file system does not say (Linux's ext4, XFS, tmpfs)
+
+
+def _name_max(root: Path) -> int:
+    """The longest file name (bytes) the file system of `root`, or of its nearest existing folder, takes."""
+    for folder in (root, *root.parents):
+        try:
+            found = os.pathconf(folder, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            continue
+        return found if found > 0 else NAME_MAX  # -1: no limit stated
+    return NAME_MAX
+
+
+def _temp_prefix(name: str, name_max: int) -> str:
+    """How the temporary files of the object `name` start: `.<name>.apilake-tmp-`, or, where that
+    leaves no room for the random part within `name_max`, as much of the name as fits and a digest
+    of all of it. A name the file system takes must land, however little room it leaves."""
+    prefix = f".{name}{TEMP_MARK}"
+    room = name_max - _RANDOM
+    if len(os.fsencode(prefix)) <= room:
+        return prefix
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    tail = f"~{digest}{TEMP_MARK}"
+    return f".{os.fsdecode(os.fsencode(name)[: room - 1 - len(tail)])}{tail}"
+
+
+def _stale_temp_files(path: Path, name_max: int) -> list[Path]:
     """Temporary files of `path` left by a killed writer: an earlier run, or a Dask worker killed
     in this one whose retry runs here. Only the key's own, never another key's."""
-    prefix = f".{path.name}{TEMP_MARK}"
+    prefix = _temp_prefix(path.name, name_max)
     try:
         with os.scandir(path.parent / TEMP_DIR) as entries:
             return [Path(e.path) for e in entries if e.name.startswith(prefix)]
@@ -281,15 +319,14 @@ def _publish(temp: Path, path: Path, handle: BinaryIO | None = None) -> None:
         os.close(fd)
 
 
-def _remove_empty(folders: set[Path]) -> None:
-    for folder in folders:
-        try:
-            os.rmdir(folder)
-        except OSError:
-            pass  # other writes in flight (or a leftover of a killed one) keep it
-
-
 def _os_error(exc: OSError, key: str) -> DestinationError:
     if exc.errno == errno.ENOSPC:
         return DestinationError(f"disk full while writing {key!r}; nothing was stored under that key")
+    if exc.errno == errno.ENAMETOOLONG:
+        name = max(key.split("/"), key=lambda part: len(part.encode()))
+        return DestinationError(
+            f"cannot write {key!r}: its name {name!r} ({len(name.encode())} bytes) is longer than the file system takes "
+            "(NAME_MAX, 255 bytes on most); nothing was stored. Give the endpoint a `key:` template that names it shorter "
+            "(e.g. from {file_date} and {dimension}), or land into S3"
+        )
     return DestinationError(f"cannot write {key!r}: {exc.strerror or exc}")

@@ -140,6 +140,11 @@ class S3Destination(Destination):
     def _endpoint(self) -> str:
         return self.options.endpoint_url or f"AWS S3 ({self.options.region or 'default region'})"
 
+    @property
+    def place(self) -> str:
+        """The prefix in its store: one bucket name on two endpoints (AWS and a MinIO) is two places."""
+        return f"{self._where()} at {self.options.endpoint_url or 'AWS S3'}"
+
     def client(self) -> Any:
         """The boto3 S3 client, created on first use (blocking: call it from a thread)."""
         with self._client_lock:
