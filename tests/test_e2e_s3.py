@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from apilake.emulator import Fault
-from conftest import TOKEN, bulk_endpoint, details_endpoint, expected_bulk, run_cli, start_cli, wait_for, write_job
+from conftest import TOKEN, bulk_endpoint, details_endpoint, expected_bulk, hold, run_cli, start_cli, wait_for, write_job
 from moto_server import MotoServer, s3
 
 DATE = "2026-11-25"
@@ -185,3 +185,37 @@ def test_a_part_memory_budget_of_one_part_still_lands_every_multipart_file_whole
     landed = {k: v for k, v in data_objects(s3_bucket).items() if "/bulk_daily/" in k}
     assert landed == expected_bulk(emulator, "app_downloads", DATE, DATE)
     assert s3(s3_bucket).list_multipart_uploads(Bucket="lake").get("Uploads", []) == []
+
+
+def run_records(endpoint: str) -> list[dict]:
+    return [json.loads(v) for k, v in sorted(bucket_objects(endpoint).items()) if k.startswith("_apilake/runs/")]
+
+
+def test_status_after_a_forced_rerun_stopped_by_sigterm_counts_the_files_that_landed_before(
+    tmp_path: Path, emulator, s3_bucket: str
+) -> None:
+    job = s3_job(tmp_path, emulator, s3_bucket, [BULK])
+    assert run_cli("run", str(job), "--date", DATE).returncode == 0
+    landed = data_objects(s3_bucket)
+    assert landed == expected_bulk(emulator, "app_downloads", DATE, DATE)
+
+    drip = Fault(match=r"data\.\d+\.20261125\.\d\.csv\.gz", kind="drip", origin="files", chunk=1024)
+    hold([drip])  # the forced run's transfers cannot finish before the signal
+    emulator.config.faults = [drip]
+    emulator.stats.reset()
+    forced = start_cli("run", str(job), "--date", DATE, "--force")
+    wait_for(lambda: emulator.stats.count(origin="files") > 0)  # listed: its files are under way
+    forced.send_signal(signal.SIGTERM)
+    forced.communicate(timeout=30)
+    assert forced.returncode == 130
+    stopped = [u for u in run_records(s3_bucket)[-1]["units"] if u["kind"] == "file"]
+    assert stopped and {u["status"] for u in stopped} <= {"interrupted", "landed"} and "interrupted" in {u["status"] for u in stopped}
+    assert data_objects(s3_bucket) == landed  # the stopped uploads changed nothing
+
+    status = run_cli("status", str(job), "--from", DATE, "--to", DATE)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "none: all 1 expected unit(s) are in the destination" in status.stdout
+
+    s3(s3_bucket).delete_object(Bucket="lake", Key="raw/" + next(k for k in landed if "/metrics/" in k))
+    gap = run_cli("status", str(job), "--from", DATE, "--to", DATE)
+    assert gap.returncode == 1 and f"dataai/bulk_daily: missing {DATE}" in gap.stdout  # what is gone still counts
