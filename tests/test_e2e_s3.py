@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from apilake.emulator import Fault
+from apilake.summary import human_bytes
 from conftest import TOKEN, bulk_endpoint, details_endpoint, expected_bulk, hold, run_cli, start_cli, wait_for, write_job
 from moto_server import MotoServer, s3
 
@@ -27,8 +28,9 @@ def data_objects(endpoint: str) -> dict[str, bytes]:
     return {k: v for k, v in bucket_objects(endpoint).items() if not k.startswith("_apilake/")}
 
 
-def s3_job(tmp_path: Path, emulator, endpoint: str, endpoints: list, **top) -> Path:
-    return write_job(tmp_path, emulator, endpoints, destination="s3://lake/raw", s3={"endpoint_url": endpoint, "part_size_mb": 5}, **top)
+def s3_job(tmp_path: Path, emulator, endpoint: str, endpoints: list, s3_options: dict | None = None, **top) -> Path:
+    s3_settings = {"endpoint_url": endpoint, "part_size_mb": 5, **(s3_options or {})}
+    return write_job(tmp_path, emulator, endpoints, destination="s3://lake/raw", s3=s3_settings, **top)
 
 
 def test_json_and_bulk_land_byte_identical_once_and_rerun_uploads_nothing(tmp_path: Path, emulator, s3_bucket: str) -> None:
@@ -101,6 +103,13 @@ def test_exit_codes_are_right_every_time_in_fresh_processes(tmp_path: Path, emul
 
 def open_uploads(endpoint: str) -> list[str]:
     return [u["Key"] for u in s3(endpoint).list_multipart_uploads(Bucket="lake").get("Uploads", [])]
+
+
+def part_bytes(endpoint: str) -> int:
+    """Bytes in the parts of every open multipart upload of the bucket."""
+    client = s3(endpoint)
+    uploads = client.list_multipart_uploads(Bucket="lake").get("Uploads", [])
+    return sum(p["Size"] for u in uploads for p in client.list_parts(Bucket="lake", Key=u["Key"], UploadId=u["UploadId"]).get("Parts", []))
 
 
 def start_slow_multipart_run(tmp_path: Path, emulator, endpoint: str):
@@ -219,3 +228,42 @@ def test_status_after_a_forced_rerun_stopped_by_sigterm_counts_the_files_that_la
     s3(s3_bucket).delete_object(Bucket="lake", Key="raw/" + next(k for k in landed if "/metrics/" in k))
     gap = run_cli("status", str(job), "--from", DATE, "--to", DATE)
     assert gap.returncode == 1 and f"dataai/bulk_daily: missing {DATE}" in gap.stdout  # what is gone still counts
+
+
+def test_an_upload_orphaned_by_kill_9_during_a_forced_run_is_aborted_by_a_later_run_that_skips_its_key(
+    tmp_path: Path, emulator, s3_bucket: str, request: pytest.FixtureRequest
+) -> None:
+    emulator.config.file_sizes = {"data.": 12 * 1024 * 1024}  # metric files are multipart uploads
+    job = s3_job(tmp_path, emulator, s3_bucket, [BULK])
+    assert run_cli("run", str(job), "--date", DATE).returncode == 0
+    landed = data_objects(s3_bucket)
+
+    drip = Fault(match=r"data\.\d+\.20261125\.\d\.csv\.gz", kind="drip", origin="files", chunk=256 * 1024, interval=0.05)
+    emulator.config.faults = [drip]
+    forced = start_cli("run", str(job), "--date", DATE, "--force")
+    wait_for(lambda: part_bytes(s3_bucket) > 0)
+    hold([drip])  # no upload may finish before the kill
+    forced.kill()
+    forced.wait(timeout=10)
+    orphans, stored = open_uploads(s3_bucket), part_bytes(s3_bucket)
+    assert orphans and set(orphans) <= {f"raw/{k}" for k in landed}  # keys that had landed: a rerun skips them
+    emulator.config.faults = []
+    emulator.stats.reset()
+
+    # Soon after, the uploads could be another job's live ones (the lease keeps out only this job's
+    # runs): younger than s3.stale_upload_minutes, they are left, and the run says so. moto dates
+    # every upload 2010-11-10, so there they are old at once, as they are on a store hours later.
+    runs = [run_cli("run", str(job), "--date", DATE)]
+    if request.node.callspec.params["s3_bucket"] != "moto":
+        assert sorted(open_uploads(s3_bucket)) == sorted(orphans)
+        assert f"left {len(orphans)} multipart upload(s) under s3://lake/raw/dataai/bulk_daily/ begun less than 120 min ago" in runs[0].stderr
+        # Once older than the guard (here: a guard of 0), the next run aborts them.
+        runs.append(run_cli("run", str(s3_job(tmp_path, emulator, s3_bucket, [BULK], {"stale_upload_minutes": 0})), "--date", DATE))
+
+    assert [r.returncode for r in runs] == [0] * len(runs), runs[-1].stdout + runs[-1].stderr
+    assert open_uploads(s3_bucket) == []  # though the run skipped every key
+    assert f"aborted {len(orphans)} multipart upload(s) under s3://lake/raw/dataai/bulk_daily/ begun over" in runs[-1].stderr
+    assert f"({human_bytes(stored)} of parts)" in runs[-1].stderr
+    assert data_objects(s3_bucket) == landed  # whole, byte-exact, and not fetched again
+    assert emulator.stats.count(origin="files") == 0
+    assert TOKEN not in "".join(r.stdout + r.stderr for r in runs)

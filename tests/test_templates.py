@@ -4,7 +4,7 @@ import re
 import pytest
 
 from apilake.errors import TemplateError
-from apilake.templates import Placeholder, check, placeholders, render, sanitize_key
+from apilake.templates import Placeholder, check, placeholders, render, render_head, sanitize_key
 
 D = dt.date(2026, 11, 25)
 
@@ -104,3 +104,20 @@ def test_sanitize_key(key: str, expected: str) -> None:
 def test_sanitize_key_refuses(key: str) -> None:
     with pytest.raises(TemplateError):
         sanitize_key(key)
+
+
+SOURCE = {"source": "src", "endpoint": "e"}
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "head"),
+    [
+        ("{source}/{endpoint}/dt={date}/x.json", SOURCE, "src/e/dt="),
+        ("{source}/{file_kind}/{date}", SOURCE, "src/"),
+        ("{date}/{source}", SOURCE, ""),
+        ("static/{{braces}}/{source}-{endpoint}/", SOURCE, "static/{braces}/src-e/"),  # nothing unknown: all of it
+        ("{source}/{endpoint}/x", {"source": "a/b", "endpoint": ".."}, "a%2Fb/../x"),  # values escaped as in keys
+    ],
+)
+def test_render_head_stops_at_the_first_unknown_placeholder(template: str, values: dict, head: str) -> None:
+    assert render_head(template, values, escape_slashes=True) == head
