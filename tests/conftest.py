@@ -19,6 +19,7 @@ import apilake
 from apilake.emulator import Emulator, EmulatorConfig, Fault, expected_file_names, file_bytes
 from moto_server import aws_env, bucket, glue_catalog_properties, moto_endpoint, moto_server  # noqa: F401 - fixtures, registered once for every module
 from postgres_server import postgres_server, postgres_uri  # noqa: F401 - fixtures, registered once for every module
+from seaweedfs_server import s3_bucket, seaweedfs_endpoint, seaweedfs_server  # noqa: F401 - fixtures, as above
 
 APILAKE = str(Path(sys.executable).parent / "apilake")
 TOKEN = "tok-9f8e7d6c5b4a"  # distinctive, so a leak anywhere is easy to find

@@ -6,7 +6,7 @@ import pytest
 
 from apilake.errors import JobFileError
 from apilake.jobfile import Job
-from apilake.plan import Unit, file_key, plan
+from apilake.plan import Unit, file_key, owned_prefixes, plan
 
 D = dt.date(2026, 11, 25)
 
@@ -177,3 +177,28 @@ def test_post_body_placeholders_are_rendered_into_json() -> None:
 def test_file_endpoint_default_key_keeps_the_extension(path: str, key: str) -> None:
     [unit] = plan(job(kind="file", path=path), [D])
     assert unit.key == key and unit.kind == "file"
+
+
+def two_endpoint_job(*keys: str | None) -> Job:
+    endpoints = [{"name": f"e{i}", "kind": "bulk" if i else "json", "path": "/x", **({"key": k} if k else {})} for i, k in enumerate(keys)]
+    return Job.model_validate({"sources": [{"name": "src", "base_url": "http://api.test/", "endpoints": endpoints}]})
+
+
+@pytest.mark.parametrize(
+    "keys, only, prefixes",
+    [
+        ((None, None), (), ["src/e0/", "src/e1/"]),  # the default layouts: source/endpoint/...
+        ((None, None), ("e1",), ["src/e1/"]),  # --only: the endpoints the run writes
+        (("{source}/{endpoint}/{date:%Y/%m}/x.json", "raw/{source}/{file_name}"), (), ["raw/src/", "src/e0/"]),
+        (("lake/{endpoint}-{date}.json", "lake/{endpoint}/{file_name}"), (), ["lake/"]),  # nested: the outer owns both
+        (("{date}/{source}.json", None), (), [""]),  # a template that starts with the date owns everything
+        (("flat-{date}.json", None), (), [""]),  # no folder before the first varying part
+        (("a//b/./{date}.json", None), (), ["a/b/", "src/e1/"]),  # as sanitize_key makes the keys
+    ],
+)
+def test_owned_prefixes(keys: tuple[str | None, ...], only: tuple[str, ...], prefixes: list[str]) -> None:
+    assert owned_prefixes(two_endpoint_job(*keys), only) == prefixes
+
+
+def test_owned_prefixes_of_a_fan_out_child_and_its_parent() -> None:
+    assert owned_prefixes(fan_out_job(), ("products",)) == ["src/accounts/", "src/products/"]

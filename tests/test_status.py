@@ -108,6 +108,64 @@ def test_bulk_date_counts_only_when_its_latest_listing_had_every_file(tmp_path: 
     assert [(g.endpoint, g.run_date) for g in gaps] == [("s/bulk", "2026-11-21"), ("s/bulk", "2026-11-22")]
 
 
+LISTING = "s/bulk/2026-11-20"
+
+
+def bulk_run(files: dict[str, str], *, listing: str = "listed", selected: int | None = None) -> list[UnitResult]:
+    """One run's entries for the bulk date: its listing, then each file (`name` → status) as recorded."""
+    entries = [unit(LISTING, "listing", listing, listing={"selected": len(files) if selected is None else selected})]
+    if listing != "listed":
+        return entries
+    for name, status in files.items():
+        keys = (f"s/bulk/dt=2026-11-20/{name}",) if status in ("landed", "skipped") else ()
+        entries.append(unit(f"{LISTING}/f/{name}", "file", status, keys))
+    return entries
+
+
+WHOLE = bulk_run({"1.gz": "landed", "2.gz": "landed"})
+
+
+@pytest.mark.parametrize(
+    ("runs", "present"),
+    [
+        ([WHOLE], True),
+        # a forced rerun stopped by SIGTERM: the interrupted file's earlier landing still counts
+        ([WHOLE, bulk_run({"1.gz": "landed", "2.gz": "interrupted"})], True),
+        # a forced rerun whose file failed: the earlier, verified landing still counts
+        ([WHOLE, bulk_run({"1.gz": "failed", "2.gz": "skipped"})], True),
+        # the listing itself failed or was interrupted: it knows no files, the earlier listing decides
+        ([WHOLE, bulk_run({}, listing="failed")], True),
+        ([WHOLE, bulk_run({}, listing="interrupted")], True),
+        # listed, but stopped before every selected file was recorded: not a complete listing
+        ([WHOLE, bulk_run({"1.gz": "landed"}, selected=3)], True),
+        # the vendor now lists a third file that never landed: the date is not whole
+        ([WHOLE, bulk_run({"1.gz": "skipped", "2.gz": "skipped", "3.gz": "failed"})], False),
+        ([WHOLE, bulk_run({"1.gz": "skipped", "2.gz": "skipped", "3.gz": "interrupted"})], False),
+        # the vendor dropped a file: only the latest complete listing's files are expected
+        ([bulk_run({"1.gz": "landed", "9.gz": "landed"}), bulk_run({"1.gz": "skipped"})], True),
+        # never completed: an interrupted first run, a failed file, a run that stopped in the listing
+        ([bulk_run({"1.gz": "landed", "2.gz": "interrupted"})], False),
+        ([bulk_run({"1.gz": "landed", "2.gz": "failed"})], False),
+        ([bulk_run({}, listing="interrupted")], False),
+        # a later run landed what an earlier one left
+        ([bulk_run({"1.gz": "landed", "2.gz": "failed"}), bulk_run({"1.gz": "skipped", "2.gz": "landed"})], True),
+    ],
+)
+def test_a_bulk_date_counts_by_the_latest_complete_knowledge_of_its_listing_and_files(
+    tmp_path: Path, runs: list[list[UnitResult]], present: bool
+) -> None:
+    dest = LocalDestination(tmp_path)
+
+    async def scenario() -> list[Gap]:
+        for n in (1, 2, 3, 9):
+            await dest.put(f"s/bulk/dt=2026-11-20/{n}.gz", b"x")
+        for i, results in enumerate(runs):
+            await write_record(dest, record(f"20261126T00000{i}Z-aaaaaa", ["2026-11-20"], results))
+        return (await build_report(dest, None, [dt.date(2026, 11, 20)])).gaps
+
+    assert (asyncio.run(scenario()) == []) is present
+
+
 # ---------------------------------------------------------------------------------------------
 # end to end: `apilake run` against the emulator, then `apilake status`
 

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from apilake.errors import TemplateError
-from apilake.templates import Placeholder, check, escape_value, placeholders, quote_segment, render, sanitize_key
+from apilake.templates import Placeholder, check, escape_value, placeholders, quote_segment, render, render_head, sanitize_key
 
 D = dt.date(2026, 11, 25)
 
@@ -130,3 +130,20 @@ def test_sanitize_key_refuses(key: str) -> None:
 def test_values_are_never_dot_segments(value: str, in_key: str, in_path: str) -> None:
     assert escape_value(value) == in_key
     assert quote_segment(value) == in_path
+
+
+SOURCE = {"source": "src", "endpoint": "e"}
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "head"),
+    [
+        ("{source}/{endpoint}/dt={date}/x.json", SOURCE, "src/e/dt="),
+        ("{source}/{file_kind}/{date}", SOURCE, "src/"),
+        ("{date}/{source}", SOURCE, ""),
+        ("static/{{braces}}/{source}-{endpoint}/", SOURCE, "static/{braces}/src-e/"),  # nothing unknown: all of it
+        ("{source}/{endpoint}/x", {"source": "a/b", "endpoint": ".."}, "a%2Fb/%2E%2E/x"),  # values escaped as in keys
+    ],
+)
+def test_render_head_stops_at_the_first_unknown_placeholder(template: str, values: dict, head: str) -> None:
+    assert render_head(template, values, escape_slashes=True) == head

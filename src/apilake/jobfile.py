@@ -409,6 +409,7 @@ class S3Options(_Model):
     part_size_mb: int = Field(8, ge=5, le=5120)
     parts_in_flight: int = Field(2, ge=1, le=16)
     part_memory_mb: int = Field(40, ge=5, le=65536, description="part buffers of all transfers together")
+    stale_upload_minutes: float = Field(120.0, ge=0, description="open multipart uploads under the job's keys begun longer ago are aborted")
     verify_tls: bool = True
 
 

@@ -22,7 +22,7 @@ from apilake import keys
 from apilake.collisions import KeyClaims
 from apilake.errors import JobFileError
 from apilake.jobfile import KINDS_WITH_KEY, Endpoint, Job, OffsetPaging, PageNumberPaging, Source, parents
-from apilake.templates import Value, quote_segment, render, sanitize_key
+from apilake.templates import Value, quote_segment, render, render_head, sanitize_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +153,7 @@ def expand(source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[
         matrix = {endpoint.for_each.as_: fan_out or [], **matrix}
     axes = list(matrix)
     combos = itertools.product(*(matrix[a] for a in axes)) if axes else [()]
-    key_template = endpoint.key or (
-        keys.default_json_key(matrix, keys.extension(endpoint.path) if endpoint.kind == "file" else ".json")
-        if endpoint.kind in KINDS_WITH_KEY
-        else keys.DEFAULT_BULK_KEY
-    )
+    key_template = endpoint_key(endpoint)
     request = endpoint.create if endpoint.create is not None else endpoint
     method = request.method
     units = []
@@ -184,6 +180,29 @@ def expand(source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[
             )
         )
     return units
+
+
+def endpoint_key(endpoint: Endpoint) -> str:
+    """An endpoint's key template: its own `key:`, or the default layout of its kind."""
+    if endpoint.key:
+        return endpoint.key
+    if endpoint.kind not in KINDS_WITH_KEY:
+        return keys.DEFAULT_BULK_KEY
+    matrix = [*([endpoint.for_each.as_] if endpoint.for_each else []), *endpoint.matrix]
+    return keys.default_json_key(dict.fromkeys(matrix), keys.extension(endpoint.path) if endpoint.kind == "file" else ".json")
+
+
+def owned_prefixes(job: Job, only: Iterable[str] = ()) -> list[str]:
+    """The key prefixes a run of the job writes under: each selected endpoint's key template up to
+    its first placeholder other than {source} and {endpoint}, cut back to a whole folder. Nested
+    ones are folded into the outer; a template that starts with another placeholder owns the
+    whole destination (`""`)."""
+    found = set()
+    for source, endpoint in selected(job, only):
+        head = render_head(endpoint_key(endpoint), {"source": source.name, "endpoint": endpoint.name}, escape_slashes=True)
+        folder = head.rpartition("/")[0]
+        found.add(sanitize_key(folder) + "/" if folder.strip("/.") else "")
+    return sorted(p for p in found if not any(p != q and p.startswith(q) for q in found))
 
 
 def join_url(base_url: str, path: str, values: Mapping[str, Value], variables: Mapping[str, str]) -> str:

@@ -27,7 +27,7 @@ from apilake.executors.work import unit_kind
 from apilake.jobfile import Job
 from apilake.lease import Lease, lease_key
 from apilake.lock import run_lock
-from apilake.plan import Unit
+from apilake.plan import Unit, owned_prefixes
 from apilake.record import DID_NOT_LAND, UnitResult, new_run_id, record_document, record_key, run_status, write_record
 from apilake.redact import Redactor
 
@@ -158,6 +158,7 @@ async def _run(
         if lease is not None:
             await lease.acquire()
             heartbeat = asyncio.create_task(lease.hold(lease_lost))
+        await dest.clear_stale_uploads(owned_prefixes(job, only), dt.timedelta(minutes=job.s3.stale_upload_minutes))
         executor = factory(job, dest, redact, force=force, on_result=collect, run_id=report.run_id)
         async with executor:  # connects first (dask): an unreachable cluster leaves no record behind
             await write_record(dest, document("running", None))

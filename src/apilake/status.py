@@ -4,8 +4,8 @@ Evidence comes from the destination only: the run records under `_apilake/runs/`
 objects themselves, so the answer is right even after someone deletes or moves objects.
 
 With a job file, "expected" is what the planner says (pure, no network): every JSON unit's key
-(page 1) must exist; a bulk unit counts as present when its latest landed listing in the run
-records had every selected file landed or skipped, and those files all still exist. Without a
+(page 1) must exist; a bulk unit counts as present when every file of its latest complete
+listing in the run records has landed in some run and is still there (see `Evidence`). Without a
 job file, the endpoints, matrix combinations and lags are inferred from the run records.
 """
 
@@ -93,11 +93,20 @@ class Attempt:
 
 @dataclass
 class Evidence:
-    """Run records, flattened for lookups: latest good result per unit and files per listing."""
+    """Run records, flattened for lookups: the latest complete knowledge of each unit and file.
+
+    A run that was interrupted or failed knows less than one that finished its work, and must
+    not unlearn what an earlier run proved. So each fact comes from the latest record that holds
+    it whole: a JSON unit's or a file's keys from its latest landed (or skipped) result, and a
+    bulk date's set of files from its latest *complete listing* — a listing fetched to its end
+    (`listed`) whose every selected file that run went on to record (landed, skipped, failed or
+    interrupted alike). A forced rerun stopped half way thus leaves the files the earlier run
+    landed counting, as long as they are still there at their recorded sizes.
+    """
 
     records: list[dict[str, Any]]
-    good: dict[str, dict[str, Any]] = field(default_factory=dict)  # unit id → latest landed/skipped json result
-    listing_files: dict[str, list[str] | None] = field(default_factory=dict)  # listing id → keys, None if incomplete
+    good: dict[str, dict[str, Any]] = field(default_factory=dict)  # json or file unit id → its latest landed/skipped result
+    listing_files: dict[str, list[str]] = field(default_factory=dict)  # listing id → file unit ids of its latest complete listing
     latest: dict[str, Attempt] = field(default_factory=dict)  # planned unit id → its latest attempt
 
     def __post_init__(self) -> None:
@@ -118,21 +127,25 @@ class Evidence:
                         Problem(u["unit"], u["status"], u.get("error") or "no reason recorded") for u in tried if u.get("status") in DID_NOT_LAND
                     )
                     self.latest[unit["unit"]] = Attempt(str(record.get("run_id", "?")), problems)
-                if unit.get("kind") == "json" and unit.get("status") in OK:
+                if unit.get("kind") in ("json", "file") and unit.get("status") in OK:
                     self.good[unit["unit"]] = unit
                 elif unit.get("kind") == "listing" and unit.get("status") == "listed":
                     mine = files.get(unit["unit"], [])
-                    selected = (unit.get("listing") or {}).get("selected", len(mine))
-                    complete = len(mine) >= selected and all(f.get("status") in OK for f in mine)
-                    keys = [o["key"] for f in mine for o in f.get("objects") or []]
-                    self.listing_files[unit["unit"]] = keys if complete else None
+                    if len(mine) >= (unit.get("listing") or {}).get("selected", len(mine)):
+                        self.listing_files[unit["unit"]] = [f["unit"] for f in mine]
 
     def required_keys(self, unit_id: str, kind: str) -> list[str] | None:
         """Keys that must exist for a unit to count as present; None when the records say it never completed."""
         if kind == "json":
-            result = self.good.get(unit_id)
-            return [o["key"] for o in result.get("objects") or []] or None if result else None
-        return self.listing_files.get(unit_id)
+            return self._keys(unit_id)
+        files = self.listing_files.get(unit_id)
+        keys = [self._keys(f) for f in files or []]
+        return None if not files or None in keys else [k for ks in keys if ks for k in ks]
+
+    def _keys(self, unit_id: str) -> list[str] | None:
+        """The keys of a JSON unit's or a file's latest landed (or skipped) result."""
+        result = self.good.get(unit_id)
+        return [o["key"] for o in result.get("objects") or []] or None if result else None
 
 
 async def existing(dest: Destination, keys: Iterable[str], sizes: Mapping[str, int] = {}) -> set[str]:

@@ -77,28 +77,41 @@ def render(
     template's own slashes, and those of a date format, stay); the values named in `paths` are
     paths on purpose and keep theirs.
     """
-    out = []
+    return "".join(_fill(part, template, values, escape_slashes, paths) for part in _parts(template))
+
+
+def render_head(template: str, values: Mapping[str, Value], *, escape_slashes: bool = False) -> str:
+    """The template rendered up to its first placeholder that `values` lacks: what every key
+    rendered from it starts with, whatever the other values are (a key prefix)."""
+    head = []
     for part in _parts(template):
-        if isinstance(part, str):
-            out.append(part)
-            continue
-        name, offset, fmt = part
-        if name is None:
-            raise TemplateError(f"unbalanced brace in template {template!r} (write {{{{ or }}}} for a literal brace)")
-        if name not in values:
-            known = ", ".join(sorted(values)) or "none"
-            raise TemplateError(f"unknown placeholder {{{name}}} in {template!r} (known here: {known})")
-        value = values[name]
-        if isinstance(value, dt.date):
-            if offset:
-                value = value + dt.timedelta(days=int(offset))
-            out.append(value.strftime(fmt) if fmt else value.isoformat())
-            continue
-        if offset or fmt:
-            raise TemplateError(f"{{{name}}} in {template!r} is not a date: offsets and formats apply to dates only")
-        text = str(value)
-        out.append(escape_value(text) if escape_slashes and name not in paths else text)
-    return "".join(out)
+        if not isinstance(part, str) and part[0] not in values:
+            break
+        head.append(_fill(part, template, values, escape_slashes, ()))
+    return "".join(head)
+
+
+def _fill(
+    part: str | tuple[str | None, str | None, str | None], template: str, values: Mapping[str, Value], escape_slashes: bool, paths: Collection[str]
+) -> str:
+    """One part of a template (literal text, or a placeholder) as rendered text."""
+    if isinstance(part, str):
+        return part
+    name, offset, fmt = part
+    if name is None:
+        raise TemplateError(f"unbalanced brace in template {template!r} (write {{{{ or }}}} for a literal brace)")
+    if name not in values:
+        known = ", ".join(sorted(values)) or "none"
+        raise TemplateError(f"unknown placeholder {{{name}}} in {template!r} (known here: {known})")
+    value = values[name]
+    if isinstance(value, dt.date):
+        if offset:
+            value = value + dt.timedelta(days=int(offset))
+        return value.strftime(fmt) if fmt else value.isoformat()
+    if offset or fmt:
+        raise TemplateError(f"{{{name}}} in {template!r} is not a date: offsets and formats apply to dates only")
+    text = str(value)
+    return escape_value(text) if escape_slashes and name not in paths else text
 
 
 def escape_value(text: str) -> str:

@@ -8,8 +8,9 @@ Writers stream: `write()` is called chunk by chunk, and the object becomes visib
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -127,6 +128,12 @@ class Destination(abc.ABC):
         async with self.open_write(key, size_hint=len(data)) as writer:
             await writer.write(data)
         await self.verify(key, size=len(data))
+
+    async def clear_stale_uploads(self, prefixes: Iterable[str], older_than: dt.timedelta) -> None:
+        """At a run's start, under the key prefixes the job owns: drop what killed runs left that
+        no reader sees but the store keeps and bills (S3's open multipart uploads), begun more than
+        `older_than` ago. Nothing to do elsewhere: a local folder's leftovers are hidden temporary
+        files, removed when their keys are written again."""
 
     async def close(self) -> None:
         """Release connections and threads."""

@@ -22,11 +22,11 @@ import datetime as dt
 import hashlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from apilake.destinations import Destination, ObjectInfo, Versioned
+from apilake.destinations import Destination, ObjectInfo, Versioned, s3_leftovers
 from apilake.errors import DestinationError
 
 if TYPE_CHECKING:
@@ -358,37 +358,17 @@ class S3Destination(Destination):
         """Keys (relative to the destination) of multipart uploads in progress under the prefix.
 
         Blocking; meant for tests and housekeeping (call it through `asyncio.to_thread` from async
-        code). An S3 lifecycle rule `AbortIncompleteMultipartUpload` is the backstop for uploads a
-        killed process could not abort.
+        code).
         """
-        keys: list[str] = []
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.root}
-        client = self.client()
-        while True:
-            page = self._sync("list multipart uploads in", None, client.list_multipart_uploads, **kwargs)
-            keys += [u["Key"][len(self.root) :] for u in page.get("Uploads", [])]
-            if not page.get("IsTruncated"):
-                return keys
-            kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
-            kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
-
+        return [upload.key[len(self.root) :] for upload in s3_leftovers.uploads(self, self.root)]
 
     def abort_stale_uploads(self, full_key: str) -> None:
-        """Abort uploads of `full_key` that a killed run left open (the run lock says none is live).
+        """Abort uploads of `full_key` that a killed run left open (the run's lease says none is
+        live): begun before this run, since a live run elsewhere keeps its own. Blocking."""
+        s3_leftovers.abort_key(self, full_key, self._opened)
 
-        The S3 counterpart of the local destination removing stale temporary files. Without
-        `s3:ListBucketMultipartUploads` permission it only warns: the lifecycle rule remains.
-        """
-        client = self.client()
-        try:
-            uploads = client.list_multipart_uploads(Bucket=self.bucket, Prefix=full_key).get("Uploads", [])
-            for upload in uploads:
-                # Only uploads begun before this run: a live run elsewhere (another host) keeps its own.
-                if upload["Key"] == full_key and upload["Initiated"] < self._opened:
-                    client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload["UploadId"])
-                    log.info("aborted a multipart upload of %s left by an earlier run", full_key)
-        except Exception as exc:  # noqa: BLE001 - housekeeping must never fail a transfer
-            log.warning("could not look for stale multipart uploads of %s: %s", full_key, self._error(exc, "list uploads of", None))
+    async def clear_stale_uploads(self, prefixes: Iterable[str], older_than: dt.timedelta) -> None:
+        await s3_leftovers.clear(self, prefixes, older_than)
 
 
 class PartBudget:
@@ -646,7 +626,7 @@ class S3Writer:
         except asyncio.CancelledError:
             raise  # the abort goes on in its thread
         except Exception as exc:  # the original error matters more; say what is left behind
-            log.warning("%s; an S3 lifecycle rule AbortIncompleteMultipartUpload removes such leftovers", exc)
+            log.warning("%s; %s", exc, s3_leftovers.LIFECYCLE_HINT)
 
     def _abort(self) -> None:
         # Parts still uploading could outlive the abort and linger as orphans: let them end first.

