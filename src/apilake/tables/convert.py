@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import jmespath
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from isal.igzip_lib import IsalError
 
 from apilake.errors import TableError
 from apilake.tables.plan import RawObject
@@ -26,14 +27,13 @@ DATE_COLUMN = "_date"
 OBJECT_COLUMN = "_apilake_object"
 RUN_COLUMN = "_apilake_run_id"
 CSV_BLOCK_BYTES = 4 << 20
-_CSV_ROW = re.compile(r"[Rr]ow #(\d+)")
 
 
 def record_batches(obj: RawObject, date: str, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
     """The rows of one raw object, with the unit's values and lineage as columns.
 
     A damaged object (JSON that does not parse, a ragged CSV line, a gzip that does not
-    inflate) raises `TableError` naming the object (and the line where CSV says it).
+    inflate) raises `TableError` naming the object (a ragged CSV line is quoted).
     """
     read = _json_rows if obj.format == "json" else _csv_rows
     for batch in read(obj, stream):
@@ -134,11 +134,8 @@ def _csv_rows(obj: RawObject, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
         for batch in reader:
             if batch.num_rows:
                 yield _typed(batch)
-    except (pa.ArrowInvalid, OSError, EOFError) as exc:
-        message = str(exc).splitlines()[0]
-        if found := _CSV_ROW.search(message):
-            message += f" (line {int(found.group(1)) + 1} of the file)"
-        raise TableError(f"{obj.key}: cannot read it as CSV: {message}") from None
+    except (pa.ArrowInvalid, OSError, EOFError, IsalError) as exc:
+        raise TableError(f"{obj.key}: cannot read it as CSV: {str(exc).splitlines()[0]}") from None
 
 
 def _typed(batch: pa.RecordBatch) -> pa.RecordBatch:
