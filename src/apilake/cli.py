@@ -129,7 +129,30 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
         record += (f" could not be finished ({report.record_error}): it stays 'running' and 'apilake status' shows the run "
                    "as abandoned; what landed above is in the destination, and a rerun skips it")
     click.echo(f"\nrun {report.run_id} {report.status}; record: {record}")
-    sys.exit(report.exit_code)
+    code = report.exit_code
+    if job.tables is not None and report.status != "interrupted":
+        code = max(code, _refresh_after_run(job, job_file, report))
+    sys.exit(code)
+
+
+def _refresh_after_run(job: Any, job_file: str, report: Any) -> int:
+    """Refresh the table partitions of exactly what the run landed; a failure fails the run (exit 1)
+    and leaves what landed as it is."""
+    from apilake.destinations import open_destination
+    from apilake.lock import run_lock
+    from apilake.tables import build_tables, landed_selection
+
+    dates, selected = landed_selection(report.results)
+    if not dates:
+        return 0
+    try:
+        with run_lock(job_file, report.destination, open_destination(report.destination, job.s3).place):
+            tables = build_tables(job, report.destination, dates=dates, selected=selected)
+    except ApilakeError as exc:
+        click.echo(f"apilake: error: tables not refreshed: {exc}", err=True)
+        return 1
+    click.echo("\ntables:\n" + tables.summary())
+    return tables.exit_code
 
 
 def _print_plan(units: list[Any], destination: str, redact: Any, pending: list[str]) -> None:
@@ -140,6 +163,92 @@ def _print_plan(units: list[Any], destination: str, redact: Any, pending: list[s
     if lines or pending:
         click.echo(redact("\n".join([*lines, *pending])))  # one write, not one per unit: plans run to 10,000s
     click.echo(f"{len(units)} unit(s) into {destination}" + (f", and the children of {len(pending)} fan-out(s) pending on their parents" if pending else ""))
+
+
+@main.command()
+@job_argument
+@click.option("--date", "date", metavar="YYYY-MM-DD", help="Only this date's partitions.")
+@click.option("--from", "start", metavar="YYYY-MM-DD", help="First date (inclusive).")
+@click.option("--to", "end", metavar="YYYY-MM-DD", help="Last date (inclusive).")
+@click.option("--only", multiple=True, metavar="ENDPOINT", help="Only the tables of this endpoint or source (repeatable).")
+@click.option("--force", is_flag=True, help="Rebuild partitions whose raw objects did not change too.")
+@click.option("--dest", metavar="URL", help="Override the destination (a folder or s3://bucket/prefix).")
+@profile_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def tables(job_file: str, date: str | None, start: str | None, end: str | None, only: tuple[str, ...], force: bool,
+           dest: str | None, profile: str | None, quiet: bool) -> None:
+    """Build or refresh JOB.yaml's Iceberg tables from what is in the lake (all landed dates by default).
+
+    Each date's partition is rebuilt from all its raw objects and replaced in one commit per
+    table; a date whose raw objects did not change is left alone. Exit code: 0 every partition
+    built or unchanged, 1 a partition or table failed, 2 bad job file or option, 3 a run of the job is going.
+    """
+    from apilake.dates import run_dates
+    from apilake.destinations import open_destination
+    from apilake.errors import JobFileError
+    from apilake.lock import run_lock
+    from apilake.tables import build_tables, iso, selection
+
+    job = _load(job_file, profile, offline=True)
+    if job.tables is None:
+        raise JobFileError(f"{job_file}: no `tables:` block (add `tables: {{}}` for a local lake's defaults)")
+    dates = iso(run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date, start=start, end=end)) if date or start or end else None
+    selected = selection(job, only)
+    destination = open_destination(dest or job.destination, job.s3)
+    url = destination.url
+    bar = _PartitionBar(quiet)
+    try:
+        with run_lock(job_file, url, destination.place):
+            report = build_tables(job, url, dates=dates, selected=selected, force=force, on_plan=bar.start, on_partition=bar.advance)
+    finally:
+        bar.close()
+    click.echo(report.summary())
+    sys.exit(report.exit_code)
+
+
+class _PartitionBar:
+    """A progress bar of partitions built, on a terminal only."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.bar: Any = None
+        self.quiet = quiet or not sys.stderr.isatty()
+
+    def start(self, total: int) -> None:
+        if self.quiet or not total:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("[bold]partitions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=Console(file=sys.stderr))
+        self.task = self.bar.add_task("tables", total=total)
+        self.bar.start()
+
+    def advance(self, _partition: Any) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@main.command()
+@job_argument
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--dest", metavar="URL", help="Override the destination (a folder or s3://bucket/prefix).")
+@profile_option
+def query(job_file: str, sql: str, fmt: str, dest: str | None, profile: str | None) -> None:
+    """Run SQL with DuckDB over JOB.yaml's tables, addressed as source.endpoint (their current snapshots)."""
+    from apilake.destinations import open_destination
+    from apilake.errors import JobFileError
+    from apilake.tables.query import run_query
+
+    job = _load(job_file, profile, offline=True)
+    if job.tables is None:
+        raise JobFileError(f"{job_file}: no `tables:` block: there are no tables to query")
+    click.echo(run_query(job, open_destination(dest or job.destination, job.s3).url, sql, fmt))
 
 
 @main.command()

@@ -59,6 +59,11 @@ class DestinationError(ApilakeError):
     """The destination cannot be reached or written (permissions, full disk, missing bucket)."""
 
 
+class TableError(ApilakeError):
+    """A table or one of its date partitions could not be built (a damaged raw object, a column
+    whose type changed incompatibly, a catalog that refused): the partition stays as it was."""
+
+
 class RunLockedError(ApilakeError):
     """Another run of the same job into the same destination is still going."""
 

@@ -231,6 +231,23 @@ class ReportPoll(_Model):
     timeout_seconds: float = Field(1800.0, gt=0)
 
 
+class EndpointTable(_Model):
+    """How an endpoint's raw objects become rows of an Iceberg table (see `apilake.tables`)."""
+
+    name: str | None = None  # default: the endpoint's name; files: a template over the file placeholders
+    records: JmesPath | None = None  # where a JSON page's rows are (default: the paginator's records_path)
+    format: Literal["json", "csv"] | None = None  # default: json for kind json, else by the key's extension
+
+
+class Tables(_Model):
+    """The curated zone: the landed data as Iceberg tables, rebuilt per date from the raw zone."""
+
+    catalog: dict[str, Scalar] = {}  # pyiceberg catalog properties (`type`, `uri`, ...), passed through
+    namespace: Name | None = None  # default: each source's name
+    warehouse: str | None = None  # where data files go (default for a local lake: inside `_apilake/`)
+    target_file_mb: int = Field(128, ge=1, le=4096, description="Parquet data files are rolled at about this size")
+
+
 KINDS_WITH_KEY = ("json", "file")  # one object per unit (page 1 of it) at a rendered key
 #: The endpoint keys that belong to some kinds only.
 KIND_SETTINGS: dict[str, set[str]] = {
@@ -266,6 +283,7 @@ class Endpoint(_Model):
     create: ReportCreate | None = None
     id_path: JmesPath | None = None
     poll: ReportPoll | None = None
+    table: Literal[False] | EndpointTable | None = None  # false: no table for this endpoint
 
     @field_validator("matrix")
     @classmethod
@@ -455,6 +473,7 @@ class Job(_Model):
     notify: Notify | None = None
     lease: LeaseOptions = LeaseOptions()
     quota_ledger: str | None = None  # where requests_per_day is counted (default: the destination)
+    tables: Tables | None = None
     sources: list[Source] = Field(min_length=1)
     _env_secrets: tuple[str, ...] = PrivateAttr(default=())
 
@@ -491,6 +510,11 @@ class Job(_Model):
                 if endpoint.key is not None:
                     by_file = endpoint.kind in ("bulk", "report")
                     fields.append(("key", endpoint.key, names | FILE_PLACEHOLDERS if by_file else names))
+                if isinstance(endpoint.table, EndpointTable) and self.tables is None:
+                    raise ValueError(f"{where}.table: a table needs the top-level `tables:` block (`tables: {{}}` for the defaults)")
+                if isinstance(endpoint.table, EndpointTable) and endpoint.table.name is not None:
+                    by_file = FILE_PLACEHOLDERS if endpoint.kind in ("bulk", "report") else set()
+                    fields.append(("table.name", endpoint.table.name, (names - {"date"}) | by_file))
                 for field, template, known in fields:
                     try:
                         check(template, known, dates={"date", "file_date"})

@@ -1,0 +1,171 @@
+"""The curated zone: the raw zone's objects as Iceberg tables, one partition per date, exactly once.
+
+`build_tables` plans the partitions from the run records (`plan`), reads raw objects as Arrow
+batches (`convert`), fits them to each table's schema (`schema`) and writes and commits them,
+one commit per table (`refresh`), in the job's catalog (`catalog`). `table_status` says what is
+behind the raw zone, `query` runs DuckDB SQL over the tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from apilake.errors import JobFileError, TableError
+from apilake.jobfile import Job
+from apilake.summary import human_bytes, table
+
+__all__ = ["TablesReport", "build_tables", "table_status", "TableStatus"]
+
+
+@dataclass
+class TablesReport:
+    tables: list[Any] = field(default_factory=list)  # refresh.TableResult, one per table
+    errors: dict[str, str] = field(default_factory=dict)  # table → why it could not be built at all
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors or any(t.failed for t in self.tables) else 0
+
+    def summary(self) -> str:
+        rows = [["table", "dates built", "unchanged", "failed", "rows", "files", "bytes"]]
+        for t in self.tables:
+            rows.append([t.identifier, str(len(t.built)), str(len(t.unchanged)), str(len(t.failed)), f"{t.rows:,}", str(t.files), human_bytes(t.bytes)])
+        lines = [table(rows)] if len(rows) > 1 else ["no table to build: nothing with a table has landed for these dates"]
+        for t in self.tables:
+            lines += [f"  {t.identifier} {date}: {why}" for date, why in sorted(t.failed.items())]
+        lines += [f"  {name}: {why}" for name, why in sorted(self.errors.items())]
+        return "\n".join(lines)
+
+
+def selection(job: Job, only: Collection[str]) -> Callable[[str, str, str], bool]:
+    """`--only NAME` (an endpoint or a source, repeatable) as a filter of (source, endpoint, date)."""
+    names = set(only)
+    known = {e.name for s in job.sources for e in s.endpoints} | {s.name for s in job.sources}
+    if unknown := sorted(names - known):
+        raise JobFileError(f"--only {unknown[0]}: no endpoint or source of that name (known: {', '.join(sorted(known))})")
+    return lambda source, endpoint, date: not names or source in names or endpoint in names
+
+
+def build_tables(
+    job: Job,
+    destination: str,
+    *,
+    dates: Collection[str] | None = None,
+    selected: Callable[[str, str, str], bool] = lambda s, e, d: True,
+    force: bool = False,
+    on_partition: Callable[[Any], None] = lambda p: None,
+    on_plan: Callable[[int], None] = lambda n: None,
+) -> TablesReport:
+    """Build or refresh the tables of the selected endpoints and dates from what is in the lake."""
+    from apilake.record import load_records
+    from apilake.tables.catalog import open_catalog
+    from apilake.tables.plan import plan_partitions
+    from apilake.tables.refresh import refresh_table
+
+    records = load_records(destination, job.s3)
+    partitions = plan_partitions(job, records, dates=dates, selected=selected)
+    on_plan(len(partitions))
+    report = TablesReport()
+    if not partitions:
+        return report
+    catalog = open_catalog(job, destination)
+    opener = raw_opener(job, destination)
+    by_table: dict[str, list[Any]] = {}
+    for partition in partitions:
+        by_table.setdefault(partition.identifier, []).append(partition)
+    target = job.tables.target_file_mb << 20 if job.tables else 128 << 20
+    for identifier, mine in by_table.items():
+        def every_date(identifier: str = identifier) -> list[Any]:
+            return [p for p in plan_partitions(job, records) if p.identifier == identifier]
+
+        try:
+            report.tables.append(refresh_table(catalog, identifier, mine, opener, force=force, every_date=every_date,
+                                               target_bytes=target, on_partition=on_partition))
+        except (TableError, OSError) as exc:
+            report.errors[identifier] = str(exc)
+    return report
+
+
+def raw_opener(job: Job, destination: str) -> Callable[[Any, str], Any]:
+    """Open a raw object as a binary stream, after checking it is the object the records say landed."""
+    if destination.startswith("s3://"):
+        from apilake.destinations.s3 import S3Destination
+
+        s3 = S3Destination(destination, job.s3)
+
+        def fetch(key: str) -> tuple[int, BinaryIO] | None:
+            try:
+                answer = s3.client().get_object(Bucket=s3.bucket, Key=s3._full_key(key))
+            except s3.client().exceptions.NoSuchKey:
+                return None
+            return int(answer["ContentLength"]), answer["Body"]
+    else:
+        root = Path(destination.removeprefix("file://")).expanduser()
+
+        def fetch(key: str) -> tuple[int, BinaryIO] | None:
+            try:
+                handle = open(root / key, "rb")  # noqa: SIM115 - closed by `opened`
+            except FileNotFoundError:
+                return None
+            return Path(root / key).stat().st_size, handle
+
+    @contextmanager
+    def opened(obj: Any, date: str) -> Iterator[BinaryIO]:
+        found = fetch(obj.key)
+        if found is None or found[0] != obj.bytes:
+            what = "is missing" if found is None else f"holds {found[0]:,} bytes, not the {obj.bytes:,} that landed"
+            if found is not None:
+                found[1].close()
+            raise TableError(f"raw zone incomplete: {obj.key} {what}; land it again with `apilake run JOB --date {date} --force`")
+        with found[1] as stream:
+            yield stream
+
+    return opened
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    identifier: str
+    rows: int | None  # None: the table does not exist yet
+    behind: tuple[str, ...]  # dates whose partition differs from the raw zone (never built, or older)
+
+
+def table_status(job: Job, destination: str, records: list[dict[str, Any]] | None = None,
+                 dates: Collection[str] | None = None) -> list[TableStatus]:
+    """Per table: rows in its current snapshot and the dates whose partition is behind the raw
+    zone. For `apilake status`, the dashboard and metrics; reads only metadata."""
+    from apilake.record import load_records
+    from apilake.tables.catalog import open_catalog
+    from apilake.tables.plan import plan_partitions
+    from apilake.tables.refresh import FINGERPRINT, _load
+
+    records = load_records(destination, job.s3) if records is None else records
+    partitions = plan_partitions(job, records, dates=dates)
+    catalog = open_catalog(job, destination)
+    found: dict[str, list[Any]] = {}
+    for partition in partitions:
+        found.setdefault(partition.identifier, []).append(partition)
+    out = []
+    for identifier, mine in sorted(found.items()):
+        current = _load(catalog, identifier)
+        props = current.properties if current is not None else {}
+        snapshot = current.current_snapshot() if current is not None else None
+        rows = int(snapshot.summary.additional_properties.get("total-records", 0)) if snapshot and snapshot.summary else (0 if current else None)
+        behind = tuple(p.date for p in mine if props.get(FINGERPRINT + p.date) != p.fingerprint)
+        out.append(TableStatus(identifier, rows, behind))
+    return out
+
+
+def landed_selection(results: list[Any]) -> tuple[set[str], Callable[[str, str, str], bool]]:
+    """The dates and (source, endpoint, date)s a run landed: what its refresh rebuilds."""
+    landed = {(r.source, r.endpoint, r.date) for r in results if r.status == "landed"}
+    return {d for _, _, d in landed}, lambda source, endpoint, date: (source, endpoint, date) in landed
+
+
+def iso(dates: list[dt.date]) -> set[str]:
+    return {d.isoformat() for d in dates}

@@ -1,0 +1,158 @@
+"""A raw object → Arrow record batches: JSON pages record by record, CSV block by block.
+
+Memory stays bounded by one JSON page (a page is capped by the source's `max_json_mb`) or one
+CSV block, whatever the size of a file. Every value is kept: a column whose values share no one
+Arrow type (a number here, "N/A" there; objects of changing shape) becomes text — strings as
+they are, anything else as JSON. A column that is all null has no type yet and is left out
+until a value arrives.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import jmespath
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from isal.igzip_lib import IsalError
+
+from apilake.errors import TableError
+from apilake.tables.plan import RawObject
+
+DATE_COLUMN = "_date"
+OBJECT_COLUMN = "_apilake_object"
+RUN_COLUMN = "_apilake_run_id"
+CSV_BLOCK_BYTES = 4 << 20
+
+
+def record_batches(obj: RawObject, date: str, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
+    """The rows of one raw object, with the unit's values and lineage as columns.
+
+    A damaged object (JSON that does not parse, a ragged CSV line, a gzip that does not
+    inflate) raises `TableError` naming the object (a ragged CSV line is quoted).
+    """
+    read = _json_rows if obj.format == "json" else _csv_rows
+    for batch in read(obj, stream):
+        yield with_unit_columns(batch, obj, date)
+
+
+def _json_rows(obj: RawObject, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
+    body = stream.read()
+    if obj.key.endswith(".gz"):
+        body = _gunzip(obj, body)
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TableError(f"{obj.key}: not JSON ({exc})") from None
+    rows = records_of(doc, obj.records, obj.key)
+    if rows:
+        yield rows_to_batch(rows)
+
+
+def records_of(doc: Any, path: str | None, key: str) -> list[dict[str, Any]]:
+    """The rows of a page: at `path` (nothing found: none), else a top-level array's items, else
+    the body as one row. Items that are not objects become rows of one column, `value`."""
+    found = jmespath.search(path, doc) if path else doc
+    if found is None:
+        return []
+    if isinstance(found, dict):
+        return [found]
+    if not isinstance(found, list):
+        if path is None:
+            return [{"value": found}]
+        raise TableError(f"{key}: the records path {path!r} finds a {type(found).__name__}, not a list or an object (set `table.records`)")
+    return [item if isinstance(item, dict) else {"value": item} for item in found]
+
+
+def rows_to_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
+    """Rows → one batch, column by column, so one column's mixed values cannot cost another its type."""
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    arrays, fields = [], []
+    for name in names:
+        array = column_array([row.get(name) for row in rows])
+        if array is not None:
+            arrays.append(array)
+            fields.append(pa.field(name, array.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def column_array(values: list[Any]) -> pa.Array | None:
+    """One column: its natural Arrow type where every value fits one and Parquet can store it,
+    else text. None for a column with no value at all."""
+    try:
+        array = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([as_text(v) for v in values], pa.string())
+    if pa.types.is_null(array.type):
+        return None
+    if not _storable(array.type):
+        return pa.array([as_text(v) for v in values], pa.string())
+    return array
+
+
+def _storable(kind: pa.DataType) -> bool:
+    """Parquet and Iceberg need a type for every leaf and a field in every struct."""
+    if pa.types.is_null(kind):
+        return False
+    if pa.types.is_struct(kind):
+        return kind.num_fields > 0 and all(_storable(kind.field(i).type) for i in range(kind.num_fields))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _storable(kind.value_type)
+    return True
+
+
+def as_text(value: Any) -> str | None:
+    """Text as it is; anything else as JSON (`5`, `true`, `{"a":1}`)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _gunzip(obj: RawObject, body: bytes) -> bytes:
+    import gzip
+
+    try:
+        return gzip.decompress(body)
+    except (OSError, EOFError) as exc:
+        raise TableError(f"{obj.key}: not a readable gzip file ({exc})") from None
+
+
+def _csv_rows(obj: RawObject, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
+    source: Any = stream
+    if obj.key.lower().endswith(".gz"):
+        from isal import igzip
+
+        source = igzip.IGzipFile(fileobj=stream, mode="rb")
+    options = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES)
+    parse = pacsv.ParseOptions(delimiter="\t" if re.search(r"\.tsv(\.gz)?$", obj.key, re.IGNORECASE) else ",")
+    try:
+        reader = pacsv.open_csv(pa.PythonFile(source, mode="r"), read_options=options, parse_options=parse)
+        for batch in reader:
+            if batch.num_rows:
+                yield _typed(batch)
+    except (pa.ArrowInvalid, OSError, EOFError, IsalError) as exc:
+        raise TableError(f"{obj.key}: cannot read it as CSV: {str(exc).splitlines()[0]}") from None
+
+
+def _typed(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Columns CSV inference left untyped (empty in this block) are left out, as JSON's are."""
+    keep = [i for i, f in enumerate(batch.schema) if not pa.types.is_null(f.type)]
+    return batch if len(keep) == batch.num_columns else batch.select(keep)
+
+
+def with_unit_columns(batch: pa.RecordBatch, obj: RawObject, date: str) -> pa.RecordBatch:
+    """The batch plus `_date`, the unit's values (`_`-prefixed where a record field has the name)
+    and lineage. A record field named like one of apilake's own columns is kept `_`-prefixed."""
+    rows = batch.num_rows
+    own = {DATE_COLUMN: pa.array([dt.date.fromisoformat(date)] * rows, pa.date32())}
+    for name, value in obj.values:
+        column = f"_{name}" if name in batch.schema.names else name
+        own[column] = pa.array([value] * rows, pa.string())
+    own[OBJECT_COLUMN] = pa.array([obj.key] * rows, pa.string())
+    own[RUN_COLUMN] = pa.array([obj.run_id] * rows, pa.string())
+    names = [f"_{name}" if name in own else name for name in batch.schema.names] + list(own)
+    return pa.RecordBatch.from_arrays([*batch.columns, *own.values()], names=names)

@@ -1,0 +1,189 @@
+"""Which table partitions to build, from which raw objects. Pure: no catalog, no files, no clock.
+
+The run records say what landed: per unit id, the objects of its latest landing (a JSON unit's
+pages, or one bulk/report/raw file). Each object belongs to one table (the endpoint's, or the
+one its `table.name` template renders to) and one date (the unit's `{date}`): a partition is a
+(table, date) and every raw object that lands in it. Its fingerprint (keys, sizes, checksums and
+how they are read) tells a partition whose raw objects did not change: it is not rebuilt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from apilake.errors import JobFileError
+from apilake.jobfile import Endpoint, EndpointTable, Job, PagingStyle, Source
+from apilake.keys import file_values
+from apilake.templates import Value, render
+
+#: Changes whenever the same raw objects would give other rows: every partition is then rebuilt.
+FORMAT_VERSION = "1"
+
+Format = Literal["json", "csv"]
+_CSV = re.compile(r"\.(csv|tsv)(\.gz)?$", re.IGNORECASE)
+_JSON = re.compile(r"\.(json|geojson)(\.gz)?$", re.IGNORECASE)
+_NOT_A_NAME = re.compile(r"[^A-Za-z0-9_]+")
+
+
+@dataclass(frozen=True, slots=True)
+class RawObject:
+    """One raw object of a partition, with the unit's own values that become its columns."""
+
+    key: str
+    bytes: int
+    checksum: str
+    run_id: str  # the run that first landed these bytes under this key
+    values: tuple[tuple[str, str], ...]  # the unit's matrix and for_each values, by name
+    format: Format
+    records: str | None  # JSON: where a page's rows are (JMESPath); None: the body itself
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    namespace: str
+    table: str
+    date: str
+    objects: tuple[RawObject, ...]
+    endpoints: tuple[str, ...]  # `source/endpoint` of every endpoint that feeds it
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.namespace}.{self.table}"
+
+    @property
+    def fingerprint(self) -> str:
+        """Equal for two builds that would write the same rows: what an unchanged date is."""
+        parts = [FORMAT_VERSION, *sorted(json.dumps([o.key, o.bytes, o.checksum, o.values, o.format, o.records]) for o in self.objects)]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+    def bytes(self) -> int:
+        return sum(o.bytes for o in self.objects)
+
+
+@dataclass(slots=True)
+class _Landing:
+    run_id: str
+    entry: dict[str, Any]
+    first_run: dict[str, str] = field(default_factory=dict)  # key → the run that first landed its current bytes
+
+
+def table_name(source: Source, endpoint: Endpoint, values: dict[str, Value]) -> str:
+    """The endpoint's table for one raw object: its `table.name` rendered, as an identifier
+    (`bulk_{file_kind}_{dimension}` → `bulk_metrics` or `bulk_dimensions_product_id`)."""
+    template = endpoint.table.name if isinstance(endpoint.table, EndpointTable) and endpoint.table.name else endpoint.name
+    rendered = render(template, {"source": source.name, "endpoint": endpoint.name, **values})
+    name = _NOT_A_NAME.sub("_", rendered).strip("_")
+    return re.sub("__+", "_", name) or endpoint.name.replace("-", "_")
+
+
+def namespace(job: Job, source: Source) -> str:
+    return job.tables.namespace if job.tables and job.tables.namespace else source.name
+
+
+def records_path(endpoint: Endpoint) -> str | None:
+    """`table.records`, else the paginator's `records_path`, else None (the body decides)."""
+    if isinstance(endpoint.table, EndpointTable) and endpoint.table.records:
+        return endpoint.table.records
+    return endpoint.paginate.records_path if isinstance(endpoint.paginate, PagingStyle) else None
+
+
+def object_format(endpoint: Endpoint, key: str) -> Format:
+    """How to read a raw object: `table.format`, JSON for a JSON endpoint, else its extension."""
+    if isinstance(endpoint.table, EndpointTable) and endpoint.table.format:
+        return endpoint.table.format
+    if endpoint.kind == "json" or _JSON.search(key):
+        return "json"
+    if _CSV.search(key):
+        return "csv"
+    raise JobFileError(
+        f"endpoint {endpoint.name!r}: cannot tell how to read {key!r} as rows (not .csv, .csv.gz or .json); "
+        "set `table: {format: csv}` or `json`, or `table: false` to leave the endpoint out"
+    )
+
+
+def unit_values(endpoint: Endpoint, combo: str) -> dict[str, str]:
+    """The matrix and for_each values of a unit, from its id's last part (`market=ios,product_id=1`).
+
+    Axis names are known and in order, so a value may hold `=` or `,`; only `,<next axis>=` ends it.
+    """
+    axes = ([endpoint.for_each.as_] if endpoint.for_each else []) + list(endpoint.matrix)
+    values: dict[str, str] = {}
+    rest = combo
+    for i, axis in enumerate(axes):
+        if not rest.startswith(f"{axis}="):
+            return values
+        rest = rest[len(axis) + 1 :]
+        cut = rest.find(f",{axes[i + 1]}=") if i + 1 < len(axes) else -1
+        values[axis], rest = (rest, "") if cut < 0 else (rest[:cut], rest[cut + 1 :])
+    return values
+
+
+def latest_landings(records: Iterable[dict[str, Any]]) -> dict[str, _Landing]:
+    """Per unit id, the entry of its latest landing (records oldest first, as `read_records` gives)."""
+    found: dict[str, _Landing] = {}
+    for record in records:
+        run_id = str(record.get("run_id", ""))
+        for entry in record.get("units") or []:
+            if entry.get("status") != "landed" or entry.get("kind") not in ("json", "file") or not entry.get("objects"):
+                continue
+            before = found.get(entry["unit"])
+            first_run = {}
+            for obj in entry["objects"]:
+                earlier = before and next((o for o in before.entry["objects"] if o.get("key") == obj.get("key")), None)
+                same = earlier and _checksum(earlier) == _checksum(obj) and earlier.get("bytes") == obj.get("bytes")
+                first_run[obj["key"]] = before.first_run[obj["key"]] if same and before else run_id
+            found[entry["unit"]] = _Landing(run_id, entry, first_run)
+    return found
+
+
+def _checksum(obj: dict[str, Any]) -> str:
+    return str(obj.get("checksum") or (f"sha256:{obj['sha256']}" if obj.get("sha256") else ""))
+
+
+def plan_partitions(
+    job: Job,
+    records: Iterable[dict[str, Any]],
+    *,
+    dates: Collection[str] | None = None,
+    selected: Callable[[str, str, str], bool] = lambda source, endpoint, date: True,
+) -> list[Partition]:
+    """Every partition of `dates` (all without) fed by at least one selected (source, endpoint,
+    date), each with all its raw objects, whichever endpoint landed them; in a stable order."""
+    endpoints = {(s.name, e.name): (s, e) for s in job.sources for e in s.endpoints if e.table is not False}
+    objects: dict[tuple[str, str, str], list[RawObject]] = {}
+    feeds: dict[tuple[str, str, str], set[str]] = {}
+    chosen: set[tuple[str, str, str]] = set()
+    for unit_id, landing in latest_landings(records).items():
+        entry = landing.entry
+        found = endpoints.get((entry.get("source"), entry.get("endpoint")))
+        date = str(entry.get("date"))
+        if found is None or (dates is not None and date not in dates):
+            continue
+        source, endpoint = found
+        head = f"{source.name}/{endpoint.name}/{date}"
+        file: dict[str, str] = {}
+        tail = unit_id[len(head) + 1 :] if unit_id.startswith(head + "/") else ""
+        if entry.get("kind") == "file" and endpoint.kind in ("bulk", "report"):
+            file = file_values(str(entry.get("url", "")), dt.date.fromisoformat(date))
+            tail = tail.removesuffix(file["url_path"]).removesuffix("/")
+        values = unit_values(endpoint, tail)
+        where = (namespace(job, source), table_name(source, endpoint, {**file, **values}), date)
+        for obj in entry["objects"]:
+            fmt = object_format(endpoint, obj["key"])
+            objects.setdefault(where, []).append(
+                RawObject(obj["key"], int(obj.get("bytes", 0)), _checksum(obj), landing.first_run[obj["key"]], tuple(values.items()),
+                          fmt, records_path(endpoint) if fmt == "json" else None)
+            )
+        feeds.setdefault(where, set()).add(f"{source.name}/{endpoint.name}")
+        if selected(source.name, endpoint.name, date):
+            chosen.add(where)
+    return [
+        Partition(ns, table, date, tuple(sorted(objects[ns, table, date], key=lambda o: o.key)), tuple(sorted(feeds[ns, table, date])))
+        for ns, table, date in sorted(chosen)
+    ]

@@ -1,0 +1,344 @@
+"""Building tables: each changed date's partition rewritten from the raw zone, one commit per table.
+
+Per table: the dates whose fingerprint (table property `apilake.fingerprint.<date>`) differs
+from their raw objects' are rebuilt. Their rows stream into Parquet files (zstd, rolled at
+`tables.target_file_mb`, row groups of many pages), then ONE overwrite snapshot deletes the
+dates' old data files, adds the new ones and records the new fingerprints. A date whose raw
+objects fail to read is left as it was; the others go on. When another process commits first,
+the table is read again and its work redone (`ATTEMPTS`): of two builders of one date, the
+second finds the date done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError, ValidationException
+from pyiceberg.expressions import In
+from pyiceberg.io.pyarrow import (
+    _get_parquet_writer_kwargs,
+    _to_requested_schema,
+    compute_statistics_plan,
+    data_file_statistics_from_parquet_metadata,
+    parquet_path_to_id_mapping,
+    pyarrow_to_schema,
+)
+from pyiceberg.io.fileformat import FileFormatFactory
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.locations import load_location_provider
+
+from apilake.errors import TableError
+from apilake.tables.convert import DATE_COLUMN, OBJECT_COLUMN, RUN_COLUMN, record_batches
+from apilake.tables.plan import Partition, RawObject
+from apilake.tables.schema import Widen, cast_to, fit
+
+log = logging.getLogger("apilake")
+
+FINGERPRINT = "apilake.fingerprint."
+ATTEMPTS = 8
+ROW_GROUP_ROWS = 128 * 1024  # pages are buffered into row groups of about this many rows
+TABLE_PROPERTIES = {"format-version": "2", "write.parquet.compression-codec": "zstd"}
+
+Opener = Callable[[RawObject, str], Any]  # (object, date) → a context manager yielding a binary stream
+
+
+@dataclass
+class TableResult:
+    identifier: str
+    built: list[str] = field(default_factory=list)  # dates rebuilt in this refresh's commit
+    unchanged: list[str] = field(default_factory=list)  # dates whose raw objects had not changed
+    failed: dict[str, str] = field(default_factory=dict)  # date → why it was left as it was
+    rows: int = 0
+    files: int = 0
+    bytes: int = 0  # Parquet bytes written
+    snapshot: int | None = None  # the snapshot committed, if any
+
+
+def refresh_table(
+    catalog: Any,
+    identifier: str,
+    partitions: list[Partition],
+    opener: Opener,
+    *,
+    force: bool = False,
+    every_date: Callable[[], list[Partition]] = list,
+    target_bytes: int = 128 << 20,
+    on_partition: Callable[[Partition], None] = lambda p: None,
+) -> TableResult:
+    """Rebuild the changed date partitions of one table in one commit; `every_date` gives all the
+    table's partitions, for a rebuild with a widened column type."""
+    widen: dict[str, Any] = {}
+    for attempt in range(ATTEMPTS):
+        table = _load(catalog, identifier)
+        todo = partitions if widen else [p for p in partitions if force or _fingerprint(table, p.date) != p.fingerprint]
+        result = TableResult(identifier, unchanged=sorted({p.date for p in partitions} - {p.date for p in todo}))
+        if widen:
+            todo = every_date()
+        if not todo:
+            return result
+        build = _Build(catalog, identifier, table, target_bytes, widen)
+        try:
+            for partition in todo:
+                build.add(partition, opener, result)
+                on_partition(partition)
+            result.snapshot = build.commit(result)
+            return result
+        except Widen as more:
+            build.discard()
+            widen.update(more.columns)
+            log.info("table %s: widening %s: every date is rebuilt", identifier, more)
+        except (CommitFailedException, ValidationException, TableAlreadyExistsError) as exc:
+            build.discard()
+            log.info("table %s: another process committed first (%s); reading the table again", identifier, exc)
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+    raise TableError(f"table {identifier}: {ATTEMPTS} commits in a row lost to other writers; run `apilake tables` again")
+
+
+def _load(catalog: Any, identifier: str) -> Table | None:
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        return None
+
+
+def _fingerprint(table: Table | None, date: str) -> str | None:
+    return table.properties.get(FINGERPRINT + date) if table is not None else None
+
+
+class _Build:
+    """One table's transaction: the data files written for its dates, then one commit."""
+
+    def __init__(self, catalog: Any, identifier: str, table: Table | None, target_bytes: int, widen: dict[str, Any]) -> None:
+        self.catalog, self.identifier, self.table = catalog, identifier, table
+        self.target_bytes = target_bytes
+        self.widen = widen
+        self.txn: Transaction | None = None
+        self.files: dict[str, list[DataFile]] = {}  # date → data files written for it
+        self.fingerprints: dict[str, str] = {}
+        self.uuid = uuid.uuid4()
+        self.counter = 0
+
+    def _begin(self, schema: pa.Schema) -> Transaction:
+        if self.txn is not None:
+            return self.txn
+        if self.table is None:
+            namespace = self.identifier.rsplit(".", 1)[0]
+            self.catalog.create_namespace_if_not_exists(namespace)
+            self.txn = self.catalog.create_table_transaction(self.identifier, schema=schema, properties=TABLE_PROPERTIES)
+            with self.txn.update_spec() as spec:
+                spec.add_identity(DATE_COLUMN)
+        else:
+            self.txn = self.table.transaction()
+            if self.widen:
+                with self.txn.update_schema(allow_incompatible_changes=True) as update:
+                    for name, kind in self.widen.items():
+                        update.update_column(name, kind)
+        return self.txn
+
+    def add(self, partition: Partition, opener: Opener, result: TableResult) -> None:
+        """Write one date's rows; a damaged raw object leaves the date out of the commit."""
+        writer: _Writer | None = None
+        written: list[DataFile] = []
+        rows = 0
+        try:
+            for obj in partition.objects:
+                with opener(obj, partition.date) as stream:
+                    for batch in record_batches(obj, partition.date, stream):
+                        txn, batch = self._fitted(batch, obj)
+                        schema = txn.table_metadata.schema()
+                        if writer is not None and writer.schema_id != schema.schema_id:
+                            written.append(writer.close())
+                            writer = None
+                        if writer is None:
+                            writer = self._writer(txn, partition.date)
+                        rows += batch.num_rows
+                        writer.add(batch)
+                        if writer.size >= self.target_bytes:
+                            written.append(writer.close())
+                            writer = None
+            if writer is not None:
+                written.append(writer.close())
+                writer = None
+            self._begin(_BASE)
+        except TableError as exc:
+            if writer is not None:
+                writer.abandon()
+            self._delete(written)
+            result.failed[partition.date] = str(exc)
+            log.error("table %s, %s: %s", self.identifier, partition.date, exc)
+            return
+        except BaseException:
+            if writer is not None:
+                writer.abandon()
+            self._delete(written)
+            raise
+        self.files[partition.date] = written
+        self.fingerprints[partition.date] = partition.fingerprint
+        result.built.append(partition.date)
+        result.rows += rows
+        result.files += len(written)
+        result.bytes += sum(f.file_size_in_bytes for f in written)
+
+    def _fitted(self, batch: pa.RecordBatch, obj: RawObject) -> tuple[Transaction, pa.RecordBatch]:
+        """The batch cast to the table's types, and the table's schema grown by its new columns."""
+        if self.widen:
+            batch = cast_to(batch, self.widen)
+        txn = self._begin(batch.schema)
+        schema = txn.table_metadata.schema()
+        batch = fit(batch, schema, table=self.identifier, key=obj.key)
+        if _grows(batch.schema, schema):
+            try:
+                with txn.update_schema() as update:
+                    update.union_by_name(batch.schema)
+            except ValueError as exc:  # pyiceberg's ValidationError too
+                raise TableError(f"table {self.identifier}: {obj.key} does not fit the table's columns: {exc}") from None
+        return txn, batch
+
+    def _writer(self, txn: Transaction, date: str) -> _Writer:
+        self.counter += 1
+        return _Writer(txn, date, f"{self.uuid}-{self.counter:05d}.parquet")
+
+    def commit(self, result: TableResult) -> int | None:
+        """One snapshot: the built dates' old files out, their new files in, their fingerprints set."""
+        if not self.fingerprints:
+            return None
+        txn = self._begin(_BASE)
+        dates = sorted(self.fingerprints)
+        old = self._old_files(dates)
+        summary = {"apilake.dates": ",".join(dates) if len(dates) <= 20 else f"{dates[0]}..{dates[-1]} ({len(dates)})"}
+        with txn.update_snapshot(snapshot_properties=summary).overwrite() as producer:
+            for data_file in old:
+                producer.delete_data_file(data_file)
+            for files in self.files.values():
+                for data_file in files:
+                    producer.append_data_file(data_file)
+        txn.set_properties({FINGERPRINT + date: fp for date, fp in self.fingerprints.items()})
+        table = txn.commit_transaction()
+        snapshot = table.current_snapshot()
+        return snapshot.snapshot_id if snapshot else None
+
+    def _old_files(self, dates: list[str]) -> list[DataFile]:
+        if self.table is None or self.table.current_snapshot() is None:
+            return []
+        rebuilt = [dt.date.fromisoformat(d) for d in dates] if not self.widen else None
+        scan = self.table.scan() if rebuilt is None else self.table.scan(row_filter=In(DATE_COLUMN, rebuilt))
+        return [task.file for task in scan.plan_files()]
+
+    def discard(self) -> None:
+        """Remove every file written for a commit that will not happen."""
+        for files in self.files.values():
+            self._delete(files)
+        self.files.clear()
+
+    def _delete(self, files: list[DataFile]) -> None:
+        io = self.txn._table.io if self.txn is not None else None
+        for data_file in files:
+            try:
+                if io is not None:
+                    io.delete(data_file.file_path)
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", data_file.file_path, exc)
+
+
+_BASE = pa.schema([(DATE_COLUMN, pa.date32()), (OBJECT_COLUMN, pa.string()), (RUN_COLUMN, pa.string())])
+
+
+def _grows(arrow: pa.Schema, schema: Any) -> bool:
+    """Whether a batch has a column the table lacks, or a nested column of another shape."""
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+    ours = schema_to_pyarrow(schema, include_field_ids=False)
+    for f in arrow:
+        if f.name not in ours.names:
+            return True
+        if pa.types.is_nested(f.type) and str(ours.field(f.name).type).replace("large_", "") != str(f.type).replace("large_", ""):
+            return True
+    return False
+
+
+_PARQUET = FileFormatFactory.get(FileFormat.PARQUET)
+
+
+class _Writer:
+    """One Parquet data file of one date, written batch by batch, rows buffered into row groups."""
+
+    def __init__(self, txn: Transaction, date: str, name: str) -> None:
+        metadata = txn.table_metadata
+        self.schema = metadata.schema()
+        self.schema_id = self.schema.schema_id
+        self.spec = metadata.spec()
+        self.properties = metadata.properties
+        self.io = txn._table.io
+        value = dt.date.fromisoformat(date)
+        self.key = PartitionKey([PartitionFieldValue(self.spec.fields[0], value)], self.spec, self.schema)
+        provider = load_location_provider(table_location=metadata.location, table_properties=metadata.properties)
+        self.path = provider.new_data_location(data_file_name=name, partition_key=self.key)
+        self.stream = self.io.new_output(self.path).create(overwrite=True)
+        self.writer: pq.ParquetWriter | None = None
+        self.buffer: list[pa.RecordBatch] = []
+        self.buffered = 0
+
+    @property
+    def size(self) -> int:
+        return self.stream.tell()
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        file_schema = pyarrow_to_schema(batch.schema, name_mapping=self.schema.name_mapping)
+        self.buffer.append(_to_requested_schema(self.schema, file_schema, batch, include_field_ids=True, format_model=_PARQUET))
+        self.buffered += batch.num_rows
+        if self.buffered >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.buffer:
+            return
+        data = pa.Table.from_batches(self.buffer)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.stream, schema=data.schema, store_decimal_as_integer=True, **_get_parquet_writer_kwargs(self.properties))
+        self.writer.write_table(data, row_group_size=max(ROW_GROUP_ROWS, data.num_rows))
+        self.buffer, self.buffered = [], 0
+
+    def close(self) -> DataFile:
+        self._flush()
+        if self.writer is None:  # cannot happen: a writer is made for a batch
+            raise TableError(f"{self.path}: no rows were written")
+        self.writer.close()
+        size = self.stream.tell()
+        self.stream.close()
+        stats = data_file_statistics_from_parquet_metadata(
+            parquet_metadata=self.writer.writer.metadata,
+            stats_columns=compute_statistics_plan(self.schema, self.properties),
+            parquet_column_mapping=parquet_path_to_id_mapping(self.schema),
+        )
+        return DataFile.from_args(
+            content=DataFileContent.DATA,
+            file_path=self.path,
+            file_format=FileFormat.PARQUET,
+            partition=self.key.partition,
+            file_size_in_bytes=size,
+            sort_order_id=None,
+            spec_id=self.spec.spec_id,
+            equality_ids=None,
+            key_metadata=None,
+            **stats.to_serialized_dict(),
+        )
+
+    def abandon(self) -> None:
+        try:
+            if self.writer is not None:
+                self.writer.close()
+            self.stream.close()
+            self.io.delete(self.path)
+        except OSError as exc:
+            log.warning("cannot remove %s: %s", self.path, exc)

@@ -1,0 +1,279 @@
+"""End to end: the landed data as Iceberg tables (SQLite catalog in the lake), through the CLI.
+
+Every landed record is in its table exactly once (ids compared with the raw pages), with the
+unit's values and lineage; reruns never duplicate; a re-landed date is replaced in one snapshot;
+bad raw objects fail only their date; DuckDB, pyiceberg and a second process read the same rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from apilake.emulator import Emulator
+from conftest import TOKEN, all_text, lake_objects, run_cli, start_cli, write_job
+
+DATE = "2026-11-25"
+ACME_ENV = {"ACME_SECRET": "acme-secret-a1b2c3d4"}
+HISTORY = {"name": "history", "kind": "json", "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
+           "matrix": {"market": ["ios", "google-play"], "product_id": [7]}, "paginate": "next_page",
+           "params": {"start_date": "{date}", "end_date": "{date}", "countries": "US+FR+DE", "page_size": 4},
+           "table": {"records": "list"}}
+BULK = {"name": "bulk_daily", "kind": "bulk", "path": "/v2/bulk/get-bulk-urls", "table": {"name": "bulk_{file_kind}_{dimension}"},
+        "params": {"metric_bundles": "usage", "country_codes": "all", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"}}
+
+
+def catalog(lake: Path) -> Any:
+    from pyiceberg.catalog import load_catalog
+
+    root = lake / "_apilake" / "tables"
+    return load_catalog("apilake", type="sql", uri=f"sqlite:///{root}/catalog.db", warehouse=f"file://{root}/warehouse")
+
+
+def query(job: Path, sql: str) -> list[dict[str, Any]]:
+    result = run_cli("query", str(job), sql, "--format", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def history_rows(lake: Path) -> list[tuple[str, str, str, str]]:
+    """(market, date, country, device) of every record in the raw pages: what the table must hold, once each."""
+    rows = []
+    for key, body in lake_objects(lake).items():
+        if "/history/" in key:
+            market = key.split("market=")[1].split(",")[0]
+            rows += [(market, r["date"], r["country"], r["device"]) for r in json.loads(body)["list"]]
+    return sorted(rows)
+
+
+def test_every_landed_record_is_in_its_table_once_with_unit_values_and_lineage(tmp_path: Path, emulator: Emulator) -> None:
+    job = write_job(tmp_path, emulator, [HISTORY, BULK], tables={})
+    lake = tmp_path / "lake"
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "dataai.history" in result.stdout and "dataai.bulk_metrics" in result.stdout
+    assert len([k for k in lake_objects(lake) if "/history/" in k]) == 3  # ios: two pages, google-play: one; pages are not rows
+
+    rows = query(job, "SELECT market, date, country, device, _date, product_id, _apilake_object, _apilake_run_id FROM dataai.history")
+    assert sorted((r["market"], r["date"], r["country"], r["device"]) for r in rows) == history_rows(lake)
+    run_id = json.loads(next((lake / "_apilake" / "runs").glob("*.json")).read_text())["run_id"]
+    for row in rows:
+        assert row["_date"] == DATE and row["product_id"] == "7" and row["_apilake_run_id"] == run_id
+        assert row["_apilake_object"] in lake_objects(lake) and f"market={row['market']}" in row["_apilake_object"]
+
+    # bulk: one metrics table, one table per dimension; every CSV line once
+    metrics = [(k, gzip.decompress(v).decode().splitlines()[1:]) for k, v in lake_objects(lake).items() if "/metrics/" in k]
+    [counted] = query(job, "SELECT count(*) AS n, count(DISTINCT _apilake_object) AS files FROM dataai.bulk_metrics")
+    assert counted == {"n": sum(len(lines) for _, lines in metrics), "files": len(metrics)}
+    names = {t[-1] for t in catalog(lake).list_tables("dataai")}
+    assert names == {"history", "bulk_metrics", "bulk_dimensions_product_id", "bulk_dimensions_company_id"}
+
+    # pyiceberg and a second process read the same rows as DuckDB
+    table = catalog(lake).load_table("dataai.history")
+    arrow = table.scan().to_arrow()
+    assert sorted(zip(arrow["market"].to_pylist(), arrow["date"].to_pylist(), arrow["country"].to_pylist(), arrow["device"].to_pylist())) == history_rows(lake)
+    files = table.inspect.files()
+    assert all(codec == "ZSTD" for codec in _codecs(files["file_path"].to_pylist()))
+    other = subprocess.run([sys.executable, "-c", READER, str(lake)], capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout) == len(rows)
+    assert TOKEN not in all_text(lake, result)
+
+
+READER = """
+import json, sys
+from pyiceberg.catalog import load_catalog
+root = sys.argv[1] + "/_apilake/tables"
+cat = load_catalog("apilake", type="sql", uri=f"sqlite:///{root}/catalog.db", warehouse=f"file://{root}/warehouse")
+print(json.dumps(cat.load_table("dataai.history").scan().to_arrow().num_rows))
+"""
+
+
+def _codecs(paths: list[str]) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return [pq.ParquetFile(p.removeprefix("file://")).metadata.row_group(0).column(0).compression for p in paths]
+
+
+def snapshots(lake: Path, name: str) -> int:
+    return len(catalog(lake).load_table(name).snapshots())
+
+
+def test_reruns_never_duplicate_and_a_relanded_date_is_replaced_in_one_snapshot(tmp_path: Path, emulator: Emulator) -> None:
+    job = write_job(tmp_path, emulator, [HISTORY], tables={})
+    lake = tmp_path / "lake"
+    assert run_cli("run", str(job), "--from", "2026-11-24", "--to", DATE).returncode == 0
+    count = "SELECT _date, count(*) AS n FROM dataai.history GROUP BY 1 ORDER BY 1"
+    before = query(job, count)
+    assert [r["_date"] for r in before] == ["2026-11-24", DATE]
+    assert snapshots(lake, "dataai.history") == 1  # two dates, one commit
+
+    assert run_cli("run", str(job), "--from", "2026-11-24", "--to", DATE).returncode == 0  # nothing lands
+    assert run_cli("run", str(job), "--date", DATE, "--force").returncode == 0  # the same bytes land again
+    again = run_cli("tables", str(job))
+    assert again.returncode == 0 and "unchanged" in again.stdout
+    assert query(job, count) == before
+    assert snapshots(lake, "dataai.history") == 1  # unchanged raw objects: no new snapshot
+
+    HISTORY_MORE = {**HISTORY, "params": {**HISTORY["params"], "countries": "US+FR+DE+JP"}}  # the vendor now serves more
+    job = write_job(tmp_path, emulator, [HISTORY_MORE], tables={})
+    assert run_cli("run", str(job), "--date", DATE, "--force").returncode == 0
+    after = query(job, count)
+    assert after[0] == before[0] and after[1]["n"] == before[1]["n"] * 4 // 3
+    assert snapshots(lake, "dataai.history") == 2  # the re-landed date replaced in one snapshot
+    assert sorted((r["market"], r["date"], r["country"], r["device"]) for r in query(job, "SELECT * FROM dataai.history")) == history_rows(lake)
+
+    forced = run_cli("tables", str(job), "--force")
+    assert forced.returncode == 0
+    assert query(job, count) == after
+
+
+def test_schema_evolution_adds_columns_widens_types_and_refuses_an_incompatible_change(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    pages = {"2026-11-23": [{"id": 1, "n": 1}], "2026-11-24": [{"id": 2, "n": 2, "tag": "new"}], DATE: [{"id": 3, "n": 2.5}]}
+    job = _local_json_job(tmp_path, pages)
+    result = run_cli("tables", str(job))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = query(job, "SELECT id, n, tag FROM acme.items ORDER BY id")
+    assert rows == [{"id": 1, "n": 1.0, "tag": None}, {"id": 2, "n": 2.0, "tag": "new"}, {"id": 3, "n": 2.5, "tag": None}]
+    assert str(catalog(lake).load_table("acme.items").schema().find_field("n").field_type) == "double"
+
+    _land(lake, "2026-11-26", [{"id": 4, "n": {"a": 1}}])
+    bad = run_cli("tables", str(job))
+    assert bad.returncode == 1
+    assert "acme.items" in bad.stdout and "'n'" in bad.stdout and "double" in bad.stdout and "acme/items/dt=2026-11-26/data.json" in bad.stdout
+    assert "Traceback" not in bad.stderr
+    assert [r["id"] for r in query(job, "SELECT id FROM acme.items ORDER BY id")] == [1, 2, 3]
+
+
+def _land(lake: Path, date: str, body: Any, name: str = "data.json", raw: bytes | None = None) -> None:
+    """Put an object in the lake with a run record saying it landed, as a run would."""
+    import hashlib
+
+    key = f"acme/items/dt={date}/{name}"
+    data = raw if raw is not None else json.dumps(body).encode()
+    (lake / key).parent.mkdir(parents=True, exist_ok=True)
+    (lake / key).write_bytes(data)
+    runs = lake / "_apilake" / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    run_id = f"20261126T0000{len(list(runs.iterdir())):02d}.000000Z-abcdef"
+    unit = {"unit": f"acme/items/{date}", "source": "acme", "endpoint": "items", "date": date, "kind": "json", "status": "landed",
+            "objects": [{"key": key, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}]}
+    (runs / f"{run_id}.json").write_text(json.dumps({"run_id": run_id, "status": "succeeded", "units": [unit]}))
+
+
+def _local_json_job(tmp_path: Path, pages: dict[str, Any], table: dict[str, Any] | None = None) -> Path:
+    lake = tmp_path / "lake"
+    for date, body in pages.items():
+        _land(lake, date, body)
+    job = {"destination": str(lake), "tables": {}, "sources": [{"name": "acme", "base_url": "http://127.0.0.1:9",
+           "endpoints": [{"name": "items", "kind": "json", "path": "/items", **({"table": table} if table else {})}]}]}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("json", "not JSON"),
+    ("missing", "raw zone incomplete"),
+    ("scalar", "finds a int"),
+])
+def test_a_bad_raw_object_fails_only_its_date_and_leaves_the_partition_as_it_was(tmp_path: Path, damage: str, says: str) -> None:
+    lake = tmp_path / "lake"
+    job = _local_json_job(tmp_path, {"2026-11-24": {"rows": [{"id": 1}]}, DATE: {"rows": [{"id": 2}]}}, table={"records": "rows"})
+    assert run_cli("tables", str(job)).returncode == 0
+    key = lake / f"acme/items/dt={DATE}/data.json"
+    if damage == "json":
+        _land(lake, DATE, None, raw=b'{"rows": [{"id": 3},')
+    elif damage == "missing":
+        _land(lake, DATE, {"rows": [{"id": 3}]})
+        key.unlink()
+    else:
+        _land(lake, DATE, {"rows": 5})
+    _land(lake, "2026-11-23", {"rows": [{"id": 0}]})  # another date goes on
+    result = run_cli("tables", str(job))
+    assert result.returncode == 1
+    assert says in result.stdout and f"dt={DATE}/data.json" in result.stdout and "Traceback" not in result.stderr
+    assert [r["id"] for r in query(job, "SELECT id FROM acme.items ORDER BY id")] == [0, 1, 2]
+
+
+def test_records_path_finding_nothing_is_zero_rows_not_an_error(tmp_path: Path) -> None:
+    job = _local_json_job(tmp_path, {DATE: {"rows": None}, "2026-11-24": {"rows": [{"id": 1}]}}, table={"records": "rows"})
+    result = run_cli("tables", str(job))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert query(job, "SELECT _date, count(*) AS n FROM acme.items GROUP BY 1") == [{"_date": "2026-11-24", "n": 1}]
+
+
+def test_acme_csv_files_ragged_lines_and_broken_gzip(tmp_path: Path, emulator: Emulator) -> None:
+    from test_e2e_vendors import acme_job, report
+
+    endpoints = [{"name": "csv", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}},
+                 {"name": "gz", "kind": "file", "path": "/export.csv.gz", "params": {"date": "{date}"}}, report()]
+    job = acme_job(tmp_path, emulator, endpoints, top={"tables": {}})
+    result = run_cli("run", str(job), "--date", DATE, env=ACME_ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lake = tmp_path / "lake"
+    for name in ("csv", "gz"):
+        [row] = query(job, f"SELECT count(*) AS n, count(DISTINCT \"row\") AS distinct_rows, min(_date) AS d FROM acme.{name}")
+        assert row == {"n": 50, "distinct_rows": 50, "d": DATE}
+    [installs] = query(job, "SELECT count(*) AS n FROM acme.installs")
+    lines = sum(len(gzip.decompress(v).decode().splitlines()) - 1 for k, v in lake_objects(lake).items() if "/installs/" in k)
+    assert installs["n"] == lines
+
+    (lake / f"acme/csv/dt={DATE}/data.csv").write_bytes(b"")  # stand-ins of the same size, damaged
+    raw = (lake / f"acme/gz/dt={DATE}/data.csv.gz").read_bytes()
+    (lake / f"acme/gz/dt={DATE}/data.csv.gz").write_bytes(raw[:10] + b"\0" * (len(raw) - 10))
+    original = gzip.decompress(raw)
+    ragged = original.replace(b"\n", b",extra\n", 3)[: len(original)]
+    _relanded(lake, f"acme/csv/dt={DATE}/data.csv", ragged)
+    result = run_cli("tables", str(job), "--force", "--only", "csv", "--only", "gz")
+    assert result.returncode == 1
+    assert "data.csv: cannot read it as CSV: CSV parse error: Expected" in result.stdout
+    assert "data.csv.gz" in result.stdout
+    for name in ("csv", "gz"):
+        assert query(job, f"SELECT count(*) AS n FROM acme.{name}") == [{"n": 50}]  # left as it was
+
+
+def _relanded(lake: Path, key: str, data: bytes) -> None:
+    (lake / key).write_bytes(data)
+    for path in (lake / "_apilake" / "runs").glob("*.json"):
+        record = json.loads(path.read_text())
+        for unit in record["units"]:
+            for obj in unit.get("objects") or []:
+                if obj["key"] == key:
+                    obj["bytes"], obj["sha256"], obj["checksum"] = len(data), "changed", None
+        path.write_text(json.dumps(record))
+
+
+def test_two_builders_of_one_table_both_finish_and_rows_stay_once(tmp_path: Path) -> None:
+    pages = {f"2026-11-{d:02d}": {"rows": [{"id": d, "i": i} for i in range(50)]} for d in range(10, 26)}
+    job = _local_json_job(tmp_path, pages, table={"records": "rows"})
+    twin = tmp_path / "twin.yaml"  # another job file: its own lock, as on another host
+    shutil.copy(job, twin)
+    first, second = start_cli("tables", str(job)), start_cli("tables", str(twin))
+    outs = [p.communicate(timeout=120) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outs
+    assert query(job, "SELECT count(*) AS n, count(DISTINCT _date) AS dates FROM acme.items") == [{"n": 16 * 50, "dates": 16}]
+
+
+def test_job_file_and_catalog_errors_are_clear(tmp_path: Path) -> None:
+    job = {"destination": "s3://bucket/lake", "tables": {}, "sources": [{"name": "acme", "base_url": "http://127.0.0.1:9",
+           "endpoints": [{"name": "items", "kind": "json", "path": "/items"}]}]}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    result = run_cli("query", str(path), "SELECT 1")
+    assert result.returncode == 2 and "needs a shared catalog" in result.stderr and "type: glue" in result.stderr
+    job["destination"] = str(tmp_path / "lake")
+    del job["tables"]
+    job["sources"][0]["endpoints"][0]["table"] = {"records": "data"}
+    path.write_text(yaml.safe_dump(job))
+    result = run_cli("validate", str(path))
+    assert result.returncode == 2 and "top-level `tables:`" in result.stderr and "Traceback" not in result.stderr
