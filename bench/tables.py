@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (2 if args.quick else 3)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="apilake-tables-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    settings = {"command": ("bench/tables.py " + " ".join(args_list)).strip(), "rounds": rounds, "quick": args.quick,
+    shown = [a for i, a in enumerate(args_list) if a != "--workdir" and (i == 0 or args_list[i - 1] != "--workdir")]  # no local paths
+    settings = {"command": ("bench/tables.py " + " ".join(shown)).strip(), "rounds": rounds, "quick": args.quick,
                 "duckdb": duckdb_version()}  # fmt: skip
     machine = describe_machine(workdir)
     compile_apilake()
