@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import signal
 import subprocess
@@ -10,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from apilake.emulator import gunzip_members
 from conftest import APILAKE, run_cli, write_job
 
 
@@ -23,6 +26,18 @@ def test_demo_lands_the_example_job_into_a_local_lake(tmp_path: Path) -> None:
     for key in landed:
         assert key in result.stdout  # "prints what landed"
     assert "succeeded" in result.stdout
+    downloads: dict[str, int] = {}
+    apps: dict[str, set[str]] = {}
+    for key in landed:
+        if key.startswith("dataai/bulk_daily/metrics/"):
+            for date, country, product, metric, value in csv.reader(io.StringIO(gunzip_members((lake / key).read_bytes()).decode())):
+                if metric == "downloads":
+                    downloads[country] = downloads.get(country, 0) + int(value)
+                    apps.setdefault(country, set()).add(product)
+    top = sorted(downloads, key=lambda c: -downloads[c])[:5]
+    printed = result.stdout.split("$ apilake query", 1)[1].splitlines()[2:8]  # after the SQL and the header
+    assert [line.split() for line in printed] == [[c, str(downloads[c]), str(len(apps[c]))] for c in top] + [["(5", "rows)"]]
+    assert re.search(r"dataai\.bulk_dimensions_product_id +1 +0 +0", result.stdout)  # a table per dimension type
 
 
 def test_validate_reports_a_valid_file_and_a_broken_one(tmp_path: Path, emulator) -> None:

@@ -277,19 +277,16 @@ def render_json(
 
 NOTES = Path(__file__).resolve().parent.parent / "results" / "notes.md"  # hand-written, profile-based
 
-README_START = "<!-- bench:latest:start -->"
-README_END = "<!-- bench:latest:end -->"
-
-
-def update_readme(readme: Path, markdown: str) -> None:
-    """Replace the latest results between the markers of bench/README.md (headings shifted down)."""
+def update_readme(readme: Path, markdown: str, section: str = "latest") -> None:
+    """Replace a section's results between its markers in bench/README.md (headings shifted down)."""
+    start, end = f"<!-- bench:{section}:start -->", f"<!-- bench:{section}:end -->"
     text = readme.read_text()
-    if README_START not in text or README_END not in text:
+    if start not in text or end not in text:
         return
     body = "\n".join(("#" + line if line.startswith("#") else line) for line in markdown.splitlines()[1:])
-    before, rest = text.split(README_START, 1)
-    _, after = rest.split(README_END, 1)
-    readme.write_text(f"{before}{README_START}\n{body.strip()}\n{README_END}{after}")
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    readme.write_text(f"{before}{start}\n{body.strip()}\n{end}{after}")
 
 
 def concise(rows: Iterable[Target]) -> str:

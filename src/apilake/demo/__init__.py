@@ -1,4 +1,5 @@
-"""`apilake demo`: the bundled example job against the built-in emulator, into a local lake."""
+"""`apilake demo`: the bundled example job against the built-in emulator, into a local lake, then
+its Iceberg tables built and queried as `apilake tables` and `apilake query` would."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from pathlib import Path
 import click
 
 JOB_FILE = Path(__file__).with_name("job.yaml")
+#: what the demo asks of its tables at the end: the day's downloads by country, from the bulk files
+QUERY = (
+    "SELECT country, sum(value) AS downloads, count(DISTINCT product_id) AS apps FROM dataai.bulk_metrics "
+    "WHERE metric = 'downloads' GROUP BY country ORDER BY downloads DESC LIMIT 5"
+)
 
 
 def run_demo(dest: str, date: str | None) -> int:
@@ -19,6 +25,8 @@ def run_demo(dest: str, date: str | None) -> int:
     from apilake.plan import plan
     from apilake.runner import run_job
     from apilake.summary import human_bytes, summarize
+    from apilake.tables import build_tables, iso
+    from apilake.tables.query import run_query
 
     with Emulator() as emu:
         environ = {**os.environ, "DATAAI_BASE_URL": emu.api_url, "DATAAI_TOKEN": emu.config.token}
@@ -34,4 +42,7 @@ def run_demo(dest: str, date: str | None) -> int:
             click.echo(f"  {human_bytes(obj.bytes):>10}  {obj.key}")
     click.echo("\n" + summarize(report.results))
     click.echo(f"\nrun {report.run_id} {report.status}; lake: {Path(report.destination)}; record: {report.record_key}")
-    return report.exit_code
+    tables = build_tables(job, report.destination, dates=iso(dates))
+    click.echo("\ntables (apilake tables):\n" + tables.summary())
+    click.echo(f'\n$ apilake query JOB "{QUERY}"\n' + run_query(job, report.destination, QUERY, "table"))
+    return max(report.exit_code, tables.exit_code)

@@ -647,6 +647,14 @@ def file_sha256(name: str, size: int) -> str:
     return h.hexdigest()
 
 
+def file_rows(name: str, size: int) -> int:
+    """CSV rows (the header left out) in the file served for (name, target size): what a table
+    built from it must hold, known without inflating the file."""
+    head, k, tail = _layout(name, size)
+    rows = gunzip_members(head).count(b"\n") - 1 + k * gunzip_members(_body_member()).count(b"\n")
+    return rows + (gunzip_members(tail).count(b"\n") if tail else 0)
+
+
 def gunzip_members(data: bytes) -> bytes:
     """Decompress a multi-member gzip fully (what ``gzip -dc`` does); raises on truncation."""
     out = []
