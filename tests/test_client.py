@@ -3,7 +3,7 @@ import email.utils
 import pytest
 
 from apilake.errors import TransferError
-from apilake.fetch.client import is_transient, origin, parse_retry_after
+from apilake.fetch.client import is_transient, origin, parse_retry_after, wire_url
 
 
 @pytest.mark.parametrize(
@@ -74,3 +74,17 @@ def test_curl_errors_that_are_worth_another_try(code: int, message: str, transie
 
 def test_a_status_line_without_a_reason_phrase_gets_the_standard_one() -> None:
     assert _phrase(404) == "Not Found" and _phrase(599) == ""
+
+
+@pytest.mark.parametrize(
+    "url, sent",
+    [
+        ("https://h/v2/bulk/data?name=a%2Fb.csv.gz&signature=ab", "https://h/v2/bulk/data?name=a%2Fb.csv.gz&signature=ab"),
+        ("https://h/x?name=a\nb\x1b[2J", "https://h/x?name=a%0Ab%1B[2J"),
+        ("https://h/caf\u00e9/\u2028x", "https://h/caf%C3%A9/%E2%80%A8x"),
+        ("https://h/a b", "https://h/a%20b"),
+        ("https://h/p;q=1!*'()@~#frag", "https://h/p;q=1!*'()@~#frag"),
+    ],
+)
+def test_a_url_goes_out_in_ascii_with_what_it_may_not_hold_encoded(url: str, sent: str) -> None:
+    assert wire_url(url) == sent

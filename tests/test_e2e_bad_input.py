@@ -314,8 +314,11 @@ def test_control_characters_from_a_server_cannot_forge_log_lines(tmp_path: Path,
     log_file = tmp_path / "apilake.log"
     result = run_cli("run", str(job), "--date", DATE, "--log-file", str(log_file))
     assert result.returncode == 1
-    for text in (result.stdout, result.stderr, log_file.read_text()):
-        assert "a\\nFORGED\\r\\x1b[2J\\x85\\u2028.csv.gz" in text  # visible, escaped
+    status = run_cli("status", str(job), "--from", DATE, "--to", DATE)  # the failure as the run record kept it
+    assert "FAILED" in status.stdout and "internal error" not in status.stdout
+    assert "a\\nFORGED\\r\\x1b[2J\\x85\\u2028" in status.stdout
+    for text in (result.stdout, result.stderr, log_file.read_text(), status.stdout):
+        assert "a\\nFORGED\\r\\x1b[2J\\x85\\u2028" in text  # visible, escaped
         assert not any(line.startswith("FORGED") for line in text.splitlines())
         assert not {"\x1b", "\r", "\x85", "\u2028"} & set(text)
 

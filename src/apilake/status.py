@@ -26,6 +26,7 @@ from apilake.jobfile import KINDS_WITH_KEY, Job
 from apilake.lease import is_live
 from apilake.lease import parse as parse_lease
 from apilake.lock import lock_is_free
+from apilake.printable import printable
 from apilake.record import DID_NOT_LAND, RecordCache, entry_bytes, entry_retries, landed_sizes, on_destination, read_records
 
 OK = ("landed", "skipped")
@@ -483,7 +484,7 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
                 continue
             out.append(f"failures of run {record.get('run_id')}: {len(problems) or 'none'}")
             for unit in problems[:limit]:
-                out.append(f"  {unit['status'].upper()} {unit['unit']}: {unit.get('error') or 'no reason recorded'}")
+                out.append(f"  {unit['status'].upper()} {printable(unit['unit'])}: {printable(unit.get('error') or 'no reason recorded')}")
             if len(problems) > limit:
                 out.append(f"  ... and {len(problems) - limit} more")
     dates = report.run_dates

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_random_exponential
@@ -39,6 +39,13 @@ T = TypeVar("T")
 def is_transient(status: int) -> bool:
     """Statuses worth another try: timeouts, rate limits, the vendor's 428 blacklisting, 5xx."""
     return status in (408, 425, 428, 429) or status >= 500
+
+
+def wire_url(url: str) -> str:
+    """`url` as it goes on the wire: characters a URL may not hold (non-ASCII, controls, spaces)
+    percent-encoded as browsers do, the rest as written. A vendor's listing or Location header
+    can hold anything; libcurl takes ASCII only."""
+    return url if url.isascii() and url.isprintable() and " " not in url else quote(url, safe="!#$%&'()*+,/:;=?@[]~")
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -118,6 +125,7 @@ class SourceClient:
         becomes a `TransferError`."""
         first, redirects, renewed = url, 0, False
         while True:
+            url = wire_url(url)
             own_origin = origin(url) == self._origin
             headers = await self._headers_for(url)
             response = await send(self._credentials.url(url) if own_origin else url, headers, method)
