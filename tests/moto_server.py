@@ -21,9 +21,10 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 import pytest
+
+from server_process import ServerContext, end_process
 
 DUMMY_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -53,7 +54,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-class MotoServer:
+class MotoServer(ServerContext[str]):
     """`python -m moto.server` on 127.0.0.1 and a free port; stopped (terminate, wait) on exit."""
 
     def __init__(self, env: dict[str, str] | None = None, *, startup_timeout: float = 20.0) -> None:
@@ -101,23 +102,11 @@ class MotoServer:
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            end_process(process, grace=10)
         log, self._log = self._log, None
         if log is not None:
             log.close()
 
-    def __enter__(self) -> str:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def use_dummy_aws_env(monkeypatch: pytest.MonkeyPatch, config_dir: Path) -> None:

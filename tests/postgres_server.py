@@ -24,10 +24,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
+
+from server_process import ServerContext
 
 SUPERUSER = "apilake"
 DRIVER = "postgresql+psycopg2"  # SQLAlchemy's dialect+driver, as pyiceberg's SQL catalog takes it
@@ -71,7 +72,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-class PostgresServer:
+class PostgresServer(ServerContext["PostgresServer"]):
     """A throwaway PostgreSQL cluster with a trusted superuser `apilake`, on loopback only."""
 
     def __init__(self, bindir: Path | None = None, *, startup_timeout: float = 30.0) -> None:
@@ -201,13 +202,6 @@ class PostgresServer:
         uid, gid = self._unprivileged_ids()
         return {"user": uid, "group": gid, "extra_groups": [], "env": {**os.environ, "HOME": str(self.folder)}}
 
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 @pytest.fixture(scope="session")

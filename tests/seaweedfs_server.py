@@ -23,9 +23,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 import pytest
+
+from server_process import ServerContext, end_process
 
 from moto_server import DUMMY_AWS_ENV, s3
 
@@ -58,7 +59,7 @@ def _free_ports(n: int) -> list[int]:
             probe.close()
 
 
-class SeaweedFS:
+class SeaweedFS(ServerContext[str]):
     """`weed server -s3` (master, volume server, filer and S3 gateway in one process) on
     127.0.0.1, its data, logs and sockets in a temporary folder; stopped (terminate, then kill:
     parting gracefully takes it 15 s) and everything it made removed on exit."""
@@ -114,12 +115,7 @@ class SeaweedFS:
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            end_process(process, grace=3)
         folder, self._dir = self._dir, None
         if folder is not None:
             folder.cleanup()
@@ -127,11 +123,6 @@ class SeaweedFS:
             if name.endswith(".grpc"):
                 Path(f"/tmp/seaweedfs-{name.split('.')[0]}-grpc-{port}.sock").unlink(missing_ok=True)
 
-    def __enter__(self) -> str:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def empty(endpoint: str) -> None:
