@@ -17,14 +17,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from server_process import ServerContext, end_process
+from server_process import ServerContext, end_process, wait_until_ready
 
 DUMMY_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -86,18 +85,14 @@ class MotoServer(ServerContext[str]):
 
     def _wait_until_listening(self, port: int) -> bool:
         assert self._process is not None
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return False
-            try:
-                # A TCP connect, not an HTTP request: a request would count against
-                # INITIAL_NO_AUTH_ACTION_COUNT on a server that checks credentials.
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return True
-            except OSError:
-                time.sleep(0.05)
-        return False
+
+        def listening() -> bool:
+            # A TCP connect, not an HTTP request: a request would count against
+            # INITIAL_NO_AUTH_ACTION_COUNT on a server that checks credentials.
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+
+        return wait_until_ready(self._process, self.startup_timeout, listening, interval=0.05)
 
     def stop(self) -> None:
         process, self._process = self._process, None

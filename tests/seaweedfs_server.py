@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from server_process import ServerContext, end_process
+from server_process import ServerContext, end_process, wait_until_ready
 
 from moto_server import DUMMY_AWS_ENV, s3
 
@@ -99,18 +98,15 @@ class SeaweedFS(ServerContext[str]):
         """Until its S3 gateway answers an HTTP request (any status): the filer and volume server
         behind it are up by then."""
         assert self._process is not None
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return False
+
+        def answering() -> bool:
             try:
                 urllib.request.urlopen(url, timeout=1).close()
-                return True
             except urllib.error.HTTPError:
-                return True
-            except OSError:
-                time.sleep(0.1)
-        return False
+                pass
+            return True
+
+        return wait_until_ready(self._process, self.startup_timeout, answering, interval=0.1)
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -4,6 +4,8 @@ them, and the end of a server process that must not outlive its test."""
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Generic, TypeVar
 
@@ -18,6 +20,22 @@ def end_process(process: subprocess.Popen[bytes], grace: float) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], timeout: float, ready: Callable[[], bool], interval: float) -> bool:
+    """Poll `ready()` (an `OSError` counts as not yet) until it holds, the process exits, or
+    `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if ready():
+                return True
+        except OSError:
+            pass
+        time.sleep(interval)
+    return False
 
 
 class ServerContext(Generic[T]):
