@@ -63,6 +63,7 @@ def _lean_start_up() -> None:
 
 job_argument = click.argument("job_file", metavar="JOB.yaml", type=click.Path(dir_okay=False))
 profile_option = click.option("--profile", envvar="APILAKE_PROFILE", help="Overlay profiles.NAME of the job file (or $APILAKE_PROFILE).")
+dest_option = click.option("--dest", metavar="URL", help="Override the destination (a folder or s3://bucket/prefix).")
 
 
 def _load(job_file: str, profile: str | None, *, offline: bool = False) -> Any:
@@ -77,7 +78,7 @@ def _load(job_file: str, profile: str | None, *, offline: bool = False) -> Any:
 @click.option("--from", "start", metavar="YYYY-MM-DD", help="Backfill: first date (inclusive).")
 @click.option("--to", "end", metavar="YYYY-MM-DD", help="Backfill: last date (inclusive).")
 @click.option("--only", multiple=True, metavar="ENDPOINT", help="Run only this endpoint or source (repeatable).")
-@click.option("--dest", metavar="URL", help="Override the destination (a folder or s3://bucket/prefix).")
+@dest_option
 @click.option("--dry-run", is_flag=True, help="Print every unit and its key; touch no network and no destination.")
 @click.option("--force", is_flag=True, help="Fetch and land again what already landed.")
 @profile_option
@@ -172,7 +173,7 @@ def _print_plan(units: list[Any], destination: str, redact: Any, pending: list[s
 @click.option("--to", "end", metavar="YYYY-MM-DD", help="Last date (inclusive).")
 @click.option("--only", multiple=True, metavar="ENDPOINT", help="Only the tables of this endpoint or source (repeatable).")
 @click.option("--force", is_flag=True, help="Rebuild partitions whose raw objects did not change too.")
-@click.option("--dest", metavar="URL", help="Override the destination (a folder or s3://bucket/prefix).")
+@dest_option
 @profile_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def tables(job_file: str, date: str | None, start: str | None, end: str | None, only: tuple[str, ...], force: bool,
@@ -237,7 +238,7 @@ class _PartitionBar:
 @job_argument
 @click.argument("sql")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--dest", metavar="URL", help="Override the destination (a folder or s3://bucket/prefix).")
+@dest_option
 @profile_option
 def query(job_file: str, sql: str, fmt: str, dest: str | None, profile: str | None) -> None:
     """Run SQL with DuckDB over JOB.yaml's tables, addressed as source.endpoint (their current snapshots)."""
@@ -292,7 +293,7 @@ def emulator(port: int, files_port: int, latency_ms: float, requests_per_minute:
 @main.command()
 @job_argument
 @profile_option
-@click.option("--dest", metavar="URL", help="Override the destination (a folder or s3://bucket/prefix).")
+@dest_option
 @click.option("--state-file", type=click.Path(dir_okay=False), metavar="PATH",
               help="Where the last handled fire of each schedule is kept "
                    "(default: $XDG_STATE_HOME or ~/.local/state, apilake/schedule-<hash>.json).")
