@@ -279,3 +279,28 @@ def test_the_redirect_limit_is_exact_and_names_the_first_url(tmp_path: Path, lim
     assert units["ok"]["status"] == "landed"
     assert units["too_many"]["status"] == "failed"
     assert units["too_many"]["error"] == f"more than {allowed} redirects (max_redirects) starting at {server.url}/redirect/{allowed + 1}"
+
+
+# -- a table catalog's credentials ------------------------------------------------------------------
+
+
+def test_a_table_catalogs_credential_echoed_by_the_catalog_is_masked(tmp_path: Path) -> None:
+    """A REST catalog that quotes the credential it was sent in its error: the message apilake
+    prints names the catalog, never the credential, in no output, log or record."""
+    secret = "catalog-tok-5e6f7a8b"
+
+    def answer(method: str, path: str, body: bytes) -> Answer:
+        if path.startswith("/catalog/"):
+            error = {"error": {"message": f"token {secret} is not valid here", "type": "NotAuthorizedException", "code": 401}}
+            return 401, {}, json.dumps(error).encode()
+        return 200, {}, b'[{"id": 1}]'
+
+    with serving(answer) as hostile:
+        job = job_file(tmp_path, hostile.url, [json_endpoint("items", "/items")])
+        doc = yaml.safe_load(job.read_text())
+        doc["tables"] = {"catalog": {"type": "rest", "uri": f"{hostile.url}/catalog", "token": "${CATALOG_TOKEN}"}}
+        job.write_text(yaml.safe_dump(doc, sort_keys=False))
+        result = run_cli("run", str(job), "--date", DATE, env={"CATALOG_TOKEN": secret})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "tables not refreshed" in result.stderr and "token *** is not valid" in result.stderr
+    assert_nowhere(tmp_path / "lake", result, secret)

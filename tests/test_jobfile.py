@@ -115,6 +115,10 @@ def test_secret_looking_variables_are_secrets_wherever_they_are_used(tmp_path: P
         ("sources[0].auth.client_id", "CLIENT_KEY", False),
         ("destination", "LAKE_KEY", False),
         ("sources[0].endpoints[0].key", "KEY_PREFIX", False),
+        ("tables.catalog.uri", "PGPASSWORD", True),  # postgresql://user:${PGPASSWORD}@host/db
+        ("tables.catalog.client.secret-access-key", "AWS_SECRET", True),
+        ("tables.catalog.uri", "CATALOG_HOST", False),
+        ("tables.warehouse", "LAKE_TOKEN_BUCKET", False),
     ],
 )
 def test_a_variable_is_a_secret_by_the_setting_it_fills(where: str, name: str, secret: bool) -> None:

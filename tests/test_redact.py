@@ -71,3 +71,33 @@ def test_cut_masks_before_it_cuts(text: str, limit: int, truncated: bool, cut: s
 def test_finds_a_secret_in_any_form() -> None:
     redact = Redactor([LONG])
     assert redact.finds(f"acct/{quote(LONG, safe='')}") and not redact.finds("acct/1")
+
+
+def test_secrets_learnt_at_run_time_are_masked_and_kept_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-lived process (the scheduler, a Dask worker) learns a token every few minutes: the
+    latest stay masked, in redactors made before and after, and the oldest go, so masking a line
+    does not grow slower with every token ever fetched."""
+    from apilake import redact
+
+    monkeypatch.setattr(redact, "_learnt", {})
+    early = Redactor()
+    tokens = [f"access-token-{i:05d}-xyz" for i in range(redact.LEARNT_KEPT * 3)]
+    for token in tokens:
+        redact.learn(token)
+    late = Redactor()
+    for mask in (early, late):
+        assert mask(f"echo {tokens[-1]} and {tokens[-redact.LEARNT_KEPT]}") == "echo *** and ***"
+    assert len(redact._learnt) == redact.LEARNT_KEPT
+    assert tokens[0] not in redact._learnt
+
+
+@pytest.mark.parametrize(
+    "text, masked",
+    [
+        ("cannot reach postgresql+psycopg2://app:s3cr%2Ft@db:5432/x", "cannot reach postgresql+psycopg2://app:***@db:5432/x"),
+        ("https://user:pw@host/path and https://host/no-password", "https://user:***@host/path and https://host/no-password"),
+        ("https://host/path?x=a:b@c", "https://host/path?x=a:b@c"),  # no user-info: a query is not a password
+    ],
+)
+def test_the_password_of_a_url_is_masked(text: str, masked: str) -> None:
+    assert Redactor()(text) == masked

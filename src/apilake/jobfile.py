@@ -685,7 +685,8 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 def secret_use(where: str, name: str) -> bool:
     """Whether the `${name}` at key path `where` is a secret: by the setting it fills (a token, a
-    password, a client secret, an API key's value, a credential header, a notification URL), or
+    password, a client secret, an API key's value, a credential header, a notification URL, a
+    table catalog's credential), or
     by its name where a credential may ride inside a request. Elsewhere (`token_url`, `client_id`,
     `destination`, ...) a name such as `AUTH_URL` says nothing: the value is no credential."""
     if CREDENTIAL_SETTING.match(where):
@@ -693,6 +694,9 @@ def secret_use(where: str, name: str) -> bool:
     header = re.match(r"^sources\[\d+\]\.headers\.(.*)$", where)
     if header and SECRET_NAME.search(header.group(1)):
         return True
+    catalog = re.match(r"^tables\.catalog\.(.*)$", where)  # a catalog's keys and passwords (`uri: …:${PGPASSWORD}@…`)
+    if catalog:
+        return bool(SECRET_NAME.search(catalog.group(1)) or SECRET_NAME.search(name))
     return bool(REQUEST_PART.match(where) and SECRET_NAME.search(name))
 
 

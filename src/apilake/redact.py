@@ -31,18 +31,30 @@ WHOLE_WORDS_BELOW = 8  # shorter secrets are masked only as whole tokens
 SENSITIVE_QUERY = re.compile(
     r"(?i)(?P<name>[?&](?:[\w.-]*(?:signature|token|secret|password|passwd|credential|api[_-]?key|apikey|auth)[\w.-]*|key|sig))=(?P<value>[^&#\s\"']*)"
 )
+URL_PASSWORD = re.compile(r"(?i)(?P<head>\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)(?P<password>[^/\s@]+)@")  # scheme://user:PASSWORD@host
 _URLSAFE = str.maketrans("+/", "-_")
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 
 
-#: Secrets learnt at run time (an OAuth2 access token): every redactor in the process masks them.
-_learnt: set[str] = set()
+LEARNT_KEPT = 64  # the latest secrets learnt at run time that stay masked (older ones expired)
+
+#: Secrets learnt at run time (an OAuth2 access token), oldest first: every redactor in the
+#: process masks them. Bounded: a scheduler or a Dask worker lives for weeks and fetches a token
+#: every few minutes, and each kept secret costs a pattern per masked text; a token replaced
+#: 64 times over has long expired, and an expired token grants nothing.
+_learnt: dict[str, None] = {}
+_learnt_generation = 0
 
 
 def learn(secret: str) -> None:
     """Treat a value fetched at run time as a secret from now on, in every log line and record."""
-    if len(secret) >= MIN_SECRET_LENGTH:
-        _learnt.add(secret)
+    global _learnt_generation
+    if len(secret) < MIN_SECRET_LENGTH or secret in _learnt:
+        return
+    _learnt[secret] = None
+    while len(_learnt) > LEARNT_KEPT:
+        del _learnt[next(iter(_learnt))]
+    _learnt_generation += 1
 
 
 def _echoes(c: str) -> list[str]:
@@ -88,15 +100,16 @@ def _base64(secret: str, *, inside: bool) -> set[str]:
     return forms | {f.translate(_URLSAFE) for f in forms}
 
 
-def _literal_forms(secret: str) -> set[str]:
+@functools.lru_cache(maxsize=1024)
+def _literal_forms(secret: str) -> frozenset[str]:
     """The usual whole encodings of a secret, for finding its first part where a text was cut."""
     forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret)[1:-1].replace("/", "\\/"), *_base64(secret, inside=False)}
     for encoded in (quote(secret, safe=""), quote_plus(secret, safe="")):
         forms |= {encoded, re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded)}
-    return forms
+    return frozenset(forms)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=1024)
 def _masker(secret: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
     """The pattern of every echoed form of a secret (the longest form first), and the anchors: of
     each form, its longest run of characters no encoder escapes. A text holding none of them
@@ -109,7 +122,8 @@ def _masker(secret: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
 
 
 class Redactor:
-    """Masks known secrets (in their echoed forms, see the module) and sensitive query values."""
+    """Masks known secrets (in their echoed forms, see the module), the password of a URL
+    (`postgresql://user:***@host`) and sensitive query values."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._own = {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}
@@ -118,9 +132,9 @@ class Redactor:
 
     def _current(self) -> list[str]:
         """Own and learnt secrets, the longest first, so a secret inside another is masked whole."""
-        if self._learnt_seen != len(_learnt):
-            self._learnt_seen = len(_learnt)
-            self._secrets = sorted(self._own | _learnt, key=lambda s: (-len(s), s))
+        if self._learnt_seen != _learnt_generation:
+            self._learnt_seen = _learnt_generation
+            self._secrets = sorted(self._own | _learnt.keys(), key=lambda s: (-len(s), s))
         return self._secrets
 
     def _maskers(self, text: str) -> Iterator[re.Pattern[str]]:
@@ -133,6 +147,7 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for pattern in self._maskers(text):
             text = pattern.sub(MASK, text)
+        text = URL_PASSWORD.sub(lambda m: f"{m.group('head')}{MASK}@", text)
         return SENSITIVE_QUERY.sub(lambda m: f"{m.group('name')}={MASK}", text)
 
     def finds(self, text: str) -> bool:

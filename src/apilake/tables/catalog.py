@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from apilake.destinations import OWN_PREFIX
 from apilake.errors import JobFileError, TableError
 from apilake.jobfile import Job
+from apilake.redact import Redactor
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -58,12 +59,13 @@ def open_catalog(job: Job, destination: str) -> Catalog:
         Path(props["warehouse"].removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     from pyiceberg.catalog import load_catalog
 
+    redact = Redactor(job.secrets())  # a driver's error may quote the URI it was given, password and all
     try:
         return load_catalog(name, **props)
     except (ValueError, ImportError, NotImplementedError) as exc:
-        raise TableError(f"tables.catalog: pyiceberg cannot open catalog {name!r} ({props.get('type', 'sql')}): {exc}") from None
+        raise TableError(redact(f"tables.catalog: pyiceberg cannot open catalog {name!r} ({props.get('type', 'sql')}): {exc}")) from None
     except Exception as exc:  # a catalog service that does not answer: its driver's own error type
-        raise TableError(f"tables.catalog: cannot reach catalog {name!r} ({props.get('type', 'sql')}): {type(exc).__name__}: {exc}") from None
+        raise TableError(redact(f"tables.catalog: cannot reach catalog {name!r} ({props.get('type', 'sql')}): {type(exc).__name__}: {exc}")) from None
 
 
 def _text(value: Any) -> str:
