@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 from pathlib import Path
@@ -103,6 +104,12 @@ def test_exit_codes_are_right_every_time_in_fresh_processes(tmp_path: Path, emul
 
 def open_uploads(endpoint: str) -> list[str]:
     return [u["Key"] for u in s3(endpoint).list_multipart_uploads(Bucket="lake").get("Uploads", [])]
+
+
+def upload_ages(endpoint: str) -> list[float]:
+    """Seconds since each open multipart upload of the bucket began, by the store's clock."""
+    uploads = s3(endpoint).list_multipart_uploads(Bucket="lake").get("Uploads", [])
+    return [(dt.datetime.now(dt.timezone.utc) - u["Initiated"]).total_seconds() for u in uploads]
 
 
 def part_bytes(endpoint: str) -> int:
@@ -257,8 +264,10 @@ def test_an_upload_orphaned_by_kill_9_during_a_forced_run_is_aborted_by_a_later_
     if request.node.callspec.params["s3_bucket"] != "moto":
         assert sorted(open_uploads(s3_bucket)) == sorted(orphans)
         assert f"left {len(orphans)} multipart upload(s) under s3://lake/raw/dataai/bulk_daily/ begun less than 120 min ago" in runs[0].stderr
-        # Once older than the guard (here: a guard of 0), the next run aborts them.
-        runs.append(run_cli("run", str(s3_job(tmp_path, emulator, s3_bucket, [BULK], {"stale_upload_minutes": 0})), "--date", DATE))
+        # Once older than the guard (here 3 s, with transfers bounded to 2 s), the next run aborts them.
+        short = s3_job(tmp_path, emulator, s3_bucket, [BULK], {"stale_upload_minutes": 0.05}, source={"timeouts": {"total": 2}})
+        wait_for(lambda: all(age > 3 for age in upload_ages(s3_bucket)), timeout=10)
+        runs.append(run_cli("run", str(short), "--date", DATE))
 
     assert [r.returncode for r in runs] == [0] * len(runs), runs[-1].stdout + runs[-1].stderr
     assert open_uploads(s3_bucket) == []  # though the run skipped every key
@@ -267,3 +276,17 @@ def test_an_upload_orphaned_by_kill_9_during_a_forced_run_is_aborted_by_a_later_
     assert data_objects(s3_bucket) == landed  # whole, byte-exact, and not fetched again
     assert emulator.stats.count(origin="files") == 0
     assert TOKEN not in "".join(r.stdout + r.stderr for r in runs)
+
+
+def test_a_job_whose_keys_start_with_a_placeholder_sweeps_no_one_elses_uploads(tmp_path: Path, emulator, moto_endpoint: str) -> None:
+    """`key: "{date}/…"` owns no prefix of its own: the start-of-run sweep would reach every other
+    job's (and tool's) uploads in the bucket, so it is skipped with a warning. On moto every
+    upload looks years old, so without the skip the other tool's upload would be aborted."""
+    client = s3(moto_endpoint)
+    client.create_bucket(Bucket="lake")
+    other = client.create_multipart_upload(Bucket="lake", Key="raw/another-tool/big.bin")["UploadId"]
+    job = s3_job(tmp_path, emulator, moto_endpoint, [{**DETAILS, "key": "{date}/{source}-{endpoint}-{market}-{product_id}.json"}])
+    result = run_cli("run", str(job), "--date", DATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [u["UploadId"] for u in client.list_multipart_uploads(Bucket="lake").get("Uploads", [])] == [other]
+    assert "owns no prefix of its own" in result.stderr

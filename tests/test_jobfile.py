@@ -296,3 +296,11 @@ def test_offline_loading_names_an_unset_variable_outside_credentials(tmp_path: P
     with pytest.raises(JobFileError, match=r"endpoints\[0\].path: environment variable ACCOUNT is not set .*without credentials only"):
         load_job(write(tmp_path, text), environ={}, offline=True)
     assert load_job(write(tmp_path, text), environ={"ACCOUNT": "a1"}, offline=True).sources[0].token == "${TOKEN}"
+
+
+def test_an_s3_upload_guard_shorter_than_a_transfer_is_refused(tmp_path: Path) -> None:
+    """The start-of-run sweep may not abort what a live transfer is still sending."""
+    guard = "s3: {stale_upload_minutes: 30}\n"
+    with pytest.raises(JobFileError, match=r"s3.stale_upload_minutes \(30\) must be longer than sources\[0\].timeouts.total \(3600 s\)"):
+        load_job(write(tmp_path, "destination: s3://lake/raw\n" + guard + GOOD), environ={"TOKEN": "t"})
+    load_job(write(tmp_path, "destination: ./lake\n" + guard + GOOD), environ={"TOKEN": "t"})  # no uploads to sweep

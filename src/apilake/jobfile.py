@@ -494,6 +494,19 @@ class Job(_Model):
         return sources
 
     @model_validator(mode="after")
+    def _stale_uploads_outlive_transfers(self) -> Job:
+        """The start-of-run sweep aborts open uploads older than `s3.stale_upload_minutes`: only
+        safe while no live transfer can be that old."""
+        if self.destination.startswith("s3://"):
+            for si, source in enumerate(self.sources):
+                if source.timeouts.total >= self.s3.stale_upload_minutes * 60:
+                    raise ValueError(
+                        f"s3.stale_upload_minutes ({self.s3.stale_upload_minutes:g}) must be longer than sources[{si}].timeouts.total "
+                        f"({source.timeouts.total:g} s): a run would abort uploads a live transfer is still sending"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _templates(self) -> Job:
         for si, source in enumerate(self.sources):
             for ei, endpoint in enumerate(source.endpoints):

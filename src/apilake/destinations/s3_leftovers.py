@@ -8,12 +8,13 @@ parts are kept, and billed, until the upload is aborted. Two sweeps clear them:
   this run opened its destination. The run holds the job's lease, so no other run of the job is
   writing that key.
 - `clear`: when a run starts, the uploads under the key prefixes the job owns
-  (`plan.owned_prefixes`) begun more than `s3.stale_upload_minutes` ago, whether this run writes
+  (`plan.owned_prefixes`; none for a job whose key template starts with a placeholder, which
+  would reach every job's uploads) begun more than `s3.stale_upload_minutes` ago, whether this run writes
   their keys again or not (a rerun skips a key that landed before a `--force` run was killed
   rewriting it). The age guard is for writers the lease does not keep out: another job whose keys
   share a prefix with this one's, or a run whose lease was taken over while it was still sending
-  a part. One apilake transfer lives at most `timeouts.total` (60 min by default), so an upload
-  begun longer ago than the guard (120 min) belongs to no live transfer.
+  a part. One apilake transfer lives at most `timeouts.total` (60 min by default), which the job
+  file must keep below the guard (120 min), so an upload begun longer ago belongs to no live transfer.
 
 Without the `s3:ListBucketMultipartUploads` permission both only warn; an S3 lifecycle rule
 `AbortIncompleteMultipartUpload` remains the backstop.
@@ -131,6 +132,12 @@ async def clear(dest: S3Destination, prefixes: Iterable[str], older_than: dt.tim
     the run's failure."""
     cutoff = dt.datetime.now(dt.timezone.utc) - older_than
     minutes = f"{older_than.total_seconds() / 60:g} min"
+    prefixes = list(prefixes)
+    if "" in prefixes:  # a key template that starts with a placeholder: the job owns no folder of its own
+        log.warning("not looking for multipart uploads killed runs left open: a key template of this job starts with a "
+                    "placeholder ({date}/...), so it owns no prefix of its own, and other jobs' uploads may be anywhere "
+                    "in %s; %s", dest._where(""), LIFECYCLE_HINT)  # fmt: skip
+        prefixes = [p for p in prefixes if p]
     results = await asyncio.gather(*(dest._run(sweep, dest, prefix, cutoff) for prefix in prefixes), return_exceptions=True)
     for result in results:
         if isinstance(result, DestinationError):
