@@ -261,3 +261,16 @@ def test_landed_sizes_take_the_latest_landing_of_the_run_s_units_only() -> None:
     assert landed_sizes(records) == {"a.json": 12, "x.csv.gz": 7, "b.json": 5}
     assert landed_sizes(records, {"dataai/a/2026-11-25", listing}) == {"a.json": 12, "x.csv.gz": 7}
     assert landed_sizes(records, {"dataai/a/2026-11"}) == {}  # a prefix of an id is not the unit
+
+
+def test_status_text_escapes_unit_ids_a_vendor_made() -> None:
+    """A fan-out child's id holds a value from the vendor's pages: a newline or a terminal code in
+    it is shown escaped, never as a line or a command of its own."""
+    from apilake.status import StatusReport, render
+
+    hostile = "s/child/2026-11-25/app=1\nFORGED \x1b[2J"
+    expected = {("s/child", "2026-11-25"): {hostile, "s/child/2026-11-25/app=2"}}
+    report = StatusReport("./lake", [], [dt.date(2026, 11, 25)], expected, find_gaps(expected, {"s/child/2026-11-25/app=2"}))
+    text = render(report, runs=5, job_path="job.yaml", timezone="UTC")
+    assert "app=1\\nFORGED \\x1b[2J" in text
+    assert "\x1b" not in text and not any(line.startswith("FORGED") for line in text.splitlines())

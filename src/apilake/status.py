@@ -506,7 +506,7 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
             out.append(f"  {endpoint}: missing {', '.join(_day(g) for g in whole)}")
         for gap in (g for g in gaps if len(g.missing) < g.expected):
             out.append(f"  {endpoint}: {_day(gap)} incomplete, {len(gap.missing)} of {gap.expected} units missing:")
-            out += [f"      {unit}" for unit in gap.missing[:limit]]
+            out += [f"      {printable(unit)}" for unit in gap.missing[:limit]]  # fan-out values come from the vendor
             if len(gap.missing) > limit:
                 out.append(f"      ... and {len(gap.missing) - limit} more")
     if report.gaps and job_path:
