@@ -13,7 +13,7 @@ from filelock import FileLock
 from apilake.destinations.local import LocalDestination
 from apilake.errors import JobFileError, RunLockedError
 from apilake.jobfile import LeaseOptions, load_job
-from apilake.lease import Lease, lease_key
+from apilake.lease import Lease, lease_key, wanted
 
 FAST = LeaseOptions(expiry_seconds=1, renew_seconds=0.2)
 
@@ -58,6 +58,29 @@ def test_lease_timings_are_checked(tmp_path: Path) -> None:
     path.write_text("lease: {expiry_seconds: 10, renew_seconds: 8}\nsources: [{name: s, base_url: 'https://x', endpoints: [{name: e, kind: json, path: /e}]}]\n")
     with pytest.raises(JobFileError, match="renew at least twice per expiry_seconds"):
         load_job(path)
+
+
+@pytest.mark.parametrize(
+    "mode, needs_lease, wanted_",
+    [
+        ("auto", True, True),  # S3, a network file system
+        ("auto", False, False),  # a local folder: its OS lock sees every run
+        ("always", False, True),
+        ("off", True, False),  # a store without conditional writes: the OS lock alone
+        ("off", False, False),
+    ],
+)
+def test_which_runs_hold_a_lease(tmp_path: Path, mode: str, needs_lease: bool, wanted_: bool) -> None:
+    dest = LocalDestination(tmp_path / "lake")
+    dest.needs_lease = needs_lease
+    assert wanted(dest, LeaseOptions(mode=mode)) is wanted_
+
+
+@pytest.mark.parametrize("written, mode", [("off", "off"), ("'off'", "off"), ("always", "always"), ("auto", "auto")])
+def test_lease_mode_off_reads_as_written_though_yaml_makes_a_bare_off_false(tmp_path: Path, written: str, mode: str) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(f"lease: {{mode: {written}}}\nsources: [{{name: s, base_url: 'https://x', endpoints: [{{name: e, kind: json, path: /e}}]}}]\n")
+    assert load_job(path).lease.mode == mode
 
 
 MOUNTS = r"""/dev/vda / ext4 rw,relatime 0 0
