@@ -82,8 +82,6 @@ def run_job(
     dest = open_destination(destination or job.destination, job.s3)
     with run_lock(job_path, dest.url, dest.place) as lock:
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "lock": str(lock), "lease": lease_key(job_path) if wanted(dest, job.lease) else None}
-        if warning := unleased_warning(job, dest):
-            log.warning("%s", warning)
         return asyncio.run(_run(job, units, dest, job_path, dates, force, on_result or (lambda r: None), now, factory, holder, only))
 
 
@@ -105,6 +103,8 @@ async def _run(
     report = RunReport(new_run_id(started), dest.url, "running")
     logs.run_id.set(report.run_id)
     log.info("run %s: %d units into %s", report.run_id, len(units), dest.url)
+    if warning := unleased_warning(job, dest):
+        log.warning("%s", warning)
 
     stopped: list[str] = []  # why the run stopped early (a signal, a lost lease), for the units it left
 
