@@ -104,4 +104,5 @@ def test_a_store_that_ignores_conditional_writes_is_refused_before_anything_is_f
         result = run_cli("run", str(job), "--date", DATE)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "ignores conditional writes (If-None-Match: *)" in result.stderr and "Traceback" not in result.stderr
+    assert "set `lease: {mode: off}`" in result.stderr  # what a user who runs the job from one host can do
     assert emulator.stats.count() == 0 and data_objects(bucket) == {}

@@ -13,7 +13,7 @@ from filelock import FileLock
 from apilake.destinations.local import LocalDestination
 from apilake.errors import JobFileError, RunLockedError
 from apilake.jobfile import LeaseOptions, load_job
-from apilake.lease import Lease, lease_key
+from apilake.lease import Lease, lease_key, unleased_warning, wanted
 
 FAST = LeaseOptions(expiry_seconds=1, renew_seconds=0.2)
 
@@ -58,6 +58,48 @@ def test_lease_timings_are_checked(tmp_path: Path) -> None:
     path.write_text("lease: {expiry_seconds: 10, renew_seconds: 8}\nsources: [{name: s, base_url: 'https://x', endpoints: [{name: e, kind: json, path: /e}]}]\n")
     with pytest.raises(JobFileError, match="renew at least twice per expiry_seconds"):
         load_job(path)
+
+
+@pytest.mark.parametrize(
+    "mode, needs_lease, wanted_",
+    [
+        ("auto", True, True),  # S3, a network file system
+        ("auto", False, False),  # a local folder: its OS lock sees every run
+        ("always", False, True),
+        ("off", True, False),  # a store without conditional writes: the OS lock alone
+        ("off", False, False),
+    ],
+)
+def test_which_runs_hold_a_lease(tmp_path: Path, mode: str, needs_lease: bool, wanted_: bool) -> None:
+    dest = LocalDestination(tmp_path / "lake")
+    dest.needs_lease = needs_lease
+    assert wanted(dest, LeaseOptions(mode=mode)) is wanted_
+
+
+@pytest.mark.parametrize("written, mode", [("off", "off"), ("'off'", "off"), ("always", "always"), ("auto", "auto")])
+def test_lease_mode_off_reads_as_written_though_yaml_makes_a_bare_off_false(tmp_path: Path, written: str, mode: str) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(f"lease: {{mode: {written}}}\nsources: [{{name: s, base_url: 'https://x', endpoints: [{{name: e, kind: json, path: /e}}]}}]\n")
+    assert load_job(path).lease.mode == mode
+
+
+@pytest.mark.parametrize(
+    "settings, says",
+    [
+        ("lease: {mode: auto}", None),
+        ("lease: {mode: off}", "requests_per_day is counted per host (in /var/quota)"),
+        ("lease: {mode: off}\nquota_ledger: s3://ledgers/shared", "requests_per_day is counted in the quota_ledger s3://ledgers/shared"),
+    ],
+)
+def test_a_run_without_a_lease_says_what_it_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str, says: str | None) -> None:
+    monkeypatch.setenv("APILAKE_QUOTA_DIR", "/var/quota")
+    path = tmp_path / "job.yaml"
+    path.write_text(f"{settings}\nsources: [{{name: s, base_url: 'https://x', endpoints: [{{name: e, kind: json, path: /e}}]}}]\n")
+    warning = unleased_warning(load_job(path), LocalDestination(tmp_path / "lake"))
+    if says is None:
+        assert warning is None
+    else:
+        assert warning is not None and "kept apart only on this host" in warning and says in warning
 
 
 MOUNTS = r"""/dev/vda / ext4 rw,relatime 0 0

@@ -448,11 +448,18 @@ class Notify(_Model):
 
 class LeaseOptions(_Model):
     """The lease a run holds on an S3 destination: renewed every `renew_seconds`; a holder silent
-    for `expiry_seconds` is taken to be dead and its lease may be taken over."""
+    for `expiry_seconds` is taken to be dead and its lease may be taken over. `off` is for stores
+    without conditional writes: only the host's OS lock keeps runs apart (see `apilake.lease`)."""
 
-    mode: Literal["auto", "always"] = "auto"  # auto: S3 and folders on network file systems
+    mode: Literal["auto", "always", "off"] = "auto"  # auto: S3 and folders on network file systems
     expiry_seconds: float = Field(60.0, ge=1)
     renew_seconds: float = Field(15.0, gt=0)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, mode: Any) -> Any:
+        """YAML 1.1 reads a bare `off` as the boolean false."""
+        return "off" if mode is False else mode
 
     @model_validator(mode="after")
     def _renew_within_expiry(self) -> LeaseOptions:

@@ -9,6 +9,11 @@ version, so of two runs racing for a dead lease exactly one wins. A run that can
 before its own expiry, or finds its lease taken, has lost it: the runner stops starting units,
 drops what is in flight and exits 1. Hosts' clocks must agree to well within `expiry_seconds`
 (NTP does).
+
+A store without conditional writes cannot hold a lease: taking one says so (or that the store
+altered the lease's bytes, which is another fault with its own fix). `lease: {mode: off}` runs
+there without one, kept apart from overlapping runs by the host's OS lock only, and says so at
+every run (`unleased_warning`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from typing import Any
 
 from apilake.destinations import OWN_PREFIX, Destination
 from apilake.errors import DestinationError, RunLockedError
-from apilake.jobfile import LeaseOptions
+from apilake.fetch.quota import host_ledger_folder
+from apilake.jobfile import Job, LeaseOptions
 from apilake.lock import job_id, lock_is_free
 
 log = logging.getLogger("apilake")
@@ -37,8 +43,36 @@ LEASES_PREFIX = f"{OWN_PREFIX}leases/"
 CONFIRM_DELAY_S = 0.2
 
 
+OFF_HINT = (
+    "to run this job from one host only, set `lease: {mode: off}` in the job file (overlapping runs are then "
+    "kept apart on that host only, and requests_per_day is counted per host)"
+)
+
+
 def lease_key(job_path: str) -> str:
     return f"{LEASES_PREFIX}{job_id(job_path)}.json"
+
+
+def wanted(dest: Destination, options: LeaseOptions) -> bool:
+    """Whether a run into `dest` holds a lease: where the host's OS lock cannot see every writer
+    (S3, network file systems) or everywhere (`always`); never with `off`."""
+    return options.mode == "always" or (options.mode == "auto" and dest.needs_lease)
+
+
+def unleased_warning(job: Job, dest: Destination) -> str | None:
+    """What a run without a lease (`lease: {mode: off}`) gives up, said at every run: nothing
+    keeps out a run of the job on another host, and daily quotas are counted per host."""
+    if job.lease.mode != "off":
+        return None
+    counted = (
+        f"requests_per_day is counted in the quota_ledger {job.quota_ledger}"
+        if job.quota_ledger
+        else f"requests_per_day is counted per host (in {host_ledger_folder()}), so runs on several hosts can spend it several times"
+    )
+    return (
+        f"lease: {{mode: off}}: no lease in {dest.url}, so overlapping runs of this job are kept apart only on this "
+        f"host (its OS lock); start it from one host only. {counted}"
+    )
 
 
 def _now() -> dt.datetime:
@@ -123,14 +157,19 @@ class Lease:
             if found is not None and doc is not None and doc.get("run_id") != self.run_id and not doc.get("released"):
                 log.warning("taking over the lease of a run that stopped renewing it (%s)", holder_text(doc))
             started = time.monotonic()
-            version = await self.dest.put_if(self.key, self._document(), version=found.version if found else None)
+            sent = self._document()
+            version = await self.dest.put_if(self.key, sent, version=found.version if found else None)
             if version is None:
                 continue  # another run wrote first: look again
             await asyncio.sleep(CONFIRM_DELAY_S)
             kept = await self.dest.read_versioned(self.key)
-            mine = parse(kept.data) if kept else None
-            if kept is None or mine is None or mine.get("run_id") != self.run_id:
-                if mine is not None and is_live(mine, _now(), own_lock=self.lock):
+            if kept is None:
+                continue
+            mine = parse(kept.data)
+            if mine is None or (mine.get("run_id") == self.run_id and kept.data != sent):
+                raise self._altered(sent, kept.data)  # no run writes anything but its own document
+            if mine.get("run_id") != self.run_id:
+                if is_live(mine, _now(), own_lock=self.lock):
                     raise self._locked(mine)
                 continue
             await self._check_conditional_writes(kept.data)
@@ -138,13 +177,21 @@ class Lease:
             return
         raise RunLockedError(f"could not take the lease {self.key} in {self.dest.url}: other runs keep changing it; this run did nothing")
 
+    def _altered(self, sent: bytes, kept: bytes) -> DestinationError:
+        return DestinationError(
+            f"{self.dest.url}: the store altered the lease object {self.key}: this run wrote {len(sent):,} bytes of "
+            f"JSON and read back {len(kept):,} bytes that differ (no run writes anything else there); this run did "
+            f"nothing. {self.dest.altered_hint}"
+        )
+
     async def _check_conditional_writes(self, data: bytes) -> None:
         """Creating the lease again must be refused: a store that ignores `If-None-Match` would
         let every run hold it (and over-spend quota ledgers). Same bytes, so the version stays."""
         if await self.dest.put_if(self.key, data, version=None) is not None:
             raise DestinationError(
-                f"{self.dest.url} ignores conditional writes (If-None-Match: *): apilake needs them to keep runs on "
-                "different hosts apart and to count daily quotas; use a store that supports them (AWS S3 does)"
+                f"{self.dest.url} ignores conditional writes (If-None-Match: *): it let this run create the lease "
+                f"{self.key} a second time. apilake needs them to keep runs on different hosts apart and to count daily "
+                f"quotas; this run did nothing. Use a store that supports them (AWS S3 does), or, {OFF_HINT}"
             )
 
     async def hold(self, on_lost: Callable[[str], None]) -> None:

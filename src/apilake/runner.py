@@ -25,7 +25,7 @@ from apilake.errors import DestinationError, InterruptedRun
 from apilake.executors import ExecutorFactory, LocalExecutor, OnResult, executor_factory
 from apilake.executors.work import unit_kind
 from apilake.jobfile import Job
-from apilake.lease import Lease, lease_key
+from apilake.lease import Lease, lease_key, unleased_warning, wanted
 from apilake.lock import run_lock
 from apilake.plan import Unit, owned_prefixes
 from apilake.record import DID_NOT_LAND, UnitResult, new_run_id, record_document, record_key, run_status, write_record
@@ -81,9 +81,7 @@ def run_job(
     gc.freeze()
     dest = open_destination(destination or job.destination, job.s3)
     with run_lock(job_path, dest.url, dest.place) as lock:
-        holder = {"host": socket.gethostname(), "pid": os.getpid(), "lock": str(lock), "lease": None}
-        if dest.needs_lease or job.lease.mode == "always":
-            holder["lease"] = lease_key(job_path)
+        holder = {"host": socket.gethostname(), "pid": os.getpid(), "lock": str(lock), "lease": lease_key(job_path) if wanted(dest, job.lease) else None}
         return asyncio.run(_run(job, units, dest, job_path, dates, force, on_result or (lambda r: None), now, factory, holder, only))
 
 
@@ -105,6 +103,8 @@ async def _run(
     report = RunReport(new_run_id(started), dest.url, "running")
     logs.run_id.set(report.run_id)
     log.info("run %s: %d units into %s", report.run_id, len(units), dest.url)
+    if warning := unleased_warning(job, dest):
+        log.warning("%s", warning)
 
     stopped: list[str] = []  # why the run stopped early (a signal, a lost lease), for the units it left
 

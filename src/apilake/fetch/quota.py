@@ -8,7 +8,9 @@ which counts the requests reserved per quota day (midnight to midnight in `quota
 Requests are reserved in small blocks by compare-and-swap (`Destination.put_if`: S3 conditional
 writes, a file lock in a local folder), spent locally, and what is left of a block goes back to
 the ledger when the run ends. A process killed with `kill -9` cannot give its block back: those
-requests stay counted, which errs on the safe side (the key is never over-spent).
+requests stay counted, which errs on the safe side (the key is never over-spent). Jobs whose
+store has no conditional writes (`lease: {mode: off}`) count in a folder of their host instead:
+per host, not across hosts.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import random
 import zoneinfo
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -213,8 +217,22 @@ class Quotas:
 
 def ledger_store(job: Job, dest: Destination) -> Destination:
     """Where the job's quota ledgers live: `quota_ledger:` (shared by jobs with different
-    destinations), else the destination itself."""
-    return open_destination(job.quota_ledger, job.s3) if job.quota_ledger else dest
+    destinations), else the destination itself; with `lease: {mode: off}` (a store without
+    conditional writes, whose ledger could lose counts) a folder of this host instead."""
+    if job.quota_ledger:
+        return open_destination(job.quota_ledger, job.s3)
+    if job.lease.mode == "off":
+        return open_destination(str(host_ledger_folder()))
+    return dest
+
+
+def host_ledger_folder() -> Path:
+    """Where this host counts daily quotas for jobs without a lease: one folder per user, shared
+    by all their jobs, that outlives reboots (the locks' /tmp folder may not: a quota counted
+    again from zero after a reboot would be over-spent); `$APILAKE_QUOTA_DIR` moves it."""
+    if os.environ.get("APILAKE_QUOTA_DIR"):
+        return Path(os.environ["APILAKE_QUOTA_DIR"])
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "apilake" / "quota"
 
 
 async def quota_use(store: Destination, sources: list[Source] | None = None) -> list[tuple[str, str, dict[str, Any]]]:
