@@ -1,4 +1,5 @@
-"""Object keys: the default layout, page keys, and the parts of a bulk file URL. Pure functions.
+"""Object keys: the default layout, page keys, the parts of a bulk file URL, and the names
+apilake keeps for its own files. Pure functions.
 
 Default layout (Hive-style `dt=` partitions, in the spirit of the batch apilake replaces)::
 
@@ -16,6 +17,21 @@ import posixpath
 import re
 from collections.abc import Mapping
 from urllib.parse import parse_qs, urlsplit
+
+TEMP_DIR = ".apilake-tmp"  # the hidden folder beside a local lake's objects that holds a folder's temporary files
+TEMP_MARK = f"{TEMP_DIR}-"  # in every temporary file's name
+LOCK_SUFFIX = ".apilake-lock"  # beside a local object written by compare-and-swap (`put_if`)
+_MARKER = re.compile(r"\.(?=apilake-(?:tmp|lock))", re.IGNORECASE)  # the dot that starts any of the three
+
+
+def disarm_markers(key: str) -> str:
+    """`key` with the dot that starts a marker of apilake's own files percent-encoded
+    (`b.apilake-tmp-x.csv.gz` → `b%2Eapilake-tmp-x.csv.gz`): listings pass over such names and
+    clean-ups remove them, so an object named so would land unseen and later vanish. Every key,
+    whatever its destination, goes through here (`templates.sanitize_key`): a job lands the same
+    keys into a folder and into S3. Case-blind, for case-insensitive file systems."""
+    return _MARKER.sub("%2E", key)
+
 
 DEFAULT_BULK_KEY = "{source}/{endpoint}/{file_kind}/{dimension}/dt={file_date}/{file_name}"
 

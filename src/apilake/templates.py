@@ -21,8 +21,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from apilake.destinations import disarm_markers
 from apilake.errors import TemplateError
+from apilake.keys import disarm_markers
 
 Value = str | int | float | dt.date
 

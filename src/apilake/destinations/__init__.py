@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -22,20 +21,6 @@ if TYPE_CHECKING:
 
 RECORDS_PREFIX = "_apilake/runs/"
 OWN_PREFIX = "_apilake/"  # apilake's own objects: run records, leases, quota ledgers
-
-TEMP_DIR = ".apilake-tmp"  # the hidden folder beside a local lake's objects that holds a folder's temporary files
-TEMP_MARK = f"{TEMP_DIR}-"  # in every temporary file's name
-LOCK_SUFFIX = ".apilake-lock"  # beside a local object written by compare-and-swap (`put_if`)
-_MARKER = re.compile(r"\.(?=apilake-(?:tmp|lock))", re.IGNORECASE)  # the dot that starts any of the three
-
-
-def disarm_markers(key: str) -> str:
-    """`key` with the dot that starts a marker of apilake's own files percent-encoded
-    (`b.apilake-tmp-x.csv.gz` → `b%2Eapilake-tmp-x.csv.gz`): listings pass over such names and
-    clean-ups remove them, so an object named so would land unseen and later vanish. Every key,
-    whatever its destination, goes through here (`templates.sanitize_key`): a job lands the same
-    keys into a folder and into S3. Case-blind, for case-insensitive file systems."""
-    return _MARKER.sub("%2E", key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from apilake.destinations import TEMP_DIR
+from apilake.keys import TEMP_DIR
 
 JOURNAL_MARK = ".apilake-folders-"
 

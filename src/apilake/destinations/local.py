@@ -14,7 +14,8 @@ from typing import BinaryIO
 
 from filelock import FileLock
 
-from apilake.destinations import LOCK_SUFFIX, TEMP_DIR, TEMP_MARK, Destination, ObjectInfo, Versioned
+from apilake.destinations import Destination, ObjectInfo, Versioned
+from apilake.keys import LOCK_SUFFIX, TEMP_DIR, TEMP_MARK
 from apilake.destinations.folders import FolderJournal, sweep
 from apilake.errors import DestinationError
 
