@@ -62,6 +62,8 @@ def test_a_long_secret_inside_a_longer_base64_text_is_masked_at_every_alignment(
         ("x" * 8 + quote(LONG, safe="")[:7], 100, True, "x" * 8 + MASK),
         ("x" * 8 + "to", 100, True, "x" * 8 + "to"),  # too little to mask
         ("x" * 8 + LONG[:6], 100, False, "x" * 8 + LONG[:6]),  # a whole text: a prefix is no secret
+        ("x" * 8 + LONG + "y" * 10**6, 20, False, "x" * 8 + MASK + "y" * 9),  # a huge text is cut near the limit first
+        ("x" * 8 + quote(LONG, safe="").lower() + "y" * 10**6, 20, False, "x" * 8 + MASK + "y" * 9),
     ],
 )
 def test_cut_masks_before_it_cuts(text: str, limit: int, truncated: bool, cut: str) -> None:

@@ -158,7 +158,13 @@ class Redactor:
         """`text` masked whole, then cut to `limit` characters: cutting first would halve a secret
         that straddles the cut, and the masker would not know its first half. `truncated`: the text
         is only the start of something longer (a body read so far), so a secret's first part at its
-        end is masked too."""
+        end is masked too. A text far longer than `limit` (a hostile body's error field) is first
+        cut where no secret that starts before `limit` can still go on: at most 12 characters an
+        echoed character (`\\uXXXX` twice, or 4 bytes percent-encoded)."""
+        secrets = self._current()
+        reach = limit + 12 * max(map(len, secrets), default=0)
+        if len(text) > reach:
+            text, truncated = text[:reach], True
         if truncated:
             text = self._mask_tail(text)
         return self(text)[:limit]
