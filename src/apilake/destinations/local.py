@@ -145,7 +145,7 @@ class LocalDestination(Destination):
         path = self._path(key)
 
         def swap() -> str | None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.make(path.parent)  # noted, so an empty one goes with the run (filelock makes it again if a sweep took it)
             with FileLock(path.parent / f".{path.name}{LOCK_SUFFIX}"):
                 try:
                     current: str | None = _version(path.read_bytes())
