@@ -100,6 +100,10 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     from apilake.plan import pending_children, plan
 
     job = _load(job_file, profile, offline=dry_run)
+    if job.tables is not None:  # a lake its tables cannot go with is refused before anything lands
+        from apilake.tables.catalog import catalog_properties
+
+        catalog_properties(job, dest or job.destination)
     dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date, start=start, end=end)
     units = plan(job, dates, only)
     if dry_run:
@@ -188,6 +192,7 @@ def tables(job_file: str, date: str | None, start: str | None, end: str | None, 
     from apilake.errors import JobFileError
     from apilake.lock import run_lock
     from apilake.tables import build_tables, iso, selection
+    from apilake.tables.catalog import catalog_properties
 
     job = _load(job_file, profile, offline=True)
     if job.tables is None:
@@ -196,6 +201,7 @@ def tables(job_file: str, date: str | None, start: str | None, end: str | None, 
     selected = selection(job, only)
     destination = open_destination(dest or job.destination, job.s3)
     url = destination.url
+    catalog_properties(job, url)  # an S3 lake without a catalog: a clear error, also when nothing has landed yet
     bar = _PartitionBar(quiet)
     try:
         with run_lock(job_file, url, destination.place):
