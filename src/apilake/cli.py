@@ -143,15 +143,15 @@ def _refresh_after_run(job: Any, job_file: str, report: Any) -> int:
     """Refresh the table partitions of exactly what the run landed; a failure fails the run (exit 1)
     and leaves what landed as it is."""
     from apilake.destinations import open_destination
-    from apilake.lock import run_lock
+    from apilake.lease import job_hold
     from apilake.tables import build_tables, landed_selection
 
     dates, selected = landed_selection(report.results)
     if not dates:
         return 0
     try:
-        with run_lock(job_file, report.destination, open_destination(report.destination, job.s3).place):
-            tables = build_tables(job, report.destination, dates=dates, selected=selected)
+        with job_hold(job, job_file, open_destination(report.destination, job.s3), report.run_id) as held:
+            tables = build_tables(job, report.destination, dates=dates, selected=selected, stopped=held.why_lost)
     except ApilakeError as exc:
         click.echo(f"apilake: error: tables not refreshed: {exc}", err=True)
         return 1
@@ -190,7 +190,8 @@ def tables(job_file: str, date: str | None, start: str | None, end: str | None, 
     from apilake.dates import run_dates
     from apilake.destinations import open_destination
     from apilake.errors import JobFileError
-    from apilake.lock import run_lock
+    from apilake.lease import job_hold
+    from apilake.record import new_run_id
     from apilake.tables import build_tables, iso, selection
     from apilake.tables.catalog import catalog_properties
 
@@ -204,8 +205,9 @@ def tables(job_file: str, date: str | None, start: str | None, end: str | None, 
     catalog_properties(job, url)  # an S3 lake without a catalog: a clear error, also when nothing has landed yet
     bar = _PartitionBar(quiet)
     try:
-        with run_lock(job_file, url, destination.place):
-            report = build_tables(job, url, dates=dates, selected=selected, force=force, on_plan=bar.start, on_partition=bar.advance)
+        with job_hold(job, job_file, destination, "tables-" + new_run_id(dt.datetime.now(dt.timezone.utc))) as held:
+            report = build_tables(job, url, dates=dates, selected=selected, force=force, on_plan=bar.start, on_partition=bar.advance,
+                                  stopped=held.why_lost)
     finally:
         bar.close()
     click.echo(report.summary())
