@@ -124,9 +124,6 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
                          executor=executor, scheduler=scheduler, only=only)
     finally:
         progress.close()
-    from apilake.outcome import follow_up
-
-    follow_up(job, job_file, report.run_id, report.destination, metrics_file=metrics_file)
     click.echo(summarize(report.results))
     record = f"{report.destination.rstrip('/')}/{report.record_key}"
     if report.record_error:
@@ -136,6 +133,9 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     code = report.exit_code
     if job.tables is not None and report.status != "interrupted":
         code = max(code, _refresh_after_run(job, job_file, report))
+    from apilake.outcome import follow_up
+
+    follow_up(job, job_file, report.run_id, report.destination, metrics_file=metrics_file)  # after the refresh: rows per table
     sys.exit(code)
 
 
@@ -385,14 +385,15 @@ def _schedule_server(address: str, job: Any, job_file: str, destination: str, sc
 
     from apilake.dashboard.server import Dashboard
     from apilake.errors import JobFileError
-    from apilake.metrics import RunCollector, SchedulerCollector, exposition, quota_today, registry
+    from apilake.metrics import RunCollector, SchedulerCollector, exposition, quota_today, registry, tables_now
 
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise JobFileError(f"--http {address!r}: expected HOST:PORT, e.g. 127.0.0.1:9464")
     upcoming = lambda: [(s.key, fire) for s, fire in scheduler.upcoming()]  # noqa: E731
     quota = lambda: quota_today(job, destination)  # noqa: E731 - read at every scrape: other runs and hosts spend it too
-    metrics = registry(RunCollector(job, job_file, records, quota), SchedulerCollector(job_file, upcoming, lambda: scheduler.last_tick))
+    tables = lambda: tables_now(job, destination, records())  # noqa: E731 - read at every scrape, as the quota
+    metrics = registry(RunCollector(job, job_file, records, quota, tables), SchedulerCollector(job_file, upcoming, lambda: scheduler.last_tick))
 
     def healthz() -> tuple[int, str, bytes]:
         ok, detail = scheduler.health()
@@ -435,7 +436,8 @@ def status(job_file: str | None, dest: str | None, profile: str | None, start: s
 
     Gaps cover the last 7 run dates ending yesterday in the job's timezone (UTC without a job
     file), or --from/--to. With JOB.yaml, expected units come from the job; without it, from the
-    run records. Exit code: 0 no gaps, 1 gaps found, 2 bad job file, option or destination.
+    run records. Exit code: 0 no gaps, 1 gaps found or a table behind the raw zone (a job with `tables:`),
+    2 bad job file, option or destination.
     """
     from apilake.dates import run_dates
     from apilake.errors import JobFileError
