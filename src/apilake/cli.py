@@ -101,6 +101,10 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     from apilake.plan import pending_children, plan
 
     job = _load(job_file, profile, offline=dry_run)
+    if job.tables is not None:  # a lake its tables cannot go with is refused before anything lands
+        from apilake.tables.catalog import catalog_properties
+
+        catalog_properties(job, dest or job.destination)
     dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date, start=start, end=end)
     units = plan(job, dates, only)
     if dry_run:
@@ -121,9 +125,6 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
                          executor=executor, scheduler=scheduler, only=only)
     finally:
         progress.close()
-    from apilake.outcome import follow_up
-
-    follow_up(job, job_file, report.run_id, report.destination, metrics_file=metrics_file)
     click.echo(summarize(report.results))
     record = f"{report.destination.rstrip('/')}/{report.record_key}"
     if report.record_error:
@@ -133,6 +134,9 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     code = report.exit_code
     if job.tables is not None and report.status != "interrupted":
         code = max(code, _refresh_after_run(job, job_file, report))
+    from apilake.outcome import follow_up
+
+    follow_up(job, job_file, report.run_id, report.destination, metrics_file=metrics_file)  # after the refresh: rows per table
     sys.exit(code)
 
 
@@ -140,15 +144,15 @@ def _refresh_after_run(job: Any, job_file: str, report: Any) -> int:
     """Refresh the table partitions of exactly what the run landed; a failure fails the run (exit 1)
     and leaves what landed as it is."""
     from apilake.destinations import open_destination
-    from apilake.lock import run_lock
+    from apilake.lease import job_hold
     from apilake.tables import build_tables, landed_selection
 
     dates, selected = landed_selection(report.results)
     if not dates:
         return 0
     try:
-        with run_lock(job_file, report.destination, open_destination(report.destination, job.s3).place):
-            tables = build_tables(job, report.destination, dates=dates, selected=selected)
+        with job_hold(job, job_file, open_destination(report.destination, job.s3), report.run_id) as held:
+            tables = build_tables(job, report.destination, dates=dates, selected=selected, stopped=held.why_lost)
     except ApilakeError as exc:
         click.echo(f"apilake: error: tables not refreshed: {exc}", err=True)
         return 1
@@ -187,8 +191,10 @@ def tables(job_file: str, date: str | None, start: str | None, end: str | None, 
     from apilake.dates import run_dates
     from apilake.destinations import open_destination
     from apilake.errors import JobFileError
-    from apilake.lock import run_lock
+    from apilake.lease import job_hold
+    from apilake.record import new_run_id
     from apilake.tables import build_tables, iso, selection
+    from apilake.tables.catalog import catalog_properties
 
     job = _load(job_file, profile, offline=True)
     if job.tables is None:
@@ -197,10 +203,12 @@ def tables(job_file: str, date: str | None, start: str | None, end: str | None, 
     selected = selection(job, only)
     destination = open_destination(dest or job.destination, job.s3)
     url = destination.url
+    catalog_properties(job, url)  # an S3 lake without a catalog: a clear error, also when nothing has landed yet
     bar = _PartitionBar(quiet)
     try:
-        with run_lock(job_file, url, destination.place):
-            report = build_tables(job, url, dates=dates, selected=selected, force=force, on_plan=bar.start, on_partition=bar.advance)
+        with job_hold(job, job_file, destination, "tables-" + new_run_id(dt.datetime.now(dt.timezone.utc))) as held:
+            report = build_tables(job, url, dates=dates, selected=selected, force=force, on_plan=bar.start, on_partition=bar.advance,
+                                  stopped=held.why_lost)
     finally:
         bar.close()
     click.echo(report.summary())
@@ -378,14 +386,15 @@ def _schedule_server(address: str, job: Any, job_file: str, destination: str, sc
 
     from apilake.dashboard.server import Dashboard
     from apilake.errors import JobFileError
-    from apilake.metrics import RunCollector, SchedulerCollector, exposition, quota_today, registry
+    from apilake.metrics import RunCollector, SchedulerCollector, exposition, quota_today, registry, tables_now
 
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise JobFileError(f"--http {address!r}: expected HOST:PORT, e.g. 127.0.0.1:9464")
     upcoming = lambda: [(s.key, fire) for s, fire in scheduler.upcoming()]  # noqa: E731
     quota = lambda: quota_today(job, destination)  # noqa: E731 - read at every scrape: other runs and hosts spend it too
-    metrics = registry(RunCollector(job, job_file, records, quota), SchedulerCollector(job_file, upcoming, lambda: scheduler.last_tick))
+    tables = lambda: tables_now(job, destination, records())  # noqa: E731 - read at every scrape, as the quota
+    metrics = registry(RunCollector(job, job_file, records, quota, tables), SchedulerCollector(job_file, upcoming, lambda: scheduler.last_tick))
 
     def healthz() -> tuple[int, str, bytes]:
         ok, detail = scheduler.health()
@@ -428,7 +437,8 @@ def status(job_file: str | None, dest: str | None, profile: str | None, start: s
 
     Gaps cover the last 7 run dates ending yesterday in the job's timezone (UTC without a job
     file), or --from/--to. With JOB.yaml, expected units come from the job; without it, from the
-    run records. Exit code: 0 no gaps, 1 gaps found, 2 bad job file, option or destination.
+    run records. Exit code: 0 no gaps, 1 gaps found or a table behind the raw zone (a job with `tables:`),
+    2 bad job file, option or destination.
     """
     from apilake.dates import run_dates
     from apilake.errors import JobFileError

@@ -19,20 +19,23 @@ every run (`unleased_warning`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import json
 import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from apilake.destinations import OWN_PREFIX, Destination
 from apilake.errors import DestinationError, RunLockedError
 from apilake.fetch.quota import host_ledger_folder
 from apilake.jobfile import Job, LeaseOptions
-from apilake.lock import job_id, lock_is_free
+from apilake.lock import job_id, lock_is_free, run_lock
 
 log = logging.getLogger("apilake")
 
@@ -252,3 +255,77 @@ async def live_lease(dest: Destination, job_path: str) -> dict[str, Any] | None:
     found = await dest.read_versioned(lease_key(job_path))
     doc = parse(found.data) if found else None
     return doc if doc is not None and is_live(doc, _now()) else None
+
+
+class HeldLease:
+    """A lease held for synchronous work outside a run (`apilake tables`, a run's table refresh):
+    taken, then renewed by a heartbeat on its own thread and event loop until the block ends.
+    `lost` says why it was lost, if it was: the work then stops at its next step."""
+
+    def __init__(self, dest: Destination, job_path: str, run_id: str, options: LeaseOptions, *, lock: str) -> None:
+        self.dest = dest
+        self.lease = Lease(dest, job_path, run_id, options, lock=lock)
+        self.lost: str | None = None
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._hold(),), name="apilake-lease", daemon=True)
+
+    def __enter__(self) -> HeldLease:
+        self._thread.start()
+        try:
+            self._ready.result()  # RunLockedError: another run holds it; nothing was done
+        except BaseException:
+            self._thread.join()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join()
+
+    def why_lost(self) -> str | None:
+        return self.lost
+
+    def _on_lost(self, reason: str) -> None:
+        log.error("%s: stopping before the next table", reason)
+        self.lost = reason
+
+    async def _hold(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        try:
+            await self.lease.acquire()
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits for the lease
+            await self.dest.close()
+            self._ready.set_exception(exc)
+            return
+        heartbeat = asyncio.create_task(self.lease.hold(self._on_lost))
+        self._ready.set_result(None)
+        try:
+            await self._stop.wait()
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)  # its renewal ends before the release
+            await self.lease.release()
+            await self.dest.close()
+
+
+class _NoLease:
+    """Where a run takes no lease, only the OS lock: nothing to lose."""
+
+    def why_lost(self) -> str | None:
+        return None
+
+
+@contextmanager
+def job_hold(job: Job, job_path: str, dest: Destination, run_id: str) -> Iterator[HeldLease | _NoLease]:
+    """The job's OS lock and, where a run takes one (S3, network file systems, `lease.mode:
+    always`), its lease, for work beside runs that must not overlap them (`apilake tables`, a
+    run's table refresh): another run or builder of the job is refused (exit 3) meanwhile."""
+    with run_lock(job_path, dest.url, dest.place) as lock:
+        if not (dest.needs_lease or job.lease.mode == "always"):
+            yield _NoLease()
+            return
+        with HeldLease(dest, job_path, run_id, job.lease, lock=str(lock)) as held:
+            yield held

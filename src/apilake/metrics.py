@@ -69,11 +69,12 @@ class RunCollector(Collector):
     """The metric families of a job's runs; `records()` and `quota()` are asked on every collection."""
 
     def __init__(self, job: Job, job_path: str, records: Callable[[], list[dict[str, Any]]],
-                 quota: Callable[[], QuotaUse | None]) -> None:
+                 quota: Callable[[], QuotaUse | None], tables: Callable[[], list[Any] | None] = lambda: None) -> None:
         self.job = job
         self.job_path = job_path
         self.records = records
         self.quota = quota
+        self.tables = tables  # tables.TableStatus per table, for a job with `tables:`
 
     def _family(self, name: str, doc: str, *labels: str) -> GaugeMetricFamily:
         return GaugeMetricFamily(name, doc, labels=["apilake_job", *labels])
@@ -88,6 +89,7 @@ class RunCollector(Collector):
             success.add_metric([job, endpoint], when)
         yield success
         yield from self._ledgers()
+        yield from self._tables()
         if not finished:
             return
         last = finished[-1]
@@ -164,6 +166,35 @@ class RunCollector(Collector):
         yield left_family
 
 
+    def _tables(self) -> Iterator[Metric]:
+        """Rows per table (current snapshot) and its dates behind the raw zone: a refresh that failed
+        or never ran shows as dates behind > 0."""
+        found = self.tables()
+        if found is None:
+            return
+        rows = self._family("apilake_table_rows", "Rows in the table's current snapshot (tables not built yet are left out)", "table")
+        behind = self._family("apilake_table_dates_behind", "Landed dates whose partition of the table is behind the raw zone", "table")
+        for status in found:
+            if status.rows is not None:
+                rows.add_metric([self.job_path, status.identifier], status.rows)
+            behind.add_metric([self.job_path, status.identifier], len(status.behind))
+        yield rows
+        yield behind
+
+
+def tables_now(job: Job, destination: str, records: list[dict[str, Any]]) -> list[Any] | None:
+    """The tables' status for metrics, None (with a warning) when the job has none or they cannot be read."""
+    if job.tables is None:
+        return None
+    from apilake.status import tables_of
+
+    found, error = tables_of(job, destination, records)
+    if error:
+        log.warning("cannot read the tables of %s for metrics: %s", destination, error)
+        return None
+    return found
+
+
 def registry(*collectors: Collector) -> CollectorRegistry:
     """A registry of just these collectors (no process or platform metrics: the job's numbers only)."""
     found = CollectorRegistry(auto_describe=False)
@@ -172,9 +203,10 @@ def registry(*collectors: Collector) -> CollectorRegistry:
     return found
 
 
-def write_file(path: str, job: Job, job_path: str, records: list[dict[str, Any]], quota: QuotaUse | None) -> None:
+def write_file(path: str, job: Job, job_path: str, records: list[dict[str, Any]], quota: QuotaUse | None,
+               tables: list[Any] | None = None) -> None:
     """Write the metrics atomically (a temporary file renamed over `path`), as the textfile collector needs."""
-    write_to_textfile(path, registry(RunCollector(job, job_path, lambda: records, lambda: quota)))
+    write_to_textfile(path, registry(RunCollector(job, job_path, lambda: records, lambda: quota, lambda: tables)))
 
 
 class SchedulerCollector(Collector):

@@ -29,10 +29,10 @@ def follow_up(job: Job, job_path: str, run_id: str, destination: str, *, metrics
             log.warning("cannot read the run records of %s for metrics and notifications: %s", destination, exc)
             return
     if metrics_file:
-        from apilake.metrics import quota_today, write_file
+        from apilake.metrics import quota_today, tables_now, write_file
 
         try:
-            write_file(metrics_file, job, job_path, records, quota_today(job, destination))
+            write_file(metrics_file, job, job_path, records, quota_today(job, destination), tables_now(job, destination, records))
         except OSError as exc:
             log.warning("--metrics-file %s: cannot write it (%s)", metrics_file, exc.strerror or exc)
     if job.notify is not None:

@@ -11,6 +11,7 @@ job file, the endpoints, matrix combinations and lags are inferred from the run 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from apilake.destinations import Destination
+from apilake.errors import ApilakeError
 from apilake.fetch.quota import job_quota_use
 from apilake.jobfile import KINDS_WITH_KEY, Job
 from apilake.lease import is_live
@@ -306,10 +308,18 @@ class StatusReport:
     gaps: list[Gap]
     cells: list[Cell] = field(default_factory=list)
     quota: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (source, day, {used, limit})
+    tables: list[Any] | None = None  # tables.TableStatus per table; None: the job has no `tables:`
+    tables_error: str | None = None  # why the tables could not be read
+
+    @property
+    def behind(self) -> list[Any]:
+        return [t for t in self.tables or [] if t.behind]
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.gaps else 0
+        """1 for gaps, and for tables behind the raw zone (or unreadable): data that landed but
+        that a query does not see is missing too."""
+        return 1 if self.gaps or self.behind or self.tables_error else 0
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -369,7 +379,20 @@ async def build_report(
     present = await present_units(dest, candidates, landed_sizes(records))
     quota = await job_quota_use(job, dest)
     due = {key: units for key, units in expected.items() if dt.date.fromisoformat(key[1]) <= last_due}
-    return StatusReport(dest.url, records, run_dates, expected, find_gaps(due, present), cells(expected, present, evidence, last_due), quota)
+    tables, tables_error = await asyncio.to_thread(tables_of, job, dest.url, records) if job and job.tables else (None, None)
+    return StatusReport(dest.url, records, run_dates, expected, find_gaps(due, present), cells(expected, present, evidence, last_due), quota,
+                        tables, tables_error)
+
+
+def tables_of(job: Job, url: str, records: list[dict[str, Any]]) -> tuple[list[Any], str | None]:
+    """Per table, rows and the dates whose partition is behind the raw zone (every landed date);
+    a catalog that cannot be read is reported, not raised: status shows what it can."""
+    from apilake.tables import table_status
+
+    try:
+        return table_status(job, url, records), None
+    except Exception as exc:  # noqa: BLE001 - pyiceberg's and the catalog driver's own errors too
+        return [], (str(exc) if isinstance(exc, ApilakeError) else f"{type(exc).__name__}: {exc}")
 
 
 def inspect(
@@ -463,6 +486,11 @@ def _day(gap: Gap) -> str:
     return gap.run_date + (f" (data date {gap.date})" if gap.date != gap.run_date else "")
 
 
+def _dates(dates: Iterable[str], shown: int = 5) -> str:
+    dates = sorted(dates)
+    return ", ".join(dates[:shown]) + (f" and {len(dates) - shown} more" if len(dates) > shown else "")
+
+
 def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: str, limit: int = 20) -> str:
     from apilake.summary import table
 
@@ -511,6 +539,13 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
                 out.append(f"      ... and {len(gap.missing) - limit} more")
     if report.gaps and job_path:
         out += ["", "to fill them:"] + [f"  {c}" for c in fill_commands(report.gaps, job_path)]
+    if report.tables is not None:
+        out += ["", "tables (rows in the current snapshot; dates whose partition is behind the raw zone):"]
+        out += [f"  cannot read them: {report.tables_error}"] if report.tables_error else []
+        out += [f"  {t.identifier}: {'not built' if t.rows is None else f'{t.rows:,} rows'}, "
+                + (f"behind on {_dates(t.behind)}" if t.behind else "up to date") for t in report.tables]
+        if report.behind and job_path:
+            out.append(f"  to bring them up to date: apilake tables {job_path}")
     if report.quota:
         out += ["", "daily request quotas today (counted per credential across runs):"]
         for name, day, use in report.quota:

@@ -60,8 +60,10 @@ def build_tables(
     force: bool = False,
     on_partition: Callable[[Any], None] = lambda p: None,
     on_plan: Callable[[int], None] = lambda n: None,
+    stopped: Callable[[], str | None] = lambda: None,
 ) -> TablesReport:
-    """Build or refresh the tables of the selected endpoints and dates from what is in the lake."""
+    """Build or refresh the tables of the selected endpoints and dates from what is in the lake;
+    `stopped` says why to build no further table (the job's lease was lost)."""
     from apilake.record import load_records
     from apilake.tables.catalog import open_catalog
     from apilake.tables.plan import plan_partitions
@@ -83,6 +85,9 @@ def build_tables(
         def every_date(identifier: str = identifier) -> list[Any]:
             return [p for p in plan_partitions(job, records) if p.identifier == identifier]
 
+        if why := stopped():
+            report.errors[identifier] = f"not built: {why}"
+            continue
         try:
             report.tables.append(refresh_table(catalog, identifier, mine, opener, force=force, every_date=every_date,
                                                target_bytes=target, on_partition=on_partition))

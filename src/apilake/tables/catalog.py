@@ -37,7 +37,7 @@ def catalog_properties(job: Job, destination: str) -> tuple[str, dict[str, str]]
         if remote:
             raise JobFileError(
                 f"tables.catalog: an S3 lake ({destination}) needs a shared catalog; set one of "
-                "{type: glue}, {type: sql, uri: 'postgresql+psycopg://USER@HOST/DB'} or {type: rest, uri: 'https://...'} "
+                "{type: glue}, {type: sql, uri: 'postgresql+psycopg2://USER@HOST/DB'} or {type: rest, uri: 'https://...'} "
                 "(a SQLite file cannot be shared safely on S3)"
             )
         props = {"type": "sql", "uri": f"sqlite:///{lake}/{TABLES_PREFIX}catalog.db", **props}
@@ -58,11 +58,15 @@ def open_catalog(job: Job, destination: str) -> Catalog:
     if props["warehouse"].startswith("file://"):
         Path(props["warehouse"].removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     from pyiceberg.catalog import load_catalog
+    from pyiceberg.exceptions import NotInstalledError
 
     redact = Redactor(job.secrets())  # a driver's error may quote the URI it was given, password and all
     try:
         return load_catalog(name, **props)
-    except (ValueError, ImportError, NotImplementedError) as exc:
+    except (ImportError, NotInstalledError) as exc:
+        raise TableError(redact(f"tables.catalog: the driver of catalog {name!r} ({props.get('type', 'sql')}) is not installed: {exc} "
+                         "(pip install 'apilake[catalogs]' brings PostgreSQL's and Glue's)")) from None
+    except (ValueError, NotImplementedError) as exc:
         raise TableError(redact(f"tables.catalog: pyiceberg cannot open catalog {name!r} ({props.get('type', 'sql')}): {exc}")) from None
     except Exception as exc:  # a catalog service that does not answer: its driver's own error type
         raise TableError(redact(f"tables.catalog: cannot reach catalog {name!r} ({props.get('type', 'sql')}): {type(exc).__name__}: {exc}")) from None
