@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from apilake.emulator import Fault
-from apilake.summary import human_bytes
+from apilake.sizes import human_bytes
 from conftest import TOKEN, bulk_endpoint, details_endpoint, expected_bulk, hold, run_cli, start_cli, wait_for, write_job
 from moto_server import MotoServer, s3
 

@@ -9,14 +9,28 @@ claims every planned unit's keys, the executor a fan-out child's as its parent h
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from apilake.errors import JobFileError
 from apilake.jobfile import KINDS_WITH_KEY
 from apilake.keys import page_bases
 
-if TYPE_CHECKING:
-    from apilake.plan import Unit
+
+class Unit(Protocol):
+    """What a claim reads of a unit (`plan.Unit`, which the planner makes)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def paginate(self) -> str: ...
 
 
 class KeyClaims:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from apilake.record import DID_NOT_LAND, UnitResult
-from apilake.summary import human_bytes
+from apilake.sizes import human_bytes
 
 
 class Progress:

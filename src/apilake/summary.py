@@ -13,14 +13,7 @@ from typing import Any
 
 from apilake.printable import printable
 from apilake.record import DID_NOT_LAND, UnitResult
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+from apilake.sizes import human_bytes
 
 
 def table(rows: list[list[str]]) -> str:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from apilake.errors import DestinationError
+from apilake.sizes import human_bytes
 
 if TYPE_CHECKING:
     from apilake.destinations.s3 import S3Destination
@@ -157,6 +158,4 @@ async def clear(dest: S3Destination, prefixes: Iterable[str], older_than: dt.tim
 
 
 def _bytes_text(size: int | None) -> str:
-    from apilake.summary import human_bytes
-
     return "" if size is None else f" ({human_bytes(size)} of parts)"
