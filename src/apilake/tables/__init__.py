@@ -9,6 +9,7 @@ behind the raw zone, `query` runs DuckDB SQL over the tables.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -109,10 +110,10 @@ def raw_opener(job: Job, destination: str) -> Callable[[Any, str], Any]:
 
         def fetch(key: str) -> tuple[int, BinaryIO] | None:
             try:
-                handle = open(root / key, "rb")  # noqa: SIM115 - closed by `opened`
+                handle = open(f"{root}/{key}", "rb")  # noqa: SIM115 - closed by `opened`
             except FileNotFoundError:
                 return None
-            return Path(root / key).stat().st_size, handle
+            return os.fstat(handle.fileno()).st_size, handle
 
     @contextmanager
     def opened(obj: Any, date: str) -> Iterator[BinaryIO]:

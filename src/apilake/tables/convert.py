@@ -10,6 +10,7 @@ until a value arrives.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -70,7 +71,7 @@ def records_of(doc: Any, path: str | None, key: str) -> list[dict[str, Any]]:
 
 def rows_to_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
     """Rows → one batch, column by column, so one column's mixed values cannot cost another its type."""
-    names = list(dict.fromkeys(name for row in rows for name in row))
+    names = list(dict.fromkeys(itertools.chain.from_iterable(rows)))
     arrays, fields = [], []
     for name in names:
         array = column_array([row.get(name) for row in rows])
@@ -106,9 +107,12 @@ def _storable(kind: pa.DataType) -> bool:
 
 
 def as_text(value: Any) -> str | None:
-    """Text as it is; anything else as JSON (`5`, `true`, `{"a":1}`)."""
+    """Text as it is; anything else as JSON (`5`, `true`, `{"a":1}`). An int is its digits, as
+    in JSON, without the encoder's cost (a column of numbers and "N/A" runs through here)."""
     if value is None or isinstance(value, str):
         return value
+    if type(value) is int:  # not a bool: JSON's `true`
+        return str(value)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 

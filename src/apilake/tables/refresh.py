@@ -16,7 +16,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ log = logging.getLogger("apilake")
 FINGERPRINT = "apilake.fingerprint."
 ATTEMPTS = 8
 ROW_GROUP_ROWS = 128 * 1024  # pages are buffered into row groups of about this many rows
+GATHER_ROWS = 64 * 1024  # consecutive pages of one schema are fitted and written in batches of about this many rows
 TABLE_PROPERTIES = {"format-version": "2", "write.parquet.compression-codec": "zstd"}
 
 Opener = Callable[[RawObject, str], Any]  # (object, date) → a context manager yielding a binary stream
@@ -128,6 +129,8 @@ class _Build:
         self.fingerprints: dict[str, str] = {}
         self.uuid = uuid.uuid4()
         self.counter = 0
+        self.schema: Any = None  # the transaction's current schema (pyiceberg's Schema), once begun
+        self.fitting: set[tuple[pa.Schema, int]] = set()  # (batch schema, table schema id) pairs that fit as they are
 
     def _begin(self, schema: pa.Schema) -> Transaction:
         if self.txn is not None:
@@ -144,6 +147,7 @@ class _Build:
                 with self.txn.update_schema(allow_incompatible_changes=True) as update:
                     for name, kind in self.widen.items():
                         update.update_column(name, kind)
+        self.schema = self.txn.table_metadata.schema()
         return self.txn
 
     def add(self, partition: Partition, opener: Opener, result: TableResult) -> None:
@@ -152,21 +156,18 @@ class _Build:
         written: list[DataFile] = []
         rows = 0
         try:
-            for obj in partition.objects:
-                with opener(obj, partition.date) as stream:
-                    for batch in record_batches(obj, partition.date, stream):
-                        txn, batch = self._fitted(batch, obj)
-                        schema = txn.table_metadata.schema()
-                        if writer is not None and writer.schema_id != schema.schema_id:
-                            written.append(writer.close())
-                            writer = None
-                        if writer is None:
-                            writer = self._writer(txn, partition.date)
-                        rows += batch.num_rows
-                        writer.add(batch)
-                        if writer.size >= self.target_bytes:
-                            written.append(writer.close())
-                            writer = None
+            for batch, key in _gathered(partition, opener):
+                batch = self._fitted(batch, key)
+                if writer is not None and writer.schema_id != self.schema.schema_id:
+                    written.append(writer.close())
+                    writer = None
+                if writer is None:
+                    writer = self._writer(partition.date)
+                rows += batch.num_rows
+                writer.add(batch)
+                if writer.size >= self.target_bytes:
+                    written.append(writer.close())
+                    writer = None
             if writer is not None:
                 written.append(writer.close())
                 writer = None
@@ -190,24 +191,28 @@ class _Build:
         result.files += len(written)
         result.bytes += sum(f.file_size_in_bytes for f in written)
 
-    def _fitted(self, batch: pa.RecordBatch, obj: RawObject) -> tuple[Transaction, pa.RecordBatch]:
-        """The batch cast to the table's types, and the table's schema grown by its new columns."""
+    def _fitted(self, batch: pa.RecordBatch, key: str) -> pa.RecordBatch:
+        """The batch cast to the table's types, and the table's schema grown by its new columns.
+        What depends only on the batch's Arrow schema and the table's schema is worked out once
+        per pair (`fit`'s types, `_grows`): a transaction's metadata is costly to rebuild."""
         if self.widen:
             batch = cast_to(batch, self.widen)
         txn = self._begin(batch.schema)
-        schema = txn.table_metadata.schema()
-        batch = fit(batch, schema, table=self.identifier, key=obj.key)
-        if _grows(batch.schema, schema):
+        batch = fit(batch, self.schema, table=self.identifier, key=key)
+        known = (batch.schema, self.schema.schema_id)
+        if known not in self.fitting and _grows(batch.schema, self.schema):
             try:
                 with txn.update_schema() as update:
                     update.union_by_name(batch.schema)
             except ValueError as exc:  # pyiceberg's ValidationError too
-                raise TableError(f"table {self.identifier}: {obj.key} does not fit the table's columns: {exc}") from None
-        return txn, batch
+                raise TableError(f"table {self.identifier}: {key} does not fit the table's columns: {exc}") from None
+            self.schema = txn.table_metadata.schema()
+        self.fitting.add((batch.schema, self.schema.schema_id))
+        return batch
 
-    def _writer(self, txn: Transaction, date: str) -> _Writer:
+    def _writer(self, date: str) -> _Writer:
         self.counter += 1
-        return _Writer(txn, date, f"{self.uuid}-{self.counter:05d}.parquet")
+        return _Writer(self._begin(_BASE), self.schema, date, f"{self.uuid}-{self.counter:05d}.parquet")
 
     def commit(self, result: TableResult) -> int | None:
         """One snapshot: the built dates' old files out, their new files in, their fingerprints set."""
@@ -251,6 +256,33 @@ class _Build:
                 log.warning("cannot remove %s: %s", data_file.file_path, exc)
 
 
+def _gathered(partition: Partition, opener: Opener) -> Iterator[tuple[pa.RecordBatch, str]]:
+    """A partition's rows, consecutive batches of one Arrow schema (a JSON endpoint's pages,
+    mostly) joined into batches of about `GATHER_ROWS`: the schema work and the conversion to
+    the table's field ids are paid per batch, not per page. Each batch comes with the key of its
+    first raw object, which holds every column type of the batch (named in a schema error)."""
+    pending: list[pa.RecordBatch] = []
+    rows, key = 0, ""
+    for obj in partition.objects:
+        with opener(obj, partition.date) as stream:
+            for batch in record_batches(obj, partition.date, stream):
+                if pending and (rows >= GATHER_ROWS or batch.schema != pending[0].schema):
+                    yield _joined(pending), key
+                    pending, rows = [], 0
+                if not pending:
+                    key = obj.key
+                pending.append(batch)
+                rows += batch.num_rows
+    if pending:
+        yield _joined(pending), key
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
 _BASE = pa.schema([(DATE_COLUMN, pa.date32()), (OBJECT_COLUMN, pa.string()), (RUN_COLUMN, pa.string())])
 
 
@@ -273,9 +305,10 @@ _PARQUET = FileFormatFactory.get(FileFormat.PARQUET)
 class _Writer:
     """One Parquet data file of one date, written batch by batch, rows buffered into row groups."""
 
-    def __init__(self, txn: Transaction, date: str, name: str) -> None:
+    def __init__(self, txn: Transaction, schema: Any, date: str, name: str) -> None:
         metadata = txn.table_metadata
-        self.schema = metadata.schema()
+        self.schema = schema
+        self.file_schemas: dict[pa.Schema, Any] = {}  # a batch's Arrow schema → its Iceberg schema, with the table's field ids
         self.schema_id = self.schema.schema_id
         self.spec = metadata.spec()
         self.properties = metadata.properties
@@ -294,7 +327,9 @@ class _Writer:
         return self.stream.tell()
 
     def add(self, batch: pa.RecordBatch) -> None:
-        file_schema = pyarrow_to_schema(batch.schema, name_mapping=self.schema.name_mapping)
+        file_schema = self.file_schemas.get(batch.schema)
+        if file_schema is None:
+            file_schema = self.file_schemas[batch.schema] = pyarrow_to_schema(batch.schema, name_mapping=self.schema.name_mapping)
         self.buffer.append(_to_requested_schema(self.schema, file_schema, batch, include_field_ids=True, format_model=_PARQUET))
         self.buffered += batch.num_rows
         if self.buffered >= ROW_GROUP_ROWS:
