@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +279,24 @@ def test_job_file_and_catalog_errors_are_clear(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(job))
     result = run_cli("validate", str(path))
     assert result.returncode == 2 and "top-level `tables:`" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_refresh_that_changes_nothing_opens_no_catalog_and_another_writers_commit_is_seen(tmp_path: Path) -> None:
+    from conftest import APILAKE
+
+    lake = tmp_path / "lake"
+    job = _local_json_job(tmp_path, {"2026-11-24": [{"id": 1}], DATE: [{"id": 2}]})
+    assert run_cli("tables", str(job)).returncode == 0
+    noop = subprocess.run([sys.executable, "-X", "importtime", APILAKE, "tables", str(job)], capture_output=True, text=True, timeout=60)
+    assert noop.returncode == 0 and "unchanged" in noop.stdout, noop.stdout + noop.stderr[-2000:]
+    assert "pyiceberg" not in noop.stderr and "sqlalchemy" not in noop.stderr  # the lake's table state answered
+
+    table = catalog(lake).load_table("acme.items")  # another writer commits: the state no longer describes the table
+    with table.transaction() as txn:
+        txn.set_properties({f"apilake.fingerprint.{DATE}": "from-another-writer"})
+    again = run_cli("tables", str(job))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert catalog(lake).load_table("acme.items").properties[f"apilake.fingerprint.{DATE}"] != "from-another-writer"
+    assert sorted(r["id"] for r in read(lake, "acme.items")) == [1, 2]
+    (lake / "_apilake/tables/state/acme.items.json").write_text("{not json")  # a damaged state: the catalog is consulted
+    assert "unchanged" in run_cli("tables", str(job)).stdout

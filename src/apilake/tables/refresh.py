@@ -17,7 +17,6 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -39,6 +38,7 @@ from pyiceberg.table import Table, Transaction
 from pyiceberg.table.locations import load_location_provider
 
 from apilake.errors import TableError
+from apilake.tables import TableResult
 from apilake.tables.convert import DATE_COLUMN, OBJECT_COLUMN, RUN_COLUMN, record_batches
 from apilake.tables.plan import Partition, RawObject
 from apilake.tables.schema import Widen, cast_to, fit
@@ -54,18 +54,6 @@ TABLE_PROPERTIES = {"format-version": "2", "write.parquet.compression-codec": "z
 Opener = Callable[[RawObject, str], Any]  # (object, date) → a context manager yielding a binary stream
 
 
-@dataclass
-class TableResult:
-    identifier: str
-    built: list[str] = field(default_factory=list)  # dates rebuilt in this refresh's commit
-    unchanged: list[str] = field(default_factory=list)  # dates whose raw objects had not changed
-    failed: dict[str, str] = field(default_factory=dict)  # date → why it was left as it was
-    rows: int = 0
-    files: int = 0
-    bytes: int = 0  # Parquet bytes written
-    snapshot: int | None = None  # the snapshot committed, if any
-
-
 def refresh_table(
     catalog: Any,
     identifier: str,
@@ -76,9 +64,12 @@ def refresh_table(
     every_date: Callable[[], list[Partition]] = list,
     target_bytes: int = 128 << 20,
     on_partition: Callable[[Partition], None] = lambda p: None,
+    forget: Callable[[], None] = lambda: None,
+    remember: Callable[[Table], None] = lambda table: None,
 ) -> TableResult:
     """Rebuild the changed date partitions of one table in one commit; `every_date` gives all the
-    table's partitions, for a rebuild with a widened column type."""
+    table's partitions, for a rebuild with a widened column type. `forget` is called before
+    the commit and `remember` with the committed table after it (the lake's table state)."""
     widen: dict[str, Any] = {}
     for attempt in range(ATTEMPTS):
         table = _load(catalog, identifier)
@@ -93,7 +84,13 @@ def refresh_table(
             for partition in todo:
                 build.add(partition, opener, result)
                 on_partition(partition)
-            result.snapshot = build.commit(result)
+            if build.fingerprints:
+                forget()
+            committed = build.commit()
+            if committed is not None:
+                snapshot = committed.current_snapshot()
+                result.snapshot = snapshot.snapshot_id if snapshot else None
+                remember(committed)
             return result
         except Widen as more:
             build.discard()
@@ -214,8 +211,9 @@ class _Build:
         self.counter += 1
         return _Writer(self._begin(_BASE), self.schema, date, f"{self.uuid}-{self.counter:05d}.parquet")
 
-    def commit(self, result: TableResult) -> int | None:
-        """One snapshot: the built dates' old files out, their new files in, their fingerprints set."""
+    def commit(self) -> Table | None:
+        """One snapshot: the built dates' old files out, their new files in, their fingerprints
+        set. The committed table, or None when no date was built."""
         if not self.fingerprints:
             return None
         txn = self._begin(_BASE)
@@ -229,9 +227,7 @@ class _Build:
                 for data_file in files:
                     producer.append_data_file(data_file)
         txn.set_properties({FINGERPRINT + date: fp for date, fp in self.fingerprints.items()})
-        table = txn.commit_transaction()
-        snapshot = table.current_snapshot()
-        return snapshot.snapshot_id if snapshot else None
+        return txn.commit_transaction()
 
     def _old_files(self, dates: list[str]) -> list[DataFile]:
         if self.table is None or self.table.current_snapshot() is None:
