@@ -27,7 +27,7 @@ from apilake.tables.plan import RawObject
 DATE_COLUMN = "_date"
 OBJECT_COLUMN = "_apilake_object"
 RUN_COLUMN = "_apilake_run_id"
-CSV_BLOCK_BYTES = 4 << 20
+CSV_BLOCK_BYTES = 1 << 20  # a batch of ~20k rows of a bulk file: what a CSV reader thread holds
 
 
 def record_batches(obj: RawObject, date: str, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
