@@ -300,3 +300,16 @@ def test_a_refresh_that_changes_nothing_opens_no_catalog_and_another_writers_com
     assert sorted(r["id"] for r in read(lake, "acme.items")) == [1, 2]
     (lake / "_apilake/tables/state/acme.items.json").write_text("{not json")  # a damaged state: the catalog is consulted
     assert "unchanged" in run_cli("tables", str(job)).stdout
+
+
+def test_a_csv_column_whose_type_changes_after_the_first_block_widens(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    lines = ["id,n,tag"] + [f"{i},{i}," for i in range(150_000)] + ["150000,2.5,late", "150001,N/A,"]  # ~1.9 MB: past the first block
+    _land(lake, DATE, None, raw="\n".join(lines).encode())
+    job = _local_json_job(tmp_path, {}, table={"format": "csv"})
+    result = run_cli("tables", str(job))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["id"]: r for r in read(lake, "acme.items")}
+    assert len(rows) == 150_002 and rows[7]["n"] == 7.0 and rows[150_000]["n"] == 2.5 and rows[150_001]["n"] is None
+    assert rows[150_000]["tag"] == "late" and rows[7]["tag"] == ""  # as in a column that is text from its first block
+    assert str(catalog(lake).load_table("acme.items").schema().find_field("n").field_type) == "double"

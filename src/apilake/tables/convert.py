@@ -30,15 +30,40 @@ RUN_COLUMN = "_apilake_run_id"
 CSV_BLOCK_BYTES = 1 << 20  # a batch of ~20k rows of a bulk file: what a CSV reader thread holds
 
 
-def record_batches(obj: RawObject, date: str, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
-    """The rows of one raw object, with the unit's values and lineage as columns.
+def record_batches(obj: RawObject, date: str, stream: BinaryIO, csv_types: dict[str, pa.DataType] | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows of one raw object, with the unit's values and lineage as columns. `csv_types`:
+    CSV columns read as these types, not as their first block's values suggest (`Retype`).
 
     A damaged object (JSON that does not parse, a ragged CSV line, a gzip that does not
     inflate) raises `TableError` naming the object (a ragged CSV line is quoted).
     """
-    read = _json_rows if obj.format == "json" else _csv_rows
-    for batch in read(obj, stream):
+    rows = _json_rows(obj, stream) if obj.format == "json" else _csv_rows(obj, stream, csv_types or {})
+    for batch in rows:
         yield with_unit_columns(batch, obj, date)
+
+
+class Retype(Exception):
+    """A CSV column whose values past its first block do not fit the type that block gave it:
+    the object must be read again from its start with the wider `kind` (int → double → text;
+    a column empty in the first block takes the value's type)."""
+
+    def __init__(self, key: str, column: str, was: str, kind: pa.DataType) -> None:
+        super().__init__(f"{key}: CSV column {column!r} holds more than {was}, read again as {kind}")
+        self.key, self.column, self.kind = key, column, kind
+
+
+_CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+): invalid value '(.*)'", re.S)
+
+
+def _retype(obj: RawObject, exc: Exception, schema: pa.Schema | None) -> Retype | None:
+    """The `Retype` a CSV conversion error asks for, or None for another error."""
+    found = _CONVERSION.match(str(exc))
+    if found is None or schema is None or int(found[1]) >= len(schema):
+        return None
+    was, value = found[2], found[3]
+    wider = {"null": [(pa.int64(), int), (pa.float64(), float)], "int64": [(pa.float64(), float)]}.get(was, [])
+    kind = next((kind for kind, parse in wider if _parses(parse, value)), pa.string())
+    return Retype(obj.key, schema.names[int(found[1])], was, kind)
 
 
 def _json_rows(obj: RawObject, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
@@ -125,7 +150,15 @@ def _gunzip(obj: RawObject, body: bytes) -> bytes:
         raise TableError(f"{obj.key}: not a readable gzip file ({exc})") from None
 
 
-def _csv_rows(obj: RawObject, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
+def _parses(parse: Any, value: str) -> bool:
+    try:
+        parse(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_rows(obj: RawObject, stream: BinaryIO, types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
     source: Any = stream
     if obj.key.lower().endswith(".gz"):
         from isal import igzip
@@ -133,12 +166,16 @@ def _csv_rows(obj: RawObject, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
         source = igzip.IGzipFile(fileobj=stream, mode="rb")
     options = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES)
     parse = pacsv.ParseOptions(delimiter="\t" if re.search(r"\.tsv(\.gz)?$", obj.key, re.IGNORECASE) else ",")
+    reader = None
     try:
-        reader = pacsv.open_csv(pa.PythonFile(source, mode="r"), read_options=options, parse_options=parse)
+        reader = pacsv.open_csv(pa.PythonFile(source, mode="r"), read_options=options, parse_options=parse,
+                                convert_options=pacsv.ConvertOptions(column_types=types))  # fmt: skip
         for batch in reader:
             if batch.num_rows:
                 yield _typed(batch)
     except (pa.ArrowInvalid, OSError, EOFError, IsalError) as exc:
+        if (wider := _retype(obj, exc, reader.schema if reader is not None else None)) is not None:
+            raise wider from None
         raise TableError(f"{obj.key}: cannot read it as CSV: {str(exc).splitlines()[0]}") from None
 
 

@@ -40,7 +40,7 @@ from pyiceberg.table.locations import load_location_provider
 
 from apilake.errors import TableError
 from apilake.tables import TableResult
-from apilake.tables.convert import DATE_COLUMN, OBJECT_COLUMN, RUN_COLUMN, record_batches
+from apilake.tables.convert import DATE_COLUMN, OBJECT_COLUMN, RUN_COLUMN, Retype, record_batches
 from apilake.tables.plan import Partition, RawObject
 from apilake.tables.schema import Widen, cast_to, fit
 
@@ -143,6 +143,7 @@ class _Build:
         self.uuid = uuid.uuid4()
         self.counter = 0
         self.schema: Any = None  # the transaction's current schema (pyiceberg's Schema), once begun
+        self.csv_types: dict[str, dict[str, pa.DataType]] = {}  # raw key → CSV columns read wider than their first block says
         self.fitting: set[tuple[pa.Schema, int]] = set()  # (batch schema, table schema id) pairs that fit as they are
 
     def _begin(self, schema: pa.Schema) -> Transaction:
@@ -164,12 +165,22 @@ class _Build:
         return self.txn
 
     def add(self, partition: Partition, opener: Opener, result: TableResult) -> None:
-        """Write one date's rows; a damaged raw object leaves the date out of the commit."""
+        """Write one date's rows; a damaged raw object leaves the date out of the commit. A CSV
+        column whose type changes after the first block is read again, wider, from the start
+        (each time wider: int → double → text, at most a few times a column)."""
+        while True:
+            try:
+                return self._add(partition, opener, result)
+            except Retype as wider:
+                self.csv_types.setdefault(wider.key, {})[wider.column] = wider.kind
+                log.info("table %s, %s: %s", self.identifier, partition.date, wider)
+
+    def _add(self, partition: Partition, opener: Opener, result: TableResult) -> None:
         writer: _Writer | None = None
         written: list[DataFile] = []
         rows = 0
         try:
-            for batch, key in _gathered(partition, opener):
+            for batch, key in _gathered(partition, opener, self.csv_types):
                 batch = self._fitted(batch, key)
                 if writer is not None and writer.schema_id != self.schema.schema_id:
                     written.append(writer.close())
@@ -268,7 +279,7 @@ class _Build:
                 log.warning("cannot remove %s: %s", data_file.file_path, exc)
 
 
-def _gathered(partition: Partition, opener: Opener) -> Iterator[tuple[pa.RecordBatch, str]]:
+def _gathered(partition: Partition, opener: Opener, csv_types: dict[str, dict[str, pa.DataType]]) -> Iterator[tuple[pa.RecordBatch, str]]:
     """A partition's rows, consecutive batches of one Arrow schema (a JSON endpoint's pages,
     mostly) joined into batches of about `GATHER_ROWS` (a big batch passes as it is): the schema work and the conversion to
     the table's field ids are paid per batch, not per page. Each batch comes with the key of its
@@ -277,7 +288,7 @@ def _gathered(partition: Partition, opener: Opener) -> Iterator[tuple[pa.RecordB
     rows, key = 0, ""
     for obj in partition.objects:
         with opener(obj, partition.date) as stream:
-            for batch in record_batches(obj, partition.date, stream):
+            for batch in record_batches(obj, partition.date, stream, csv_types.get(obj.key)):
                 if pending and (rows >= GATHER_ROWS or batch.num_rows >= GATHER_ROWS // 16 or batch.schema != pending[0].schema):
                     yield _joined(pending), key
                     pending, rows = [], 0
