@@ -189,11 +189,11 @@ def with_unit_columns(batch: pa.RecordBatch, obj: RawObject, date: str) -> pa.Re
     """The batch plus `_date`, the unit's values (`_`-prefixed where a record field has the name)
     and lineage. A record field named like one of apilake's own columns is kept `_`-prefixed."""
     rows = batch.num_rows
-    own = {DATE_COLUMN: pa.array([dt.date.fromisoformat(date)] * rows, pa.date32())}
+    own = {DATE_COLUMN: pa.repeat(pa.scalar(dt.date.fromisoformat(date), pa.date32()), rows)}
     for name, value in obj.values:
         column = f"_{name}" if name in batch.schema.names else name
-        own[column] = pa.array([value] * rows, pa.string())
-    own[OBJECT_COLUMN] = pa.array([obj.key] * rows, pa.string())
-    own[RUN_COLUMN] = pa.array([obj.run_id] * rows, pa.string())
+        own[column] = pa.repeat(pa.scalar(value, pa.string()), rows)
+    own[OBJECT_COLUMN] = pa.repeat(pa.scalar(obj.key, pa.string()), rows)
+    own[RUN_COLUMN] = pa.repeat(pa.scalar(obj.run_id, pa.string()), rows)
     names = [f"_{name}" if name in own else name for name in batch.schema.names] + list(own)
     return pa.RecordBatch.from_arrays([*batch.columns, *own.values()], names=names)
