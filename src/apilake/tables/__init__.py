@@ -138,11 +138,16 @@ def known_unchanged(job: Job, destination: str, by_table: dict[str, list[Any]]) 
         return []
     name, props = catalog_properties(job, destination)
     uri = props.get("uri", "")
-    locations = sqlite_locations(uri, name) if props.get("type") == "sql" and uri.startswith("sqlite:///") else {}
+    local = props.get("type") == "sql" and uri.startswith("sqlite:///")
+    locations = sqlite_locations(uri, name) if local else {}
     if locations is None:
         return []
+
+    def location(identifier: str) -> str | None:  # None: a shared catalog, not read here
+        return locations.get(identifier, "") if local else None
+
     return [identifier for identifier, mine in by_table.items()
-            if unchanged({p.date: p.fingerprint for p in mine}, states.get(identifier), locations.get(identifier) if locations else None)]
+            if unchanged({p.date: p.fingerprint for p in mine}, states.get(identifier), location(identifier))]
 
 
 def raw_opener(job: Job, destination: str) -> Callable[[Any, str], Any]:

@@ -69,8 +69,8 @@ def refresh_table(
     remember: Callable[[Table], None] = lambda table: None,
 ) -> TableResult:
     """Rebuild the changed date partitions of one table in one commit; `every_date` gives all the
-    table's partitions, for a rebuild with a widened column type. `forget` is called before
-    the commit and `remember` with the committed table after it (the lake's table state)."""
+    table's partitions, for a rebuild with a widened column type. `forget` is called before a
+    build and `remember` with the committed table after its commit (the lake's table state)."""
     _lean_memory()
     widen: dict[str, Any] = {}
     for attempt in range(ATTEMPTS):
@@ -81,13 +81,12 @@ def refresh_table(
             todo = every_date()
         if not todo:
             return result
+        forget()  # before anything is written: a commit never leaves the state of the one before
         build = _Build(catalog, identifier, table, target_bytes, widen)
         try:
             for partition in todo:
                 build.add(partition, opener, result)
                 on_partition(partition)
-            if build.fingerprints:
-                forget()
             committed = build.commit()
             if committed is not None:
                 snapshot = committed.current_snapshot()

@@ -22,6 +22,7 @@ change again is rebuilt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -59,7 +60,7 @@ def sqlite_locations(uri: str, catalog_name: str) -> dict[str, str] | None:
     are not trusted)."""
     path = uri.removeprefix("sqlite:///")
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
             rows = con.execute("SELECT table_namespace, table_name, metadata_location FROM iceberg_tables WHERE catalog_name = ?",
                                (catalog_name,)).fetchall()  # fmt: skip
     except sqlite3.Error:
