@@ -39,9 +39,22 @@ def catalog(lake: Path) -> Any:
 
 
 def query(job: Path, sql: str) -> list[dict[str, Any]]:
+    """`apilake query` in its own process: DuckDB over the tables' current snapshots."""
     result = run_cli("query", str(job), sql, "--format", "json")
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout)
+
+
+def read(lake: Path, name: str) -> list[dict[str, Any]]:
+    """A table's rows as pyiceberg reads them, in this process (where the CLI query is not what a test is about)."""
+    return catalog(lake).load_table(name).scan().to_arrow().to_pylist()
+
+
+def per_date(lake: Path, name: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in read(lake, name):
+        counts[row["_date"].isoformat()] = counts.get(row["_date"].isoformat(), 0) + 1
+    return counts
 
 
 def history_rows(lake: Path) -> list[tuple[str, str, str, str]]:
@@ -63,6 +76,7 @@ def test_every_landed_record_is_in_its_table_once_with_unit_values_and_lineage(t
     assert len([k for k in lake_objects(lake) if "/history/" in k]) == 3  # ios: two pages, google-play: one; pages are not rows
 
     rows = query(job, "SELECT market, date, country, device, _date, product_id, _apilake_object, _apilake_run_id FROM dataai.history")
+    assert rows, "the DuckDB view reads the table"
     assert sorted((r["market"], r["date"], r["country"], r["device"]) for r in rows) == history_rows(lake)
     run_id = json.loads(next((lake / "_apilake" / "runs").glob("*.json")).read_text())["run_id"]
     for row in rows:
@@ -71,30 +85,18 @@ def test_every_landed_record_is_in_its_table_once_with_unit_values_and_lineage(t
 
     # bulk: one metrics table, one table per dimension; every CSV line once
     metrics = [(k, gzip.decompress(v).decode().splitlines()[1:]) for k, v in lake_objects(lake).items() if "/metrics/" in k]
-    [counted] = query(job, "SELECT count(*) AS n, count(DISTINCT _apilake_object) AS files FROM dataai.bulk_metrics")
-    assert counted == {"n": sum(len(lines) for _, lines in metrics), "files": len(metrics)}
+    counted = read(lake, "dataai.bulk_metrics")
+    assert (len(counted), len({r["_apilake_object"] for r in counted})) == (sum(len(lines) for _, lines in metrics), len(metrics))
     names = {t[-1] for t in catalog(lake).list_tables("dataai")}
     assert names == {"history", "bulk_metrics", "bulk_dimensions_product_id", "bulk_dimensions_company_id"}
 
-    # pyiceberg and a second process read the same rows as DuckDB
+    # pyiceberg in this process reads the same rows as DuckDB in `apilake query`'s
     table = catalog(lake).load_table("dataai.history")
     arrow = table.scan().to_arrow()
     assert sorted(zip(arrow["market"].to_pylist(), arrow["date"].to_pylist(), arrow["country"].to_pylist(), arrow["device"].to_pylist())) == history_rows(lake)
     files = table.inspect.files()
     assert all(codec == "ZSTD" for codec in _codecs(files["file_path"].to_pylist()))
-    other = subprocess.run([sys.executable, "-c", READER, str(lake)], capture_output=True, text=True, timeout=60)
-    assert other.returncode == 0, other.stderr
-    assert json.loads(other.stdout) == len(rows)
     assert TOKEN not in all_text(lake, result)
-
-
-READER = """
-import json, sys
-from pyiceberg.catalog import load_catalog
-root = sys.argv[1] + "/_apilake/tables"
-cat = load_catalog("apilake", type="sql", uri=f"sqlite:///{root}/catalog.db", warehouse=f"file://{root}/warehouse")
-print(json.dumps(cat.load_table("dataai.history").scan().to_arrow().num_rows))
-"""
 
 
 def _codecs(paths: list[str]) -> list[str]:
@@ -111,29 +113,29 @@ def test_reruns_never_duplicate_and_a_relanded_date_is_replaced_in_one_snapshot(
     job = write_job(tmp_path, emulator, [HISTORY], tables={})
     lake = tmp_path / "lake"
     assert run_cli("run", str(job), "--from", "2026-11-24", "--to", DATE).returncode == 0
-    count = "SELECT _date, count(*) AS n FROM dataai.history GROUP BY 1 ORDER BY 1"
-    before = query(job, count)
-    assert [r["_date"] for r in before] == ["2026-11-24", DATE]
+    before = per_date(lake, "dataai.history")
+    assert sorted(before) == ["2026-11-24", DATE]
     assert snapshots(lake, "dataai.history") == 1  # two dates, one commit
 
     assert run_cli("run", str(job), "--from", "2026-11-24", "--to", DATE).returncode == 0  # nothing lands
     assert run_cli("run", str(job), "--date", DATE, "--force").returncode == 0  # the same bytes land again
     again = run_cli("tables", str(job))
     assert again.returncode == 0 and "unchanged" in again.stdout
-    assert query(job, count) == before
+    assert per_date(lake, "dataai.history") == before
     assert snapshots(lake, "dataai.history") == 1  # unchanged raw objects: no new snapshot
 
     HISTORY_MORE = {**HISTORY, "params": {**HISTORY["params"], "countries": "US+FR+DE+JP"}}  # the vendor now serves more
     job = write_job(tmp_path, emulator, [HISTORY_MORE], tables={})
     assert run_cli("run", str(job), "--date", DATE, "--force").returncode == 0
-    after = query(job, count)
-    assert after[0] == before[0] and after[1]["n"] == before[1]["n"] * 4 // 3
+    after = per_date(lake, "dataai.history")
+    assert after["2026-11-24"] == before["2026-11-24"] and after[DATE] == before[DATE] * 4 // 3
     assert snapshots(lake, "dataai.history") == 2  # the re-landed date replaced in one snapshot
-    assert sorted((r["market"], r["date"], r["country"], r["device"]) for r in query(job, "SELECT * FROM dataai.history")) == history_rows(lake)
+    assert sorted((r["market"], r["date"], r["country"], r["device"]) for r in read(lake, "dataai.history")) == history_rows(lake)
 
     forced = run_cli("tables", str(job), "--force")
     assert forced.returncode == 0
-    assert query(job, count) == after
+    assert per_date(lake, "dataai.history") == after
+    assert snapshots(lake, "dataai.history") == 3
 
 
 def test_schema_evolution_adds_columns_widens_types_and_refuses_an_incompatible_change(tmp_path: Path) -> None:
@@ -142,7 +144,7 @@ def test_schema_evolution_adds_columns_widens_types_and_refuses_an_incompatible_
     job = _local_json_job(tmp_path, pages)
     result = run_cli("tables", str(job))
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = query(job, "SELECT id, n, tag FROM acme.items ORDER BY id")
+    rows = sorted(({k: r[k] for k in ("id", "n", "tag")} for r in read(lake, "acme.items")), key=lambda r: r["id"])
     assert rows == [{"id": 1, "n": 1.0, "tag": None}, {"id": 2, "n": 2.0, "tag": "new"}, {"id": 3, "n": 2.5, "tag": None}]
     assert str(catalog(lake).load_table("acme.items").schema().find_field("n").field_type) == "double"
 
@@ -151,7 +153,7 @@ def test_schema_evolution_adds_columns_widens_types_and_refuses_an_incompatible_
     assert bad.returncode == 1
     assert "acme.items" in bad.stdout and "'n'" in bad.stdout and "double" in bad.stdout and "acme/items/dt=2026-11-26/data.json" in bad.stdout
     assert "Traceback" not in bad.stderr
-    assert [r["id"] for r in query(job, "SELECT id FROM acme.items ORDER BY id")] == [1, 2, 3]
+    assert sorted(r["id"] for r in read(lake, "acme.items")) == [1, 2, 3]
 
 
 def _land(lake: Path, date: str, body: Any, name: str = "data.json", raw: bytes | None = None) -> None:
@@ -202,14 +204,14 @@ def test_a_bad_raw_object_fails_only_its_date_and_leaves_the_partition_as_it_was
     result = run_cli("tables", str(job))
     assert result.returncode == 1
     assert says in result.stdout and f"dt={DATE}/data.json" in result.stdout and "Traceback" not in result.stderr
-    assert [r["id"] for r in query(job, "SELECT id FROM acme.items ORDER BY id")] == [0, 1, 2]
+    assert sorted(r["id"] for r in read(lake, "acme.items")) == [0, 1, 2]
 
 
 def test_records_path_finding_nothing_is_zero_rows_not_an_error(tmp_path: Path) -> None:
     job = _local_json_job(tmp_path, {DATE: {"rows": None}, "2026-11-24": {"rows": [{"id": 1}]}}, table={"records": "rows"})
     result = run_cli("tables", str(job))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert query(job, "SELECT _date, count(*) AS n FROM acme.items GROUP BY 1") == [{"_date": "2026-11-24", "n": 1}]
+    assert per_date(tmp_path / "lake", "acme.items") == {"2026-11-24": 1}
 
 
 def test_acme_csv_files_ragged_lines_and_broken_gzip(tmp_path: Path, emulator: Emulator) -> None:
@@ -222,11 +224,10 @@ def test_acme_csv_files_ragged_lines_and_broken_gzip(tmp_path: Path, emulator: E
     assert result.returncode == 0, result.stdout + result.stderr
     lake = tmp_path / "lake"
     for name in ("csv", "gz"):
-        [row] = query(job, f"SELECT count(*) AS n, count(DISTINCT \"row\") AS distinct_rows, min(_date) AS d FROM acme.{name}")
-        assert row == {"n": 50, "distinct_rows": 50, "d": DATE}
-    [installs] = query(job, "SELECT count(*) AS n FROM acme.installs")
+        rows = read(lake, f"acme.{name}")
+        assert (len(rows), len({r["row"] for r in rows}), {r["_date"].isoformat() for r in rows}) == (50, 50, {DATE})
     lines = sum(len(gzip.decompress(v).decode().splitlines()) - 1 for k, v in lake_objects(lake).items() if "/installs/" in k)
-    assert installs["n"] == lines
+    assert len(read(lake, "acme.installs")) == lines
 
     (lake / f"acme/csv/dt={DATE}/data.csv").write_bytes(b"")  # stand-ins of the same size, damaged
     raw = (lake / f"acme/gz/dt={DATE}/data.csv.gz").read_bytes()
@@ -239,7 +240,7 @@ def test_acme_csv_files_ragged_lines_and_broken_gzip(tmp_path: Path, emulator: E
     assert "data.csv: cannot read it as CSV: CSV parse error: Expected" in result.stdout
     assert "data.csv.gz" in result.stdout
     for name in ("csv", "gz"):
-        assert query(job, f"SELECT count(*) AS n FROM acme.{name}") == [{"n": 50}]  # left as it was
+        assert len(read(lake, f"acme.{name}")) == 50  # left as it was
 
 
 def _relanded(lake: Path, key: str, data: bytes) -> None:
@@ -254,14 +255,15 @@ def _relanded(lake: Path, key: str, data: bytes) -> None:
 
 
 def test_two_builders_of_one_table_both_finish_and_rows_stay_once(tmp_path: Path) -> None:
-    pages = {f"2026-11-{d:02d}": {"rows": [{"id": d, "i": i} for i in range(50)]} for d in range(10, 26)}
+    pages = {f"2026-11-{d:02d}": {"rows": [{"id": d, "i": i} for i in range(50)]} for d in range(20, 26)}
     job = _local_json_job(tmp_path, pages, table={"records": "rows"})
     twin = tmp_path / "twin.yaml"  # another job file: its own lock, as on another host
     shutil.copy(job, twin)
     first, second = start_cli("tables", str(job)), start_cli("tables", str(twin))
     outs = [p.communicate(timeout=120) for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outs
-    assert query(job, "SELECT count(*) AS n, count(DISTINCT _date) AS dates FROM acme.items") == [{"n": 16 * 50, "dates": 16}]
+    counts = per_date(tmp_path / "lake", "acme.items")
+    assert counts == {date: 50 for date in pages}
 
 
 def test_job_file_and_catalog_errors_are_clear(tmp_path: Path) -> None:
@@ -277,3 +279,37 @@ def test_job_file_and_catalog_errors_are_clear(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(job))
     result = run_cli("validate", str(path))
     assert result.returncode == 2 and "top-level `tables:`" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_refresh_that_changes_nothing_opens_no_catalog_and_another_writers_commit_is_seen(tmp_path: Path) -> None:
+    from conftest import APILAKE
+
+    lake = tmp_path / "lake"
+    job = _local_json_job(tmp_path, {"2026-11-24": [{"id": 1}], DATE: [{"id": 2}]})
+    assert run_cli("tables", str(job)).returncode == 0
+    noop = subprocess.run([sys.executable, "-X", "importtime", APILAKE, "tables", str(job)], capture_output=True, text=True, timeout=60)
+    assert noop.returncode == 0 and "unchanged" in noop.stdout, noop.stdout + noop.stderr[-2000:]
+    assert "pyiceberg" not in noop.stderr and "sqlalchemy" not in noop.stderr  # the lake's table state answered
+
+    table = catalog(lake).load_table("acme.items")  # another writer commits: the state no longer describes the table
+    with table.transaction() as txn:
+        txn.set_properties({f"apilake.fingerprint.{DATE}": "from-another-writer"})
+    again = run_cli("tables", str(job))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert catalog(lake).load_table("acme.items").properties[f"apilake.fingerprint.{DATE}"] != "from-another-writer"
+    assert sorted(r["id"] for r in read(lake, "acme.items")) == [1, 2]
+    (lake / "_apilake/tables/state/acme.items.json").write_text("{not json")  # a damaged state: the catalog is consulted
+    assert "unchanged" in run_cli("tables", str(job)).stdout
+
+
+def test_a_csv_column_whose_type_changes_after_the_first_block_widens(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    lines = ["id,n,tag"] + [f"{i},{i}," for i in range(150_000)] + ["150000,2.5,late", "150001,N/A,"]  # ~1.9 MB: past the first block
+    _land(lake, DATE, None, raw="\n".join(lines).encode())
+    job = _local_json_job(tmp_path, {}, table={"format": "csv"})
+    result = run_cli("tables", str(job))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["id"]: r for r in read(lake, "acme.items")}
+    assert len(rows) == 150_002 and rows[7]["n"] == 7.0 and rows[150_000]["n"] == 2.5 and rows[150_001]["n"] is None
+    assert rows[150_000]["tag"] == "late" and rows[7]["tag"] == ""  # as in a column that is text from its first block
+    assert str(catalog(lake).load_table("acme.items").schema().find_field("n").field_type) == "double"

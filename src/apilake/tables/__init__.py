@@ -9,22 +9,38 @@ behind the raw zone, `query` runs DuckDB SQL over the tables.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from apilake.errors import JobFileError, TableError
+from apilake.errors import DestinationError, JobFileError, TableError
 from apilake.jobfile import Job
 from apilake.summary import human_bytes, table
+
+log = logging.getLogger("apilake")
 
 __all__ = ["TablesReport", "build_tables", "table_status", "TableStatus"]
 
 
 @dataclass
+class TableResult:
+    identifier: str
+    built: list[str] = field(default_factory=list)  # dates rebuilt in this refresh's commit
+    unchanged: list[str] = field(default_factory=list)  # dates whose raw objects had not changed
+    failed: dict[str, str] = field(default_factory=dict)  # date → why it was left as it was
+    rows: int = 0
+    files: int = 0
+    bytes: int = 0  # Parquet bytes written
+    snapshot: int | None = None  # the snapshot committed, if any
+
+
+@dataclass
 class TablesReport:
-    tables: list[Any] = field(default_factory=list)  # refresh.TableResult, one per table
+    tables: list[TableResult] = field(default_factory=list)  # one per table
     errors: dict[str, str] = field(default_factory=dict)  # table → why it could not be built at all
 
     @property
@@ -64,22 +80,26 @@ def build_tables(
 ) -> TablesReport:
     """Build or refresh the tables of the selected endpoints and dates from what is in the lake;
     `stopped` says why to build no further table (the job's lease was lost)."""
-    from apilake.record import load_records
-    from apilake.tables.catalog import open_catalog
+    from apilake.record import load_records, on_destination
     from apilake.tables.plan import plan_partitions
-    from apilake.tables.refresh import refresh_table
 
     records = load_records(destination, job.s3)
     partitions = plan_partitions(job, records, dates=dates, selected=selected)
     on_plan(len(partitions))
     report = TablesReport()
-    if not partitions:
-        return report
-    catalog = open_catalog(job, destination)
-    opener = raw_opener(job, destination)
     by_table: dict[str, list[Any]] = {}
     for partition in partitions:
         by_table.setdefault(partition.identifier, []).append(partition)
+    for identifier in [] if force else known_unchanged(job, destination, by_table):
+        report.tables.append(TableResult(identifier, unchanged=sorted(p.date for p in by_table.pop(identifier))))
+    if not by_table:
+        return report
+    from apilake.tables.catalog import open_catalog
+    from apilake.tables.refresh import FINGERPRINT, refresh_table
+    from apilake.tables.state import state_key, state_of
+
+    catalog = open_catalog(job, destination)
+    opener = raw_opener(job, destination)
     target = job.tables.target_file_mb << 20 if job.tables else 128 << 20
     for identifier, mine in by_table.items():
         def every_date(identifier: str = identifier) -> list[Any]:
@@ -88,12 +108,41 @@ def build_tables(
         if why := stopped():
             report.errors[identifier] = f"not built: {why}"
             continue
+
+        def forget(identifier: str = identifier) -> None:
+            on_destination(destination, job.s3, lambda dest: dest.delete(state_key(identifier)))
+
+        def remember(table: Any, identifier: str = identifier) -> None:
+            try:
+                on_destination(destination, job.s3, lambda dest: dest.put(state_key(identifier), state_of(table, FINGERPRINT)))
+            except (OSError, DestinationError) as exc:  # a cache: the next refresh consults the catalog
+                log.warning("table %s: its state for quick no-op refreshes was not written: %s", identifier, exc)
+
         try:
             report.tables.append(refresh_table(catalog, identifier, mine, opener, force=force, every_date=every_date,
-                                               target_bytes=target, on_partition=on_partition))
-        except (TableError, OSError) as exc:
+                                               target_bytes=target, on_partition=on_partition, forget=forget, remember=remember))
+        except (TableError, OSError, DestinationError) as exc:
             report.errors[identifier] = str(exc)
     return report
+
+
+def known_unchanged(job: Job, destination: str, by_table: dict[str, list[Any]]) -> list[str]:
+    """The tables whose every planned date the lake's table state says is built from these very
+    raw objects (`tables.state`): no catalog, no pyiceberg for them."""
+    from apilake.record import on_destination
+    from apilake.tables.catalog import catalog_properties
+    from apilake.tables.state import read_states, sqlite_locations, unchanged
+
+    states = on_destination(destination, job.s3, lambda dest: read_states(dest, by_table))
+    if not states:
+        return []
+    name, props = catalog_properties(job, destination)
+    uri = props.get("uri", "")
+    locations = sqlite_locations(uri, name) if props.get("type") == "sql" and uri.startswith("sqlite:///") else {}
+    if locations is None:
+        return []
+    return [identifier for identifier, mine in by_table.items()
+            if unchanged({p.date: p.fingerprint for p in mine}, states.get(identifier), locations.get(identifier) if locations else None)]
 
 
 def raw_opener(job: Job, destination: str) -> Callable[[Any, str], Any]:
@@ -114,10 +163,10 @@ def raw_opener(job: Job, destination: str) -> Callable[[Any, str], Any]:
 
         def fetch(key: str) -> tuple[int, BinaryIO] | None:
             try:
-                handle = open(root / key, "rb")  # noqa: SIM115 - closed by `opened`
+                handle = open(f"{root}/{key}", "rb")  # noqa: SIM115 - closed by `opened`
             except FileNotFoundError:
                 return None
-            return Path(root / key).stat().st_size, handle
+            return os.fstat(handle.fileno()).st_size, handle
 
     @contextmanager
     def opened(obj: Any, date: str) -> Iterator[BinaryIO]:

@@ -10,6 +10,7 @@ until a value arrives.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -26,18 +27,43 @@ from apilake.tables.plan import RawObject
 DATE_COLUMN = "_date"
 OBJECT_COLUMN = "_apilake_object"
 RUN_COLUMN = "_apilake_run_id"
-CSV_BLOCK_BYTES = 4 << 20
+CSV_BLOCK_BYTES = 1 << 20  # a batch of ~20k rows of a bulk file: what a CSV reader thread holds
 
 
-def record_batches(obj: RawObject, date: str, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
-    """The rows of one raw object, with the unit's values and lineage as columns.
+def record_batches(obj: RawObject, date: str, stream: BinaryIO, csv_types: dict[str, pa.DataType] | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows of one raw object, with the unit's values and lineage as columns. `csv_types`:
+    CSV columns read as these types, not as their first block's values suggest (`Retype`).
 
     A damaged object (JSON that does not parse, a ragged CSV line, a gzip that does not
     inflate) raises `TableError` naming the object (a ragged CSV line is quoted).
     """
-    read = _json_rows if obj.format == "json" else _csv_rows
-    for batch in read(obj, stream):
+    rows = _json_rows(obj, stream) if obj.format == "json" else _csv_rows(obj, stream, csv_types or {})
+    for batch in rows:
         yield with_unit_columns(batch, obj, date)
+
+
+class Retype(Exception):
+    """A CSV column whose values past its first block do not fit the type that block gave it:
+    the object must be read again from its start with the wider `kind` (int → double → text;
+    a column empty in the first block takes the value's type)."""
+
+    def __init__(self, key: str, column: str, was: str, kind: pa.DataType) -> None:
+        super().__init__(f"{key}: CSV column {column!r} holds more than {was}, read again as {kind}")
+        self.key, self.column, self.kind = key, column, kind
+
+
+_CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+): invalid value '(.*)'", re.S)
+
+
+def _retype(obj: RawObject, exc: Exception, schema: pa.Schema | None) -> Retype | None:
+    """The `Retype` a CSV conversion error asks for, or None for another error."""
+    found = _CONVERSION.match(str(exc))
+    if found is None or schema is None or int(found[1]) >= len(schema):
+        return None
+    was, value = found[2], found[3]
+    wider = {"null": [(pa.int64(), int), (pa.float64(), float)], "int64": [(pa.float64(), float)]}.get(was, [])
+    kind = next((kind for kind, parse in wider if _parses(parse, value)), pa.string())
+    return Retype(obj.key, schema.names[int(found[1])], was, kind)
 
 
 def _json_rows(obj: RawObject, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
@@ -70,7 +96,7 @@ def records_of(doc: Any, path: str | None, key: str) -> list[dict[str, Any]]:
 
 def rows_to_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
     """Rows → one batch, column by column, so one column's mixed values cannot cost another its type."""
-    names = list(dict.fromkeys(name for row in rows for name in row))
+    names = list(dict.fromkeys(itertools.chain.from_iterable(rows)))
     arrays, fields = [], []
     for name in names:
         array = column_array([row.get(name) for row in rows])
@@ -106,9 +132,12 @@ def _storable(kind: pa.DataType) -> bool:
 
 
 def as_text(value: Any) -> str | None:
-    """Text as it is; anything else as JSON (`5`, `true`, `{"a":1}`)."""
+    """Text as it is; anything else as JSON (`5`, `true`, `{"a":1}`). An int is its digits, as
+    in JSON, without the encoder's cost (a column of numbers and "N/A" runs through here)."""
     if value is None or isinstance(value, str):
         return value
+    if type(value) is int:  # not a bool: JSON's `true`
+        return str(value)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
@@ -121,7 +150,15 @@ def _gunzip(obj: RawObject, body: bytes) -> bytes:
         raise TableError(f"{obj.key}: not a readable gzip file ({exc})") from None
 
 
-def _csv_rows(obj: RawObject, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
+def _parses(parse: Any, value: str) -> bool:
+    try:
+        parse(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_rows(obj: RawObject, stream: BinaryIO, types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
     source: Any = stream
     if obj.key.lower().endswith(".gz"):
         from isal import igzip
@@ -129,12 +166,16 @@ def _csv_rows(obj: RawObject, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
         source = igzip.IGzipFile(fileobj=stream, mode="rb")
     options = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES)
     parse = pacsv.ParseOptions(delimiter="\t" if re.search(r"\.tsv(\.gz)?$", obj.key, re.IGNORECASE) else ",")
+    reader = None
     try:
-        reader = pacsv.open_csv(pa.PythonFile(source, mode="r"), read_options=options, parse_options=parse)
+        reader = pacsv.open_csv(pa.PythonFile(source, mode="r"), read_options=options, parse_options=parse,
+                                convert_options=pacsv.ConvertOptions(column_types=types))  # fmt: skip
         for batch in reader:
             if batch.num_rows:
                 yield _typed(batch)
     except (pa.ArrowInvalid, OSError, EOFError, IsalError) as exc:
+        if (wider := _retype(obj, exc, reader.schema if reader is not None else None)) is not None:
+            raise wider from None
         raise TableError(f"{obj.key}: cannot read it as CSV: {str(exc).splitlines()[0]}") from None
 
 
@@ -148,11 +189,11 @@ def with_unit_columns(batch: pa.RecordBatch, obj: RawObject, date: str) -> pa.Re
     """The batch plus `_date`, the unit's values (`_`-prefixed where a record field has the name)
     and lineage. A record field named like one of apilake's own columns is kept `_`-prefixed."""
     rows = batch.num_rows
-    own = {DATE_COLUMN: pa.array([dt.date.fromisoformat(date)] * rows, pa.date32())}
+    own = {DATE_COLUMN: pa.repeat(pa.scalar(dt.date.fromisoformat(date), pa.date32()), rows)}
     for name, value in obj.values:
         column = f"_{name}" if name in batch.schema.names else name
-        own[column] = pa.array([value] * rows, pa.string())
-    own[OBJECT_COLUMN] = pa.array([obj.key] * rows, pa.string())
-    own[RUN_COLUMN] = pa.array([obj.run_id] * rows, pa.string())
+        own[column] = pa.repeat(pa.scalar(value, pa.string()), rows)
+    own[OBJECT_COLUMN] = pa.repeat(pa.scalar(obj.key, pa.string()), rows)
+    own[RUN_COLUMN] = pa.repeat(pa.scalar(obj.run_id, pa.string()), rows)
     names = [f"_{name}" if name in own else name for name in batch.schema.names] + list(own)
     return pa.RecordBatch.from_arrays([*batch.columns, *own.values()], names=names)

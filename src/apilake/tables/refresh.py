@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import random
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -39,7 +39,8 @@ from pyiceberg.table import Table, Transaction
 from pyiceberg.table.locations import load_location_provider
 
 from apilake.errors import TableError
-from apilake.tables.convert import DATE_COLUMN, OBJECT_COLUMN, RUN_COLUMN, record_batches
+from apilake.tables import TableResult
+from apilake.tables.convert import DATE_COLUMN, OBJECT_COLUMN, RUN_COLUMN, Retype, record_batches
 from apilake.tables.plan import Partition, RawObject
 from apilake.tables.schema import Widen, cast_to, fit
 
@@ -47,22 +48,11 @@ log = logging.getLogger("apilake")
 
 FINGERPRINT = "apilake.fingerprint."
 ATTEMPTS = 8
-ROW_GROUP_ROWS = 128 * 1024  # pages are buffered into row groups of about this many rows
+ROW_GROUP_ROWS = 64 * 1024  # batches are buffered into row groups of about this many rows
+GATHER_ROWS = 64 * 1024  # consecutive pages of one schema are fitted and written in batches of about this many rows
 TABLE_PROPERTIES = {"format-version": "2", "write.parquet.compression-codec": "zstd"}
 
 Opener = Callable[[RawObject, str], Any]  # (object, date) → a context manager yielding a binary stream
-
-
-@dataclass
-class TableResult:
-    identifier: str
-    built: list[str] = field(default_factory=list)  # dates rebuilt in this refresh's commit
-    unchanged: list[str] = field(default_factory=list)  # dates whose raw objects had not changed
-    failed: dict[str, str] = field(default_factory=dict)  # date → why it was left as it was
-    rows: int = 0
-    files: int = 0
-    bytes: int = 0  # Parquet bytes written
-    snapshot: int | None = None  # the snapshot committed, if any
 
 
 def refresh_table(
@@ -75,9 +65,13 @@ def refresh_table(
     every_date: Callable[[], list[Partition]] = list,
     target_bytes: int = 128 << 20,
     on_partition: Callable[[Partition], None] = lambda p: None,
+    forget: Callable[[], None] = lambda: None,
+    remember: Callable[[Table], None] = lambda table: None,
 ) -> TableResult:
     """Rebuild the changed date partitions of one table in one commit; `every_date` gives all the
-    table's partitions, for a rebuild with a widened column type."""
+    table's partitions, for a rebuild with a widened column type. `forget` is called before
+    the commit and `remember` with the committed table after it (the lake's table state)."""
+    _lean_memory()
     widen: dict[str, Any] = {}
     for attempt in range(ATTEMPTS):
         table = _load(catalog, identifier)
@@ -92,7 +86,13 @@ def refresh_table(
             for partition in todo:
                 build.add(partition, opener, result)
                 on_partition(partition)
-            result.snapshot = build.commit(result)
+            if build.fingerprints:
+                forget()
+            committed = build.commit()
+            if committed is not None:
+                snapshot = committed.current_snapshot()
+                result.snapshot = snapshot.snapshot_id if snapshot else None
+                remember(committed)
             return result
         except Widen as more:
             build.discard()
@@ -103,6 +103,20 @@ def refresh_table(
             log.info("table %s: another process committed first (%s); reading the table again", identifier, exc)
             time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
     raise TableError(f"table {identifier}: {ATTEMPTS} commits in a row lost to other writers; run `apilake tables` again")
+
+
+def _lean_memory() -> None:
+    """Arrow's buffers from jemalloc, freed pages handed back to the system after 100 ms: the
+    default pool (mimalloc) keeps what earlier blocks freed (~30 MB more peak RSS over a bulk
+    file); a decay of 0 saves a little more but costs ~25% more CPU in page faults.
+    A pool the user chose (`ARROW_DEFAULT_MEMORY_POOL`) is left as it is."""
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(100)
+    except NotImplementedError:  # a pyarrow built without jemalloc
+        pass
 
 
 def _load(catalog: Any, identifier: str) -> Table | None:
@@ -128,6 +142,9 @@ class _Build:
         self.fingerprints: dict[str, str] = {}
         self.uuid = uuid.uuid4()
         self.counter = 0
+        self.schema: Any = None  # the transaction's current schema (pyiceberg's Schema), once begun
+        self.csv_types: dict[str, dict[str, pa.DataType]] = {}  # raw key → CSV columns read wider than their first block says
+        self.fitting: set[tuple[pa.Schema, int]] = set()  # (batch schema, table schema id) pairs that fit as they are
 
     def _begin(self, schema: pa.Schema) -> Transaction:
         if self.txn is not None:
@@ -144,29 +161,37 @@ class _Build:
                 with self.txn.update_schema(allow_incompatible_changes=True) as update:
                     for name, kind in self.widen.items():
                         update.update_column(name, kind)
+        self.schema = self.txn.table_metadata.schema()
         return self.txn
 
     def add(self, partition: Partition, opener: Opener, result: TableResult) -> None:
-        """Write one date's rows; a damaged raw object leaves the date out of the commit."""
+        """Write one date's rows; a damaged raw object leaves the date out of the commit. A CSV
+        column whose type changes after the first block is read again, wider, from the start
+        (each time wider: int → double → text, at most a few times a column)."""
+        while True:
+            try:
+                return self._add(partition, opener, result)
+            except Retype as wider:
+                self.csv_types.setdefault(wider.key, {})[wider.column] = wider.kind
+                log.info("table %s, %s: %s", self.identifier, partition.date, wider)
+
+    def _add(self, partition: Partition, opener: Opener, result: TableResult) -> None:
         writer: _Writer | None = None
         written: list[DataFile] = []
         rows = 0
         try:
-            for obj in partition.objects:
-                with opener(obj, partition.date) as stream:
-                    for batch in record_batches(obj, partition.date, stream):
-                        txn, batch = self._fitted(batch, obj)
-                        schema = txn.table_metadata.schema()
-                        if writer is not None and writer.schema_id != schema.schema_id:
-                            written.append(writer.close())
-                            writer = None
-                        if writer is None:
-                            writer = self._writer(txn, partition.date)
-                        rows += batch.num_rows
-                        writer.add(batch)
-                        if writer.size >= self.target_bytes:
-                            written.append(writer.close())
-                            writer = None
+            for batch, key in _gathered(partition, opener, self.csv_types):
+                batch = self._fitted(batch, key)
+                if writer is not None and writer.schema_id != self.schema.schema_id:
+                    written.append(writer.close())
+                    writer = None
+                if writer is None:
+                    writer = self._writer(partition.date)
+                rows += batch.num_rows
+                writer.add(batch)
+                if writer.size >= self.target_bytes:
+                    written.append(writer.close())
+                    writer = None
             if writer is not None:
                 written.append(writer.close())
                 writer = None
@@ -190,27 +215,32 @@ class _Build:
         result.files += len(written)
         result.bytes += sum(f.file_size_in_bytes for f in written)
 
-    def _fitted(self, batch: pa.RecordBatch, obj: RawObject) -> tuple[Transaction, pa.RecordBatch]:
-        """The batch cast to the table's types, and the table's schema grown by its new columns."""
+    def _fitted(self, batch: pa.RecordBatch, key: str) -> pa.RecordBatch:
+        """The batch cast to the table's types, and the table's schema grown by its new columns.
+        What depends only on the batch's Arrow schema and the table's schema is worked out once
+        per pair (`fit`'s types, `_grows`): a transaction's metadata is costly to rebuild."""
         if self.widen:
             batch = cast_to(batch, self.widen)
         txn = self._begin(batch.schema)
-        schema = txn.table_metadata.schema()
-        batch = fit(batch, schema, table=self.identifier, key=obj.key)
-        if _grows(batch.schema, schema):
+        batch = fit(batch, self.schema, table=self.identifier, key=key)
+        known = (batch.schema, self.schema.schema_id)
+        if known not in self.fitting and _grows(batch.schema, self.schema):
             try:
                 with txn.update_schema() as update:
                     update.union_by_name(batch.schema)
             except ValueError as exc:  # pyiceberg's ValidationError too
-                raise TableError(f"table {self.identifier}: {obj.key} does not fit the table's columns: {exc}") from None
-        return txn, batch
+                raise TableError(f"table {self.identifier}: {key} does not fit the table's columns: {exc}") from None
+            self.schema = txn.table_metadata.schema()
+        self.fitting.add((batch.schema, self.schema.schema_id))
+        return batch
 
-    def _writer(self, txn: Transaction, date: str) -> _Writer:
+    def _writer(self, date: str) -> _Writer:
         self.counter += 1
-        return _Writer(txn, date, f"{self.uuid}-{self.counter:05d}.parquet")
+        return _Writer(self._begin(_BASE), self.schema, date, f"{self.uuid}-{self.counter:05d}.parquet")
 
-    def commit(self, result: TableResult) -> int | None:
-        """One snapshot: the built dates' old files out, their new files in, their fingerprints set."""
+    def commit(self) -> Table | None:
+        """One snapshot: the built dates' old files out, their new files in, their fingerprints
+        set. The committed table, or None when no date was built."""
         if not self.fingerprints:
             return None
         txn = self._begin(_BASE)
@@ -224,9 +254,7 @@ class _Build:
                 for data_file in files:
                     producer.append_data_file(data_file)
         txn.set_properties({FINGERPRINT + date: fp for date, fp in self.fingerprints.items()})
-        table = txn.commit_transaction()
-        snapshot = table.current_snapshot()
-        return snapshot.snapshot_id if snapshot else None
+        return txn.commit_transaction()
 
     def _old_files(self, dates: list[str]) -> list[DataFile]:
         if self.table is None or self.table.current_snapshot() is None:
@@ -251,6 +279,36 @@ class _Build:
                 log.warning("cannot remove %s: %s", data_file.file_path, exc)
 
 
+def _gathered(partition: Partition, opener: Opener, csv_types: dict[str, dict[str, pa.DataType]]) -> Iterator[tuple[pa.RecordBatch, str]]:
+    """A partition's rows, consecutive batches of one Arrow schema (a JSON endpoint's pages,
+    mostly) joined into batches of about `GATHER_ROWS` (a big batch passes as it is): the schema work and the conversion to
+    the table's field ids are paid per batch, not per page. Each batch comes with the key of its
+    first raw object, which holds every column type of the batch (named in a schema error)."""
+    pending: list[pa.RecordBatch] = []
+    rows, key = 0, ""
+    for obj in partition.objects:
+        with opener(obj, partition.date) as stream:
+            for batch in record_batches(obj, partition.date, stream, csv_types.get(obj.key)):
+                if pending and (rows >= GATHER_ROWS or batch.num_rows >= GATHER_ROWS // 16 or batch.schema != pending[0].schema):
+                    yield _joined(pending), key
+                    pending, rows = [], 0
+                if batch.num_rows >= GATHER_ROWS // 16:  # a CSV block: big enough as it is, not copied
+                    yield batch, obj.key
+                    continue
+                if not pending:
+                    key = obj.key
+                pending.append(batch)
+                rows += batch.num_rows
+    if pending:
+        yield _joined(pending), key
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
 _BASE = pa.schema([(DATE_COLUMN, pa.date32()), (OBJECT_COLUMN, pa.string()), (RUN_COLUMN, pa.string())])
 
 
@@ -273,9 +331,10 @@ _PARQUET = FileFormatFactory.get(FileFormat.PARQUET)
 class _Writer:
     """One Parquet data file of one date, written batch by batch, rows buffered into row groups."""
 
-    def __init__(self, txn: Transaction, date: str, name: str) -> None:
+    def __init__(self, txn: Transaction, schema: Any, date: str, name: str) -> None:
         metadata = txn.table_metadata
-        self.schema = metadata.schema()
+        self.schema = schema
+        self.file_schemas: dict[pa.Schema, Any] = {}  # a batch's Arrow schema → its Iceberg schema, with the table's field ids
         self.schema_id = self.schema.schema_id
         self.spec = metadata.spec()
         self.properties = metadata.properties
@@ -294,7 +353,9 @@ class _Writer:
         return self.stream.tell()
 
     def add(self, batch: pa.RecordBatch) -> None:
-        file_schema = pyarrow_to_schema(batch.schema, name_mapping=self.schema.name_mapping)
+        file_schema = self.file_schemas.get(batch.schema)
+        if file_schema is None:
+            file_schema = self.file_schemas[batch.schema] = pyarrow_to_schema(batch.schema, name_mapping=self.schema.name_mapping)
         self.buffer.append(_to_requested_schema(self.schema, file_schema, batch, include_field_ids=True, format_model=_PARQUET))
         self.buffered += batch.num_rows
         if self.buffered >= ROW_GROUP_ROWS:

@@ -8,6 +8,8 @@ narrower than its table (ints in a double column, numbers in a text column) is c
 
 from __future__ import annotations
 
+import functools
+
 import pyarrow as pa
 from pyiceberg.schema import Schema
 from pyiceberg.types import DoubleType, FloatType, IcebergType, IntegerType, LongType, PrimitiveType, StringType
@@ -24,8 +26,10 @@ class Widen(Exception):
         self.columns = columns
 
 
+@functools.lru_cache(maxsize=256)
 def iceberg_types(arrow: pa.Schema) -> dict[str, IcebergType]:
-    """The Iceberg type of each top-level column of an Arrow schema."""
+    """The Iceberg type of each top-level column of an Arrow schema (worked out once per schema:
+    pages of one endpoint share a handful). Callers do not change the answer."""
     from pyiceberg.catalog import Catalog
 
     return {f.name: f.field_type for f in Catalog._convert_schema_if_needed(arrow).fields}
