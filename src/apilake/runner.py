@@ -184,8 +184,8 @@ async def _run(
                 except asyncio.CancelledError:
                     if not stopped:
                         raise
-            if job.tables is not None and not stopped:
-                await _refresh_tables(job, dest, report, document, lambda: stopped[0] if stopped else None)
+            if job.tables is not None and not stopped:  # on the cluster's workers, when the units ran there
+                await _refresh_tables(job, dest, report, document, lambda: stopped[0] if stopped else None, executor.table_writer())
         finished_units = {r.unit for r in report.results}
         for unit in units:
             if unit.id not in finished_units:
@@ -214,7 +214,7 @@ async def _run(
 
 
 async def _refresh_tables(job: Job, dest: Destination, report: RunReport, document: Callable[[str, None], dict[str, Any]],
-                          stopped: Callable[[], str | None]) -> None:
+                          stopped: Callable[[], str | None], writer: Any) -> None:
     """The table stage: after landing, still under the run's lock and lease (renewed by the
     heartbeat while the refresh works in a thread), so no other run gets in between. The landed
     objects are put on record first, for the refresh to read them and for a crash in it to
@@ -226,7 +226,7 @@ async def _refresh_tables(job: Job, dest: Destination, report: RunReport, docume
     except DestinationError as exc:
         report.tables = TablesReport(error=f"the run record could not be written before the refresh: {exc}")
         return
-    report.tables = await asyncio.to_thread(refresh_landed, job, dest.url, report.results, stopped=stopped)
+    report.tables = await asyncio.to_thread(refresh_landed, job, dest.url, report.results, stopped=stopped, writer=writer)
 
 
 async def _finish_record(dest: Destination, report: RunReport, document: dict[str, Any]) -> None:

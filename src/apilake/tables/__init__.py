@@ -90,9 +90,11 @@ def build_tables(
     on_partition: Callable[[Any], None] = lambda p: None,
     on_plan: Callable[[int], None] = lambda n: None,
     stopped: Callable[[], str | None] = lambda: None,
+    writer: Any = None,
 ) -> TablesReport:
     """Build or refresh the tables of the selected endpoints and dates from what is in the lake;
-    `stopped` says why to build no further table (the job's lease was lost)."""
+    `stopped` says why to build no further table (the job's lease was lost); `writer` writes
+    partitions' data files elsewhere (`refresh.Writer`: a Dask cluster's workers)."""
     from apilake.record import load_records, on_destination
     from apilake.tables.plan import plan_partitions
 
@@ -112,7 +114,7 @@ def build_tables(
     from apilake.tables.state import state_key, state_of
 
     catalog = open_catalog(job, destination)
-    opener = raw_opener(job, destination)
+    opener = raw_opener(job.s3, destination)
     target = job.tables.target_file_mb << 20 if job.tables else 128 << 20
     for identifier, mine in by_table.items():
         def every_date(identifier: str = identifier) -> list[Any]:
@@ -133,7 +135,8 @@ def build_tables(
 
         try:
             report.tables.append(refresh_table(catalog, identifier, mine, opener, force=force, every_date=every_date,
-                                               target_bytes=target, on_partition=on_partition, forget=forget, remember=remember))
+                                               target_bytes=target, on_partition=on_partition, forget=forget, remember=remember,
+                                               writer=writer))
         except (TableError, OSError, DestinationError) as exc:
             report.errors[identifier] = str(exc)
     return report
@@ -158,12 +161,13 @@ def known_unchanged(job: Job, destination: str, by_table: dict[str, list[Any]]) 
             if unchanged({p.date: p.fingerprint for p in mine}, states.get(identifier), locations.get(identifier) if locations else None)]
 
 
-def raw_opener(job: Job, destination: str) -> Callable[[Any, str], Any]:
-    """Open a raw object as a binary stream, after checking it is the object the records say landed."""
+def raw_opener(s3_options: Any, destination: str) -> Callable[[Any, str], Any]:
+    """Open a raw object as a binary stream, after checking it is the object the records say landed
+    (`s3_options`: the job's `s3:` settings)."""
     if destination.startswith("s3://"):
         from apilake.destinations.s3 import S3Destination
 
-        s3 = S3Destination(destination, job.s3)
+        s3 = S3Destination(destination, s3_options)
 
         def fetch(key: str) -> tuple[int, BinaryIO] | None:
             try:
@@ -228,7 +232,8 @@ def table_status(job: Job, destination: str, records: list[dict[str, Any]] | Non
     return out
 
 
-def refresh_landed(job: Job, destination: str, results: list[Any], *, stopped: Callable[[], str | None]) -> TablesReport | None:
+def refresh_landed(job: Job, destination: str, results: list[Any], *, stopped: Callable[[], str | None],
+                   writer: Any = None) -> TablesReport | None:
     """A run's table stage, under the run's own lock and lease: the partitions of exactly the
     (endpoint, date)s it landed (by its results, whose objects its record already lists). Never
     raises for the tables' own failures: they fail the run, and leave what landed as it is.
@@ -237,7 +242,7 @@ def refresh_landed(job: Job, destination: str, results: list[Any], *, stopped: C
     if not landed:
         return None
     try:
-        return build_tables(job, destination, dates={d for _, _, d in landed}, stopped=stopped,
+        return build_tables(job, destination, dates={d for _, _, d in landed}, stopped=stopped, writer=writer,
                             selected=lambda source, endpoint, date: (source, endpoint, date) in landed)
     except ApilakeError as exc:
         log.error("tables not refreshed: %s", exc)
