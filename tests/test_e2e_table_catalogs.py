@@ -76,7 +76,7 @@ def test_sql_catalog_on_postgres_for_a_local_lake(tmp_path: Path, emulator: Emul
         engine.dispose()
     assert sorted((ns, name) for ns, name, _ in tables) == [("dataai", "bulk_metrics"), ("dataai", "history")]
     assert all(location.startswith(warehouse) for _, _, location in tables)
-    assert not (lake / "_apilake" / "tables").exists()  # no SQLite catalog beside the shared one
+    assert not (lake / "_apilake" / "tables" / "catalog.db").exists()  # no SQLite catalog beside the shared one
     assert TOKEN not in all_text(lake, result)
 
 
@@ -102,7 +102,8 @@ def test_s3_lake_with_glue_catalog_on_moto(tmp_path: Path, emulator: Emulator, b
     assert names == ["bulk_metrics", "history"]
     warehouse = bucket_objects(bucket, "warehouse")
     assert any(k.endswith(".parquet") for k in warehouse) and any(k.endswith(".metadata.json") for k in warehouse)
-    assert not any(k.startswith("_apilake/tables/") for k in bucket_objects(bucket, "lake", "raw/"))  # tables are in the warehouse only
+    in_lake = [k for k in bucket_objects(bucket, "lake", "raw/") if k.startswith("_apilake/tables/")]
+    assert in_lake and all(k.startswith("_apilake/tables/state/") for k in in_lake)  # tables are in the warehouse; the lake keeps their state
     assert TOKEN not in result.stdout + result.stderr
 
 

@@ -1,7 +1,7 @@
 """The `apilake` command. The one place where errors become messages and exit codes.
 
 Exit codes: 0 every unit landed (or had landed before); 1 at least one unit failed or was not
-attempted, or the final run record could not be written; 2 bad job file, bad option, or
+attempted, the run's table refresh failed, or the final run record could not be written; 2 bad job file, bad option, or
 unusable destination; 3 another run of the same job and destination is going; 130 interrupted
 (SIGINT/SIGTERM).
 """

@@ -1,4 +1,4 @@
-"""Running a job: plan → fetch → land → record, with one lock, one record and one summary.
+"""Running a job: plan → fetch → land → (tables) → record, with one lock, one record and one summary.
 
 Units run concurrently, bounded per source (`concurrency`) and across the job (`concurrency`
 at the top level), in this process (the local executor) or on a Dask cluster (`executors/`).
