@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from apilake.emulator import Emulator
+from apilake.emulator import Emulator, Fault
 from conftest import TOKEN, all_text, lake_objects, records, run_cli, start_cli, wait_for, write_job
 
 DATE = "2026-11-25"
@@ -71,3 +71,19 @@ def test_a_failed_refresh_fails_the_run_and_keeps_what_landed(tmp_path: Path, em
     behind = run_cli("status", str(job), "--from", DATE, "--to", DATE)
     assert behind.returncode == 1 and "dataai.history" in behind.stdout
     assert TOKEN not in all_text(lake, result) + again.stdout + again.stderr + behind.stdout + behind.stderr
+
+
+def test_an_interrupted_run_does_not_refresh(tmp_path: Path, emulator: Emulator) -> None:
+    two = {**HISTORY, "matrix": {"market": ["ios"], "product_id": [7, 8]}}
+    job = write_job(tmp_path, emulator, [two], tables={})
+    emulator.config.faults = [Fault(match="/app/8/history", kind="stall", seconds=30, times=1)]
+    lake = tmp_path / "lake"
+    run = start_cli("run", str(job), "--date", DATE)
+    wait_for(lambda: lake.exists() and bool(lake_objects(lake)))  # product 7 landed; 8 stalls
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 130, out + err
+    (record,) = records(lake)
+    assert record["status"] == "interrupted" and "tables" not in record
+    assert "landed" in {u["status"] for u in record["units"]}  # product 7 landed; its table is left to the next run
+    assert not (lake / "_apilake" / "tables").exists() and "tables:" not in out
