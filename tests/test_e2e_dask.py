@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -374,3 +375,43 @@ def test_an_object_changed_after_it_landed_lands_again_on_the_cluster(tmp_path: 
     assert lake_objects(lake) == whole
     assert emulator.stats.count(origin="api") == 1  # only the changed one was fetched again
     assert records(lake)[-1]["counts"] == {"landed": 1, "skipped": len(whole) - 1}
+
+
+def test_tables_are_converted_on_the_workers_with_the_local_builds_rows(tmp_path: Path, emulator, cluster) -> None:
+    """The run's table stage on the cluster: one task per (table, date) partition, the data files
+    written by worker processes, one commit per table made by the client, the same rows as a
+    table built locally."""
+    _cluster, client = cluster
+    endpoints = [{**HISTORY, "table": {"records": "list"}}, {**BULK, "table": {"name": "bulk_{file_kind}_{dimension}"}}]
+    local = run_cli("run", str(write_job(tmp_path / "local", emulator, endpoints, tables={})), "--date", DATE)
+    assert local.returncode == 0, local.stdout + local.stderr
+    started = time.time()
+    dask_job = write_job(tmp_path / "dask", emulator, endpoints, tables={})
+    result = run_dask(cluster, dask_job)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    record = records(tmp_path / "dask" / "lake")[-1]
+    built = {(t["table"], d) for t in record["tables"]["tables"] for d in t["built"]}
+    assert len({table for table, _ in built}) >= 3 and record["tables"]["status"] == "succeeded"
+    tasks = [t for t in client.get_task_stream(start=started) if str(t["key"]).startswith(f"apilake_table-{record['run_id']}-")]
+    assert len(tasks) == len(built)  # one task per partition, run by the cluster
+    writers = {int(pid) for pid in re.findall(r"written by process (\d+)", result.stderr)}
+    assert len(re.findall(r"written by process", result.stderr)) == len(built)
+    assert writers and writers <= set(client.run(os.getpid).values())  # worker processes wrote every data file
+
+    from pyiceberg.catalog import load_catalog
+
+    for name in ("local", "dask"):
+        root = tmp_path / name / "lake" / "_apilake" / "tables"
+        catalog = load_catalog("apilake", type="sql", uri=f"sqlite:///{root}/catalog.db", warehouse=f"file://{root}/warehouse")
+        for table, _ in built:
+            assert len(catalog.load_table(table).snapshots()) == 1  # one commit per table
+    for table in sorted({table for table, _ in built}):
+        rows = {}
+        for name in ("local", "dask"):
+            sql = f"SELECT * EXCLUDE (_apilake_run_id) FROM {table}"
+            answer = run_cli("query", str(tmp_path / name / "job.yaml"), sql, "--format", "json")
+            assert answer.returncode == 0, answer.stderr
+            rows[name] = sorted(json.dumps(row, sort_keys=True) for row in json.loads(answer.stdout))
+        assert rows["dask"] == rows["local"] and rows["local"], table
+    assert TOKEN not in all_text(tmp_path / "dask" / "lake", result) and TOKEN not in cluster_logs(client)

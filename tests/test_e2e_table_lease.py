@@ -62,7 +62,7 @@ def test_tables_is_refused_while_another_host_holds_the_jobs_lease(tmp_path: Pat
     assert TOKEN not in refused.stdout + refused.stderr + built.stdout + built.stderr
 
 
-def test_the_refresh_after_a_run_holds_the_lease_until_its_commit(tmp_path: Path, emulator: Emulator, postgres_uri: str) -> None:
+def test_the_refresh_after_a_run_holds_the_runs_own_lease_until_its_commit(tmp_path: Path, emulator: Emulator, postgres_uri: str) -> None:
     tables = {"catalog": {"type": "sql", "uri": postgres_uri}, "warehouse": (tmp_path / "warehouse").as_uri()}
     job = write_job(tmp_path, emulator, [HISTORY], tables=tables, lease=LEASE)
     lake = tmp_path / "lake"
@@ -75,14 +75,18 @@ def test_the_refresh_after_a_run_holds_the_lease_until_its_commit(tmp_path: Path
             blocker.execute(sqlalchemy.text("LOCK TABLE iceberg_tables IN ACCESS EXCLUSIVE MODE"))
             run = start_cli("run", str(job), "--date", DATE)
             try:
-                wait_for(lambda: _held_by(lake, run.pid), timeout=60)  # landed; now refreshing, under the lease
-                renewed = lease_doc(lake)["renewed"]
+                wait_for(lambda: _refreshing(lake, run.pid) is not None, timeout=60)  # landed; now refreshing, under the lease
+                lease, record = _refreshing(lake, run.pid) or ({}, {})
+                # the lease the run took before its units started, never let go: no gap for another run
+                assert lease["run_id"] == record["run_id"] and lease["since"] <= min(u["started"] for u in record["units"])
+                renewed = lease["renewed"]
                 wait_for(lambda: lease_doc(lake)["renewed"] != renewed, timeout=10)  # renewed while the refresh waits
                 for command in (["tables", str(twin)], ["run", str(twin), "--date", DATE, "--force"]):
                     refused = run_cli(*command, env=env)
                     assert refused.returncode == 3, refused.stdout + refused.stderr
                     assert f"pid {run.pid}" in refused.stderr
                 assert run.poll() is None
+                assert lease_doc(lake)["since"] == lease["since"]
             finally:
                 blocker.rollback()
             out, err = run.communicate(timeout=120)
@@ -91,17 +95,23 @@ def test_the_refresh_after_a_run_holds_the_lease_until_its_commit(tmp_path: Path
     assert run.returncode == 0, out + err
     assert "dataai.history" in out
     done = lease_doc(lake)
-    assert done["released"] is True and done["pid"] == run.pid
+    assert done["released"] is True and done["pid"] == run.pid and done["since"] == lease["since"]
+    final = json.loads((lake / "_apilake" / "runs" / f"{record['run_id']}.json").read_text())
+    assert final["status"] == "succeeded" and final["finished"]
+    assert [(t["table"], t["built"], t["failed"]) for t in final["tables"]["tables"]] == [("dataai.history", [DATE], {})]
     counts = run_cli("query", str(job), "SELECT _date, count(*) AS n FROM dataai.history GROUP BY 1 ORDER BY 1", "--format", "json")
     assert [r["_date"] for r in json.loads(counts.stdout)] == ["2026-11-24", DATE]
 
 
-def _held_by(lake: Path, pid: int) -> bool:
-    """Whether the lease is live and held by process `pid` after its run record was finished."""
+def _refreshing(lake: Path, pid: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The live lease held by process `pid` and its run's record, once that record lists what
+    landed but is not finished yet (the run is refreshing its tables)."""
     try:
         doc = lease_doc(lake)
+        records = [json.loads(p.read_text()) for p in (lake / "_apilake" / "runs").glob("*.json")]
     except (OSError, ValueError):
-        return False
-    records = [json.loads(p.read_text()) for p in (lake / "_apilake" / "runs").glob("*.json")]
-    finished = any(r.get("finished") and r.get("dates") == [DATE] for r in records)
-    return finished and doc.get("pid") == pid and not doc.get("released")
+        return None
+    landed = [r for r in records if r.get("dates") == [DATE] and r.get("units") and not r.get("finished")]
+    if landed and doc.get("pid") == pid and not doc.get("released"):
+        return doc, landed[0]
+    return None

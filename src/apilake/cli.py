@@ -1,7 +1,7 @@
 """The `apilake` command. The one place where errors become messages and exit codes.
 
 Exit codes: 0 every unit landed (or had landed before); 1 at least one unit failed or was not
-attempted, or the final run record could not be written; 2 bad job file, bad option, or
+attempted, the run's table refresh failed, or the final run record could not be written; 2 bad job file, bad option, or
 unusable destination; 3 another run of the same job and destination is going; 130 interrupted
 (SIGINT/SIGTERM).
 """
@@ -101,10 +101,6 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     from apilake.plan import pending_children, plan
 
     job = _load(job_file, profile, offline=dry_run)
-    if job.tables is not None:  # a lake its tables cannot go with is refused before anything lands
-        from apilake.tables.catalog import catalog_properties
-
-        catalog_properties(job, dest or job.destination)
     dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date, start=start, end=end)
     units = plan(job, dates, only)
     if dry_run:
@@ -130,34 +126,16 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     if report.record_error:
         record += (f" could not be finished ({report.record_error}): it stays 'running' and 'apilake status' shows the run "
                    "as abandoned; what landed above is in the destination, and a rerun skips it")
+    if report.tables is not None:
+        if report.tables.error:
+            click.echo(f"apilake: error: tables not refreshed: {report.tables.error}", err=True)
+        else:
+            click.echo("\ntables:\n" + report.tables.summary())
     click.echo(f"\nrun {report.run_id} {report.status}; record: {record}")
-    code = report.exit_code
-    if job.tables is not None and report.status != "interrupted":
-        code = max(code, _refresh_after_run(job, job_file, report))
     from apilake.outcome import follow_up
 
     follow_up(job, job_file, report.run_id, report.destination, metrics_file=metrics_file)  # after the refresh: rows per table
-    sys.exit(code)
-
-
-def _refresh_after_run(job: Any, job_file: str, report: Any) -> int:
-    """Refresh the table partitions of exactly what the run landed; a failure fails the run (exit 1)
-    and leaves what landed as it is."""
-    from apilake.destinations import open_destination
-    from apilake.lease import job_hold
-    from apilake.tables import build_tables, landed_selection
-
-    dates, selected = landed_selection(report.results)
-    if not dates:
-        return 0
-    try:
-        with job_hold(job, job_file, open_destination(report.destination, job.s3), report.run_id) as held:
-            tables = build_tables(job, report.destination, dates=dates, selected=selected, stopped=held.why_lost)
-    except ApilakeError as exc:
-        click.echo(f"apilake: error: tables not refreshed: {exc}", err=True)
-        return 1
-    click.echo("\ntables:\n" + tables.summary())
-    return tables.exit_code
+    sys.exit(report.exit_code)
 
 
 def _print_plan(units: list[Any], destination: str, redact: Any, pending: list[str]) -> None:
@@ -352,6 +330,8 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
             return exc.exit_code
         bad = len(report.failures())
         log.info("run %s for %s %s: %d result(s), %d not landed", report.run_id, run_date, report.status, len(report.results), bad)
+        if report.tables is not None and not report.tables.error:
+            log.info("run %s tables:\n%s", report.run_id, report.tables.summary())
         follow_up(job, job_file, report.run_id, destination, records=refresh() if http_address or job.notify else None)
         return report.exit_code
 

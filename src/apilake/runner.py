@@ -1,4 +1,4 @@
-"""Running a job: plan → fetch → land → record, with one lock, one record and one summary.
+"""Running a job: plan → fetch → land → (tables) → record, with one lock, one record and one summary.
 
 Units run concurrently, bounded per source (`concurrency`) and across the job (`concurrency`
 at the top level), in this process (the local executor) or on a Dask cluster (`executors/`).
@@ -17,7 +17,7 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apilake import __version__, logs
 from apilake.destinations import Destination, open_destination
@@ -31,6 +31,9 @@ from apilake.plan import Unit, owned_prefixes
 from apilake.record import DID_NOT_LAND, UnitResult, new_run_id, record_document, record_key, run_status, write_record
 from apilake.redact import Redactor
 
+if TYPE_CHECKING:
+    from apilake.tables import TablesReport
+
 log = logging.getLogger("apilake")
 
 __all__ = ["LocalExecutor", "OnResult", "RunReport", "run_job"]
@@ -43,6 +46,7 @@ class RunReport:
     status: str  # succeeded | failed | interrupted
     results: list[UnitResult] = field(default_factory=list)
     record_error: str | None = None  # why the final record could not be written (it stays `running`)
+    tables: TablesReport | None = None  # the table stage (jobs with `tables:`), unless the run stopped early
 
     @property
     def record_key(self) -> str:
@@ -72,10 +76,17 @@ def run_job(
 ) -> RunReport:
     """Run planned units under the job's lock and write the run record; never raises for unit failures.
 
+    With `tables:`, the partitions of what landed are refreshed before the final record, under
+    the same lock and lease (`_refresh_tables`).
+
     `executor` (`local` | `dask`) and `scheduler` (a Dask scheduler address) override the job's
     `executor` and `scheduler_address`; `only` (as planned) says which fan-out children run.
     """
     factory = executor_factory(job, executor, scheduler)
+    if job.tables is not None:  # a lake its tables cannot go with is refused before anything lands
+        from apilake.tables.catalog import catalog_properties
+
+        catalog_properties(job, destination or job.destination)
     # Everything imported so far lives as long as the process: keep it out of the garbage
     # collector's full passes, which otherwise rescan it every few thousand allocations.
     gc.freeze()
@@ -117,7 +128,7 @@ async def _run(
         on_result(result)
 
     def document(status: str, finished: dt.datetime | None) -> dict:
-        return record_document(
+        doc = record_document(
             run_id=report.run_id,
             job=job_path,
             destination=dest.url,
@@ -129,6 +140,9 @@ async def _run(
             version=__version__,
             holder=holder,
         )
+        if report.tables is not None:
+            doc["tables"] = report.tables.entry(redact)
+        return doc
 
     loop = asyncio.get_running_loop()
     work: list[asyncio.Future[None]] = []  # the units' work: the one thing a signal cancels
@@ -149,7 +163,8 @@ async def _run(
         log.error("%s: stopping; no new unit starts and in-flight transfers are discarded", reason)
         stop(f"run stopped: {reason}")
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}  # a scheduler's own
+    for signum in previous:
         loop.add_signal_handler(signum, interrupt, signum)
     lease = Lease(dest, job_path, report.run_id, job.lease, lock=holder["lock"]) if holder["lease"] else None
     heartbeat: asyncio.Task[None] | None = None
@@ -169,6 +184,8 @@ async def _run(
                 except asyncio.CancelledError:
                     if not stopped:
                         raise
+            if job.tables is not None and not stopped:  # on the cluster's workers, when the units ran there
+                await _refresh_tables(job, dest, report, document, lambda: stopped[0] if stopped else None, executor.table_writer())
         finished_units = {r.unit for r in report.results}
         for unit in units:
             if unit.id not in finished_units:
@@ -180,10 +197,13 @@ async def _run(
         report.status = run_status(report.results, interrupted=signalled)
         if stopped and not signalled:
             report.status = "failed"  # the lease was lost: not a clean run, and not a user's interrupt
+        if report.tables is not None and report.tables.exit_code and report.status == "succeeded":
+            report.status = "failed"  # what landed stays landed; the refresh is redone by `apilake tables`
         await _finish_record(dest, report, document(report.status, now()))
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        for signum, handler in previous.items():
+            loop.remove_signal_handler(signum)  # which leaves the default: a signal right after the run would kill a scheduler
+            signal.signal(signum, handler)
         if heartbeat is not None:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)  # its renewal ends before the release
@@ -191,6 +211,22 @@ async def _run(
             await lease.release()
         await dest.close()
     return report
+
+
+async def _refresh_tables(job: Job, dest: Destination, report: RunReport, document: Callable[[str, None], dict[str, Any]],
+                          stopped: Callable[[], str | None], writer: Any) -> None:
+    """The table stage: after landing, still under the run's lock and lease (renewed by the
+    heartbeat while the refresh works in a thread), so no other run gets in between. The landed
+    objects are put on record first, for the refresh to read them and for a crash in it to
+    leave them recorded; a signal or a lost lease stops it before the next table."""
+    from apilake.tables import TablesReport, refresh_landed
+
+    try:
+        await write_record(dest, document("running", None))
+    except DestinationError as exc:
+        report.tables = TablesReport(error=f"the run record could not be written before the refresh: {exc}")
+        return
+    report.tables = await asyncio.to_thread(refresh_landed, job, dest.url, report.results, stopped=stopped, writer=writer)
 
 
 async def _finish_record(dest: Destination, report: RunReport, document: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ import asyncio
 import json
 from collections.abc import Callable, Iterable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from apilake.collisions import KeyClaims
 from apilake.destinations import Destination
@@ -35,6 +36,9 @@ from apilake.jobfile import Endpoint, Job, Source
 from apilake.plan import Unit, expand_children
 from apilake.record import Status, UnitResult, landed_sizes, read_records
 from apilake.redact import Redactor
+
+if TYPE_CHECKING:
+    from apilake.tables.refresh import Writer
 
 OnResult = Callable[[UnitResult], None]
 
@@ -71,6 +75,11 @@ class Executor(abc.ABC):
         everything again anyway."""
         if not self.force:
             self.recorded.update(landed_sizes(await read_records(self.dest), {u.id for u in units}))
+
+    def table_writer(self) -> Writer | None:
+        """Where a run's table stage writes data files (`tables.refresh.Writer`), called on the
+        run's loop; None: in this process."""
+        return None
 
     @abc.abstractmethod
     def spent(self, source: str) -> bool:

@@ -41,7 +41,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import distributed
 from distributed import Client, Semaphore, get_worker
@@ -58,6 +58,9 @@ from apilake.jobfile import Job, Source
 from apilake.plan import Unit
 from apilake.record import UnitResult, record_key
 from apilake.redact import Redactor
+
+if TYPE_CHECKING:
+    from apilake.tables.refresh import PartitionWork, Writer, Written
 
 log = logging.getLogger("apilake")
 T = TypeVar("T")
@@ -272,8 +275,50 @@ class DaskExecutor(Executor):
         return outcome
 
 
+    def table_writer(self) -> Writer:
+        """The run's table stage converts on the workers: one task per (table, date) partition
+        streams its raw objects into Parquet data files in the warehouse (which every worker
+        must reach, like the lake) and returns their descriptions; the refresh, in a thread of
+        this process, fits the schemas and makes the one commit per table."""
+        loop = asyncio.get_running_loop()
+
+        def write(works: list[PartitionWork]) -> list[Written]:
+            return asyncio.run_coroutine_threadsafe(self._write_partitions(works), loop).result()
+
+        return write
+
+    async def _write_partitions(self, works: list[PartitionWork]) -> list[Written]:
+        from apilake.tables.refresh import Written
+
+        assert self._client is not None, "use the executor as `async with executor:`"
+        futures = [
+            self._client.submit(partition_task, self.dest.url, Sealed(self.job.s3), Sealed(work),
+                                key=f"apilake_table-{self.run_id}-{next(self._numbers)}", pure=False, retries=TASK_RETRIES)
+            for work in works
+        ]
+        self._inflight.update(futures)
+        written = []
+        for work, future in zip(works, futures, strict=True):
+            try:
+                written.append(await future)
+            except asyncio.CancelledError:
+                raise  # as a unit's: `_close` cancels what is left on the cluster
+            except Exception as exc:  # noqa: BLE001 - one partition's failure, not the table's
+                written.append(Written(work.partition.date, failed=self.redact(f"its conversion on the Dask cluster failed: {exc}")))
+            self._inflight.discard(future)
+        return written
+
+
 # ---------------------------------------------------------------------------------------------
 # the worker side
+
+
+def partition_task(dest_url: str, s3: Sealed[Any], work: Sealed[PartitionWork]) -> Written:
+    """Dask task: one table partition's raw objects into Parquet data files (`tables.refresh`)."""
+    from apilake.tables import raw_opener
+    from apilake.tables.refresh import write_partition
+
+    return write_partition(work.value, raw_opener(s3.value, dest_url))
 
 
 Recorded = dict[str, int]  # the size the run records say landed under the task's key, if any

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from apilake.errors import DestinationError, JobFileError, TableError
+from apilake.errors import ApilakeError, DestinationError, JobFileError, TableError
 from apilake.jobfile import Job
 from apilake.summary import human_bytes, table
 
 log = logging.getLogger("apilake")
 
-__all__ = ["TablesReport", "build_tables", "table_status", "TableStatus"]
+__all__ = ["TablesReport", "build_tables", "refresh_landed", "table_status", "TableStatus"]
 
 
 @dataclass
@@ -42,15 +42,28 @@ class TableResult:
 class TablesReport:
     tables: list[TableResult] = field(default_factory=list)  # one per table
     errors: dict[str, str] = field(default_factory=dict)  # table → why it could not be built at all
+    error: str | None = None  # why no table was refreshed (the catalog or the records unreadable)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.errors or any(t.failed for t in self.tables) else 0
+        return 1 if self.error or self.errors or any(t.failed for t in self.tables) else 0
+
+    def entry(self, redact: Callable[[str], str]) -> dict[str, Any]:
+        """The `tables` section of a run record: per table what was rebuilt, left alone or failed."""
+        rows = [{"table": t.identifier, "built": t.built, "unchanged": t.unchanged, "failed": {d: redact(w) for d, w in t.failed.items()},
+                 "rows": t.rows, "files": t.files, "bytes": t.bytes, "snapshot": t.snapshot} for t in self.tables]
+        entry: dict[str, Any] = {"status": "failed" if self.exit_code else "succeeded", "tables": rows,
+                                 "errors": {name: redact(why) for name, why in self.errors.items()}}
+        if self.error:
+            entry["error"] = redact(self.error)
+        return entry
 
     def summary(self) -> str:
         rows = [["table", "dates built", "unchanged", "failed", "rows", "files", "bytes"]]
         for t in self.tables:
             rows.append([t.identifier, str(len(t.built)), str(len(t.unchanged)), str(len(t.failed)), f"{t.rows:,}", str(t.files), human_bytes(t.bytes)])
+        if self.error:
+            return f"tables not refreshed: {self.error}"
         lines = [table(rows)] if len(rows) > 1 else ["no table to build: nothing with a table has landed for these dates"]
         for t in self.tables:
             lines += [f"  {t.identifier} {date}: {why}" for date, why in sorted(t.failed.items())]
@@ -77,9 +90,11 @@ def build_tables(
     on_partition: Callable[[Any], None] = lambda p: None,
     on_plan: Callable[[int], None] = lambda n: None,
     stopped: Callable[[], str | None] = lambda: None,
+    writer: Any = None,
 ) -> TablesReport:
     """Build or refresh the tables of the selected endpoints and dates from what is in the lake;
-    `stopped` says why to build no further table (the job's lease was lost)."""
+    `stopped` says why to build no further table (the job's lease was lost); `writer` writes
+    partitions' data files elsewhere (`refresh.Writer`: a Dask cluster's workers)."""
     from apilake.record import load_records, on_destination
     from apilake.tables.plan import plan_partitions
 
@@ -99,7 +114,7 @@ def build_tables(
     from apilake.tables.state import state_key, state_of
 
     catalog = open_catalog(job, destination)
-    opener = raw_opener(job, destination)
+    opener = raw_opener(job.s3, destination)
     target = job.tables.target_file_mb << 20 if job.tables else 128 << 20
     for identifier, mine in by_table.items():
         def every_date(identifier: str = identifier) -> list[Any]:
@@ -120,7 +135,8 @@ def build_tables(
 
         try:
             report.tables.append(refresh_table(catalog, identifier, mine, opener, force=force, every_date=every_date,
-                                               target_bytes=target, on_partition=on_partition, forget=forget, remember=remember))
+                                               target_bytes=target, on_partition=on_partition, forget=forget, remember=remember,
+                                               writer=writer))
         except (TableError, OSError, DestinationError) as exc:
             report.errors[identifier] = str(exc)
     return report
@@ -150,12 +166,13 @@ def known_unchanged(job: Job, destination: str, by_table: dict[str, list[Any]]) 
             if unchanged({p.date: p.fingerprint for p in mine}, states.get(identifier), location(identifier))]
 
 
-def raw_opener(job: Job, destination: str) -> Callable[[Any, str], Any]:
-    """Open a raw object as a binary stream, after checking it is the object the records say landed."""
+def raw_opener(s3_options: Any, destination: str) -> Callable[[Any, str], Any]:
+    """Open a raw object as a binary stream, after checking it is the object the records say landed
+    (`s3_options`: the job's `s3:` settings)."""
     if destination.startswith("s3://"):
         from apilake.destinations.s3 import S3Destination
 
-        s3 = S3Destination(destination, job.s3)
+        s3 = S3Destination(destination, s3_options)
 
         def fetch(key: str) -> tuple[int, BinaryIO] | None:
             try:
@@ -220,10 +237,21 @@ def table_status(job: Job, destination: str, records: list[dict[str, Any]] | Non
     return out
 
 
-def landed_selection(results: list[Any]) -> tuple[set[str], Callable[[str, str, str], bool]]:
-    """The dates and (source, endpoint, date)s a run landed: what its refresh rebuilds."""
+def refresh_landed(job: Job, destination: str, results: list[Any], *, stopped: Callable[[], str | None],
+                   writer: Any = None) -> TablesReport | None:
+    """A run's table stage, under the run's own lock and lease: the partitions of exactly the
+    (endpoint, date)s it landed (by its results, whose objects its record already lists). Never
+    raises for the tables' own failures: they fail the run, and leave what landed as it is.
+    None when the run landed nothing (it had landed before): there is nothing of its to refresh."""
     landed = {(r.source, r.endpoint, r.date) for r in results if r.status == "landed"}
-    return {d for _, _, d in landed}, lambda source, endpoint, date: (source, endpoint, date) in landed
+    if not landed:
+        return None
+    try:
+        return build_tables(job, destination, dates={d for _, _, d in landed}, stopped=stopped, writer=writer,
+                            selected=lambda source, endpoint, date: (source, endpoint, date) in landed)
+    except ApilakeError as exc:
+        log.error("tables not refreshed: %s", exc)
+        return TablesReport(error=str(exc))
 
 
 def iso(dates: list[dt.date]) -> set[str]:

@@ -7,6 +7,12 @@ dates' old data files, adds the new ones and records the new fingerprints. A dat
 objects fail to read is left as it was; the others go on. When another process commits first,
 the table is read again and its work redone (`ATTEMPTS`): of two builders of one date, the
 second finds the date done.
+
+With a `writer` (the Dask executor's), each changed date's files are written elsewhere
+(`write_partition`, on a worker) and come back as data file descriptions; this process fits
+their schemas into the commit's (`_Build.take`) and still makes the one commit. A partition whose
+files do not fit as written (two workers numbered one new column differently) is written again
+here, and a column that must widen rebuilds the table here.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -32,10 +39,14 @@ from pyiceberg.io.pyarrow import (
     parquet_path_to_id_mapping,
     pyarrow_to_schema,
 )
+from pyiceberg.catalog.noop import NoopCatalog
+from pyiceberg.io import load_file_io
 from pyiceberg.io.fileformat import FileFormatFactory
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+from pyiceberg.schema import Schema, index_by_id
 from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.locations import load_location_provider
 
 from apilake.errors import TableError
@@ -55,6 +66,37 @@ TABLE_PROPERTIES = {"format-version": "2", "write.parquet.compression-codec": "z
 Opener = Callable[[RawObject, str], Any]  # (object, date) → a context manager yielding a binary stream
 
 
+@dataclass(frozen=True, repr=False)
+class PartitionWork:
+    """What another process needs to write one partition's data files (`write_partition`): the
+    commit's table metadata as begun here (schema with field ids, spec, location)."""
+
+    identifier: str
+    metadata: TableMetadata
+    io_properties: dict[str, str]  # the table's FileIO (a catalog's credentials among them)
+    partition: Partition
+    target_bytes: int
+
+    def __repr__(self) -> str:  # Dask may print task arguments: never the credentials
+        return f"<apilake partition {self.identifier} {self.partition.date}>"
+
+
+@dataclass
+class Written:
+    """One partition's data files as written elsewhere, or why not."""
+
+    date: str
+    files: list[DataFile] = field(default_factory=list)
+    schema: Schema | None = None  # the table's schema the files were written with (new columns numbered there)
+    rows: int = 0
+    failed: str | None = None  # a bad raw object: the date is left as it was
+    widen: dict[str, Any] = field(default_factory=dict)  # columns that must widen: the table is rebuilt here
+    pid: int = 0  # the process that wrote the files
+
+
+Writer = Callable[[list[PartitionWork]], list[Written]]  # writes partitions elsewhere (a Dask cluster)
+
+
 def refresh_table(
     catalog: Any,
     identifier: str,
@@ -67,10 +109,12 @@ def refresh_table(
     on_partition: Callable[[Partition], None] = lambda p: None,
     forget: Callable[[], None] = lambda: None,
     remember: Callable[[Table], None] = lambda table: None,
+    writer: Writer | None = None,
 ) -> TableResult:
     """Rebuild the changed date partitions of one table in one commit; `every_date` gives all the
     table's partitions, for a rebuild with a widened column type. `forget` is called before a
-    build and `remember` with the committed table after its commit (the lake's table state)."""
+    build and `remember` with the committed table after its commit (the lake's table state).
+    `writer` writes the partitions' files elsewhere (not for a widening rebuild)."""
     _lean_memory()
     widen: dict[str, Any] = {}
     for attempt in range(ATTEMPTS):
@@ -84,9 +128,12 @@ def refresh_table(
         forget()  # before anything is written: a commit never leaves the state of the one before
         build = _Build(catalog, identifier, table, target_bytes, widen)
         try:
-            for partition in todo:
-                build.add(partition, opener, result)
-                on_partition(partition)
+            if writer is not None and not widen:
+                build.take(writer, todo, opener, result, on_partition)
+            else:
+                for partition in todo:
+                    build.add(partition, opener, result)
+                    on_partition(partition)
             committed = build.commit()
             if committed is not None:
                 snapshot = committed.current_snapshot()
@@ -156,9 +203,10 @@ class _Build:
                 spec.add_identity(DATE_COLUMN)
         else:
             self.txn = self.table.transaction()
-            if self.widen:
+            known = {f.name for f in self.table.schema().fields}
+            if widened := {name: kind for name, kind in self.widen.items() if name in known}:  # the others are new in this build
                 with self.txn.update_schema(allow_incompatible_changes=True) as update:
-                    for name, kind in self.widen.items():
+                    for name, kind in widened.items():
                         update.update_column(name, kind)
         self.schema = self.txn.table_metadata.schema()
         return self.txn
@@ -207,12 +255,60 @@ class _Build:
                 writer.abandon()
             self._delete(written)
             raise
-        self.files[partition.date] = written
+        self._built(partition, written, rows, result)
+
+    def take(self, writer: Writer, todo: list[Partition], opener: Opener, result: TableResult,
+             on_partition: Callable[[Partition], None]) -> None:
+        """The partitions written by `writer`, taken into this commit: their schemas united with
+        the commit's; one whose field ids or types then differ from the commit's is written again here."""
+        txn = self._begin(_BASE)
+        io = dict(txn._table.io.properties)
+        outcomes = writer([PartitionWork(self.identifier, txn.table_metadata, io, p, self.target_bytes) for p in todo])
+        widen: dict[str, Any] = {}
+        for partition, written in zip(todo, outcomes, strict=True):
+            self.files[partition.date] = written.files  # from now on `discard` removes them
+            widen.update(written.widen)
+        if widen:
+            raise Widen(widen)
+        for partition, written in zip(todo, outcomes, strict=True):
+            files = self.files.pop(partition.date)
+            if written.failed is not None:
+                result.failed[partition.date] = written.failed
+                log.error("table %s, %s: %s", self.identifier, partition.date, written.failed)
+            elif self._fits(written):
+                log.info("table %s, %s: %d row(s) in %d data file(s) written by process %d",
+                         self.identifier, partition.date, written.rows, len(files), written.pid)
+                self._built(partition, files, written.rows, result)
+            else:
+                log.info("table %s, %s: its files do not fit the commit's columns: written again here", self.identifier, partition.date)
+                self._delete(files)
+                self.add(partition, opener, result)
+            on_partition(partition)
+
+    def _fits(self, written: Written) -> bool:
+        """Unite the written schema's columns with the commit's; whether the files' field ids
+        then name the same columns of the same types."""
+        from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+        if written.schema is None:
+            return True
+        if _grows(schema_to_pyarrow(written.schema, include_field_ids=False), self.schema):
+            try:
+                with self._begin(_BASE).update_schema() as update:
+                    update.union_by_name(written.schema)
+            except ValueError:  # a type this commit cannot take as it is
+                return False
+            self.schema = self._begin(_BASE).table_metadata.schema()
+        ours = index_by_id(self.schema)
+        return all(i in ours and ours[i].name == f.name and ours[i].field_type == f.field_type for i, f in index_by_id(written.schema).items())
+
+    def _built(self, partition: Partition, files: list[DataFile], rows: int, result: TableResult) -> None:
+        self.files[partition.date] = files
         self.fingerprints[partition.date] = partition.fingerprint
         result.built.append(partition.date)
         result.rows += rows
-        result.files += len(written)
-        result.bytes += sum(f.file_size_in_bytes for f in written)
+        result.files += len(files)
+        result.bytes += sum(f.file_size_in_bytes for f in files)
 
     def _fitted(self, batch: pa.RecordBatch, key: str) -> pa.RecordBatch:
         """The batch cast to the table's types, and the table's schema grown by its new columns.
@@ -276,6 +372,29 @@ class _Build:
                     io.delete(data_file.file_path)
             except OSError as exc:
                 log.warning("cannot remove %s: %s", data_file.file_path, exc)
+
+
+def write_partition(work: PartitionWork, opener: Opener) -> Written:
+    """Write one partition's data files into the table's warehouse, for a commit made by the
+    process that sent `work` (a Dask worker's task). Files of a failed partition are removed."""
+    _lean_memory()
+    metadata = work.metadata
+    namespace, name = work.identifier.rsplit(".", 1)
+    table = Table((namespace, name), metadata, "", load_file_io(work.io_properties, metadata.location), NoopCatalog("apilake"))
+    known = {f.name for f in metadata.schema().fields}
+    date = work.partition.date
+    widen: dict[str, Any] = {}
+    while True:  # each time a column wider: int → double → text at most
+        build = _Build(None, work.identifier, table, work.target_bytes, widen)
+        result = TableResult(work.identifier)
+        try:
+            build.add(work.partition, opener, result)
+        except Widen as more:
+            if known.intersection(more.columns):  # the table's own column: every date is rebuilt, by the committer
+                return Written(date, widen=more.columns, pid=os.getpid())
+            widen.update(more.columns)  # a column new in this partition: written again here, wider
+            continue
+        return Written(date, build.files.get(date, []), build.schema, result.rows, result.failed.get(date), pid=os.getpid())
 
 
 def _gathered(partition: Partition, opener: Opener, csv_types: dict[str, dict[str, pa.DataType]]) -> Iterator[tuple[pa.RecordBatch, str]]:
