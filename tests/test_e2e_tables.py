@@ -316,3 +316,25 @@ def test_a_csv_column_whose_type_changes_after_the_first_block_widens(tmp_path: 
     assert len(rows) == 150_002 and rows[7]["n"] == 7.0 and rows[150_000]["n"] == 2.5 and rows[150_001]["n"] is None
     assert rows[150_000]["tag"] == "late" and rows[7]["tag"] == ""  # as in a column that is text from its first block
     assert str(catalog(lake).load_table("acme.items").schema().find_field("n").field_type) == "double"
+
+
+def test_null_only_records_nested_type_changes_and_a_widening_with_a_failed_date(tmp_path: Path) -> None:
+    """Records whose every field is null are rows still; a nested field whose type changes fails
+    its date with a clear error (no traceback); a widening that rebuilds every date commits
+    nothing while one date fails, so no date's rows are lost."""
+    lake = tmp_path / "lake"
+    pages = {"2026-11-23": [{"id": None}, {"id": None}], "2026-11-24": [{"id": 1, "m": {"a": 1}, "n": 1}]}
+    job = _local_json_job(tmp_path, pages)
+    assert run_cli("tables", str(job)).returncode == 0
+    assert sorted(str(r["_date"]) for r in read(lake, "acme.items")) == ["2026-11-23", "2026-11-23", "2026-11-24"]
+
+    _land(lake, DATE, [{"id": 2, "m": {"a": "text"}, "n": 1}])
+    nested = run_cli("tables", str(job))
+    assert nested.returncode == 1 and "Traceback" not in nested.stdout + nested.stderr
+    assert f"acme/items/dt={DATE}/data.json" in nested.stdout
+
+    (lake / f"acme/items/dt={DATE}/data.json").unlink()  # that date's raw object is gone: its rebuild fails
+    _land(lake, "2026-11-26", [{"id": 3, "n": 2.5}])  # ... while this one widens n: int → double, every date rebuilt
+    widening = run_cli("tables", str(job))
+    assert widening.returncode == 1 and "nothing was committed" in widening.stdout
+    assert sorted(str(r["_date"]) for r in read(lake, "acme.items")) == ["2026-11-23", "2026-11-23", "2026-11-24"]

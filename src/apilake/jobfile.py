@@ -547,6 +547,8 @@ class Job(_Model):
         `${VAR}`s that fill a credential setting or, named as one, a part of a request (`secret_use`)."""
         found = [secret for source in self.sources for secret in source.secrets()] + list(self._env_secrets)
         found += self.notify.urls if self.notify else []  # an Apprise URL carries its service's credentials
+        if self.tables is not None:  # a catalog's credentials (`token`, `credential`, `s3.secret-access-key`), as written
+            found += [str(v) for k, v in self.tables.catalog.items() if SECRET_NAME.search(k) and not str(k).endswith("-id")]
         return list(dict.fromkeys(found))
 
 

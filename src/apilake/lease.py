@@ -320,11 +320,11 @@ class _NoLease:
 
 @contextmanager
 def job_hold(job: Job, job_path: str, dest: Destination, run_id: str) -> Iterator[HeldLease | _NoLease]:
-    """The job's OS lock and, where a run takes one (S3, network file systems, `lease.mode:
-    always`), its lease, for work beside runs that must not overlap them (`apilake tables`, a
-    run's table refresh): another run or builder of the job is refused (exit 3) meanwhile."""
+    """The job's OS lock and, where a run takes one (`wanted`), its lease, for work beside runs
+    that must not overlap them (`apilake tables`): another run or builder of the job is refused
+    (exit 3) meanwhile."""
     with run_lock(job_path, dest.url, dest.place) as lock:
-        if not (dest.needs_lease or job.lease.mode == "always"):
+        if not wanted(dest, job.lease):
             yield _NoLease()
             return
         with HeldLease(dest, job_path, run_id, job.lease, lock=str(lock)) as held:

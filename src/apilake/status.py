@@ -29,6 +29,7 @@ from apilake.lease import is_live
 from apilake.lease import parse as parse_lease
 from apilake.lock import lock_is_free
 from apilake.printable import printable
+from apilake.redact import Redactor
 from apilake.record import DID_NOT_LAND, RecordCache, entry_bytes, entry_retries, landed_sizes, on_destination, read_records
 
 OK = ("landed", "skipped")
@@ -392,7 +393,7 @@ def tables_of(job: Job, url: str, records: list[dict[str, Any]]) -> tuple[list[A
     try:
         return table_status(job, url, records), None
     except Exception as exc:  # noqa: BLE001 - pyiceberg's and the catalog driver's own errors too
-        return [], (str(exc) if isinstance(exc, ApilakeError) else f"{type(exc).__name__}: {exc}")
+        return [], Redactor(job.secrets())(str(exc) if isinstance(exc, ApilakeError) else f"{type(exc).__name__}: {exc}")
 
 
 def inspect(

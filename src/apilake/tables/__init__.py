@@ -19,7 +19,9 @@ from typing import Any, BinaryIO
 
 from apilake.errors import ApilakeError, DestinationError, JobFileError, TableError
 from apilake.jobfile import Job
-from apilake.summary import human_bytes, table
+from apilake.redact import Redactor
+from apilake.sizes import human_bytes
+from apilake.summary import table
 
 log = logging.getLogger("apilake")
 
@@ -114,6 +116,7 @@ def build_tables(
     from apilake.tables.state import state_key, state_of
 
     catalog = open_catalog(job, destination)
+    redact = Redactor(job.secrets())
     opener = raw_opener(job.s3, destination)
     target = job.tables.target_file_mb << 20 if job.tables else 128 << 20
     for identifier, mine in by_table.items():
@@ -138,7 +141,10 @@ def build_tables(
                                                target_bytes=target, on_partition=on_partition, forget=forget, remember=remember,
                                                writer=writer))
         except (TableError, OSError, DestinationError) as exc:
-            report.errors[identifier] = str(exc)
+            report.errors[identifier] = redact(str(exc))
+        except Exception as exc:  # a catalog's or a driver's own error (pyiceberg, SQLAlchemy, botocore): this table fails, the others go on
+            log.debug("table %s", identifier, exc_info=True)
+            report.errors[identifier] = redact(f"{type(exc).__name__}: {exc}")
     return report
 
 
@@ -249,9 +255,10 @@ def refresh_landed(job: Job, destination: str, results: list[Any], *, stopped: C
     try:
         return build_tables(job, destination, dates={d for _, _, d in landed}, stopped=stopped, writer=writer,
                             selected=lambda source, endpoint, date: (source, endpoint, date) in landed)
-    except ApilakeError as exc:
-        log.error("tables not refreshed: %s", exc)
-        return TablesReport(error=str(exc))
+    except Exception as exc:  # the catalog, the records: a failure of the run's table stage, never of what landed
+        message = Redactor(job.secrets())(str(exc) if isinstance(exc, ApilakeError) else f"{type(exc).__name__}: {exc}")
+        log.error("tables not refreshed: %s", message)
+        return TablesReport(error=message)
 
 
 def iso(dates: list[dt.date]) -> set[str]:

@@ -103,6 +103,8 @@ def rows_to_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
         if array is not None:
             arrays.append(array)
             fields.append(pa.field(name, array.type))
+    if not arrays:  # records of null fields only are still rows (their unit's and lineage columns)
+        return pa.RecordBatch.from_struct_array(pa.array([{}] * len(rows), pa.struct([])))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 

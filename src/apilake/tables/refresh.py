@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError, ValidationException
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError, ValidationError, ValidationException
 from pyiceberg.expressions import In
 from pyiceberg.io.pyarrow import (
     _get_parquet_writer_kwargs,
@@ -128,12 +128,20 @@ def refresh_table(
         forget()  # before anything is written: a commit never leaves the state of the one before
         build = _Build(catalog, identifier, table, target_bytes, widen)
         try:
-            if writer is not None and not widen:
-                build.take(writer, todo, opener, result, on_partition)
-            else:
-                for partition in todo:
-                    build.add(partition, opener, result)
-                    on_partition(partition)
+            try:
+                if writer is not None and not widen:
+                    build.take(writer, todo, opener, result, on_partition)
+                else:
+                    for partition in todo:
+                        build.add(partition, opener, result)
+                        on_partition(partition)
+                if widen and result.failed:  # a widening commit replaces every date's files: a failed one would lose its rows
+                    date, reason = sorted(result.failed.items())[0]
+                    raise TableError(f"table {identifier}: widening {', '.join(sorted(widen))} rebuilds every date, but "
+                                     f"{len(result.failed)} failed ({date}: {reason}); nothing was committed")  # fmt: skip
+            except BaseException:
+                build.discard()  # nothing written for a commit that will not happen stays in the warehouse
+                raise
             committed = build.commit()
             if committed is not None:
                 snapshot = committed.current_snapshot()
@@ -141,7 +149,6 @@ def refresh_table(
                 remember(committed)
             return result
         except Widen as more:
-            build.discard()
             widen.update(more.columns)
             log.info("table %s: widening %s: every date is rebuilt", identifier, more)
         except (CommitFailedException, ValidationException, TableAlreadyExistsError) as exc:
@@ -296,7 +303,7 @@ class _Build:
             try:
                 with self._begin(_BASE).update_schema() as update:
                     update.union_by_name(written.schema)
-            except ValueError:  # a type this commit cannot take as it is
+            except (ValueError, ValidationError):  # a type this commit cannot take as it is
                 return False
             self.schema = self._begin(_BASE).table_metadata.schema()
         ours = index_by_id(self.schema)
@@ -323,7 +330,7 @@ class _Build:
             try:
                 with txn.update_schema() as update:
                     update.union_by_name(batch.schema)
-            except ValueError as exc:  # pyiceberg's ValidationError too
+            except (ValueError, ValidationError) as exc:  # a nested field whose type changed, say
                 raise TableError(f"table {self.identifier}: {key} does not fit the table's columns: {exc}") from None
             self.schema = txn.table_metadata.schema()
         self.fitting.add((batch.schema, self.schema.schema_id))
@@ -424,7 +431,8 @@ def _gathered(partition: Partition, opener: Opener, csv_types: dict[str, dict[st
 def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     if len(batches) == 1:
         return batches[0]
-    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+    joined = pa.Table.from_batches(batches).combine_chunks().to_batches()
+    return joined[0] if joined else batches[0]  # batches of no rows join to none
 
 
 _BASE = pa.schema([(DATE_COLUMN, pa.date32()), (OBJECT_COLUMN, pa.string()), (RUN_COLUMN, pa.string())])
