@@ -338,3 +338,18 @@ def test_null_only_records_nested_type_changes_and_a_widening_with_a_failed_date
     widening = run_cli("tables", str(job))
     assert widening.returncode == 1 and "nothing was committed" in widening.stdout
     assert sorted(str(r["_date"]) for r in read(lake, "acme.items")) == ["2026-11-23", "2026-11-23", "2026-11-24"]
+
+
+def test_a_raw_object_of_an_unknown_kind_fails_only_its_own_table(tmp_path: Path, emulator: Emulator) -> None:
+    """A file apilake cannot tell how to read (`.txt`) fails its table's date with what to set;
+    the other tables are built."""
+    from test_e2e_vendors import acme_job
+
+    endpoints = [{"name": "csv", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}},
+                 {"name": "txt", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}, "key": "{source}/{endpoint}/dt={date}/data.txt"}]
+    job = acme_job(tmp_path, emulator, endpoints, top={"tables": {}})
+    result = run_cli("run", str(job), "--date", DATE, env=ACME_ENV)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"acme/txt/dt={DATE}/data.txt: cannot tell how to read it as rows" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert len(read(tmp_path / "lake", "acme.csv")) == 50

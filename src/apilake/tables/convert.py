@@ -37,6 +37,9 @@ def record_batches(obj: RawObject, date: str, stream: BinaryIO, csv_types: dict[
     A damaged object (JSON that does not parse, a ragged CSV line, a gzip that does not
     inflate) raises `TableError` naming the object (a ragged CSV line is quoted).
     """
+    if obj.format == "unknown":
+        raise TableError(f"{obj.key}: cannot tell how to read it as rows (not .csv, .csv.gz or .json); set the endpoint's "
+                         "`table: {format: csv}` or `json`, or `table: false` to leave the endpoint out")  # fmt: skip
     rows = _json_rows(obj, stream) if obj.format == "json" else _csv_rows(obj, stream, csv_types or {})
     for batch in rows:
         yield with_unit_columns(batch, obj, date)

@@ -17,7 +17,6 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from apilake.errors import JobFileError
 from apilake.jobfile import Endpoint, EndpointTable, Job, PagingStyle, Source
 from apilake.keys import file_values
 from apilake.templates import Value, render
@@ -25,7 +24,7 @@ from apilake.templates import Value, render
 #: Changes whenever the same raw objects would give other rows: every partition is then rebuilt.
 FORMAT_VERSION = "1"
 
-Format = Literal["json", "csv"]
+Format = Literal["json", "csv", "unknown"]  # unknown: the object fails its date (`convert.record_batches`)
 _CSV = re.compile(r"\.(csv|tsv)(\.gz)?$", re.IGNORECASE)
 _JSON = re.compile(r"\.(json|geojson)(\.gz)?$", re.IGNORECASE)
 _NOT_A_NAME = re.compile(r"[^A-Za-z0-9_]+")
@@ -94,17 +93,15 @@ def records_path(endpoint: Endpoint) -> str | None:
 
 
 def object_format(endpoint: Endpoint, key: str) -> Format:
-    """How to read a raw object: `table.format`, JSON for a JSON endpoint, else its extension."""
+    """How to read a raw object: `table.format`, JSON for a JSON endpoint, else its extension;
+    `unknown` for a file of another kind (a vendor's listing may hold one among its CSVs)."""
     if isinstance(endpoint.table, EndpointTable) and endpoint.table.format:
         return endpoint.table.format
     if endpoint.kind == "json" or _JSON.search(key):
         return "json"
     if _CSV.search(key):
         return "csv"
-    raise JobFileError(
-        f"endpoint {endpoint.name!r}: cannot tell how to read {key!r} as rows (not .csv, .csv.gz or .json); "
-        "set `table: {format: csv}` or `json`, or `table: false` to leave the endpoint out"
-    )
+    return "unknown"
 
 
 def unit_values(endpoint: Endpoint, combo: str) -> dict[str, str]:
