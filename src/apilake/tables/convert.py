@@ -27,6 +27,7 @@ from apilake.tables.plan import RawObject
 DATE_COLUMN = "_date"
 OBJECT_COLUMN = "_apilake_object"
 RUN_COLUMN = "_apilake_run_id"
+MAX_JSON_OBJECT_BYTES = 1 << 30  # a JSON raw object is parsed whole: past this it fails its date
 CSV_BLOCK_BYTES = 1 << 20  # a batch of ~20k rows of a bulk file: what a CSV reader thread holds
 
 
@@ -70,9 +71,12 @@ def _retype(obj: RawObject, exc: Exception, schema: pa.Schema | None) -> Retype 
 
 
 def _json_rows(obj: RawObject, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
-    body = stream.read()
-    if obj.key.endswith(".gz"):
-        body = _gunzip(obj, body)
+    """A JSON object is parsed whole: read (and inflated) at most `MAX_JSON_OBJECT_BYTES`, so a
+    gzip bomb among a vendor's files fails its date instead of the process."""
+    body = _gunzip(obj, stream) if obj.key.endswith(".gz") else stream.read(MAX_JSON_OBJECT_BYTES + 1)
+    if len(body) > MAX_JSON_OBJECT_BYTES:
+        raise TableError(f"{obj.key}: JSON of more than {MAX_JSON_OBJECT_BYTES >> 20} MiB{' inflated' if obj.key.endswith('.gz') else ''} "
+                         "is not read as rows (a JSON object is parsed whole); land such data as CSV, or leave it out with `table: false`")  # fmt: skip
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -146,12 +150,13 @@ def as_text(value: Any) -> str | None:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _gunzip(obj: RawObject, body: bytes) -> bytes:
-    import gzip
+def _gunzip(obj: RawObject, stream: BinaryIO) -> bytes:
+    """The object inflated, up to one byte past `MAX_JSON_OBJECT_BYTES`."""
+    from isal import igzip
 
     try:
-        return gzip.decompress(body)
-    except (OSError, EOFError) as exc:
+        return igzip.IGzipFile(fileobj=stream, mode="rb").read(MAX_JSON_OBJECT_BYTES + 1)
+    except (OSError, EOFError, IsalError) as exc:
         raise TableError(f"{obj.key}: not a readable gzip file ({exc})") from None
 
 
