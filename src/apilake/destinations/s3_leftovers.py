@@ -25,17 +25,28 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from apilake.errors import DestinationError
 from apilake.sizes import human_bytes
 
-if TYPE_CHECKING:
-    from apilake.destinations.s3 import S3Destination
-
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class S3Destination(Protocol):
+    """What the sweeps use of an S3 destination (`s3.S3Destination`, which calls them): its
+    bucket and prefix, its client, and its way of running a call (errors mapped, in a thread)."""
+
+    bucket: str
+    root: str
+
+    def client(self) -> Any: ...
+    def _sync(self, action: str, key: str | None, call: Callable[..., T], /, **kwargs: Any) -> T: ...
+    async def _run(self, fn: Callable[..., T], /, *args: Any) -> T: ...
+    def _where(self, key: str | None = None) -> str: ...
 
 LIFECYCLE_HINT = "an S3 lifecycle rule AbortIncompleteMultipartUpload removes such leftovers"
 
