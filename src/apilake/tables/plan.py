@@ -49,7 +49,6 @@ class Partition:
     table: str
     date: str
     objects: tuple[RawObject, ...]
-    endpoints: tuple[str, ...]  # `source/endpoint` of every endpoint that feeds it
 
     @property
     def identifier(self) -> str:
@@ -60,9 +59,6 @@ class Partition:
         """Equal for two builds that would write the same rows: what an unchanged date is."""
         parts = [FORMAT_VERSION, *sorted(json.dumps([o.key, o.bytes, o.checksum, o.values, o.format, o.records]) for o in self.objects)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
-
-    def bytes(self) -> int:
-        return sum(o.bytes for o in self.objects)
 
 
 @dataclass(slots=True)
@@ -154,7 +150,6 @@ def plan_partitions(
     date), each with all its raw objects, whichever endpoint landed them; in a stable order."""
     endpoints = {(s.name, e.name): (s, e) for s in job.sources for e in s.endpoints if e.table is not False}
     objects: dict[tuple[str, str, str], list[RawObject]] = {}
-    feeds: dict[tuple[str, str, str], set[str]] = {}
     chosen: set[tuple[str, str, str]] = set()
     for unit_id, landing in latest_landings(records).items():
         entry = landing.entry
@@ -177,10 +172,9 @@ def plan_partitions(
                 RawObject(obj["key"], int(obj.get("bytes", 0)), _checksum(obj), landing.first_run[obj["key"]], tuple(values.items()),
                           fmt, records_path(endpoint) if fmt == "json" else None)
             )
-        feeds.setdefault(where, set()).add(f"{source.name}/{endpoint.name}")
         if selected(source.name, endpoint.name, date):
             chosen.add(where)
     return [
-        Partition(ns, table, date, tuple(sorted(objects[ns, table, date], key=lambda o: o.key)), tuple(sorted(feeds[ns, table, date])))
+        Partition(ns, table, date, tuple(sorted(objects[ns, table, date], key=lambda o: o.key)))
         for ns, table, date in sorted(chosen)
     ]
