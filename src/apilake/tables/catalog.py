@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from filelock import FileLock
+
 from apilake.destinations import OWN_PREFIX
 from apilake.errors import JobFileError, TableError
 from apilake.jobfile import Job
@@ -62,7 +64,12 @@ def open_catalog(job: Job, destination: str) -> Catalog:
 
     redact = Redactor(job.secrets())  # a driver's error may quote the URI it was given, password and all
     try:
-        return load_catalog(name, **props)
+        if not uri.startswith("sqlite:///"):
+            return load_catalog(name, **props)
+        # A SQL catalog makes its tables as it opens: two processes opening a new SQLite file at
+        # once would both try, and one fail. Opening is brief; the lock is held for that only.
+        with FileLock(uri.removeprefix("sqlite:///") + ".lock"):
+            return load_catalog(name, **props)
     except (ImportError, NotInstalledError) as exc:
         raise TableError(redact(f"tables.catalog: the driver of catalog {name!r} ({props.get('type', 'sql')}) is not installed: {exc} "
                          "(pip install 'apilake[catalogs]' brings PostgreSQL's and Glue's)")) from None
