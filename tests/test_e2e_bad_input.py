@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ import yaml
 
 from apilake.emulator import Fault
 from conftest import APILAKE, TOKEN, all_text, bulk_endpoint, lake_objects, records, run_cli, write_job
+
+REAPER = Path(__file__).parents[1] / "bench" / "harness" / "reaper.py"
 
 DATE = "2026-11-25"
 DETAILS = {"name": "details", "kind": "json", "path": "/v1.3/apps/ios/app/{product_id}/details", "matrix": {"product_id": [1, 2]}}
@@ -219,13 +222,19 @@ def hostile_vendor() -> Iterator[str]:
 
 
 def run_measured(*args: str, out: Path) -> tuple[subprocess.CompletedProcess[str], int]:
-    """`apilake` run to its end, with its own peak resident memory in bytes (`wait4`'s rusage)."""
+    """`apilake` run to its end, with its own peak resident memory in bytes.
+
+    Started through the benchmarks' tiny reaper: a process's peak RSS starts at that of the
+    process that forked it, so forked from this test worker (hundreds of MB late in a run) the
+    peak would measure the worker, not apilake.
+    """
+    usage = out / "usage.json"
+    reaper = [sys.executable, "-S", "-I", str(REAPER), str(usage), "120", "--", APILAKE, *args]
     with open(out / "stdout", "w") as stdout, open(out / "stderr", "w") as stderr:
-        process = subprocess.Popen([APILAKE, *args], stdout=stdout, stderr=stderr)
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    result = subprocess.CompletedProcess(args, process.returncode, (out / "stdout").read_text(), (out / "stderr").read_text())
-    return result, usage.ru_maxrss * 1024
+        subprocess.run(reaper, stdout=stdout, stderr=stderr, check=True)
+    measured = json.loads(usage.read_text())
+    result = subprocess.CompletedProcess(args, measured["exit_code"], (out / "stdout").read_text(), (out / "stderr").read_text())
+    return result, measured["peak_rss_bytes"]
 
 
 def test_a_gzip_bomb_and_a_parse_bomb_fail_their_units_and_memory_stays_bounded(tmp_path: Path, hostile_vendor: str) -> None:
