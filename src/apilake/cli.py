@@ -98,11 +98,11 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     """Fetch every unit of JOB.yaml for the run date(s) and land it in the destination."""
     from apilake import logs
     from apilake.dates import run_dates
-    from apilake.plan import pending_children, plan
+    from apilake.plan import pending_children
 
     job = _load(job_file, profile, offline=dry_run)
     dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date, start=start, end=end)
-    units = plan(job, dates, only)
+    units = _plan(job, dates, only, dest, write=not dry_run)
     if dry_run:
         from apilake.redact import Redactor
 
@@ -136,6 +136,15 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
 
     follow_up(job, job_file, report.run_id, report.destination, metrics_file=metrics_file)  # after the refresh: rows per table
     sys.exit(report.exit_code)
+
+
+def _plan(job: Any, dates: list[dt.date], only: tuple[str, ...], dest: str | None, *, write: bool = True) -> list[Any]:
+    """The run's units: the windows of incremental units are read (a new one recorded, unless a
+    dry run) in the destination first, then the pure planner takes them."""
+    from apilake.incremental import job_windows
+    from apilake.plan import incremental_units, plan
+
+    return plan(job, dates, only, job_windows(job, dest, incremental_units(job, dates, only), write=write))
 
 
 def _print_plan(units: list[Any], destination: str, redact: Any, pending: list[str]) -> None:
@@ -297,7 +306,6 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     start makes up.
     """
     from apilake import logs
-    from apilake.plan import plan
     from apilake.runner import run_job
     from apilake.errors import JobFileError
     from apilake.schedule import Scheduler, default_state_path
@@ -324,7 +332,7 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     def run_once(only: list[str] | None, run_date: dt.date) -> int:
         try:
             selection = tuple(only or ())
-            report = run_job(job, plan(job, [run_date], selection), job_path=job_file, dates=[run_date], destination=destination, only=selection)
+            report = run_job(job, _plan(job, [run_date], selection, destination), job_path=job_file, dates=[run_date], destination=destination, only=selection)
         except ApilakeError as exc:
             log.error("run for %s: %s", run_date, exc)
             return exc.exit_code

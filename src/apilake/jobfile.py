@@ -7,6 +7,7 @@ YAML parse → profile overlay (`profiles:`) → `${VAR}` substitution → pydan
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import re
 import zoneinfo
@@ -248,10 +249,51 @@ class Tables(_Model):
     target_file_mb: int = Field(128, ge=1, le=4096, description="Parquet data files are rolled at about this size")
 
 
+class Incremental(_Model):
+    """Read "since the last time": a cursor kept across runs in the destination (`apilake.incremental`)."""
+
+    cursor_path: JmesPath  # in each record, e.g. `updated_at`
+    initial_value: int | float | str  # a number (epoch seconds, an id) or an ISO 8601 date-time: the cursor's kind
+    lag: dt.timedelta = Field(dt.timedelta(0), description="look-back re-read before the cursor: PT1H, or seconds")
+    param: str | None = Field(None, min_length=1)  # the query parameter that takes {cursor}
+    end_param: str | None = Field(None, min_length=1)  # the query parameter that takes {cursor_end}
+    records_path: JmesPath | None = None  # where a page's records are (default: the paginator's records_path, else the page)
+    on_missing_cursor: Literal["fail", "skip", "include"] = "fail"
+
+    @field_validator("initial_value", mode="before")
+    @classmethod
+    def _yaml_timestamp(cls, value: Any) -> Any:
+        """YAML reads a bare `2026-01-01T00:00:00Z` as a date-time: kept as the text it was."""
+        if isinstance(value, dt.datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).isoformat()
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        if isinstance(value, bool):
+            raise ValueError("a cursor is a number or an ISO 8601 date-time, not a boolean")
+        return value
+
+    @field_validator("initial_value")
+    @classmethod
+    def _parses(cls, value: int | float | str) -> int | float | str:
+        if isinstance(value, str):
+            try:
+                dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is neither a number nor an ISO 8601 date-time (such as 2026-01-01T00:00:00Z)") from None
+        return value
+
+    @field_validator("lag")
+    @classmethod
+    def _not_negative(cls, lag: dt.timedelta) -> dt.timedelta:
+        if lag < dt.timedelta(0):
+            raise ValueError("a look-back is not negative")
+        return lag
+
+
 KINDS_WITH_KEY = ("json", "file")  # one object per unit (page 1 of it) at a rendered key
 #: The endpoint keys that belong to some kinds only.
 KIND_SETTINGS: dict[str, set[str]] = {
-    "json": {"method", "body", "paginate", "empty"},
+    "json": {"method", "body", "paginate", "empty", "incremental"},
     "bulk": {"urls", "files", "include", "exclude", "checksum", "verify"},
     "file": {"checksum", "verify"},
     "report": {"create", "id_path", "poll", "urls", "files", "include", "exclude", "checksum", "verify"},
@@ -284,6 +326,7 @@ class Endpoint(_Model):
     id_path: JmesPath | None = None
     poll: ReportPoll | None = None
     table: Literal[False] | EndpointTable | None = None  # false: no table for this endpoint
+    incremental: Incremental | None = None  # json only
 
     @field_validator("matrix")
     @classmethod
@@ -313,6 +356,8 @@ class Endpoint(_Model):
             raise ValueError(f"path: required for kind: {self.kind}")
         if self.body is not None and self.method != "POST":
             raise ValueError("body: only a POST sends a body (add method: POST)")
+        if self.incremental is not None:
+            _check_cursor_used(self)
         if self.for_each is not None:
             if self.for_each.as_ in {*self.matrix, "date", "source", "endpoint", "report_id", *FILE_PLACEHOLDERS}:
                 raise ValueError(f"for_each.as: {self.for_each.as_!r} clashes with a matrix variable or a built-in placeholder")
@@ -386,6 +431,22 @@ class Source(_Model):
         headers = [v for k, v in self.headers.items() if SECRET_NAME.search(k)]
         auth = self.credentials.secrets() if self.credentials else []
         return [s for s in [*auth, *headers] if s]
+
+
+CURSOR_PLACEHOLDERS = ("cursor", "cursor_end")
+
+
+def _check_cursor_used(endpoint: Endpoint) -> None:
+    """An incremental endpoint sends its cursor somewhere (`param`, or `{cursor}` in its path,
+    params or body), or every run would read everything again; and never names a placeholder twice."""
+    spec = endpoint.incremental
+    assert spec is not None
+    texts = [endpoint.path or "", *map(str, endpoint.params.values()), *(t for _, t in body_strings(endpoint.body))]
+    if spec.param is None and not any("{cursor}" in t for t in texts):
+        raise ValueError("incremental: the cursor is sent nowhere; set incremental.param, or put {cursor} in the path, params or body")
+    for name in (spec.param, spec.end_param):
+        if name is not None and name in endpoint.params:
+            raise ValueError(f"incremental: {name!r} is also in params; say it in one place")
 
 
 def _check_fan_out(endpoints: list[Endpoint]) -> None:
@@ -518,7 +579,7 @@ class Job(_Model):
         for si, source in enumerate(self.sources):
             for ei, endpoint in enumerate(source.endpoints):
                 where = f"sources[{si}].endpoints[{ei}]"
-                names = {"date", "source", "endpoint", *endpoint.matrix}
+                names = {"date", "source", "endpoint", *endpoint.matrix, *(CURSOR_PLACEHOLDERS if endpoint.incremental else ())}
                 if endpoint.for_each is not None:
                     names.add(endpoint.for_each.as_)
                 fields = [("path", endpoint.path or "", names), *_request_fields("", endpoint.params, endpoint.body, names)]

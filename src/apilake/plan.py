@@ -18,10 +18,11 @@ from urllib.parse import quote, urlencode
 
 import jmespath
 
-from apilake import keys
+from apilake import incremental, keys
 from apilake.collisions import KeyClaims
 from apilake.errors import JobFileError
-from apilake.jobfile import KINDS_WITH_KEY, Endpoint, Job, OffsetPaging, PageNumberPaging, Source, parents
+from apilake.incremental import UNOPENED, Wanted, Window, window_key
+from apilake.jobfile import KINDS_WITH_KEY, Endpoint, Incremental, Job, OffsetPaging, PageNumberPaging, Source, parents
 from apilake.templates import Value, quote_segment, render, render_head, sanitize_key
 
 
@@ -70,8 +71,11 @@ def encode_query(params: Iterable[tuple[str, str]]) -> str:
     return urlencode(list(params), quote_via=lambda s, *_: quote(s, safe="+,:"))
 
 
-def plan(job: Job, dates: Iterable[dt.date], only: Iterable[str] = ()) -> list[Unit]:
+def plan(job: Job, dates: Iterable[dt.date], only: Iterable[str] = (), windows: Mapping[str, Window] = {}) -> list[Unit]:
     """Every unit of every selected endpoint for every date, in a stable order.
+
+    `windows` holds the window of each incremental unit (`incremental.open_windows`, by
+    `incremental.window_key`); one without is planned as not opened yet (`status`).
 
     Children of a fan-out (`for_each`) are not here: their units come from their parent's
     pages (`expand_children`) once it has landed. Selecting a child selects its parents too
@@ -82,9 +86,20 @@ def plan(job: Job, dates: Iterable[dt.date], only: Iterable[str] = ()) -> list[U
     for source, endpoint in selected(job, only):
         if endpoint.for_each is None:
             for date in dates:
-                units.extend(expand(source, endpoint, date))
+                units.extend(expand(source, endpoint, date, windows=windows))
     KeyClaims().claim(units)
     return units
+
+
+def incremental_units(job: Job, dates: Iterable[dt.date], only: Iterable[str] = ()) -> list[Wanted]:
+    """The incremental units `plan` will make, whose windows must be opened first."""
+    return [
+        Wanted(source.name, endpoint, variables, date.isoformat())
+        for source, endpoint in selected(job, only)
+        if endpoint.incremental is not None and endpoint.for_each is None
+        for date in dates
+        for variables in combinations(endpoint)
+    ]
 
 
 def selected(job: Job, only: Iterable[str] = ()) -> list[tuple[Source, Endpoint]]:
@@ -126,12 +141,19 @@ def _lag(source: Source, endpoint: str) -> int:
     return next(e.lag for e in source.endpoints if e.name == endpoint)
 
 
-def expand_children(source: Source, child: Endpoint, run_date: dt.date, pages: Iterable[Any]) -> list[Unit]:
-    """The units of a fan-out child for one run date, from every page of its parent for that date.
+def expand_children(
+    source: Source, child: Endpoint, run_date: dt.date, pages: Iterable[Any], windows: Mapping[str, Window] = {}
+) -> list[Unit]:
+    """The units of a fan-out child for one run date, from every page of its parent for that date
+    (`windows`: as for `plan`)."""
+    units = expand(source, child, run_date, fan_out=fan_out_values(child, pages), windows=windows)
+    KeyClaims().claim(units)
+    return units
 
-    The child's `for_each.values` (JMESPath) is evaluated over each page; values are
-    de-duplicated in order of appearance, and each, combined with the child's matrix, is a unit.
-    """
+
+def fan_out_values(child: Endpoint, pages: Iterable[Any]) -> list[str]:
+    """The child's `for_each.values` (JMESPath) over each page of its parent, de-duplicated in
+    order of appearance: each, combined with the child's matrix, is a unit."""
     assert child.for_each is not None
     expression = jmespath.compile(child.for_each.values)
     values: dict[str, None] = {}
@@ -140,28 +162,39 @@ def expand_children(source: Source, child: Endpoint, run_date: dt.date, pages: I
         for value in found if isinstance(found, list) else [found]:
             if value is not None and not isinstance(value, (dict, list)):
                 values[_text(value)] = None
-    units = expand(source, child, run_date, fan_out=list(values))
-    KeyClaims().claim(units)
-    return units
+    return list(values)
 
 
-def expand(source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[str] | None = None) -> list[Unit]:
-    """The units of one endpoint for one run date: one per matrix combination (and fan-out value)."""
-    date = run_date - dt.timedelta(days=endpoint.lag)
+def combinations(endpoint: Endpoint, fan_out: list[str] | None = None) -> list[tuple[tuple[str, str], ...]]:
+    """Each unit's variables: one matrix combination (and fan-out value) per unit."""
     matrix: dict[str, list[Any]] = dict(endpoint.matrix)
     if endpoint.for_each is not None:
         matrix = {endpoint.for_each.as_: fan_out or [], **matrix}
     axes = list(matrix)
     combos = itertools.product(*(matrix[a] for a in axes)) if axes else [()]
+    return [tuple((axis, _text(value)) for axis, value in zip(axes, combo)) for combo in combos]
+
+
+def expand(
+    source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[str] | None = None, windows: Mapping[str, Window] = {}
+) -> list[Unit]:
+    """The units of one endpoint for one run date: one per matrix combination (and fan-out value)."""
+    date = run_date - dt.timedelta(days=endpoint.lag)
     key_template = endpoint_key(endpoint)
     request = endpoint.create if endpoint.create is not None else endpoint
     method = request.method
     units = []
-    for combo in combos:
-        variables = tuple((axis, _text(value)) for axis, value in zip(axes, combo))
+    for variables in combinations(endpoint, fan_out):
         values: dict[str, Value] = {"source": source.name, "endpoint": endpoint.name, "date": date, **dict(variables)}
-        url = join_url(source.base_url, request.path or "", values, dict(variables))
-        params = render_params(request.params, values) + first_page_params(endpoint)
+        path_variables = dict(variables)
+        params = render_params(request.params, values)
+        if endpoint.incremental is not None:
+            window = windows.get(window_key(source.name, endpoint.name, variables, run_date.isoformat()), UNOPENED)
+            values.update(window.values())
+            path_variables.update(window.values())
+            params = render_params(request.params, values) + cursor_params(endpoint.incremental, window)
+        url = join_url(source.base_url, request.path or "", values, path_variables)
+        params += first_page_params(endpoint)
         key = sanitize_key(render(key_template, values, escape_slashes=True)) if endpoint.kind in KINDS_WITH_KEY else key_template
         units.append(
             Unit(
@@ -175,7 +208,7 @@ def expand(source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[
                 key=key,
                 paginate=endpoint.paginate_type,
                 method=method,
-                body=render_body(request.body, values),
+                body=render_body(request.body, values, native=cursor_native(endpoint, values)),
                 run_date=run_date.isoformat(),
             )
         )
@@ -189,6 +222,8 @@ def endpoint_key(endpoint: Endpoint) -> str:
     if endpoint.kind not in KINDS_WITH_KEY:
         return keys.DEFAULT_BULK_KEY
     matrix = [*([endpoint.for_each.as_] if endpoint.for_each else []), *endpoint.matrix]
+    if endpoint.incremental is not None:
+        return keys.default_json_key(dict.fromkeys(matrix)).replace("/dt={date}/", "/dt={date}/cursor={cursor}/")
     return keys.default_json_key(dict.fromkeys(matrix), keys.extension(endpoint.path) if endpoint.kind == "file" else ".json")
 
 
@@ -222,12 +257,27 @@ def first_page_params(endpoint: Endpoint) -> tuple[tuple[str, str], ...]:
     return ()
 
 
+def cursor_params(spec: Incremental, window: Window) -> tuple[tuple[str, str], ...]:
+    """`param` and `end_param`: where the window goes into the query."""
+    return tuple((name, value) for name, value in ((spec.param, window.start), (spec.end_param, window.end)) if name is not None)
+
+
+def cursor_native(endpoint: Endpoint, values: Mapping[str, Value]) -> dict[str, Any]:
+    """A body string that is just `{cursor}` or `{cursor_end}` of a number cursor is sent as a
+    JSON number (`{"start_time": 1764770000}`), as such APIs expect."""
+    spec = endpoint.incremental
+    if spec is None or incremental.kind_of(spec) != "number":
+        return {}
+    return {name: int(str(values[name])) for name in ("cursor", "cursor_end") if str(values.get(name, "")).isdigit()}
+
+
 def render_params(params: Mapping[str, Any], values: Mapping[str, Value]) -> tuple[tuple[str, str], ...]:
     return tuple((name, _render_param(value, values)) for name, value in params.items())
 
 
-def render_body(body: Any, values: Mapping[str, Value]) -> str | None:
-    """A POST body as JSON text, its strings rendered as templates (None: no body)."""
+def render_body(body: Any, values: Mapping[str, Value], native: Mapping[str, Any] = {}) -> str | None:
+    """A POST body as JSON text, its strings rendered as templates (None: no body); a string that
+    is just `{name}` of a `native` value becomes that value."""
     if body is None:
         return None
 
@@ -236,6 +286,8 @@ def render_body(body: Any, values: Mapping[str, Value]) -> str | None:
             return {k: fill(v) for k, v in node.items()}
         if isinstance(node, list):
             return [fill(v) for v in node]
+        if isinstance(node, str) and node.startswith("{") and node.endswith("}") and node[1:-1] in native:
+            return native[node[1:-1]]
         return render(node, values) if isinstance(node, str) else node
 
     return json.dumps(fill(body), separators=(",", ":"), sort_keys=False)

@@ -25,6 +25,7 @@ from apilake.destinations import Destination
 from apilake.errors import ApilakeError
 from apilake.fetch.quota import job_quota_use
 from apilake.jobfile import KINDS_WITH_KEY, Job
+from apilake.incremental import Wanted, Window, cursors, recorded_windows
 from apilake.lease import is_live
 from apilake.lease import parse as parse_lease
 from apilake.lock import lock_is_free
@@ -183,14 +184,17 @@ async def present_units(dest: Destination, candidates: Mapping[str, list[str] | 
     return {unit for unit, ks in candidates.items() if ks and all(k in there for k in ks)}
 
 
-def expected_from_job(job: Job, run_dates: list[dt.date]) -> tuple[dict[tuple[str, str], set[str]], dict[str, tuple[str, str]]]:
-    """(endpoint, run date) → unit ids, and unit id → (kind, json key) from the pure planner."""
+def expected_from_job(
+    job: Job, run_dates: list[dt.date], windows: Mapping[str, Window] = {}
+) -> tuple[dict[tuple[str, str], set[str]], dict[str, tuple[str, str]]]:
+    """(endpoint, run date) → unit ids, and unit id → (kind, json key) from the pure planner
+    (incremental units with the `windows` recorded for them)."""
     from apilake.plan import plan
 
     expected: dict[tuple[str, str], set[str]] = {}
     units: dict[str, tuple[str, str]] = {}
     for run_date in run_dates:
-        for unit in plan(job, [run_date]):
+        for unit in plan(job, [run_date], windows=windows):
             expected.setdefault((f"{unit.source}/{unit.endpoint}", run_date.isoformat()), set()).add(unit.id)
             units[unit.id] = (unit.kind, unit.key)
     return expected, units
@@ -205,7 +209,7 @@ async def expect_children(
     (`source/child/date`), which is never present: the date is a gap until the parent lands.
     """
     from apilake.fetch.json import landed_pages
-    from apilake.plan import children, expand_children
+    from apilake.plan import children, combinations, expand_children, fan_out_values
 
     for source, child in children(job):
         assert child.for_each is not None
@@ -215,7 +219,12 @@ async def expect_children(
             ids: set[str] = set()
             if len(keys) == len(parents) and len(await existing(dest, keys)) == len(keys):  # no parents: no children
                 pages = [json.loads(body) for key in sorted(keys) for body in await landed_pages(dest, key)]
-                for unit in expand_children(source, child, run_date, pages):
+                windows = {}
+                if child.incremental is not None:
+                    values = fan_out_values(child, pages)
+                    wanted = [Wanted(source.name, child, v, run_date.isoformat()) for v in combinations(child, values)]
+                    windows = await recorded_windows(dest, wanted)
+                for unit in expand_children(source, child, run_date, pages, windows):
                     ids.add(unit.id)
                     units[unit.id] = (unit.kind, unit.key)
             else:
@@ -311,6 +320,7 @@ class StatusReport:
     quota: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (source, day, {used, limit})
     tables: list[Any] | None = None  # tables.TableStatus per table; None: the job has no `tables:`
     tables_error: str | None = None  # why the tables could not be read
+    cursors: list[dict[str, Any]] = field(default_factory=list)  # incremental cursor states (`apilake.incremental`)
 
     @property
     def behind(self) -> list[Any]:
@@ -363,7 +373,9 @@ async def build_report(
     records = [{**r, "status": await run_state(dest, r)} for r in await read_records(dest, cache)]
     evidence = Evidence(records)
     if job is not None:
-        expected, planned = expected_from_job(job, run_dates)
+        from apilake.plan import incremental_units
+
+        expected, planned = expected_from_job(job, run_dates, await recorded_windows(dest, incremental_units(job, run_dates)))
         await expect_children(dest, job, run_dates, expected, planned)
         candidates = {
             unit_id: [key] if kind in KINDS_WITH_KEY else evidence.required_keys(unit_id, "listing")
@@ -382,7 +394,7 @@ async def build_report(
     due = {key: units for key, units in expected.items() if dt.date.fromisoformat(key[1]) <= last_due}
     tables, tables_error = await asyncio.to_thread(tables_of, job, dest.url, records) if job and job.tables else (None, None)
     return StatusReport(dest.url, records, run_dates, expected, find_gaps(due, present), cells(expected, present, evidence, last_due), quota,
-                        tables, tables_error)
+                        tables, tables_error, await cursors(dest))
 
 
 def tables_of(job: Job, url: str, records: list[dict[str, Any]]) -> tuple[list[Any], str | None]:
@@ -492,6 +504,26 @@ def _dates(dates: Iterable[str], shown: int = 5) -> str:
     return ", ".join(dates[:shown]) + (f" and {len(dates) - shown} more" if len(dates) > shown else "")
 
 
+def cursor_line(doc: Mapping[str, Any], now: dt.datetime) -> str:
+    """One cursor: its value and how long ago it advanced, and a window still open (a run that
+    did not finish it: the next run of that date reads it again)."""
+    advanced = _when(doc.get("advanced"))
+    line = "none yet" if doc.get("cursor") is None else printable(str(doc["cursor"]))
+    if advanced is not None:
+        line += f", advanced {_age(now - advanced)} ago"
+    open_ = sorted(d for d, w in doc.get("windows", {}).items() if isinstance(w, dict) and not w.get("done"))
+    return line + (f"; window of {', '.join(open_)} not finished" if open_ else "")
+
+
+def _age(delta: dt.timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds // 86400} days"
+
+
 def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: str, limit: int = 20) -> str:
     from apilake.summary import table
 
@@ -547,6 +579,9 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
                 + (f"behind on {_dates(t.behind)}" if t.behind else "up to date") for t in report.tables]
         if report.behind and job_path:
             out.append(f"  to bring them up to date: apilake tables {job_path}")
+    if report.cursors:
+        out += ["", "incremental cursors (the newest value landed, and its age):"]
+        out += [f"  {printable(str(doc['identity']))}: {cursor_line(doc, dt.datetime.now(dt.timezone.utc))}" for doc in report.cursors]
     if report.quota:
         out += ["", "daily request quotas today (counted per credential across runs):"]
         for name, day, use in report.quota:

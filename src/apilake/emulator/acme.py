@@ -17,6 +17,8 @@
   ``report_polls`` polls, then ``done`` with ``result.urls`` on the files origin, or ``failed``
   with a ``message`` for reports of type ``broken``.
 - Raw files: ``/acme/export.csv`` and ``/acme/export.csv.gz``.
+- Records that change between runs, read incrementally: GitHub, Stripe and Zendesk dialects
+  under ``/acme/gh/``, ``/acme/stripe/``, ``/acme/zendesk/`` (see :mod:`.changes`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from . import data
+from .changes import Changes
 
 __all__ = ["Acme", "AcmeConfig", "AcmeResponse", "acme_items", "export_csv", "report_file_names"]
 
@@ -89,6 +92,7 @@ class Acme:
         self._ids = itertools.count(1)
         self.tokens_issued = 0
         self.reports_created = 0
+        self.changes = Changes()
 
     # -- the token endpoint (auth origin) ---------------------------------------------
     def token(self, method: str, headers: Any, body: bytes) -> AcmeResponse:
@@ -137,6 +141,9 @@ class Acme:
             return AcmeResponse.json(401, {"error": "unauthorized"}, [("WWW-Authenticate", 'Bearer error="invalid_token"')])
         params = {k: v for k, v in params.items() if k != "api_key"}
         parts = path.strip("/").split("/")[1:]  # after "acme"
+        changed = self.changes.handle(method, parts, params, body, api_url)
+        if changed is not None:
+            return AcmeResponse.json(*changed)
         if method == "POST":
             doc = json.loads(body or b"null")
             if parts == ["search"]:

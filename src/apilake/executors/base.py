@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import datetime as dt
 import json
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -33,7 +34,8 @@ from apilake.executors.work import endpoints, not_attempted, record_kind, unit_k
 from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.json import landed_pages
 from apilake.jobfile import Endpoint, Job, Source
-from apilake.plan import Unit, expand_children
+from apilake.incremental import Wanted, advance, open_windows
+from apilake.plan import Unit, combinations, expand_children, fan_out_values
 from apilake.record import Status, UnitResult, landed_sizes, read_records
 from apilake.redact import Redactor
 
@@ -118,6 +120,7 @@ class Executor(abc.ABC):
                     result, files = self._not_attempted(unit, unit_kind(unit), unit.id, unit.request_url), []
                 else:
                     result, files = await self.run_unit(unit)
+                    result = await self._advance(unit, result)
                 for transfer in files:  # queued before this slot is let go: they continue its chain
                     group.create_task(self._file(unit, transfer, self._slots.ticket(unit.source, FILE_RANK)))
         except asyncio.CancelledError:  # the run stopped: named in the record with the run's reason (`runner`)
@@ -139,7 +142,12 @@ class Executor(abc.ABC):
             for parent in ready.parents:
                 for body in await landed_pages(self.dest, parent.objects[0].key):
                     pages.append(json.loads(body))
-            units = expand_children(source, child, ready.run_date, pages)
+            windows = {}
+            if child.incremental is not None:  # one cursor per parent value: opened before the child is planned
+                run_date = ready.run_date.isoformat()
+                wanted = [Wanted(source.name, child, v, run_date) for v in combinations(child, fan_out_values(child, pages))]
+                windows = await open_windows(self.dest, wanted, dt.datetime.now(dt.timezone.utc))
+            units = expand_children(source, child, ready.run_date, pages, windows)
             self._claims.claim(units)
         except (ApilakeError, ValueError, OSError, asyncio.CancelledError) as exc:
             stopped = isinstance(exc, asyncio.CancelledError)
@@ -154,6 +162,19 @@ class Executor(abc.ABC):
             group.create_task(self._children(now, group))
         for unit in units:
             group.create_task(self._unit(unit, group))
+
+    async def _advance(self, unit: Unit, result: UnitResult) -> UnitResult:
+        """An incremental unit whose every page landed (or was there) moves its cursor
+        (`incremental.advance`); a cursor that cannot move fails the unit, its pages stay landed."""
+        endpoint = self._endpoints[unit.source, unit.endpoint]
+        if endpoint.incremental is None or result.status not in ("landed", "skipped"):
+            return result
+        try:
+            pages = [json.loads(body) for body in await landed_pages(self.dest, unit.key)]
+            await advance(self.dest, unit.source, endpoint, unit.variables, unit.run_date, unit.id, pages, dt.datetime.now(dt.timezone.utc))
+        except (ApilakeError, ValueError, OSError) as exc:
+            result.status, result.error = "failed", self.redact(str(exc))
+        return result
 
     async def _file(self, unit: Unit, transfer: FileTransfer, ticket: asyncio.Future[None]) -> None:
         try:
