@@ -138,3 +138,162 @@ def test_zendesk_export_sends_its_window_in_the_post_body_as_numbers(tmp_path: P
     assert changes.bodies[-1:] == [{"start_time": int(window["start"]), "end_time": int(window["end"])}]
     landed = {json.dumps(r, sort_keys=True) for r in landed_records(lake, "zendesk/tickets/", "tickets")}
     assert landed == {json.dumps(v.ticket(), sort_keys=True) for v in changes.versions}
+
+
+def state_path(lake: Path) -> Path:
+    [path] = (lake / "_apilake" / "state").rglob("*.json")
+    return path
+
+
+def test_a_run_killed_after_landing_before_advancing_resumes_into_the_same_keys_without_a_gap(tmp_path: Path, emulator: Emulator) -> None:
+    lake = tmp_path / "lake"
+    job = job_file(tmp_path, emulator, "stripe", [CHARGES])
+    emulator.config.faults = [Fault(match="/acme/stripe/charges", kind="drip", origin="api", chunk=64, interval=1.0)]
+    process = start_cli("run", str(job), "--date", "2026-11-25")
+    try:
+        wait_for(lambda: (lake / "_apilake" / "state").exists() and any((lake / "_apilake" / "state").rglob("*.json")))
+        path = state_path(lake)
+        opened = json.loads(path.read_text())["windows"]["2026-11-25"]
+        with FileLock(path.parent / f".{path.name}.apilake-lock"):  # the cursor cannot advance: the run stops there
+            hold(emulator.config.faults, 0)
+            wait_for(lambda: "stripe/charges/dt=2026-11-25/cursor=0/data.json" in lake_objects(lake))
+            process.kill()
+            process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    landed = lake_objects(lake)
+    assert json.loads(path.read_text())["cursor"] is None  # landed, not advanced
+
+    emulator.config.faults = []
+    emulator.stats.reset()
+    run(job, "2026-11-25")  # the same run date: the same window, its keys are there
+    assert emulator.stats.count(path_contains="/charges") == 0
+    assert lake_objects(lake) == landed
+    state = json.loads(path.read_text())
+    assert state["windows"]["2026-11-25"]["start"] == opened["start"] and state["windows"]["2026-11-25"]["done"]
+    assert int(state["cursor"]) == max(v.created for v in emulator.acme.changes.versions)
+
+    new = emulator.acme.changes.add()
+    run(job, "2026-11-26")  # no gap: the next window starts at the advanced cursor (less the look-back)
+    assert int(json.loads(path.read_text())["windows"]["2026-11-26"]["start"]) == int(state["cursor"]) - LOOK_BACK
+    assert new.charge() in landed_records(lake, "stripe/charges/dt=2026-11-26/", "data")
+    emulator.stats.reset()
+    landed = lake_objects(lake)
+    run(job, "2026-11-25")  # a done window read again is the same window: nothing asked, nothing landed twice
+    assert emulator.stats.count(path_contains="/charges") == 0 and lake_objects(lake) == landed
+
+
+def test_two_hosts_share_one_cursor_per_parent(tmp_path: Path, emulator: Emulator) -> None:
+    lake = tmp_path / "lake"
+    issues = {**ISSUES, "params": {**ISSUES["params"], "per_page": 50}}
+    hosts = [job_file(tmp_path, emulator, "gh", [REPOS, issues], name=f"host-{h}.yaml", lake=lake) for h in "ab"]
+    run(hosts[0], "2026-11-25")
+    emulator.acme.changes.touch(1, 2)
+    emulator.stats.reset()
+    both = [start_cli("run", str(job), "--date", "2026-11-26") for job in hosts]  # at once, as two hosts would
+    for process in both:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, out + err
+    found = states(lake)
+    assert set(found) == {"gh/issues/repo=r1", "gh/issues/repo=r2"}
+    for repo in ("r1", "r2"):
+        since = [q["since"] for q in sent(emulator, f"/repos/{repo}/issues")]
+        window = found[f"gh/issues/repo={repo}"]["windows"]["2026-11-26"]
+        assert 1 <= len(since) <= 2 and set(since) == {window["start"]}  # one window, whichever host read it
+    emulator.stats.reset()
+    run(hosts[1], "2026-11-27")  # host b goes on from the cursors both advanced
+    for repo in ("r1", "r2"):
+        assert {q["since"] for q in sent(emulator, f"/repos/{repo}/issues")} == {states(lake)[f"gh/issues/repo={repo}"]["windows"]["2026-11-27"]["start"]}
+    assert {json.dumps(r, sort_keys=True) for r in landed_records(lake, "gh/issues/")} == {
+        json.dumps(v.issue(), sort_keys=True) for v in emulator.acme.changes.versions}
+
+
+class Hostile(BaseHTTPRequestHandler):
+    """A vendor whose records the test sets (`server.records`), whatever the cursor asked."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = json.dumps(self.server.records).encode()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    server.records = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def hostile_job(tmp_path: Path, server: ThreadingHTTPServer, **incremental: Any) -> Path:
+    spec = {"cursor_path": "updated_at", "initial_value": "2026-01-01T00:00:00Z", "param": "since", **incremental}
+    source = {"name": "vendor", "base_url": f"http://127.0.0.1:{server.server_address[1]}", "token": "${DATAAI_TOKEN}", "retry": RETRY,
+              "endpoints": [{"name": "items", "kind": "json", "path": "/items", "incremental": spec}]}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({"timezone": "UTC", "destination": str(tmp_path / "lake"), "sources": [source]}, sort_keys=False))
+    return path
+
+
+def failure(job: Path, date: str) -> str:
+    result = run_cli("run", str(job), "--date", date)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+    return result.stdout
+
+
+def test_a_cursor_that_does_not_parse_or_goes_backwards_fails_its_unit_and_the_cursor_stays(tmp_path: Path, hostile: ThreadingHTTPServer) -> None:
+    lake = tmp_path / "lake"
+    job = hostile_job(tmp_path, hostile)
+    hostile.records = [{"id": 1, "updated_at": "2026-06-01T00:00:00Z"}, {"id": 2, "updated_at": "last tuesday"}]  # type: ignore[attr-defined]
+    out = failure(job, "2026-11-25")
+    assert "vendor/items/2026-11-25" in out and "'last tuesday' is not an ISO 8601 date-time" in out, out
+    assert states(lake)["vendor/items"]["cursor"] is None
+
+    hostile.records = [{"id": 1, "updated_at": "2026-06-01T00:00:00Z"}]  # type: ignore[attr-defined]
+    run(job, "2026-11-26")
+    assert states(lake)["vendor/items"]["cursor"] == "2026-06-01T00:00:00Z"
+    hostile.records = [{"id": 1, "updated_at": "2026-02-01T00:00:00Z"}]  # type: ignore[attr-defined]  # before the window
+    out = failure(job, "2026-11-27")
+    assert "vendor/items/2026-11-27" in out and "records, 2026-02-01T00:00:00Z, is before the window's start 2026-06-01T00:00:00Z" in out, out
+    assert states(lake)["vendor/items"]["cursor"] == "2026-06-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("mode", ["fail", "skip", "include"])
+def test_a_record_without_the_cursor_field(tmp_path: Path, hostile: ThreadingHTTPServer, mode: str) -> None:
+    lake = tmp_path / "lake"
+    job = hostile_job(tmp_path, hostile, on_missing_cursor=mode)
+    hostile.records = [{"id": 1, "updated_at": "2026-06-01T00:00:00Z"}, {"id": 2}]  # type: ignore[attr-defined]
+    if mode == "fail":
+        out = failure(job, "2026-11-25")
+        assert "vendor/items/2026-11-25: record 2 of a page has no cursor at 'updated_at'" in out and "on_missing_cursor" in out, out
+        assert states(lake)["vendor/items"]["cursor"] is None
+    else:
+        result = run(job, "2026-11-25")
+        assert states(lake)["vendor/items"]["cursor"] == "2026-06-01T00:00:00Z"
+        assert ("1 record(s) without a cursor" in result.stderr) == (mode == "skip"), result.stderr
+    assert list(lake_objects(lake).values()) == [json.dumps(hostile.records).encode()]  # type: ignore[attr-defined]  # landed as sent
+
+
+def test_several_new_windows_at_once_or_a_date_before_an_open_window_are_refused(tmp_path: Path, hostile: ThreadingHTTPServer) -> None:
+    lake = tmp_path / "lake"
+    job = hostile_job(tmp_path, hostile)
+    both = run_cli("run", str(job), "--from", "2026-11-25", "--to", "2026-11-26")
+    assert both.returncode == 2 and "vendor/items: incremental: run dates 2026-11-25, 2026-11-26" in both.stderr, both.stderr
+    assert "one date at a time" in both.stderr and "Traceback" not in both.stderr
+    assert not (lake / "_apilake" / "state").exists() or not states(lake)
+    run(job, "2026-11-26")
+    before = run_cli("run", str(job), "--date", "2026-11-25")
+    assert before.returncode == 2 and "run date 2026-11-25 is before 2026-11-26" in before.stderr, before.stderr
+    assert run_cli("run", str(job), "--from", "2026-11-26", "--to", "2026-11-27").returncode == 0  # a rerun date and one new one
