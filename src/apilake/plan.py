@@ -187,14 +187,13 @@ def expand(
     for variables in combinations(endpoint, fan_out):
         values: dict[str, Value] = {"source": source.name, "endpoint": endpoint.name, "date": date, **dict(variables)}
         path_variables = dict(variables)
-        params = render_params(request.params, values)
+        window = None
         if endpoint.incremental is not None:
             window = windows.get(window_key(source.name, endpoint.name, variables, run_date.isoformat()), UNOPENED)
             values.update(window.values())
             path_variables.update(window.values())
-            params = render_params(request.params, values) + cursor_params(endpoint.incremental, window)
         url = join_url(source.base_url, request.path or "", values, path_variables)
-        params += first_page_params(endpoint)
+        params = render_params(request.params, values) + cursor_params(endpoint.incremental, window) + first_page_params(endpoint)
         key = sanitize_key(render(key_template, values, escape_slashes=True)) if endpoint.kind in KINDS_WITH_KEY else key_template
         units.append(
             Unit(
@@ -257,8 +256,10 @@ def first_page_params(endpoint: Endpoint) -> tuple[tuple[str, str], ...]:
     return ()
 
 
-def cursor_params(spec: Incremental, window: Window) -> tuple[tuple[str, str], ...]:
+def cursor_params(spec: Incremental | None, window: Window | None) -> tuple[tuple[str, str], ...]:
     """`param` and `end_param`: where the window goes into the query."""
+    if spec is None or window is None:
+        return ()
     return tuple((name, value) for name, value in ((spec.param, window.start), (spec.end_param, window.end)) if name is not None)
 
 
