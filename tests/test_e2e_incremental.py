@@ -7,6 +7,7 @@ the stored cursor as it was."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -23,35 +24,33 @@ from apilake.emulator import Emulator, Fault
 from conftest import TOKEN, all_text, hold, lake_objects, records, run_cli, start_cli, wait_for
 
 RETRY = {"attempts": 2, "backoff_initial": 0.05, "backoff_max": 0.1, "budget_seconds": 10}
-LOOK_BACK = 3600
 
-REPOS = {"name": "repos", "kind": "json", "path": "/repos"}
-ISSUES = {
-    "name": "issues", "kind": "json", "path": "/repos/{repo}/issues",
-    "for_each": {"endpoint": "repos", "values": "[].name", "as": "repo"},
-    "params": {"per_page": 5, "sort": "updated", "direction": "asc", "state": "all"},
-    "paginate": {"type": "header_link"},
-    "incremental": {"cursor_path": "updated_at", "initial_value": "2000-01-01T00:00:00Z", "lag": "PT1H", "param": "since"},
+RECIPES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
+#: The manual's incremental recipes (GitHub, Stripe, Zendesk), by source name: the tests run them.
+RECIPES = {
+    job["sources"][0]["name"]: job["sources"][0]
+    for job in map(yaml.safe_load, re.findall(r"```yaml\n(.*?)```", RECIPES_PAGE.read_text(), re.S))
+    if "incremental:" in json.dumps(job).replace('"incremental": ', "incremental:")
 }
-CHARGES = {
-    "name": "charges", "kind": "json", "path": "/charges", "params": {"limit": 5},
-    "paginate": {"type": "cursor", "records_path": "data", "cursor_path": "data[-1].id", "cursor_param": "starting_after",
-                 "has_more_path": "has_more"},
-    "incremental": {"cursor_path": "created", "initial_value": 0, "lag": LOOK_BACK, "param": "created[gte]"},
-}
-TICKETS = {
-    "name": "tickets", "kind": "json", "method": "POST", "path": "/incremental/tickets",
-    "body": {"start_time": "{cursor}", "end_time": "{cursor_end}"},
-    "paginate": {"type": "json_link", "next_url_path": "next_page", "records_path": "tickets"},
-    "incremental": {"cursor_path": "updated_at", "initial_value": 0, "lag": "PT1H"},
-}
+REPOS, ISSUES = RECIPES["github"]["endpoints"]
+[CHARGES] = RECIPES["stripe"]["endpoints"]
+[TICKETS] = RECIPES["zendesk"]["endpoints"]
+LOOK_BACK = 3600  # the recipes' lag
+
+
+def with_params(endpoint: dict[str, Any], **params: Any) -> dict[str, Any]:
+    """The recipe's endpoint with smaller pages, so a test's few records take several."""
+    return {**endpoint, "params": {**endpoint["params"], **params}}
 
 
 def job_file(tmp_path: Path, emu: Emulator, vendor: str, endpoints: list[dict[str, Any]], name: str = "job.yaml",
              lake: Path | None = None) -> Path:
+    """A recipe's source against the emulator: its base URL and credential swapped, no rate limits."""
     emu.acme.config.auth = "bearer"
-    source = {"name": vendor, "base_url": f"{emu.api_url}/acme/{vendor}", "token": "${DATAAI_TOKEN}", "retry": RETRY,
-              "endpoints": endpoints}
+    recipe = {k: v for k, v in RECIPES[vendor].items() if not k.startswith("requests_per_")}
+    prefix = {"github": "gh"}.get(vendor, vendor)
+    source = {**recipe, "base_url": f"{emu.api_url}/acme/{prefix}", "auth": {"type": "bearer", "token": "${DATAAI_TOKEN}"},
+              "retry": RETRY, "endpoints": endpoints}
     job = {"timezone": "UTC", "destination": str(lake or tmp_path / "lake"), "sources": [source]}
     path = tmp_path / name
     path.write_text(yaml.safe_dump(job, sort_keys=False))
@@ -84,11 +83,11 @@ def sent(emu: Emulator, contains: str) -> list[dict[str, str]]:
 
 def test_github_three_runs_land_every_version_once_per_window_late_updates_within_the_look_back_too(tmp_path: Path, emulator: Emulator) -> None:
     changes, lake = emulator.acme.changes, tmp_path / "lake"
-    job = job_file(tmp_path, emulator, "gh", [REPOS, ISSUES])
+    job = job_file(tmp_path, emulator, "github", [REPOS, with_params(ISSUES, per_page=5)])
     run(job, "2026-11-25")
     first = states(lake)
-    assert set(first) == {"gh/issues/repo=r1", "gh/issues/repo=r2"}  # one cursor per parent
-    assert first["gh/issues/repo=r1"]["cursor"] != first["gh/issues/repo=r2"]["cursor"]
+    assert set(first) == {"github/issues/repo=r1", "github/issues/repo=r2"}  # one cursor per parent
+    assert first["github/issues/repo=r1"]["cursor"] != first["github/issues/repo=r2"]["cursor"]
 
     changes.touch(3, 4)
     run(job, "2026-11-26")
@@ -97,25 +96,25 @@ def test_github_three_runs_land_every_version_once_per_window_late_updates_withi
     emulator.stats.reset()
     third = run(job, "2026-11-27")
 
-    landed = landed_records(lake, "gh/issues/")
+    landed = landed_records(lake, "github/issues/")
     assert {json.dumps(r, sort_keys=True) for r in landed} == {json.dumps(v.issue(), sort_keys=True) for v in changes.versions}
     for repo in ("r1", "r2"):  # run 3 read from each repo's own cursor less the look-back
-        cursor = second[f"gh/issues/repo={repo}"]["cursor"]
-        since = {q["since"] for q in sent(emulator, f"/repos/{repo}/issues")}
+        cursor = second[f"github/issues/repo={repo}"]["cursor"]
+        since = {q["since"] for q in sent(emulator, f"/repos/acme/{repo}/issues")}
         assert len(since) == 1 and since.pop() < cursor
-    keys = sorted(k for k in lake_objects(lake) if k.startswith("gh/issues/") and "page-" not in k)
+    keys = sorted(k for k in lake_objects(lake) if k.startswith("github/issues/") and "page-" not in k)
     assert len(keys) == 6 and all("/cursor=" in k for k in keys)  # a window per repo and run, each under its own key
-    assert second["gh/issues/repo=r1"]["cursor"] > first["gh/issues/repo=r1"]["cursor"]  # record 4 (r1) moved it
-    assert states(lake)["gh/issues/repo=r2"]["cursor"] == second["gh/issues/repo=r2"]["cursor"]  # a late update never moves it back
+    assert second["github/issues/repo=r1"]["cursor"] > first["github/issues/repo=r1"]["cursor"]  # record 4 (r1) moved it
+    assert states(lake)["github/issues/repo=r2"]["cursor"] == second["github/issues/repo=r2"]["cursor"]  # a late update never moves it back
     status = run_cli("status", str(job), "--from", "2026-11-25", "--to", "2026-11-27")
-    assert "incremental cursors" in status.stdout and "gh/issues/repo=r2: 20" in status.stdout, status.stdout
+    assert "incremental cursors" in status.stdout and "github/issues/repo=r2: 20" in status.stdout, status.stdout
     assert "gaps for run dates" in status.stdout and "issues: missing" not in status.stdout, status.stdout
     assert TOKEN not in all_text(lake, third)
 
 
 def test_stripe_created_gte_with_has_more_paging_lands_new_and_late_charges(tmp_path: Path, emulator: Emulator) -> None:
     changes, lake = emulator.acme.changes, tmp_path / "lake"
-    job = job_file(tmp_path, emulator, "stripe", [CHARGES])
+    job = job_file(tmp_path, emulator, "stripe", [with_params(CHARGES, limit=5)])
     run(job, "2026-11-25")
     changes.add()
     run(job, "2026-11-26")
@@ -147,7 +146,7 @@ def state_path(lake: Path) -> Path:
 
 def test_a_run_killed_after_landing_before_advancing_resumes_into_the_same_keys_without_a_gap(tmp_path: Path, emulator: Emulator) -> None:
     lake = tmp_path / "lake"
-    job = job_file(tmp_path, emulator, "stripe", [CHARGES])
+    job = job_file(tmp_path, emulator, "stripe", [with_params(CHARGES, limit=5)])
     emulator.config.faults = [Fault(match="/acme/stripe/charges", kind="drip", origin="api", chunk=64, interval=1.0)]
     process = start_cli("run", str(job), "--date", "2026-11-25")
     try:
@@ -156,7 +155,8 @@ def test_a_run_killed_after_landing_before_advancing_resumes_into_the_same_keys_
         opened = json.loads(path.read_text())["windows"]["2026-11-25"]
         with FileLock(path.parent / f".{path.name}.apilake-lock"):  # the cursor cannot advance: the run stops there
             hold(emulator.config.faults, 0)
-            wait_for(lambda: "stripe/charges/dt=2026-11-25/cursor=0/data.json" in lake_objects(lake))
+            key = f"stripe/charges/dt=2026-11-25/cursor={opened['start']}/data.json"  # page 1, which lands last
+            wait_for(lambda: key in lake_objects(lake))
             process.kill()
             process.wait(timeout=10)
     finally:
@@ -187,8 +187,7 @@ def test_a_run_killed_after_landing_before_advancing_resumes_into_the_same_keys_
 
 def test_two_hosts_share_one_cursor_per_parent(tmp_path: Path, emulator: Emulator) -> None:
     lake = tmp_path / "lake"
-    issues = {**ISSUES, "params": {**ISSUES["params"], "per_page": 50}}
-    hosts = [job_file(tmp_path, emulator, "gh", [REPOS, issues], name=f"host-{h}.yaml", lake=lake) for h in "ab"]
+    hosts = [job_file(tmp_path, emulator, "github", [REPOS, ISSUES], name=f"host-{h}.yaml", lake=lake) for h in "ab"]
     run(hosts[0], "2026-11-25")
     emulator.acme.changes.touch(1, 2)
     emulator.stats.reset()
@@ -197,16 +196,16 @@ def test_two_hosts_share_one_cursor_per_parent(tmp_path: Path, emulator: Emulato
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, out + err
     found = states(lake)
-    assert set(found) == {"gh/issues/repo=r1", "gh/issues/repo=r2"}
+    assert set(found) == {"github/issues/repo=r1", "github/issues/repo=r2"}
     for repo in ("r1", "r2"):
-        since = [q["since"] for q in sent(emulator, f"/repos/{repo}/issues")]
-        window = found[f"gh/issues/repo={repo}"]["windows"]["2026-11-26"]
+        since = [q["since"] for q in sent(emulator, f"/repos/acme/{repo}/issues")]
+        window = found[f"github/issues/repo={repo}"]["windows"]["2026-11-26"]
         assert 1 <= len(since) <= 2 and set(since) == {window["start"]}  # one window, whichever host read it
     emulator.stats.reset()
     run(hosts[1], "2026-11-27")  # host b goes on from the cursors both advanced
     for repo in ("r1", "r2"):
-        assert {q["since"] for q in sent(emulator, f"/repos/{repo}/issues")} == {states(lake)[f"gh/issues/repo={repo}"]["windows"]["2026-11-27"]["start"]}
-    assert {json.dumps(r, sort_keys=True) for r in landed_records(lake, "gh/issues/")} == {
+        assert {q["since"] for q in sent(emulator, f"/repos/acme/{repo}/issues")} == {states(lake)[f"github/issues/repo={repo}"]["windows"]["2026-11-27"]["start"]}
+    assert {json.dumps(r, sort_keys=True) for r in landed_records(lake, "github/issues/")} == {
         json.dumps(v.issue(), sort_keys=True) for v in emulator.acme.changes.versions}
 
 

@@ -5,7 +5,7 @@ a minute apart. A test changes them between runs: ``touch`` (a new version, ``up
 at a time given: a late update, visible only now but stamped in the past) and ``add`` (a new
 record). ``versions`` is every version ever visible, what incremental runs must land.
 
-- GitHub: ``GET /acme/gh/repos``; ``GET /acme/gh/repos/{repo}/issues?since=ISO&per_page=N&page=P``
+- GitHub: ``GET /acme/gh/orgs/{org}/repos``; ``GET /acme/gh/repos/{org}/{repo}/issues?since=ISO&per_page=N&page=P``
   (``updated_at >= since``, oldest first, RFC 8288 ``Link`` paging).
 - Stripe: ``GET /acme/stripe/charges?created[gte]=EPOCH&limit=N&starting_after=ID`` (newest
   first, ``has_more``).
@@ -87,17 +87,17 @@ class Changes:
 
     def handle(self, method: str, parts: list[str], params: dict[str, str], body: bytes, api_url: str) -> Answer | None:
         """The answer to a request under /acme/gh, /acme/stripe or /acme/zendesk (None: not one of these)."""
-        if method == "GET" and parts == ["gh", "repos"]:
-            return 200, [{"name": repo, "full_name": f"acme/{repo}"} for repo in self.REPOS], []
-        if method == "GET" and len(parts) == 4 and parts[:2] == ["gh", "repos"] and parts[3] == "issues":
-            return self._issues(parts[2], params, api_url)
+        if method == "GET" and len(parts) == 4 and parts[:2] == ["gh", "orgs"] and parts[3] == "repos":
+            return 200, [{"name": repo, "full_name": f"{parts[2]}/{repo}"} for repo in self.REPOS], []
+        if method == "GET" and len(parts) == 5 and parts[:2] == ["gh", "repos"] and parts[4] == "issues":
+            return self._issues(parts[2], parts[3], params, api_url)
         if method == "GET" and parts == ["stripe", "charges"]:
             return self._charges(params)
         if method == "POST" and parts == ["zendesk", "incremental", "tickets"]:
             return self._tickets(params, body, api_url)
         return None
 
-    def _issues(self, repo: str, params: dict[str, str], api_url: str) -> Answer:
+    def _issues(self, org: str, repo: str, params: dict[str, str], api_url: str) -> Answer:
         since = params.get("since")
         try:
             floor = int(dt.datetime.fromisoformat(since).timestamp()) if since else 0
@@ -106,7 +106,7 @@ class Changes:
         found = sorted((r for r in self._all() if r.repo == repo and r.updated >= floor), key=lambda r: (r.updated, r.id))
         size, page = int(params.get("per_page", "30")), int(params.get("page", "1"))
         pages = max(1, -(-len(found) // size))
-        here = f"{api_url}/acme/gh/repos/{repo}/issues?"
+        here = f"{api_url}/acme/gh/repos/{org}/{repo}/issues?"
         links = [f'<{here}{urlencode({**params, "page": page + 1})}>; rel="next"'] if page < pages else []
         links.append(f'<{here}{urlencode({**params, "page": pages})}>; rel="last"')
         return 200, [r.issue() for r in found[(page - 1) * size : page * size]], [("Link", ", ".join(links))]
