@@ -185,9 +185,21 @@ def test_a_run_killed_after_landing_before_advancing_resumes_into_the_same_keys_
     assert emulator.stats.count(path_contains="/charges") == 0 and lake_objects(lake) == landed
 
 
-def test_two_hosts_share_one_cursor_per_parent(tmp_path: Path, emulator: Emulator) -> None:
-    lake = tmp_path / "lake"
-    hosts = [job_file(tmp_path, emulator, "github", [REPOS, ISSUES], name=f"host-{h}.yaml", lake=lake) for h in "ab"]
+def two_hosts_share_one_cursor_per_parent(tmp_path: Path, emulator: Emulator, lake: dict[str, Any], objects: Any) -> None:
+    """Host a runs, then hosts a and b run the next date at once, then host b alone: one window
+    per parent and date whichever host opens it, and b goes on from the cursors a advanced.
+    `lake`: the job's destination settings; `objects()`: every object of the lake by key."""
+
+    def found() -> dict[str, dict[str, Any]]:
+        docs = (json.loads(body) for key, body in objects().items() if key.startswith("_apilake/state/"))
+        return {doc["identity"]: doc for doc in docs}
+
+    hosts = []
+    for host in "ab":
+        path = job_file(tmp_path, emulator, "github", [REPOS, ISSUES], name=f"host-{host}.yaml")
+        job = yaml.safe_load(path.read_text())
+        path.write_text(yaml.safe_dump({**job, **lake}, sort_keys=False))
+        hosts.append(path)
     run(hosts[0], "2026-11-25")
     emulator.acme.changes.touch(1, 2)
     emulator.stats.reset()
@@ -195,18 +207,37 @@ def test_two_hosts_share_one_cursor_per_parent(tmp_path: Path, emulator: Emulato
     for process in both:
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, out + err
-    found = states(lake)
-    assert set(found) == {"github/issues/repo=r1", "github/issues/repo=r2"}
+    states_now = found()
+    assert set(states_now) == {"github/issues/repo=r1", "github/issues/repo=r2"}
     for repo in ("r1", "r2"):
         since = [q["since"] for q in sent(emulator, f"/repos/acme/{repo}/issues")]
-        window = found[f"github/issues/repo={repo}"]["windows"]["2026-11-26"]
+        window = states_now[f"github/issues/repo={repo}"]["windows"]["2026-11-26"]
         assert 1 <= len(since) <= 2 and set(since) == {window["start"]}  # one window, whichever host read it
     emulator.stats.reset()
     run(hosts[1], "2026-11-27")  # host b goes on from the cursors both advanced
     for repo in ("r1", "r2"):
-        assert {q["since"] for q in sent(emulator, f"/repos/acme/{repo}/issues")} == {states(lake)[f"github/issues/repo={repo}"]["windows"]["2026-11-27"]["start"]}
-    assert {json.dumps(r, sort_keys=True) for r in landed_records(lake, "github/issues/")} == {
+        window = found()[f"github/issues/repo={repo}"]["windows"]["2026-11-27"]
+        assert {q["since"] for q in sent(emulator, f"/repos/acme/{repo}/issues")} == {window["start"]}
+        assert window["base"] == states_now[f"github/issues/repo={repo}"]["cursor"]
+    pages = [json.loads(body) for key, body in objects().items() if key.startswith("github/issues/")]
+    assert {json.dumps(r, sort_keys=True) for page in pages for r in page} == {
         json.dumps(v.issue(), sort_keys=True) for v in emulator.acme.changes.versions}
+
+
+def test_two_hosts_share_one_cursor_per_parent(tmp_path: Path, emulator: Emulator) -> None:
+    lake = tmp_path / "lake"
+
+    def objects() -> dict[str, bytes]:
+        return {p.relative_to(lake).as_posix(): p.read_bytes() for p in lake.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+    two_hosts_share_one_cursor_per_parent(tmp_path, emulator, {"destination": str(lake)}, objects)
+
+
+def test_two_hosts_share_one_cursor_per_parent_on_s3(tmp_path: Path, emulator: Emulator, s3_bucket: str) -> None:
+    from test_e2e_s3 import bucket_objects
+
+    lake = {"destination": "s3://lake/raw", "s3": {"endpoint_url": s3_bucket}}
+    two_hosts_share_one_cursor_per_parent(tmp_path, emulator, lake, lambda: bucket_objects(s3_bucket))
 
 
 class Hostile(BaseHTTPRequestHandler):
