@@ -23,9 +23,9 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import jmespath
 
@@ -40,6 +40,7 @@ WINDOWS_KEPT = 62  # run dates whose window a state object remembers (reruns of 
 CAS_TRIES = 30
 
 Cursor = float | dt.datetime
+T = TypeVar("T")
 
 
 class CursorError(TransferError):
@@ -220,41 +221,49 @@ async def recorded_windows(dest: Destination, wanted: Iterable[Wanted]) -> dict[
     return found
 
 
+async def _swap(dest: Destination, key: str, change: Callable[[dict[str, Any]], tuple[T, bool]]) -> T:
+    """Read a state object, `change` it (in place; it says what to return and whether to write),
+    and write it back by compare-and-swap, again from the read when another writer got there first."""
+    for attempt in range(CAS_TRIES):
+        versioned = await dest.read_versioned(key)
+        doc = parse_state(versioned.data if versioned else None)
+        result, write = change(doc)
+        if not write:
+            return result
+        if await dest.put_if(key, json.dumps(doc, indent=1).encode(), version=versioned.version if versioned else None) is not None:
+            return result
+        await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+    raise TransferError(f"could not update the cursor state {key} in {dest.url}: {CAS_TRIES} writers got there first; try again")
+
+
 async def _open(dest: Destination, key: str, wants: list[Wanted], now: dt.datetime, write: bool) -> dict[str, Window]:
     first = wants[0]
     spec = first.endpoint.incremental
     assert spec is not None
     name = identity(first.source, first.endpoint.name, first.variables)
-    for attempt in range(CAS_TRIES):
-        versioned = await dest.read_versioned(key)
-        doc = parse_state(versioned.data if versioned else None)
-        windows = {w.run_date: recorded_window(doc, w.run_date) for w in wants}
-        new = sorted(d for d, w in windows.items() if w is None)
-        if not new:
-            return {window_key(w.source, w.endpoint.name, w.variables, w.run_date): windows[w.run_date] for w in wants}  # type: ignore[misc]
+
+    def change(doc: dict[str, Any]) -> tuple[dict[str, Window], bool]:
+        windows = {w.run_date: found for w in wants if (found := recorded_window(doc, w.run_date)) is not None}
+        new = sorted({w.run_date for w in wants} - set(windows))
         if len(new) > 1:
             raise JobFileError(
                 f"{name}: incremental: run dates {', '.join(new)} would each open a new window, but each starts where the one "
                 "before ended; run them one date at a time"
             )
         latest = max(doc["windows"], default=None)
-        if latest is not None and new[0] < latest:
+        if new and latest is not None and new[0] < latest:
             raise JobFileError(
                 f"{name}: incremental: run date {new[0]} is before {latest}, whose window is already open; a past date is rerun "
                 "only with the window it had (none)"
             )
-        window = window_for(spec, doc.get("cursor"), now)
-        windows[new[0]] = window
-        result = {window_key(w.source, w.endpoint.name, w.variables, w.run_date): windows[w.run_date] for w in wants}
-        if not write:
-            return result  # type: ignore[return-value]
-        kept = dict(sorted(doc["windows"].items())[-(WINDOWS_KEPT - 1) :])
-        kept[new[0]] = {"start": window.start, "end": window.end, "base": window.base, "opened": now.isoformat(), "done": False}
-        doc.update(identity=name, windows=kept)
-        if await dest.put_if(key, json.dumps(doc, indent=1).encode(), version=versioned.version if versioned else None) is not None:
-            return result  # type: ignore[return-value]
-        await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
-    raise TransferError(f"could not update the cursor state {key} in {dest.url}: {CAS_TRIES} writers got there first; try again")
+        if new:
+            opened = windows[new[0]] = window_for(spec, doc.get("cursor"), now)
+            kept = dict(sorted(doc["windows"].items())[-(WINDOWS_KEPT - 1) :])
+            kept[new[0]] = {"start": opened.start, "end": opened.end, "base": opened.base, "opened": now.isoformat(), "done": False}
+            doc.update(identity=name, windows=kept)
+        return {window_key(w.source, w.endpoint.name, w.variables, w.run_date): windows[w.run_date] for w in wants}, bool(new) and write
+
+    return await _swap(dest, key, change)
 
 
 async def advance(dest: Destination, source: str, endpoint: Endpoint, variables: tuple[tuple[str, str], ...], run_date: str,
@@ -264,15 +273,14 @@ async def advance(dest: Destination, source: str, endpoint: Endpoint, variables:
     with `CursorError` and leaves the stored cursor as it was; no record leaves it as it was."""
     spec = endpoint.incremental
     assert spec is not None
+    kind = kind_of(spec)
     value = newest(endpoint, pages, unit_id)
     key = state_key(source, endpoint.name, variables)
-    for attempt in range(CAS_TRIES):
-        versioned = await dest.read_versioned(key)
-        doc = parse_state(versioned.data if versioned else None)
+
+    def change(doc: dict[str, Any]) -> tuple[None, bool]:
         window = recorded_window(doc, run_date)
         if window is None:
             raise TransferError(f"{unit_id}: its window is not in the cursor state {key} any more (removed by hand?); run the date again")
-        kind = kind_of(spec)
         if value is not None and value < parse(window.start, kind):  # type: ignore[operator]
             raise CursorError(
                 f"{unit_id}: the newest cursor among its records, {render(value)}, is before the window's start {window.start} "
@@ -282,10 +290,9 @@ async def advance(dest: Destination, source: str, endpoint: Endpoint, variables:
         if value is not None and (stored is None or value > parse(stored, kind)):  # type: ignore[operator]
             doc.update(cursor=render(value), advanced=now.isoformat())
         doc["windows"][run_date] = {**doc["windows"][run_date], "done": True}
-        if await dest.put_if(key, json.dumps(doc, indent=1).encode(), version=versioned.version if versioned else None) is not None:
-            return
-        await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
-    raise TransferError(f"could not update the cursor state {key} in {dest.url}: {CAS_TRIES} writers got there first; try again")
+        return None, True
+
+    await _swap(dest, key, change)
 
 
 def job_windows(job: Job, url: str | None, wanted: list[Wanted], *, write: bool = True) -> dict[str, Window]:

@@ -172,7 +172,7 @@ def combinations(endpoint: Endpoint, fan_out: list[str] | None = None) -> list[t
         matrix = {endpoint.for_each.as_: fan_out or [], **matrix}
     axes = list(matrix)
     combos = itertools.product(*(matrix[a] for a in axes)) if axes else [()]
-    return [tuple((axis, _text(value)) for axis, value in zip(axes, combo)) for combo in combos]
+    return [tuple((axis, _text(value)) for axis, value in zip(axes, combo, strict=True)) for combo in combos]
 
 
 def expand(
