@@ -336,3 +336,41 @@ def test_several_new_windows_at_once_or_a_date_before_an_open_window_are_refused
     before = run_cli("run", str(job), "--date", "2026-11-25")
     assert before.returncode == 2 and "run date 2026-11-25 is before 2026-11-26" in before.stderr, before.stderr
     assert run_cli("run", str(job), "--from", "2026-11-26", "--to", "2026-11-27").returncode == 0  # a rerun date and one new one
+
+
+class Echo(BaseHTTPRequestHandler):
+    """A vendor that reads its window from a header, as some do (`X-Changed-Since`)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.server.seen.append(dict(self.headers))  # type: ignore[attr-defined]
+        body = json.dumps([{"id": 1, "changed": 1764770000}]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_cursor_in_an_endpoint_header(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    server.seen = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = {"name": "items", "kind": "json", "path": "/items", "headers": {"X-Changed-Since": "{cursor}"},
+                    "incremental": {"cursor_path": "changed", "initial_value": 1764700000, "lag": 60}}
+        source = {"name": "vendor", "base_url": f"http://127.0.0.1:{server.server_address[1]}", "token": "${DATAAI_TOKEN}",
+                  "retry": RETRY, "endpoints": [endpoint]}
+        job = tmp_path / "job.yaml"
+        job.write_text(yaml.safe_dump({"timezone": "UTC", "destination": str(tmp_path / "lake"), "sources": [source]}))
+        run(job, "2026-11-25")
+        run(job, "2026-11-26")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert [h["X-Changed-Since"] for h in server.seen] == ["1764700000", "1764769940"]  # type: ignore[attr-defined]
+    assert all(h["Authorization"] == f"Bearer {TOKEN}" for h in server.seen)  # type: ignore[attr-defined]

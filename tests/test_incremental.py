@@ -84,6 +84,8 @@ def job(*endpoints: dict[str, Any]) -> Job:
         ({"incremental": {"cursor_path": "u", "initial_value": 0, "param": "since"}, "params": {"since": "x"}}, "also in params"),
         ({"kind": "file", "incremental": {"cursor_path": "u", "initial_value": 0, "param": "since"}}, "applies to kind: json only"),
         ({"path": "/x/{cursor}", "incremental": None}, "cursor"),  # no window without incremental:
+        ({"headers": {"X-Since": "a\r\nX-Evil: 1"}, "incremental": {"cursor_path": "u", "initial_value": 0, "param": "s"}}, "X-Since"),
+        ({"kind": "bulk", "headers": {"X-Since": "{date}"}, "incremental": None}, "applies to kind: json only"),
     ],
 )
 def test_bad_incremental_settings_are_refused(settings: dict, message: str) -> None:
@@ -94,7 +96,7 @@ def test_bad_incremental_settings_are_refused(settings: dict, message: str) -> N
 def test_a_window_goes_into_param_end_param_path_body_and_the_default_key() -> None:
     spec = {"cursor_path": "updated_at", "initial_value": 0, "param": "since", "end_param": "until"}
     posted = endpoint(path="/t/{cursor}", method="POST", body={"start_time": "{cursor}", "end_time": "{cursor_end}", "note": "from {cursor}"},
-                      incremental=spec, matrix={"repo": ["a/b"]})
+                      incremental=spec, matrix={"repo": ["a/b"]}, headers={"X-Window": "{cursor}..{cursor_end}", "X-Repo": "{repo}"})
     variables = (("repo", "a/b"),)
     windows = {window_key("gh", "issues", variables, D.isoformat()): Window("1764766400", "1764770000", "1764770000")}
     [unit] = plan(job(posted), [D], windows=windows)
@@ -102,6 +104,7 @@ def test_a_window_goes_into_param_end_param_path_body_and_the_default_key() -> N
     assert unit.params == (("since", "1764766400"), ("until", "1764770000"))
     assert json.loads(unit.body or "") == {"start_time": 1764766400, "end_time": 1764770000, "note": "from 1764766400"}
     assert unit.key == "gh/issues/dt=2026-11-25/cursor=1764766400/repo=a%2Fb.json"
+    assert unit.headers == (("X-Window", "1764766400..1764770000"), ("X-Repo", "a/b"))
 
 
 def test_a_unit_without_a_window_is_planned_unopened() -> None:

@@ -31,7 +31,7 @@ SECRET_NAME = re.compile(r"(?i)AUTH|TOKEN|SECRET|PASSW|KEY|CREDENTIAL|COOKIE|SIG
 CREDENTIAL_SETTING = re.compile(r"^(sources\[\d+\]\.(token|auth\.(token|value|password|client_secret))|notify\.urls\[\d+\])$")
 #: Parts of a request a credential may ride in (`/bot${BOT_TOKEN}/...`, a parameter, a body field):
 #: there a `${VAR}` whose name says it is a credential is taken for one.
-REQUEST_PART = re.compile(r"^sources\[\d+\]\.(base_url$|headers\.|endpoints\[\d+\]\.(path$|params\.|body|matrix\.|create\.|poll\.))")
+REQUEST_PART = re.compile(r"^sources\[\d+\]\.(base_url$|headers\.|endpoints\[\d+\]\.(path$|params\.|headers\.|body|matrix\.|create\.|poll\.))")
 FILE_PLACEHOLDERS = frozenset({"file_kind", "dimension", "file_name", "url_path", "file_date"})
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 Scalar = str | int | float | bool
@@ -293,7 +293,7 @@ class Incremental(_Model):
 KINDS_WITH_KEY = ("json", "file")  # one object per unit (page 1 of it) at a rendered key
 #: The endpoint keys that belong to some kinds only.
 KIND_SETTINGS: dict[str, set[str]] = {
-    "json": {"method", "body", "paginate", "empty", "incremental"},
+    "json": {"method", "body", "headers", "paginate", "empty", "incremental"},
     "bulk": {"urls", "files", "include", "exclude", "checksum", "verify"},
     "file": {"checksum", "verify"},
     "report": {"create", "id_path", "poll", "urls", "files", "include", "exclude", "checksum", "verify"},
@@ -306,6 +306,7 @@ class Endpoint(_Model):
     path: str | None = None
     method: Literal["GET", "POST"] = "GET"
     body: Any = None
+    headers: Annotated[dict[str, str], AfterValidator(_header_values)] = {}  # json: sent with the source's, to its origin only
     params: dict[str, Scalar | list[Scalar]] = {}
     matrix: dict[Name, list[Scalar]] = {}
     paginate: Literal["none", "next_page", "page_index"] | Paging = "none"
@@ -428,7 +429,7 @@ class Source(_Model):
         Cookie, ...): masking `Accept: json` everywhere would only garble logs. An OAuth2 access
         token is learnt at run time (`redact.learn`).
         """
-        headers = [v for k, v in self.headers.items() if SECRET_NAME.search(k)]
+        headers = [v for k, v in [*self.headers.items(), *(h for e in self.endpoints for h in e.headers.items())] if SECRET_NAME.search(k)]
         auth = self.credentials.secrets() if self.credentials else []
         return [s for s in [*auth, *headers] if s]
 
@@ -441,9 +442,9 @@ def _check_cursor_used(endpoint: Endpoint) -> None:
     params or body), or every run would read everything again; and never names a placeholder twice."""
     spec = endpoint.incremental
     assert spec is not None
-    texts = [endpoint.path or "", *map(str, endpoint.params.values()), *(t for _, t in body_strings(endpoint.body))]
+    texts = [endpoint.path or "", *map(str, endpoint.params.values()), *endpoint.headers.values(), *(t for _, t in body_strings(endpoint.body))]
     if spec.param is None and not any("{cursor}" in t for t in texts):
-        raise ValueError("incremental: the cursor is sent nowhere; set incremental.param, or put {cursor} in the path, params or body")
+        raise ValueError("incremental: the cursor is sent nowhere; set incremental.param, or put {cursor} in the path, params, headers or body")
     for name in (spec.param, spec.end_param):
         if name is not None and name in endpoint.params:
             raise ValueError(f"incremental: {name!r} is also in params; say it in one place")
@@ -583,6 +584,7 @@ class Job(_Model):
                 if endpoint.for_each is not None:
                     names.add(endpoint.for_each.as_)
                 fields = [("path", endpoint.path or "", names), *_request_fields("", endpoint.params, endpoint.body, names)]
+                fields += [(f"headers.{k}", v, names) for k, v in endpoint.headers.items()]
                 if endpoint.create is not None and endpoint.poll is not None:
                     fields.append(("create.path", endpoint.create.path, names))
                     fields += _request_fields("create.", endpoint.create.params, endpoint.create.body, names)

@@ -40,6 +40,7 @@ class Unit:
     method: str = "GET"
     body: str | None = None  # POST: the rendered JSON body
     run_date: str = ""  # the run date this unit belongs to (date plus the endpoint's lag)
+    headers: tuple[tuple[str, str], ...] = ()  # json: the endpoint's own headers, rendered (`{cursor}`)
 
     @property
     def id(self) -> str:
@@ -61,7 +62,7 @@ class Unit:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Unit:
         fields = dict(data)
-        for name in ("variables", "params"):
+        for name in ("variables", "params", "headers"):
             fields[name] = tuple(tuple(pair) for pair in fields[name])
         return cls(**fields)
 
@@ -209,6 +210,7 @@ def expand(
                 method=method,
                 body=render_body(request.body, values, native=cursor_native(endpoint, values)),
                 run_date=run_date.isoformat(),
+                headers=tuple((name, render(value, values)) for name, value in endpoint.headers.items()),
             )
         )
     return units

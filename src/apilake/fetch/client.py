@@ -13,7 +13,7 @@ import asyncio
 import email.utils
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TypeVar
 from urllib.parse import quote, urljoin, urlsplit
@@ -82,19 +82,24 @@ class SourceClient:
         method: str = "GET",
         body: str | None = None,
         decode: bool = False,
+        headers: Mapping[str, str] = {},
     ) -> AsyncIterator[Download]:
-        """Send a request (GET, or `method` with a JSON `body`) and yield it once a 2xx answered;
+        """Send a request (GET, or `method` with a JSON `body`, with the endpoint's own `headers`
+        to the source's origin only) and yield it once a 2xx answered;
         its body's chunks are checked by the `StreamCheck` that `make_check` makes from the
         Content-Length. `decode`: a compressed answer (Content-Encoding) is welcome and
         inflated, as a JSON page may be; a file is landed as sent. Non-2xx statuses and
         transport failures (also those met while the caller reads the body) become redacted
         `TransferError`s."""
         content = body.encode() if body is not None else None
+        for name, value in headers.items():  # rendered with values from the vendor (a fan-out's): checked as sent
+            if problem := header_problem(name, value):
+                raise TransferError(self.redact(f"{problem}; refused before sending"))
 
-        async def send(hop: str, headers: dict[str, str], method: str) -> Download:
+        async def send(hop: str, credentials: dict[str, str], method: str) -> Download:
             sent = content if method != "GET" else None  # a 303's GET drops the body
             started = Download(self._transport, hop, make_check, method=method, body=sent, decode=decode)
-            started.start(headers)
+            started.start({**headers, **credentials} if origin(hop) == self._origin else credentials)
             try:
                 await started.started()
             except BaseException as exc:  # cancellation and `timeouts.total` too: never leave it running

@@ -43,6 +43,7 @@ async def get_json(
     body: str | None = None,
     expect: Callable[[Any], None] | None = None,
     empty_ok: bool = False,
+    headers: Mapping[str, str] = {},
 ) -> JsonAnswer:
     """One JSON document with retries (GET, or POST with a JSON `body`).
 
@@ -61,7 +62,7 @@ async def get_json(
                            "pages of a unit together; raise sources[].max_json_mb if such bodies are expected")
 
     async def attempt() -> tuple[int, bytes, Any, Mapping[str, str], str]:
-        async with client.download(url, check, method=method, body=body, decode=True) as response:
+        async with client.download(url, check, method=method, body=body, decode=True, headers=headers) as response:
             data = bytearray()
             async for batch in response.batches():
                 for chunk in batch:
@@ -185,7 +186,8 @@ async def fetch_json_unit(
         seen.add(url)
         held = sum(len(p.body) for p in pages)
         answer = await get_json(
-            client, url, f"{unit.id} page {number}", limit=budget - held, method=unit.method, body=unit.body, empty_ok=empty_ok
+            client, url, f"{unit.id} page {number}", limit=budget - held, method=unit.method, body=unit.body, empty_ok=empty_ok,
+            headers=dict(unit.headers),
         )
         attempts += answer.attempts
         page = Page(url, number, answer.doc, answer.headers)
