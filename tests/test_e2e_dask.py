@@ -413,3 +413,21 @@ def test_tables_are_converted_on_the_workers_with_the_local_builds_rows(tmp_path
     for table, by in rows.items():
         assert by["dask"] == by["local"] and by["local"], table
     assert TOKEN not in all_text(tmp_path / "dask" / "lake", result) and TOKEN not in cluster_logs(client)
+
+
+def test_incremental_cursors_open_and_advance_on_the_client_while_pages_land_on_workers(tmp_path: Path, emulator, cluster) -> None:
+    from test_e2e_incremental import ISSUES, REPOS, job_file, landed_records, sent, states, with_params
+
+    job = job_file(tmp_path, emulator, "github", [REPOS, with_params(ISSUES, per_page=5)])
+    for date, touched in (("2026-11-25", ()), ("2026-11-26", (1, 2))):
+        emulator.acme.changes.touch(*touched)
+        emulator.stats.reset()
+        result = run_cli("run", str(job), "--date", date, "--executor", "dask", "--scheduler", cluster[0].scheduler_address)
+        assert result.returncode == 0, result.stdout + result.stderr
+    found = states(tmp_path / "lake")
+    for repo in ("r1", "r2"):  # each parent's window came from its own cursor, and it moved once all pages landed
+        state = found[f"github/issues/repo={repo}"]
+        assert {q["since"] for q in sent(emulator, f"/repos/acme/{repo}/issues")} == {state["windows"]["2026-11-26"]["start"]}
+        assert all(window["done"] for window in state["windows"].values())
+    assert {json.dumps(r, sort_keys=True) for r in landed_records(tmp_path / "lake", "github/issues/")} == {
+        json.dumps(v.issue(), sort_keys=True) for v in emulator.acme.changes.versions}
