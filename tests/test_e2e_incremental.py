@@ -132,11 +132,13 @@ def test_zendesk_export_sends_its_window_in_the_post_body_as_numbers(tmp_path: P
     job = job_file(tmp_path, emulator, "zendesk", [TICKETS])
     run(job, "2026-11-25")
     changes.touch(1, 2, 7)
-    run(job, "2026-11-26")
-    window = states(lake)["zendesk/tickets"]["windows"]["2026-11-26"]
+    run(job, "2026-11-27")  # a day with no run between: the window reads on from the cursor, nothing is missing
+    window = states(lake)["zendesk/tickets"]["windows"]["2026-11-27"]
     assert changes.bodies[-1:] == [{"start_time": int(window["start"]), "end_time": int(window["end"])}]
     landed = {json.dumps(r, sort_keys=True) for r in landed_records(lake, "zendesk/tickets/", "tickets")}
     assert landed == {json.dumps(v.ticket(), sort_keys=True) for v in changes.versions}
+    status = run_cli("status", str(job), "--from", "2026-11-25", "--to", "2026-11-28")
+    assert status.returncode == 1 and "zendesk/tickets: missing 2026-11-28\n" in status.stdout, status.stdout  # not run yet: a gap
 
 
 def state_path(lake: Path) -> Path:

@@ -205,10 +205,11 @@ async def open_windows(dest: Destination, wanted: Iterable[Wanted], now: dt.date
     return found
 
 
-async def recorded_windows(dest: Destination, wanted: Iterable[Wanted]) -> dict[str, Window]:
-    """The windows already recorded for wanted units (`apilake status`: a unit without one has
-    not run)."""
-    found: dict[str, Window] = {}
+async def recorded_windows(dest: Destination, wanted: Iterable[Wanted]) -> dict[str, Window | None]:
+    """The windows already recorded for wanted units (`apilake status`), by `window_key`: None
+    for a run date no run opened but a later window covers (the cursor read on past it: nothing
+    is missing there); absent for one not run yet."""
+    found: dict[str, Window | None] = {}
     docs: dict[str, dict[str, Any]] = {}
     for want in wanted:
         key = state_key(want.source, want.endpoint.name, want.variables)
@@ -216,7 +217,7 @@ async def recorded_windows(dest: Destination, wanted: Iterable[Wanted]) -> dict[
             versioned = await dest.read_versioned(key)
             docs[key] = parse_state(versioned.data if versioned else None)
         window = recorded_window(docs[key], want.run_date)
-        if window is not None:
+        if window is not None or any(d > want.run_date for d in docs[key]["windows"]):
             found[window_key(want.source, want.endpoint.name, want.variables, want.run_date)] = window
     return found
 

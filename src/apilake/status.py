@@ -25,7 +25,7 @@ from apilake.destinations import Destination
 from apilake.errors import ApilakeError
 from apilake.fetch.quota import job_quota_use
 from apilake.jobfile import KINDS_WITH_KEY, Job
-from apilake.incremental import Wanted, Window, cursors, recorded_windows
+from apilake.incremental import UNOPENED, Wanted, Window, cursors, recorded_windows, window_key
 from apilake.lease import is_live
 from apilake.lease import parse as parse_lease
 from apilake.lock import lock_is_free
@@ -185,19 +185,28 @@ async def present_units(dest: Destination, candidates: Mapping[str, list[str] | 
 
 
 def expected_from_job(
-    job: Job, run_dates: list[dt.date], windows: Mapping[str, Window] = {}
+    job: Job, run_dates: list[dt.date], windows: Mapping[str, Window | None] = {}
 ) -> tuple[dict[tuple[str, str], set[str]], dict[str, tuple[str, str]]]:
     """(endpoint, run date) → unit ids, and unit id → (kind, json key) from the pure planner
-    (incremental units with the `windows` recorded for them)."""
+    (incremental units with the `windows` recorded for them, none where a later one covers)."""
     from apilake.plan import plan
 
     expected: dict[tuple[str, str], set[str]] = {}
     units: dict[str, tuple[str, str]] = {}
     for run_date in run_dates:
-        for unit in plan(job, [run_date], windows=windows):
+        for unit in covered_out(plan(job, [run_date], windows=opened(windows)), windows):
             expected.setdefault((f"{unit.source}/{unit.endpoint}", run_date.isoformat()), set()).add(unit.id)
             units[unit.id] = (unit.kind, unit.key)
     return expected, units
+
+
+def opened(windows: Mapping[str, Window | None]) -> dict[str, Window]:
+    return {key: window for key, window in windows.items() if window is not None}
+
+
+def covered_out(units: list[Any], windows: Mapping[str, Window | None]) -> list[Any]:
+    """Units less the incremental ones of a date no run opened that a later window covers."""
+    return [u for u in units if windows.get(window_key(u.source, u.endpoint, u.variables, u.run_date), UNOPENED) is not None]
 
 
 async def expect_children(
@@ -219,12 +228,12 @@ async def expect_children(
             ids: set[str] = set()
             if len(keys) == len(parents) and len(await existing(dest, keys)) == len(keys):  # no parents: no children
                 pages = [json.loads(body) for key in sorted(keys) for body in await landed_pages(dest, key)]
-                windows = {}
+                windows: dict[str, Window | None] = {}
                 if child.incremental is not None:
                     values = fan_out_values(child, pages)
                     wanted = [Wanted(source.name, child, v, run_date.isoformat()) for v in combinations(child, values)]
                     windows = await recorded_windows(dest, wanted)
-                for unit in expand_children(source, child, run_date, pages, windows):
+                for unit in covered_out(expand_children(source, child, run_date, pages, opened(windows)), windows):
                     ids.add(unit.id)
                     units[unit.id] = (unit.kind, unit.key)
             else:
