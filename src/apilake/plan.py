@@ -18,10 +18,10 @@ from urllib.parse import quote, urlencode
 
 import jmespath
 
-from apilake import incremental, keys
+from apilake import keys
 from apilake.collisions import KeyClaims
 from apilake.errors import JobFileError
-from apilake.incremental import UNOPENED, Wanted, Window, window_key
+from apilake.incremental import UNOPENED, Wanted, Window, kind_of, window_key
 from apilake.jobfile import KINDS_WITH_KEY, Endpoint, Incremental, Job, OffsetPaging, PageNumberPaging, Source, parents
 from apilake.templates import Value, quote_segment, render, render_head, sanitize_key
 
@@ -269,7 +269,7 @@ def cursor_native(endpoint: Endpoint, values: Mapping[str, Value]) -> dict[str, 
     """A body string that is just `{cursor}` or `{cursor_end}` of a number cursor is sent as a
     JSON number (`{"start_time": 1764770000}`), as such APIs expect."""
     spec = endpoint.incremental
-    if spec is None or incremental.kind_of(spec) != "number":
+    if spec is None or kind_of(spec) != "number":
         return {}
     return {name: int(str(values[name])) for name in ("cursor", "cursor_end") if str(values.get(name, "")).isdigit()}
 
