@@ -15,13 +15,16 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from apilake.errors import ApilakeError, DestinationError, JobFileError, TableError
 from apilake.jobfile import Job
 from apilake.redact import Redactor
 from apilake.sizes import human_bytes
 from apilake.summary import table
+
+if TYPE_CHECKING:
+    from apilake.record import RunRecord, UnitResult
 
 log = logging.getLogger("apilake")
 
@@ -217,7 +220,7 @@ class TableStatus:
     behind: tuple[str, ...]  # dates whose partition differs from the raw zone (never built, or older)
 
 
-def table_status(job: Job, destination: str, records: list[dict[str, Any]] | None = None,
+def table_status(job: Job, destination: str, records: list[RunRecord] | None = None,
                  dates: Collection[str] | None = None) -> list[TableStatus]:
     """Per table: rows in its current snapshot and the dates whose partition is behind the raw
     zone. For `apilake status`, the dashboard and metrics; reads only metadata."""
@@ -243,7 +246,7 @@ def table_status(job: Job, destination: str, records: list[dict[str, Any]] | Non
     return out
 
 
-def refresh_landed(job: Job, destination: str, results: list[Any], *, stopped: Callable[[], str | None],
+def refresh_landed(job: Job, destination: str, results: list[UnitResult], *, stopped: Callable[[], str | None],
                    writer: Any = None) -> TablesReport | None:
     """A run's table stage, under the run's own lock and lease: the partitions of exactly the
     (endpoint, date)s it landed (by its results, whose objects its record already lists). Never
