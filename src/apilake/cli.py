@@ -23,6 +23,9 @@ import click
 from apilake.errors import ApilakeError, DestinationError, ExitCode
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from apilake.record import RunRecord
     from apilake.runner import RunReport
 
 
@@ -404,7 +407,7 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     sys.exit(ExitCode.INTERRUPTED if scheduler.interrupted else ExitCode.OK)
 
 
-def _schedule_server(address: str, job: Any, job_file: str, destination: str, scheduler: Any, records: Any) -> Any:
+def _schedule_server(address: str, job: Any, job_file: str, destination: str, scheduler: Any, records: Callable[[], list[RunRecord]]) -> Any:
     """The scheduler's HTTP server: /metrics, /healthz and the dashboard."""
     import json
 
