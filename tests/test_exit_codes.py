@@ -9,8 +9,19 @@ import httpx
 import pytest
 
 from apilake.errors import (
-    ApilakeError, DestinationError, ExecutorError, ExitCode, JobFileError, ListenError, MissingExtraError, RunLockedError, StateFileError,
-    TableError, TemplateError, TransferError, is_transient,
+    ApilakeError,
+    DestinationError,
+    ExecutorError,
+    ExitCode,
+    JobFileError,
+    ListenError,
+    MissingExtraError,
+    RunLockedError,
+    StateFileError,
+    TableError,
+    TemplateError,
+    TransferError,
+    is_transient,
 )
 from apilake.fetch.auth import credentials_for, forget_tokens
 from apilake.jobfile import Source

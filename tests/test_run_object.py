@@ -6,20 +6,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gc
-import signal
 import os
+import signal
 import threading
 from pathlib import Path
 
 import pytest
+from conftest import TOKEN, records, write_job
+from history import COUNTRIES
 
 from apilake.emulator import Emulator
 from apilake.jobfile import Job, load_job
 from apilake.plan import plan
 from apilake.runner import arun_job, run_job
 from apilake.schedule import Scheduler
-from conftest import TOKEN, records, write_job
-from history import COUNTRIES
 
 DATE = dt.date(2026, 11, 25)
 

@@ -71,6 +71,8 @@ def _freeze_imports() -> None:
     process: each freeze also makes permanent whatever garbage is waiting to be collected."""
     import gc
 
+    import apilake.runner  # noqa: F401 - a run's own modules (fetch, executors, destinations) belong to the start-up too
+
     gc.freeze()
 
 
@@ -354,7 +356,7 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     log = logging.getLogger("apilake")
 
     from apilake.outcome import follow_up
-    from apilake.record import RecordCache, RunRecord, load_records
+    from apilake.record import RecordCache, load_records
 
     records: list[list[RunRecord]] = [[]]  # the latest snapshot of the run records, for /metrics
     cache: RecordCache = {}
@@ -407,7 +409,8 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     sys.exit(ExitCode.INTERRUPTED if scheduler.interrupted else ExitCode.OK)
 
 
-def _schedule_server(address: str, job: Any, job_file: str, destination: str, scheduler: Any, records: Callable[[], list[RunRecord]]) -> Any:
+def _schedule_server(address: str, job: Any, job_file: str, destination: str, scheduler: Any,
+                     records: Callable[[], list[RunRecord]]) -> Any:
     """The scheduler's HTTP server: /metrics, /healthz and the dashboard."""
     import json
 

@@ -251,7 +251,8 @@ class Run:
         finished = {r.unit for r in self.report.results}
         for unit in self.units:
             if unit.id not in finished:
-                self.collect(UnitResult.for_unit(unit, "interrupted", url=self.redact(unit.request_url), error=self.stopped or "not finished"))
+                reason = self.stopped or "not finished"
+                self.collect(UnitResult.for_unit(unit, "interrupted", url=self.redact(unit.request_url), error=reason))
 
     def _status(self) -> RunStatus:
         status = run_status(self.report.results, interrupted=self.interrupted)

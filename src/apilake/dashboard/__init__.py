@@ -20,10 +20,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from apilake.dashboard import charts
 from apilake.record import RunRecord, UnitResult
+from apilake.sizes import human_bytes
 from apilake.status.gaps import Cell, fill_commands
 from apilake.status.report import StatusReport
 from apilake.status.text import RunSummary, summarize_run
-from apilake.sizes import human_bytes
 from apilake.summary import wall_seconds
 
 __all__ = ["render_page", "render_run"]
