@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apilake.destinations import Destination
-from apilake.errors import ApilakeError
+from apilake.errors import ApilakeError, ExitCode
 from apilake.fetch.quota import job_quota_use
 from apilake.jobfile import KINDS_WITH_KEY, Job
 from apilake.record import RecordCache, RunRecord, landed_sizes, on_destination, read_records
@@ -120,10 +120,10 @@ class StatusReport:
         return [t for t in self.tables or [] if t.behind]
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         """1 for gaps, and for tables behind the raw zone (or unreadable): data that landed but
         that a query does not see is missing too."""
-        return 1 if self.gaps or self.behind or self.tables_error else 0
+        return ExitCode.FAILED if self.gaps or self.behind or self.tables_error else ExitCode.OK
 
 
 async def build_report(

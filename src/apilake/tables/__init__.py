@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from apilake.errors import ApilakeError, DestinationError, JobFileError, TableError
+from apilake.errors import ApilakeError, DestinationError, ExitCode, JobFileError, TableError
 from apilake.jobfile import Job
 from apilake.redact import Redactor
 from apilake.sizes import human_bytes
@@ -48,8 +48,8 @@ class TablesReport:
     error: str | None = None  # why no table was refreshed (the catalog or the records unreadable)
 
     @property
-    def exit_code(self) -> int:
-        return 1 if self.error or self.errors or any(t.failed for t in self.tables) else 0
+    def exit_code(self) -> ExitCode:
+        return ExitCode.FAILED if self.error or self.errors or any(t.failed for t in self.tables) else ExitCode.OK
 
     def entry(self, redact: Callable[[str], str]) -> dict[str, Any]:
         """The `tables` section of a run record: per table what was rebuilt, left alone or failed."""
