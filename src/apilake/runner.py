@@ -201,8 +201,9 @@ class Run:
         )
 
     async def execute(self, factory: ExecutorFactory, control: RunControl) -> RunReport:
+        """Run the units and write the record; the lease (S3) is held from the first record to the last."""
         report, dest = self.report, self.dest
-        logs.run_id.set(report.run_id)
+        tagged = logs.run_id.set(report.run_id)  # the caller's context gets its own back at the end
         log.info("run %s: %d units into %s", report.run_id, len(self.units), dest.url)
         if warning := unleased_warning(self.job, dest):
             log.warning("%s", warning)
@@ -234,6 +235,7 @@ class Run:
             if lease is not None:
                 await lease.release()
             await dest.close()
+            logs.run_id.reset(tagged)
         return report
 
     async def _run_units(self, executor: Executor) -> None:
