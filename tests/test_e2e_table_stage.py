@@ -79,8 +79,8 @@ def test_an_interrupted_run_does_not_refresh(tmp_path: Path, emulator: Emulator)
     emulator.config.faults = [Fault(match="/app/8/history", kind="stall", seconds=30, times=1)]
     lake = tmp_path / "lake"
     run = start_cli("run", str(job), "--date", DATE)
-    last_page_of_7 = f"dataai/history/dt={DATE}/market=ios,product_id=7.page-0002.json"
-    wait_for(lambda: lake.exists() and last_page_of_7 in lake_objects(lake))  # product 7 landed whole; 8 stalls
+    page_1_of_7 = f"dataai/history/dt={DATE}/market=ios,product_id=7.json"  # pages land last to first: page 1 is the last
+    wait_for(lambda: lake.exists() and page_1_of_7 in lake_objects(lake))  # product 7 landed whole; 8 stalls
     run.send_signal(signal.SIGTERM)
     out, err = run.communicate(timeout=30)
     assert run.returncode == 130, out + err
