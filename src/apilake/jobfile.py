@@ -23,6 +23,7 @@ from apilake.headers import header_problem
 from apilake.integrity import ChecksumName, VerifyMode
 from apilake.redact import Redactor
 from apilake.templates import check
+from apilake.vocabulary import EndpointKind
 
 # Names of headers (and of environment variables in a request) that carry credentials.
 SECRET_NAME = re.compile(r"(?i)AUTH|TOKEN|SECRET|PASSW|KEY|CREDENTIAL|COOKIE|SIGNATURE|SESSION")
@@ -260,7 +261,7 @@ KIND_SETTINGS: dict[str, set[str]] = {
 
 class Endpoint(_Model):
     name: Name
-    kind: Literal["json", "bulk", "file", "report"]
+    kind: EndpointKind
     path: str | None = None
     method: Literal["GET", "POST"] = "GET"
     body: Any = None
@@ -324,7 +325,7 @@ class Endpoint(_Model):
 
     @property
     def paginate_type(self) -> str:
-        return self.paginate.type if isinstance(self.paginate, PagingStyle) else self.paginate  # type: ignore[attr-defined]
+        return self.paginate if isinstance(self.paginate, str) else self.paginate.type
 
     @field_validator("schedule")
     @classmethod

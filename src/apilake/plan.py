@@ -23,13 +23,14 @@ from apilake.collisions import KeyClaims
 from apilake.errors import JobFileError
 from apilake.jobfile import KINDS_WITH_KEY, Endpoint, Job, OffsetPaging, PageNumberPaging, Source, parents
 from apilake.templates import Value, quote_segment, render, render_head, sanitize_key
+from apilake.vocabulary import EndpointKind
 
 
 @dataclass(frozen=True, slots=True)
 class Unit:
     source: str
     endpoint: str
-    kind: str  # "json" | "bulk" | "file" | "report"
+    kind: EndpointKind
     date: str  # ISO date the unit asks for (run date minus the endpoint's lag)
     variables: tuple[tuple[str, str], ...]  # this unit's matrix combination (and fan-out value)
     url: str  # base URL + rendered path, no query (report: the create request's)

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from apilake.record import DID_NOT_LAND, UnitResult
+from apilake.record import UnitResult
+from apilake.vocabulary import DID_NOT_LAND
 from apilake.sizes import human_bytes
 
 

@@ -49,7 +49,7 @@ from distributed import Client, Semaphore, get_worker
 from apilake.destinations import Destination, open_destination
 from apilake.errors import DestinationError, ExecutorError, TransferError
 from apilake.executors.base import Executor, OnResult
-from apilake.executors.work import UnitWork, endpoints, failed, unit_kind
+from apilake.executors.work import UnitWork, endpoints, failed
 from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.client import SourceClient
 from apilake.fetch.limits import DailyQuotaSpent, windows
@@ -58,6 +58,7 @@ from apilake.jobfile import Job, Source
 from apilake.plan import Unit
 from apilake.record import UnitResult, record_key
 from apilake.redact import Redactor
+from apilake.vocabulary import ResultKind, result_kind
 
 if TYPE_CHECKING:
     from apilake.tables.refresh import PartitionWork, Writer, Written
@@ -235,8 +236,7 @@ class DaskExecutor(Executor):
         return {key: self.recorded[key]} if key in self.recorded else {}
 
     async def run_unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
-        kind = unit_kind(unit)
-        outcome = await self._submit(unit_task, unit, None, kind, unit.id, unit.request_url)
+        outcome = await self._submit(unit_task, unit, None, result_kind(unit.kind), unit.id, unit.request_url)
         return outcome.result, outcome.files
 
     async def run_file(self, unit: Unit, transfer: FileTransfer) -> UnitResult:
@@ -244,7 +244,7 @@ class DaskExecutor(Executor):
         return outcome.result
 
     async def _submit(
-        self, task: Callable[..., TaskOutcome], unit: Unit, transfer: FileTransfer | None, kind: str, unit_id: str, url: str
+        self, task: Callable[..., TaskOutcome], unit: Unit, transfer: FileTransfer | None, kind: ResultKind, unit_id: str, url: str
     ) -> TaskOutcome:
         assert self._client is not None, "use the executor as `async with executor:`"
         future = self._client.submit(
@@ -327,7 +327,7 @@ Recorded = dict[str, int]  # the size the run records say landed under the task'
 def unit_task(payload: RunPayload, sealed: Sealed[tuple[Unit, None, Recorded]]) -> TaskOutcome:
     """Dask task: one JSON unit, or one bulk listing (whose files come back as metadata)."""
     unit, _, recorded = sealed.value
-    return _run_task(payload, unit, (unit_kind(unit), unit.id, unit.request_url), lambda work: work.unit(unit), recorded)
+    return _run_task(payload, unit, (result_kind(unit.kind), unit.id, unit.request_url), lambda work: work.unit(unit), recorded)
 
 
 def file_task(payload: RunPayload, sealed: Sealed[tuple[Unit, FileTransfer, Recorded]]) -> TaskOutcome:
@@ -347,7 +347,7 @@ _RUNS_LOCK = threading.Lock()
 def _run_task(
     payload: RunPayload,
     unit: Unit,
-    what: tuple[str, str, str],
+    what: tuple[ResultKind, str, str],
     action: Callable[[UnitWork], Awaitable[tuple[UnitResult, list[FileTransfer]]]],
     recorded: Recorded,
 ) -> TaskOutcome:
@@ -384,7 +384,7 @@ class _WorkerRun:
         payload: RunPayload,
         redact: Redactor,
         unit: Unit,
-        what: tuple[str, str, str],
+        what: tuple[ResultKind, str, str],
         action: Callable[[UnitWork], Awaitable[tuple[UnitResult, list[FileTransfer]]]],
         key: Any,
         recorded: Recorded,
@@ -397,7 +397,7 @@ class _WorkerRun:
             work = UnitWork(self.dest, redact, payload.force, endpoints(payload.job), {source.name: client}, recorded)
             return await self._unless_cancelled(action(work), key)
         except asyncio.CancelledError:
-            return UnitResult(unit_id, unit.source, unit.endpoint, unit.date, kind, "interrupted", error="cancelled"), []  # type: ignore[arg-type]
+            return UnitResult.for_unit(unit, "interrupted", unit_id=unit_id, kind=kind, error="cancelled"), []
         except DestinationError as exc:
             return failed(unit, kind, unit_id, exc, url, redact), []
         finally:

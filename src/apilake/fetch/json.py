@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from apilake.destinations import Destination
-from apilake.errors import TransferError
+from apilake.errors import TransferError, is_transient
 from apilake.fetch import skip_if_landed
-from apilake.fetch.client import SourceClient, is_transient, origin
+from apilake.fetch.client import SourceClient, origin
 from apilake.fetch.download import ERROR_BODY_BYTES
 from apilake.fetch.paginate import Page, Paginator
 from apilake.integrity import StreamCheck
@@ -161,9 +161,7 @@ async def fetch_json_unit(
     An empty page (no records, or with `empty_ok` an empty answer) ends paging; past page 1 it
     is not landed: it holds nothing, and the unit's pages are its data."""
     started = time.monotonic()
-    result = UnitResult(
-        unit.id, unit.source, unit.endpoint, unit.date, "json", "landed", url=client.redact(unit.request_url)
-    )
+    result = UnitResult.for_unit(unit, "landed", kind="json", url=client.redact(unit.request_url))
     if await skip_if_landed(dest, unit.key, result, force=force, recorded=recorded.get(unit.key)):
         return result
     pages: list[JsonAnswer] = []
