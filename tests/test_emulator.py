@@ -175,7 +175,7 @@ def test_bulk_listing_redirect_and_files_without_auth(emu: Emulator, client: htt
     assert len(names) == 2 * 2 * (2 + 2) and len(set(names)) == len(names)
     assert all(u.startswith(f"{emu.api_url}/v2/bulk/data?name=") and "&signature=" in u for u in urls)
     with httpx.Client(timeout=10) as anon:
-        for url, name in zip(urls, names):
+        for url, name in zip(urls, names, strict=True):
             r = client.get(url)
             assert r.status_code == 302
             loc = r.headers["location"]
@@ -299,11 +299,10 @@ def test_fault_cut_json_and_file(emu: Emulator, client: httpx.Client, kind: str)
     with pytest.raises(httpx.TransportError):
         client.get(f"{HISTORY}?{_query(HISTORY_Q)}")
     got = bytearray()
-    with pytest.raises(httpx.TransportError):
-        with httpx.stream("GET", loc) as r:
-            assert int(r.headers["content-length"]) == emu.file_length_for(_name(url))
-            for c in r.iter_raw():
-                got += c
+    with pytest.raises(httpx.TransportError), httpx.stream("GET", loc) as r:
+        assert int(r.headers["content-length"]) == emu.file_length_for(_name(url))
+        for c in r.iter_raw():
+            got += c
     assert len(got) < emu.file_length_for(_name(url))
     assert client.get("/v1.3/meta/countries").status_code == 200  # server still fine
 

@@ -20,7 +20,6 @@ from apilake.destinations import ObjectInfo, open_destination
 from apilake.destinations.s3 import MAX_PARTS, MIB, MIN_PART, PartBudget, S3Destination, part_size
 from apilake.errors import DestinationError
 from apilake.jobfile import S3Options
-
 from moto_server import MotoServer
 
 BUCKET = "lake"
@@ -258,7 +257,7 @@ def test_check_without_credentials(aws_env: None, monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     dest = S3Destination(f"s3://{BUCKET}", _options("http://127.0.0.1:9"))
-    with pytest.raises(DestinationError, match="no usable AWS credentials.*standard AWS chain"):
+    with pytest.raises(DestinationError, match=r"no usable AWS credentials.*standard AWS chain"):
         _run(dest, dest.check)
 
 
@@ -270,13 +269,13 @@ def test_check_unknown_profile(aws_env: None) -> None:
 
 def test_check_unreachable_endpoint(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    with socket_closed_port() as port:
+    with SocketClosedPort() as port:
         dest = S3Destination(f"s3://{BUCKET}", _options(f"http://127.0.0.1:{port}"))
         with pytest.raises(DestinationError, match=f"cannot reach the S3 endpoint http://127.0.0.1:{port}"):
             _run(dest, dest.check)
 
 
-class socket_closed_port:
+class SocketClosedPort:
     """A loopback port with nothing listening."""
 
     def __enter__(self) -> int:

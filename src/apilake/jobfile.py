@@ -11,7 +11,7 @@ import os
 import re
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import jmespath
 import yaml
@@ -130,7 +130,7 @@ class OAuth2ClientCredentials(_Model):
         return [self.client_secret, self.basic_header.split(" ", 1)[1]]
 
 
-Auth = Annotated[Union[BearerAuth, ApiKeyAuth, BasicAuth, OAuth2ClientCredentials], Field(discriminator="type")]
+Auth = Annotated[BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials, Field(discriminator="type")]
 
 
 # -- pagination: one model per style (the behaviour of each lives in `fetch.paginate`) ---------
@@ -178,7 +178,7 @@ class PageNumberPaging(PagingStyle):
 
 
 Paging = Annotated[
-    Union[JsonLinkPaging, HeaderLinkPaging, CursorPaging, OffsetPaging, PageNumberPaging], Field(discriminator="type")
+    JsonLinkPaging | HeaderLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging, Field(discriminator="type")
 ]
 
 
@@ -313,9 +313,8 @@ class Endpoint(_Model):
             raise ValueError(f"path: required for kind: {self.kind}")
         if self.body is not None and self.method != "POST":
             raise ValueError("body: only a POST sends a body (add method: POST)")
-        if self.for_each is not None:
-            if self.for_each.as_ in {*self.matrix, "date", "source", "endpoint", "report_id", *FILE_PLACEHOLDERS}:
-                raise ValueError(f"for_each.as: {self.for_each.as_!r} clashes with a matrix variable or a built-in placeholder")
+        if self.for_each is not None and self.for_each.as_ in {*self.matrix, "date", "source", "endpoint", "report_id", *FILE_PLACEHOLDERS}:
+            raise ValueError(f"for_each.as: {self.for_each.as_!r} clashes with a matrix variable or a built-in placeholder")
         return self
 
     @property
@@ -836,9 +835,7 @@ def _meant(errors: list[Any]) -> list[Any]:
         kind, written = branch(error), error.get("input")
         if kind == "literal":
             return not isinstance(written, dict)
-        if kind is not None and error["type"] in ("model_attributes_type", "dict_type", "model_type"):
-            return False
-        return True
+        return kind is None or error["type"] not in ("model_attributes_type", "dict_type", "model_type")
 
     return [e for e in errors if kept(e)] or errors
 

@@ -30,7 +30,7 @@ def run_demo(dest: str, date: str | None) -> int:
     with Emulator() as emu:
         environ = {**os.environ, "DATAAI_BASE_URL": emu.api_url, "DATAAI_TOKEN": emu.config.token}
         job = load_job(JOB_FILE, environ=environ)
-        dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date)
+        dates = run_dates(job.timezone, dt.datetime.now(dt.UTC), date=date)
         click.echo(f"emulator: {emu.api_url} (files from {emu.files_url}); job: {JOB_FILE}; date: {dates[0]}")
         logs.setup()
         logs.set_secrets(job.secrets())

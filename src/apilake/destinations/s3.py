@@ -115,7 +115,7 @@ class S3Destination(Destination):
     """Objects are S3 objects under `s3://bucket/prefix/`; keys are relative to the prefix."""
 
     def __init__(self, url: str, options: S3Options) -> None:
-        self._opened = dt.datetime.now(dt.timezone.utc)
+        self._opened = dt.datetime.now(dt.UTC)
         self.url = url
         self.options = options
         self.bucket, self.root = parse_s3_url(url)

@@ -24,9 +24,9 @@ from tenacity.wait import wait_random_exponential
 from apilake import __version__
 from apilake.errors import IntegrityError, TransferError
 from apilake.fetch.auth import credentials_for
-from apilake.headers import header_problem
 from apilake.fetch.download import Download, Timeouts, Transport
 from apilake.fetch.limits import Budget
+from apilake.headers import header_problem
 from apilake.integrity import StreamCheck
 from apilake.jobfile import Retry, Source
 from apilake.record import count_request, count_response

@@ -38,8 +38,8 @@ import concurrent.futures
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from http import HTTPStatus
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from apilake.errors import IntegrityError, TransferError
