@@ -323,7 +323,7 @@ class Endpoint(_Model):
 
     @property
     def paginate_type(self) -> str:
-        return self.paginate.type if isinstance(self.paginate, PagingStyle) else self.paginate  # type: ignore[attr-defined]
+        return self.paginate.type if isinstance(self.paginate, PagingStyle) else self.paginate
 
     @field_validator("schedule")
     @classmethod
@@ -532,8 +532,8 @@ class Job(_Model):
                 if isinstance(endpoint.table, EndpointTable) and self.tables is None:
                     raise ValueError(f"{where}.table: a table needs the top-level `tables:` block (`tables: {{}}` for the defaults)")
                 if isinstance(endpoint.table, EndpointTable) and endpoint.table.name is not None:
-                    by_file = FILE_PLACEHOLDERS if endpoint.kind in ("bulk", "report") else set()
-                    fields.append(("table.name", endpoint.table.name, (names - {"date"}) | by_file))
+                    file_names = FILE_PLACEHOLDERS if endpoint.kind in ("bulk", "report") else set()
+                    fields.append(("table.name", endpoint.table.name, (names - {"date"}) | file_names))
                 for field, template, known in fields:
                     try:
                         check(template, known, dates={"date", "file_date"})

@@ -24,7 +24,8 @@ def run_demo(dest: str, date: str | None) -> int:
     from apilake.jobfile import load_job
     from apilake.plan import plan
     from apilake.runner import run_job
-    from apilake.summary import human_bytes, summarize
+    from apilake.sizes import human_bytes
+    from apilake.summary import summarize
     from apilake.tables.query import run_query
 
     with Emulator() as emu:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import concurrent.futures
 import datetime as dt
 import hashlib
@@ -30,6 +31,8 @@ from apilake.destinations import Destination, ObjectInfo, Versioned, s3_leftover
 from apilake.errors import DestinationError
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
     from apilake.jobfile import S3Options
 
 log = logging.getLogger(__name__)
@@ -119,7 +122,7 @@ class S3Destination(Destination):
         self.url = url
         self.options = options
         self.bucket, self.root = parse_s3_url(url)
-        self._client: Any = None
+        self._client: S3Client | None = None
         self._client_lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._checksum_parts = False
@@ -145,14 +148,14 @@ class S3Destination(Destination):
         """The prefix in its store: one bucket name on two endpoints (AWS and a MinIO) is two places."""
         return f"{self._where()} at {self.options.endpoint_url or 'AWS S3'}"
 
-    def client(self) -> Any:
+    def client(self) -> S3Client:
         """The boto3 S3 client, created on first use (blocking: call it from a thread)."""
         with self._client_lock:
             if self._client is None:
                 self._client = self._make_client()
             return self._client
 
-    def _make_client(self) -> Any:
+    def _make_client(self) -> S3Client:
         import boto3
         from botocore.config import Config
 
@@ -332,11 +335,13 @@ class S3Destination(Destination):
     async def put_if(self, key: str, data: bytes, *, version: str | None) -> str | None:
         """S3 conditional writes: `If-None-Match: *` to create, `If-Match: <ETag>` to replace."""
         full = self._full_key(key)
-        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
 
         def put() -> str | None:
+            client = self.client()
             try:
-                return str(self.client().put_object(Bucket=self.bucket, Key=full, Body=data, **condition)["ETag"])
+                if version is None:
+                    return client.put_object(Bucket=self.bucket, Key=full, Body=data, IfNoneMatch="*")["ETag"]
+                return client.put_object(Bucket=self.bucket, Key=full, Body=data, IfMatch=version)["ETag"]
             except Exception as exc:
                 if _is_conflict(exc) or (version is not None and _is_missing(exc)):
                     return None
@@ -354,7 +359,7 @@ class S3Destination(Destination):
         if client is not None:
             client.close()
 
-    def open_multipart_uploads(self) -> list[str]:
+    def open_multipart_uploads(self) -> builtins.list[str]:
         """Keys (relative to the destination) of multipart uploads in progress under the prefix.
 
         Blocking; meant for tests and housekeeping (call it through `asyncio.to_thread` from async

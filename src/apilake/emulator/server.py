@@ -469,8 +469,7 @@ class Emulator:
         srv = self._servers.get(origin)
         if srv is None:
             raise RuntimeError("emulator is not running; call start() first")
-        host, port = srv.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self.host}:{srv.server_port}"
 
     @property
     def api_url(self) -> str:
@@ -538,7 +537,7 @@ def serve(
         emu.acme.config.auth = acme_auth
     emu.start()
     done = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: done.set())

@@ -114,8 +114,9 @@ class Executor(abc.ABC):
     async def _unit(self, unit: Unit, group: asyncio.TaskGroup) -> None:
         try:
             async with self._slots.slot(unit.source, rank(unit)):
+                files: list[FileTransfer] = []
                 if self.spent(unit.source):
-                    result, files = self._not_attempted(unit, unit_kind(unit), unit.id, unit.request_url), []
+                    result = self._not_attempted(unit, unit_kind(unit), unit.id, unit.request_url)
                 else:
                     result, files = await self.run_unit(unit)
                 for transfer in files:  # queued before this slot is let go: they continue its chain
@@ -144,7 +145,7 @@ class Executor(abc.ABC):
         except (ApilakeError, ValueError, OSError, asyncio.CancelledError) as exc:
             stopped = isinstance(exc, asyncio.CancelledError)
             for s, endpoint in [(source, child), *self._fan.descendants(source.name, child.name)]:
-                status = "interrupted" if stopped else "not_attempted"
+                status: Status = "interrupted" if stopped else "not_attempted"
                 error = None if stopped else self.redact(f"not attempted: {exc}")
                 self.on_result(self._endpoint_result(s, endpoint, ready.run_date.isoformat(), status, error))
             if stopped:

@@ -206,7 +206,7 @@ class SourceClient:
                 raise TransferError(f"{what}: no complete response within {total:g} s (timeouts.total)", transient=True) from None
 
         try:
-            result = await retrying(bounded)
+            result: T = await retrying(bounded)
         except TransferError as exc:
             exc.attempts = retrying.statistics.get("attempt_number", 1)
             raise

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from apilake.errors import ApilakeError, DestinationError, JobFileError, TableError
 from apilake.jobfile import Job
@@ -185,7 +185,7 @@ def raw_opener(s3_options: Any, destination: str) -> Callable[[Any, str], Any]:
                 answer = s3.client().get_object(Bucket=s3.bucket, Key=s3._full_key(key))
             except s3.client().exceptions.NoSuchKey:
                 return None
-            return int(answer["ContentLength"]), answer["Body"]
+            return int(answer["ContentLength"]), cast(BinaryIO, answer["Body"])  # botocore's StreamingBody reads as one
     else:
         root = Path(destination.removeprefix("file://")).expanduser()
 

@@ -153,7 +153,7 @@ def plan_partitions(
     chosen: set[tuple[str, str, str]] = set()
     for unit_id, landing in latest_landings(records).items():
         entry = landing.entry
-        found = endpoints.get((entry.get("source"), entry.get("endpoint")))
+        found = endpoints.get((entry.get("source", ""), entry.get("endpoint", "")))
         date = str(entry.get("date"))
         if found is None or (dates is not None and date not in dates):
             continue
