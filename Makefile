@@ -5,7 +5,7 @@ VENV ?= .venv
 # selenium there brings trio, which httpcore then imports in every apilake process (~0.1 s).
 BENCH_VENV ?= .venv-bench
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench docs
 
 comma := ,
 
@@ -32,6 +32,14 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The manual (docs/, mkdocs.yml), built strictly: a broken link or anchor fails the build.
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet -e '.[test,docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(VENV)/bin/mkdocs build --strict  # not --quiet: it hides the warnings that --strict counts
 
 $(BENCH_VENV)/.installed: pyproject.toml
 	$(call venv,$(BENCH_VENV),bench)

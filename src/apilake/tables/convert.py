@@ -66,8 +66,8 @@ def _retype(obj: RawObject, exc: Exception, schema: pa.Schema | None) -> Retype 
     if found is None or schema is None or int(found[1]) >= len(schema):
         return None
     was, value = found[2], found[3]
-    widths: dict[str, list[tuple[pa.DataType, Callable[[str], object]]]] = {"null": [(pa.int64(), int), (pa.float64(), float)], "int64": [(pa.float64(), float)]}
-    wider = widths.get(was, [])
+    parsers: list[tuple[pa.DataType, Callable[[str], object]]] = [(pa.int64(), int), (pa.float64(), float)]
+    wider = {"null": parsers, "int64": parsers[1:]}.get(was, [])
     kind = next((kind for kind, parse in wider if _parses(parse, value)), pa.string())
     return Retype(obj.key, schema.names[int(found[1])], was, kind)
 
