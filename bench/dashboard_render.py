@@ -38,7 +38,7 @@ def build(root: Path, records: int) -> tuple[Path, Path]:
     job_path.write_text(yaml.safe_dump({"timezone": "UTC", "destination": str(lake), "sources": [
         {"name": "vendor", "base_url": "https://api.example.com", "endpoints": list(ENDPOINTS.values())}]}))
     job = load_job(job_path)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     last = window("UTC", now, 1)[0]
 
     async def write() -> None:
@@ -46,7 +46,7 @@ def build(root: Path, records: int) -> tuple[Path, Path]:
         try:
             for i in range(records):
                 date = last - dt.timedelta(days=records - 1 - i)
-                started = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(9), dt.timezone.utc)
+                started = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(9), dt.UTC)
                 results = []
                 for n, unit in enumerate(plan(job, [date])):
                     failed = (i + n) % 17 == 0
@@ -89,7 +89,7 @@ def main() -> None:
         job_path, lake = build(Path(tmp), args.records)
         job = load_job(job_path)
         board = Dashboard(job, str(job_path), str(lake))
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         dates = window("UTC", now, 14, ahead=1)
         report = inspect(str(lake), job, dates, window("UTC", now, 1)[0])
         run_id = report.records[-1].run_id

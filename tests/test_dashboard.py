@@ -9,7 +9,7 @@ from apilake.dashboard import charts, render_page, render_run
 from apilake.record import RunRecord, parse_record
 from apilake.status import Attempt, Cell, Gap, Problem, StatusReport
 
-NOW = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
 HOSTILE = '<script>alert("x")</script>'
 
 

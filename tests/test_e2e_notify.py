@@ -36,7 +36,7 @@ class Webhook(ThreadingHTTPServer):
 class _Receiver(BaseHTTPRequestHandler):
     server: Webhook
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.received.append({"path": self.path, **json.loads(body)})
         self.send_response(200)

@@ -27,7 +27,7 @@ def landed_rows(lake: Path) -> int:
 def test_a_scheduled_fire_refreshes_the_tables_it_landed(tmp_path: Path, emulator: Emulator) -> None:
     job = write_job(tmp_path, emulator, [HISTORY], schedule="0 9 * * *", tables={})
     lake, state = tmp_path / "lake", tmp_path / "state.json"
-    missed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)  # a missed fire: the scheduler makes it up at once
+    missed = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)  # a missed fire: the scheduler makes it up at once
     state.write_text(json.dumps({"last_fire": {"0 9 * * * | *": missed.isoformat()}}))
     log = tmp_path / "apilake.log"
     scheduler = start_cli("schedule", str(job), "--state-file", str(state), "--log-file", str(log))

@@ -27,7 +27,7 @@ def test_an_entry_is_what_asdict_gives() -> None:
 
 @pytest.mark.parametrize("results", [RESULTS, []], ids=["units", "no units yet"])
 def test_the_written_record_reads_back_as_the_document(tmp_path: Path, results: list[UnitResult]) -> None:
-    started = dt.datetime(2026, 11, 26, 3, 0, tzinfo=dt.timezone.utc)
+    started = dt.datetime(2026, 11, 26, 3, 0, tzinfo=dt.UTC)
     record = RunRecord(run_id="r1", job="job.yaml", destination=str(tmp_path), dates=["2026-11-25"], started=started,
                        finished=None, status="running", units=results, version="0")  # fmt: skip
     asyncio.run(write_record(LocalDestination(tmp_path), record))

@@ -12,14 +12,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN, records, write_job
-from history import COUNTRIES
 
 from apilake.emulator import Emulator
 from apilake.jobfile import Job, load_job
 from apilake.plan import plan
 from apilake.runner import arun_job, run_job
 from apilake.schedule import Scheduler
+from conftest import TOKEN, records, write_job
+from history import COUNTRIES
 
 DATE = dt.date(2026, 11, 25)
 
@@ -77,7 +77,7 @@ def test_the_scheduler_s_memory_stays_flat_over_many_fires(tmp_path: Path, emula
     that left a few objects behind would add them up run after run)."""
     monkeypatch.setenv("DATAAI_TOKEN", TOKEN)
     job, path = tiny_job(tmp_path, emulator, schedule="* * * * *")
-    clock = [dt.datetime(2026, 11, 26, 0, 0, tzinfo=dt.timezone.utc)]
+    clock = [dt.datetime(2026, 11, 26, 0, 0, tzinfo=dt.UTC)]
     stop = threading.Event()
     measured: dict[int, tuple[int, int]] = {}
     codes: list[int] = []

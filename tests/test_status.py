@@ -60,7 +60,7 @@ def unit(unit_id: str, kind: str, status: str = "landed", keys: tuple[str, ...] 
 
 
 def record(run_id: str, dates: list[str], results: list[UnitResult]) -> RunRecord:
-    started = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
+    started = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
     return RunRecord(
         run_id=run_id, job="job.yaml", destination="lake", dates=dates, started=started,
         finished=started + dt.timedelta(seconds=3), status="succeeded", units=results, version="test",
@@ -199,7 +199,7 @@ def status(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_status_of_a_whole_lake_exits_0(lake: tuple[Path, Path]) -> None:
-    job, root = lake
+    job, _root = lake
     result = status(str(job))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "succeeded" in result.stdout

@@ -150,7 +150,7 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     from apilake.plan import pending_children, plan
 
     job = _load(job_file, profile, offline=dry_run)
-    dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date, start=start, end=end)
+    dates = run_dates(job.timezone, dt.datetime.now(dt.UTC), date=date, start=start, end=end)
     units = plan(job, dates, only)
     if dry_run:
         from apilake.redact import Redactor
@@ -225,14 +225,14 @@ def tables(job_file: str, date: str | None, start: str | None, end: str | None, 
     job = _load(job_file, profile, offline=True)
     if job.tables is None:
         raise JobFileError(f"{job_file}: no `tables:` block (add `tables: {{}}` for a local lake's defaults)")
-    dates = iso(run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date, start=start, end=end)) if date or start or end else None
+    dates = iso(run_dates(job.timezone, dt.datetime.now(dt.UTC), date=date, start=start, end=end)) if date or start or end else None
     selected = selection(job, only)
     destination = open_destination(dest or job.destination, job.s3)
     url = destination.url
     catalog_properties(job, url)  # an S3 lake without a catalog: a clear error, also when nothing has landed yet
     bar = _PartitionBar(quiet)
     try:
-        with job_hold(job, job_file, destination, "tables-" + new_run_id(dt.datetime.now(dt.timezone.utc))) as held:
+        with job_hold(job, job_file, destination, "tables-" + new_run_id(dt.datetime.now(dt.UTC))) as held:
             report = build_tables(job, url, dates=dates, selected=selected, force=force, on_plan=bar.start, on_partition=bar.advance,
                                   stopped=held.why_lost)
     finally:
@@ -391,7 +391,7 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
         raise JobFileError(f"{job_file}: no `schedule:` (at the top level or on an endpoint): nothing to schedule")
     click.echo(f"scheduling {Path(job_file).resolve()} (timezone {job.timezone}) into {destination}; state: {state}")
     for sched, fire in scheduler.upcoming():
-        utc = fire.astimezone(dt.timezone.utc)
+        utc = fire.astimezone(dt.UTC)
         click.echo(f"  {sched.expression:<20} {sched.describe():<30} next {fire:%Y-%m-%d %H:%M %Z} ({utc:%Y-%m-%d %H:%M} UTC)")
     server = _schedule_server(http_address, job, job_file, destination, scheduler, lambda: records[0]) if http_address else None
     if server is not None:
@@ -481,7 +481,7 @@ def status(job_file: str | None, dest: str | None, profile: str | None, start: s
     if html_file and job is None:
         raise JobFileError("status --html needs JOB.yaml: the dashboard shows the job's expected units")
     timezone = job.timezone if job else "UTC"
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     dates = run_dates(timezone, now, start=start, end=end) if start or end else window(timezone, now, 7)
     last_due = window(timezone, now, 1)[0]
     report = inspect(url, job, dates, last_due)
@@ -526,7 +526,7 @@ def dashboard(job_file: str, profile: str | None, dest: str | None, host: str, p
     from apilake.dates import run_dates
 
     job = _load(job_file, profile, offline=True)
-    dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), start=start, end=end) if start or end else None
+    dates = run_dates(job.timezone, dt.datetime.now(dt.UTC), start=start, end=end) if start or end else None
     server = _http_server(host, port, Dashboard(job, job_file, dest or job.destination, dates=dates))
     click.echo(f"dashboard of {job_file} ({dest or job.destination}) at {server.url} (Ctrl-C or SIGTERM stops it)")
     import signal

@@ -62,11 +62,11 @@ def compose(job: Job, job_path: str, records: list[RunRecord], run_id: str) -> M
     if kind == "recovery":
         assert previous is not None
         title = f"apilake: {job_path} recovered"
-        lines = head + ["", f"every unit landed; the previous run {previous.run_id} had failed"]
+        lines = [*head, "", f"every unit landed; the previous run {previous.run_id} had failed"]
         return Message(kind, title, "\n".join(lines))
     failed = record.failures()
     title = f"apilake: {job_path} run failed, {len(failed)} unit(s) did not land"
-    lines = head + ["", f"{len(failed)} unit(s) did not land:"]
+    lines = [*head, "", f"{len(failed)} unit(s) did not land:"]
     lines += [f"  {u.status.upper()} {u.unit}: {u.error or 'no reason recorded'}" for u in failed[:LISTED]]
     if len(failed) > LISTED:
         lines.append(f"  ... and {len(failed) - LISTED} more")

@@ -159,7 +159,7 @@ def expand(source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[
     method = request.method
     units = []
     for combo in combos:
-        variables = tuple((axis, _text(value)) for axis, value in zip(axes, combo))
+        variables = tuple((axis, _text(value)) for axis, value in zip(axes, combo, strict=True))
         values: dict[str, Value] = {"source": source.name, "endpoint": endpoint.name, "date": date, **dict(variables)}
         url = join_url(source.base_url, request.path or "", values, dict(variables))
         params = render_params(request.params, values) + first_page_params(endpoint)

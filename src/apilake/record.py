@@ -135,7 +135,7 @@ class UnitResult:
     def stamp(self, traffic: Traffic) -> None:
         """Put what the unit's requests met (`traffic.observe`) on this result, and its times."""
         self.started = traffic.started.isoformat()
-        self.finished = dt.datetime.now(dt.timezone.utc).isoformat()
+        self.finished = dt.datetime.now(dt.UTC).isoformat()
         self.http = dict(sorted(traffic.http.items()))
         self.requests = traffic.requests
 
@@ -254,7 +254,7 @@ def parse_record(doc: object) -> RunRecord:
 
 def new_run_id(now: dt.datetime) -> str:
     """Sortable by time (to the microsecond), unique across hosts: 20261126T134000.123456Z-3f9a1c."""
-    return now.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + secrets.token_hex(3)
+    return now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + secrets.token_hex(3)
 
 
 def record_key(run_id: str) -> str:

@@ -34,7 +34,7 @@ from apilake.jobfile import Job
 
 log = logging.getLogger("apilake")
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _MARGIN = dt.timedelta(hours=3)  # > any DST shift, so walls just before `after` are reconsidered
 
 
@@ -489,7 +489,7 @@ def crontab(
     out = [f"# apilake schedules of {path} (job timezone {job.timezone}, host timezone {label})", ""]
     out += exact
     if fallback:
-        out += ["# CRON_TZ applies to every line below it in this crontab", f"CRON_TZ={job.timezone}"] + fallback
+        out += ["# CRON_TZ applies to every line below it in this crontab", f"CRON_TZ={job.timezone}", *fallback]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -12,15 +12,15 @@ from collections.abc import Iterable
 
 from apilake.printable import printable
 from apilake.record import UnitResult
-from apilake.vocabulary import DID_NOT_LAND
 from apilake.sizes import human_bytes
+from apilake.vocabulary import DID_NOT_LAND
 
 
 def table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 

@@ -30,7 +30,7 @@ _traffic: ContextVar[Traffic | None] = ContextVar("apilake_traffic", default=Non
 @contextmanager
 def observe() -> Iterator[Traffic]:
     """Count the requests and HTTP statuses of the unit run inside this block (one asyncio task)."""
-    traffic = Traffic(dt.datetime.now(dt.timezone.utc))
+    traffic = Traffic(dt.datetime.now(dt.UTC))
     token = _traffic.set(traffic)
     try:
         yield traffic

@@ -35,7 +35,7 @@ _env = Environment(loader=PackageLoader("apilake.dashboard", "templates"), autoe
                    trim_blocks=True, lstrip_blocks=True)
 _env.filters["bytes"] = human_bytes
 _env.filters["seconds"] = lambda s: "-" if s is None else f"{s:.1f}s"
-_env.filters["utc"] = lambda t: "-" if t is None else f"{t.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}"
+_env.filters["utc"] = lambda t: "-" if t is None else f"{t.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}"
 
 
 def anchor(*parts: str) -> str:

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 from apilake.collisions import KeyClaims
 from apilake.destinations import Destination
 from apilake.errors import ApilakeError
-from apilake.executors.fanout import FanOut, Ready
 from apilake.executors.admission import FILE_RANK, Admission, rank
+from apilake.executors.fanout import FanOut, Ready
 from apilake.executors.work import endpoints, not_attempted
 from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.json import landed_pages

@@ -38,10 +38,10 @@ import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import distributed
 from distributed import Client, Semaphore, get_worker
@@ -61,6 +61,8 @@ from apilake.redact import Redactor
 from apilake.vocabulary import ResultKind, result_kind
 
 if TYPE_CHECKING:
+    from tornado.platform.asyncio import BaseAsyncIOLoop
+
     from apilake.tables.refresh import PartitionWork, Writer, Written
 
 log = logging.getLogger("apilake")
@@ -178,13 +180,13 @@ class DaskExecutor(Executor):
             s.name: RunPayload(run_id, job.model_copy(update={"sources": [s]}), dest.url, force, self.limits[s.name], level)
             for s in job.sources
         }
-        self._inflight: set[distributed.Future] = set()
+        self._inflight: set[distributed.Future[Any]] = set()
         self._numbers = itertools.count()
 
     async def __aenter__(self) -> DaskExecutor:
         client = Client(self.address, asynchronous=True, set_as_default=False, name="apilake")
         try:
-            self._client = await client  # type: ignore[misc]
+            self._client = await client
         except (OSError, TimeoutError, ValueError) as exc:
             await client.close()
             raise ExecutorError(
@@ -192,9 +194,11 @@ class DaskExecutor(Executor):
                 "check --scheduler / scheduler_address and that the scheduler is running"
             ) from None
         try:
+            scheduler = self._client.scheduler
+            assert scheduler is not None, "a connected client has the scheduler's address"
             for limits in self.limits.values():
                 for name, leases, timeout in limits.semaphores():
-                    await self._client.scheduler.semaphore_register(name=name, max_leases=leases, lease_timeout=timeout)
+                    await scheduler.semaphore_register(name=name, max_leases=leases, lease_timeout=timeout)
             workers: dict[str, int] = await self._client.nthreads()
             if not workers:  # an adaptive cluster may start workers only once there is work
                 log.warning("the Dask cluster at %s has no workers yet; units wait for some", self.address)
@@ -220,9 +224,11 @@ class DaskExecutor(Executor):
                     await client.cancel(list(self._inflight), force=True)
                     await asyncio.sleep(2 * CANCEL_POLL_S)
                 await client.run(_forget_run, self.run_id, on_error="ignore")
+                scheduler = client.scheduler
+                assert scheduler is not None, "a connected client has the scheduler's address"
                 for limits in self.limits.values():
                     for name, _leases, _timeout in limits.semaphores():
-                        await client.scheduler.semaphore_close(name=name)
+                        await scheduler.semaphore_close(name=name)
         except (OSError, TimeoutError) as exc:
             log.warning("could not clean up on the Dask cluster: %s", exc)
         finally:
@@ -369,7 +375,7 @@ class _WorkerRun:
 
     def __init__(self, worker: distributed.Worker, payload: RunPayload) -> None:
         self.worker = worker
-        self.loop = worker.loop.asyncio_loop
+        self.loop = cast("BaseAsyncIOLoop", worker.loop).asyncio_loop  # tornado's IOLoop runs on asyncio
         self.run_id = payload.run_id
         self.dest = open_destination(payload.dest_url, payload.job.s3)
         self.quotas = Quotas(payload.job, self.dest)
@@ -415,7 +421,7 @@ class _WorkerRun:
             )
         self._dest_checked = True
 
-    async def _unless_cancelled(self, work: Coroutine[Any, Any, T], key: Any) -> T:
+    async def _unless_cancelled(self, work: Awaitable[T], key: Any) -> T:
         """Run `work`, dropping it (and its in-flight transfer) if the client cancels the task."""
         task = asyncio.ensure_future(work)
         while True:
@@ -470,7 +476,11 @@ class _WorkerRun:
             future.add_done_callback(self._releases.discard)
 
         def schedule() -> None:
-            handle = self.loop.call_later(delay, lambda: (self._timers.discard(handle), release()))
+            def fire() -> None:
+                self._timers.discard(handle)
+                release()
+
+            handle = self.loop.call_later(delay, fire)
             self._timers.add(handle)
 
         self.loop.call_soon_threadsafe(schedule)

@@ -25,7 +25,6 @@ from apilake.plan import Unit, file_key
 from apilake.record import LandedObject, UnitResult
 
 
-
 @dataclass(slots=True)
 class FileTransfer:
     """One file of a listing: where it comes from and where it lands."""

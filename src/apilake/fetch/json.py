@@ -41,7 +41,7 @@ async def get_json(
     limit: int | None = None,
     method: str = "GET",
     body: str | None = None,
-    expect: Callable[[Any], None] | None = None,
+    expect: Callable[[Any], object] | None = None,
     empty_ok: bool = False,
 ) -> JsonAnswer:
     """One JSON document with retries (GET, or POST with a JSON `body`).
@@ -199,10 +199,10 @@ async def fetch_json_unit(
     for number in range(len(pages), 0, -1):
         if number == 1 and unit.paginate != "none":
             await _remove_stale_pages(dest, unit.key, after=len(pages))
-        page = pages[number - 1]
+        kept = pages[number - 1]
         key = page_key(unit.key, number)
-        await dest.put(key, page.body)
-        result.objects.insert(0, LandedObject(key, len(page.body), page.sha256, page.status, page.attempts))
+        await dest.put(key, kept.body)
+        result.objects.insert(0, LandedObject(key, len(kept.body), kept.sha256, kept.status, kept.attempts))
     result.attempts = attempts
     result.seconds = round(time.monotonic() - started, 3)
     return result

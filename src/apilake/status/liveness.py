@@ -40,7 +40,7 @@ async def run_state(dest: Destination, record: RunRecord) -> RunStatus:
     if holder.lease:
         found = await dest.read_versioned(holder.lease)
         doc = parse_lease(found.data) if found else None
-        alive = doc is not None and doc.get("run_id") == record.run_id and is_live(doc, dt.datetime.now(dt.timezone.utc))
+        alive = doc is not None and doc.get("run_id") == record.run_id and is_live(doc, dt.datetime.now(dt.UTC))
         return "running" if alive else "abandoned"
     if holder.host == socket.gethostname() and holder.lock:
         return "abandoned" if lock_is_free(holder.lock) or not pid_alive(holder.pid) else "running"

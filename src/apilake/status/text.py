@@ -62,7 +62,7 @@ def run_rows(records: list[RunRecord], n: int) -> list[list[str]]:
                 str(run.counts.get("skipped", 0)),
                 str(run.counts.get("failed", 0)),
                 str(run.not_run),
-                f"{run.started.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}" if run.started else "-",
+                f"{run.started.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}" if run.started else "-",
                 "-" if run.seconds is None else f"{run.seconds:.1f}s",
             ]
         )

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("apilake")
 
-__all__ = ["TablesReport", "build_tables", "refresh_landed", "table_status", "TableStatus"]
+__all__ = ["TableStatus", "TablesReport", "build_tables", "refresh_landed", "table_status"]
 
 
 @dataclass
@@ -239,7 +239,7 @@ def refresh_landed(job: Job, destination: str, results: list[UnitResult], *, sto
     try:
         return build_tables(job, destination, dates={d for _, _, d in landed}, stopped=stopped, writer=writer,
                             selected=lambda source, endpoint, date: (source, endpoint, date) in landed)
-    except Exception as exc:  # the catalog, the records: a failure of the run's table stage, never of what landed
+    except Exception as exc:  # noqa: BLE001 - the catalog, the records: a failure of the run's table stage, never of what landed
         message = Redactor(job.secrets())(str(exc) if isinstance(exc, ApilakeError) else f"{type(exc).__name__}: {exc}")
         log.error("tables not refreshed: %s", message)
         return TablesReport(error=message)
