@@ -251,7 +251,7 @@ def test_two_hosts_share_one_cursor_per_parent_on_s3(tmp_path: Path, emulator: E
 class Hostile(BaseHTTPRequestHandler):
     """A vendor whose records the test sets (`server.records`), whatever the cursor asked."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = json.dumps(self.server.records).encode()  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -343,7 +343,7 @@ def test_several_new_windows_at_once_or_a_date_before_an_open_window_are_refused
 class Echo(BaseHTTPRequestHandler):
     """A vendor that reads its window from a header, as some do (`X-Changed-Since`)."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self.server.seen.append(dict(self.headers))  # type: ignore[attr-defined]
         body = json.dumps([{"id": 1, "changed": 1764770000}]).encode()
         self.send_response(200)

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from apilake.incremental import CursorError, Window, newest, parse, render, window_for, window_key
+from apilake.incremental import CursorError, CursorState, Window, newest, parse, render, window_for, window_key
 from apilake.jobfile import Incremental, Job
 from apilake.plan import plan
+from apilake.status.text import cursor_line
 
 D = dt.date(2026, 11, 25)
-NOW = dt.datetime(2026, 12, 3, 15, 30, 12, 345678, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 12, 3, 15, 30, 12, 345678, tzinfo=dt.UTC)
 
 
 def spec(**settings: Any) -> Incremental:
@@ -144,3 +145,18 @@ def test_newest_cursor_refuses_a_missing_or_bad_value(record: dict, message: str
     with pytest.raises(CursorError, match=message):
         newest(incremental_endpoint(), [{"data": [record]}], "gh/issues/2026-11-25")
 
+
+
+@pytest.mark.parametrize(
+    "state, line",
+    [
+        ({"cursor": None, "windows": {}}, "none yet"),
+        ({"cursor": "2026-12-03T10:00:00Z", "advanced": "2026-12-03T15:00:12+00:00", "windows": {}}, "2026-12-03T10:00:00Z, advanced 30 min ago"),
+        ({"cursor": 1764770000, "advanced": "2026-12-03T03:30:12", "windows": {}}, "1764770000, advanced 12.0 h ago"),  # no zone: UTC
+        ({"cursor": 5, "advanced": "yesterday", "windows": {"2026-11-24": {"done": True}, "2026-11-25": {"done": False}, "x": 3}},
+         "5; window of 2026-11-25 not finished"),  # a hand-edited state shows what it can
+        ({"cursor": "a\x1b[2Jb", "advanced": "2026-11-20T15:30:12+00:00", "windows": {}}, "a\\x1b[2Jb, advanced 13 days ago"),
+    ],
+)
+def test_a_cursor_as_status_shows_it(state: dict, line: str) -> None:
+    assert cursor_line(CursorState.parse({"identity": "s/e", **state}), NOW) == line

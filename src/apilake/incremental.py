@@ -101,14 +101,14 @@ def parse(value: Any, kind: str) -> Cursor:
         found = dt.datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"{value!r} is not an ISO 8601 date-time") from None
-    return found if found.tzinfo else found.replace(tzinfo=dt.timezone.utc)
+    return found if found.tzinfo else found.replace(tzinfo=dt.UTC)
 
 
 def render(value: Cursor) -> str:
     """A cursor as sent and stored: an integer when whole, a UTC date-time ending in `Z` (a `+`
     in a query string would read as a space)."""
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat() + "Z"
+        return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat() + "Z"
     return str(int(value)) if value == int(value) else repr(value)
 
 
@@ -305,14 +305,35 @@ def job_windows(job: Job, url: str | None, wanted: list[Wanted], *, write: bool 
     async def opened() -> dict[str, Window]:
         dest = open_destination(url or job.destination, job.s3)
         try:
-            return await open_windows(dest, wanted, dt.datetime.now(dt.timezone.utc), write=write)
+            return await open_windows(dest, wanted, dt.datetime.now(dt.UTC), write=write)
         finally:
             await dest.close()
 
     return asyncio.run(opened())
 
 
-async def cursors(dest: Destination) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class CursorState:
+    """One unit identity's cursor, as `apilake status` shows it."""
+
+    identity: str
+    cursor: str | None  # None: no record advanced it yet
+    advanced: dt.datetime | None
+    unfinished: tuple[str, ...]  # run dates whose window a run opened but did not finish: the next run of each reads it again
+
+    @classmethod
+    def parse(cls, doc: Mapping[str, Any]) -> CursorState:
+        try:
+            advanced = dt.datetime.fromisoformat(str(doc["advanced"])) if doc.get("advanced") else None
+        except ValueError:
+            advanced = None
+        if advanced is not None and advanced.tzinfo is None:
+            advanced = advanced.replace(tzinfo=dt.UTC)
+        unfinished = sorted(d for d, w in doc["windows"].items() if isinstance(w, dict) and not w.get("done"))
+        return cls(str(doc["identity"]), None if doc.get("cursor") is None else str(doc["cursor"]), advanced, tuple(unfinished))
+
+
+async def cursors(dest: Destination) -> list[CursorState]:
     """Every cursor state in the destination (`apilake status`)."""
     found = []
     async for info in dest.list(STATE_PREFIX):
@@ -320,5 +341,5 @@ async def cursors(dest: Destination) -> list[dict[str, Any]]:
             versioned = await dest.read_versioned(info.key)
             doc = parse_state(versioned.data if versioned else None)
             if doc.get("identity"):
-                found.append(doc)
-    return sorted(found, key=lambda d: str(d["identity"]))
+                found.append(CursorState.parse(doc))
+    return sorted(found, key=lambda c: c.identity)

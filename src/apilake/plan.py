@@ -24,13 +24,14 @@ from apilake.errors import JobFileError
 from apilake.incremental import UNOPENED, Wanted, Window, kind_of, window_key
 from apilake.jobfile import KINDS_WITH_KEY, Endpoint, Incremental, Job, OffsetPaging, PageNumberPaging, Source, parents
 from apilake.templates import Value, quote_segment, render, render_head, sanitize_key
+from apilake.vocabulary import EndpointKind
 
 
 @dataclass(frozen=True, slots=True)
 class Unit:
     source: str
     endpoint: str
-    kind: str  # "json" | "bulk" | "file" | "report"
+    kind: EndpointKind
     date: str  # ISO date the unit asks for (run date minus the endpoint's lag)
     variables: tuple[tuple[str, str], ...]  # this unit's matrix combination (and fan-out value)
     url: str  # base URL + rendered path, no query (report: the create request's)
@@ -101,6 +102,14 @@ def incremental_units(job: Job, dates: Iterable[dt.date], only: Iterable[str] = 
         for date in dates
         for variables in combinations(endpoint)
     ]
+
+
+def incremental_children(source: Source, child: Endpoint, run_date: dt.date, pages: Iterable[Any]) -> list[Wanted]:
+    """The incremental units of a fan-out child from its parent's pages, whose windows must be
+    opened first (one cursor per parent value); none when the child is not incremental."""
+    if child.incremental is None:
+        return []
+    return [Wanted(source.name, child, v, run_date.isoformat()) for v in combinations(child, fan_out_values(child, pages))]
 
 
 def selected(job: Job, only: Iterable[str] = ()) -> list[tuple[Source, Endpoint]]:
