@@ -28,7 +28,7 @@ log = logging.getLogger("apilake")
 
 QuotaUse = list[tuple[str, str, dict[str, Any]]]  # (source, "YYYY-MM-DD zone", {used, limit}), as `quota_use` gives
 RUN_STATUSES = ("succeeded", "failed", "interrupted")
-OK = ("landed", "skipped")
+OK = ("landed", "skipped", "ignored")
 
 
 def _timestamp(text: str | None) -> float | None:

@@ -19,7 +19,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from apilake.destinations import RECORDS_PREFIX, Destination
 
-Status = Literal["landed", "listed", "skipped", "failed", "not_attempted", "interrupted"]
+Status = Literal["landed", "listed", "skipped", "ignored", "failed", "not_attempted", "interrupted"]  # ignored: done, by an on_response rule
 DID_NOT_LAND = ("failed", "not_attempted", "interrupted")  # the statuses a summary must name
 T = TypeVar("T")
 R = TypeVar("R")

@@ -32,7 +32,7 @@ from apilake.printable import printable
 from apilake.redact import Redactor
 from apilake.record import DID_NOT_LAND, RecordCache, entry_bytes, entry_retries, landed_sizes, on_destination, read_records
 
-OK = ("landed", "skipped")
+OK = ("landed", "skipped", "ignored")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +112,7 @@ class Evidence:
     good: dict[str, dict[str, Any]] = field(default_factory=dict)  # json or file unit id → its latest landed/skipped result
     listing_files: dict[str, list[str]] = field(default_factory=dict)  # listing id → file unit ids of its latest complete listing
     latest: dict[str, Attempt] = field(default_factory=dict)  # planned unit id → its latest attempt
+    ignored: set[str] = field(default_factory=set)  # units whose latest done result is `ignored`: done, with nothing to land
 
     def __post_init__(self) -> None:
         for record in self.records:  # oldest first: later records win
@@ -131,6 +132,10 @@ class Evidence:
                         Problem(u["unit"], u["status"], u.get("error") or "no reason recorded") for u in tried if u.get("status") in DID_NOT_LAND
                     )
                     self.latest[unit["unit"]] = Attempt(str(record.get("run_id", "?")), problems)
+                if unit.get("status") == "ignored":
+                    self.ignored.add(unit["unit"])
+                elif unit.get("status") in OK:
+                    self.ignored.discard(unit["unit"])
                 if unit.get("kind") in ("json", "file") and unit.get("status") in OK:
                     self.good[unit["unit"]] = unit
                 elif unit.get("kind") == "listing" and unit.get("status") == "listed":
@@ -377,7 +382,7 @@ async def build_report(
             for units in expected.values()
             for unit_id in units
         }
-    present = await present_units(dest, candidates, landed_sizes(records))
+    present = await present_units(dest, candidates, landed_sizes(records)) | evidence.ignored
     quota = await job_quota_use(job, dest)
     due = {key: units for key, units in expected.items() if dt.date.fromisoformat(key[1]) <= last_due}
     tables, tables_error = await asyncio.to_thread(tables_of, job, dest.url, records) if job and job.tables else (None, None)
@@ -465,7 +470,7 @@ def summarize_run(record: dict[str, Any]) -> RunSummary:
 
 
 def run_rows(records: list[dict[str, Any]], n: int) -> list[list[str]]:
-    rows = [["run", "status", "dates", "landed", "skipped", "failed", "not run", "started (UTC)", "duration"]]
+    rows = [["run", "status", "dates", "landed", "skipped", "ignored", "failed", "not run", "started (UTC)", "duration"]]
     for run in map(summarize_run, reversed(records[-n:] if n > 0 else [])):
         rows.append(
             [
@@ -474,6 +479,7 @@ def run_rows(records: list[dict[str, Any]], n: int) -> list[list[str]]:
                 run.span,
                 str(run.counts.get("landed", 0)),
                 str(run.counts.get("skipped", 0)),
+                str(run.counts.get("ignored", 0)),
                 str(run.counts.get("failed", 0)),
                 str(run.not_run),
                 f"{run.started.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}" if run.started else "-",

@@ -17,6 +17,8 @@
   ``report_polls`` polls, then ``done`` with ``result.urls`` on the files origin, or ``failed``
   with a ``message`` for reports of type ``broken``.
 - Raw files: ``/acme/export.csv`` and ``/acme/export.csv.gz``.
+- Feedback (`acme_feedback`): ``/acme/limited/items`` with rate-limit headers and a limit it
+  enforces, ``/acme/feedback/{account}`` with errors in a 200's body.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ class Acme:
         self._ids = itertools.count(1)
         self.tokens_issued = 0
         self.reports_created = 0
+        from .acme_feedback import AcmeFeedback  # it builds on this module's answers
+
+        self.feedback = AcmeFeedback()  # rate-limit headers and errors in a 200 (`acme_feedback`)
 
     # -- the token endpoint (auth origin) ---------------------------------------------
     def token(self, method: str, headers: Any, body: bytes) -> AcmeResponse:
@@ -144,6 +149,10 @@ class Acme:
             if parts == ["reports"]:
                 return self._create_report(doc)
             return AcmeResponse.json(405, {"error": "method not allowed"})
+        if parts == ["limited", "items"]:
+            return self.feedback.limited(params, self.config.items, self.config.page_size)
+        if len(parts) == 2 and parts[0] == "feedback":
+            return self.feedback.feedback(parts[1], params)
         if parts[:1] == ["items"] and len(parts) == 2:
             return self._items(parts[1], params, api_url, files_url)
         if parts == ["accounts"]:

@@ -131,12 +131,12 @@ class Executor(abc.ABC):
     async def _children(self, ready: Ready, group: asyncio.TaskGroup) -> None:
         """Expand a child endpoint's units from its parents' landed pages (this run's or the lake's)."""
         source, child = ready.source, ready.child
-        missing = [r for r in ready.parents if r.status not in ("landed", "skipped")]
+        missing = [r for r in ready.parents if r.status not in ("landed", "skipped", "ignored")]
         try:
             if missing:
                 raise ApilakeError(f"parent {missing[0].unit} did not land ({missing[0].status}: {missing[0].error})")
             pages = []
-            for parent in ready.parents:
+            for parent in (r for r in ready.parents if r.status != "ignored"):  # an ignored parent has no values
                 for body in await landed_pages(self.dest, parent.objects[0].key):
                     pages.append(json.loads(body))
             units = expand_children(source, child, ready.run_date, pages)

@@ -8,23 +8,28 @@ apart between them. Neither method raises for a unit's failure: it becomes a `Un
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Concatenate, ParamSpec, TypeVar
 
 from apilake.destinations import Destination
-from apilake.errors import DestinationError, TransferError
+from apilake.errors import DestinationError, TransferError, UnitIgnored
 from apilake.fetch.bulk import FileTransfer, fetch_listing, file_transfer, transfer_file
 from apilake.fetch.client import SourceClient
 from apilake.fetch.json import fetch_json_unit
 from apilake.fetch.limits import DailyQuotaSpent
 from apilake.fetch.paginate import paginator_for
 from apilake.fetch.report import fetch_report
+from apilake.fetch.rules import Rules, applying
 from apilake.jobfile import Endpoint, Job, Source
 from apilake.plan import Unit
 from apilake.record import UnitResult, observed
 from apilake.redact import Redactor
 
 log = logging.getLogger("apilake")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def unit_kind(unit: Unit) -> str:
@@ -42,7 +47,10 @@ def endpoints(job: Job) -> dict[tuple[str, str], Endpoint]:
 
 
 def failed(unit: Unit, kind: str, unit_id: str, exc: BaseException, url: str, redact: Redactor) -> UnitResult:
-    """The result of a unit that raised; anything but an expected error is reported as a bug."""
+    """The result of a unit that raised; anything but an expected error is reported as a bug. A
+    unit an `on_response` rule ignored did not fail: it is done, with nothing to land."""
+    if isinstance(exc, UnitIgnored):
+        return UnitResult(unit_id, unit.source, unit.endpoint, unit.date, kind, "ignored", url=redact(url), error=str(exc))  # type: ignore[arg-type]
     if not isinstance(exc, (TransferError, DestinationError)):
         log.error("internal error in %s", unit_id, exc_info=exc)
         exc = TransferError(f"internal error ({type(exc).__name__}: {exc}); please report it")
@@ -68,6 +76,17 @@ def not_attempted(unit: Unit, kind: str, unit_id: str, url: str, redact: Redacto
     )
 
 
+def judged(work: Callable[Concatenate[UnitWork, Unit, P], Awaitable[R]]) -> Callable[Concatenate[UnitWork, Unit, P], Awaitable[R]]:
+    """Run a unit's work with its endpoint's response rules (`fetch.rules`) judging its answers."""
+
+    @functools.wraps(work)
+    async def run(self: UnitWork, unit: Unit, *args: P.args, **kwargs: P.kwargs) -> R:
+        with applying(Rules.of(self._source(unit), self.endpoints[unit.source, unit.endpoint])):
+            return await work(self, unit, *args, **kwargs)
+
+    return run
+
+
 @dataclass
 class UnitWork:
     """Everything a unit needs to run: its source's client (with its budget) and the destination."""
@@ -86,6 +105,7 @@ class UnitWork:
         return self.clients[unit.source].source
 
     @observed
+    @judged
     async def unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
         """Land a JSON unit, or fetch a bulk unit's listing: its result and the files it lists."""
         kind = unit_kind(unit)
@@ -112,6 +132,7 @@ class UnitWork:
             return failed(unit, kind, unit.id, exc, unit.request_url, self.redact), []
 
     @observed
+    @judged
     async def file(self, unit: Unit, transfer: FileTransfer) -> UnitResult:
         """Land one file of a listing."""
         if self._spent(unit):
