@@ -6,6 +6,7 @@ its floor and cap, through the `apilake` command against the emulator (Acme's fe
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,29 @@ def test_rules_that_cannot_be_meant_are_refused_with_the_key_named(
         assert message in result.stderr
         assert "Traceback" not in result.stderr
     assert emulator.stats.count() == 0
+
+
+# -- the recipe "an API that reports its limits in headers", as written -------------------------
+
+RECIPES = re.findall(r"```yaml\n(.*?)```", (Path(__file__).resolve().parents[1] / "docs" / "recipes.md").read_text(), re.S)
+
+
+def test_the_rate_limit_headers_recipe_runs_against_the_emulator_as_written(tmp_path: Path, emulator: Emulator) -> None:
+    [text] = [r for r in RECIPES if "rate_limit_headers:" in r]
+    job = tmp_path / "job.yaml"
+    job.write_text(text)
+    emulator.acme.config.auth = "bearer"
+    emulator.acme.feedback.config.limit = 3  # 3 pages of items: a wait for the reset on the way
+    env = {"METRICS_BASE_URL": emulator.api_url + "/acme", "METRICS_TOKEN": TOKEN}
+    result = run_cli("run", str(job), "--date", DATE, "--dest", str(tmp_path / "lake"), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lake = tmp_path / "lake"
+    objects = lake_objects(lake)
+    assert objects[f"metrics/figures/dt={DATE}/a1.json"] == body(figures("a1", DATE))
+    assert objects[f"metrics/figures/dt={DATE}/throttled.json"] == body(figures("throttled", DATE))  # after X-Retry-In
+    assert not any("empty" in k for k in objects)
+    assert len([k for k in objects if k.startswith("metrics/items/")]) == 3
+    assert emulator.acme.feedback.throttled == 0
+    statuses = {u["unit"]: u["status"] for u in records(lake)[-1]["units"]}
+    assert statuses[f"metrics/figures/{DATE}/account=empty"] == "ignored"
+    assert TOKEN not in all_text(lake, result)

@@ -17,7 +17,7 @@ JOBS = re.findall(r"```yaml\n(.*?)```", SECTION, re.S)
 
 
 def test_the_recipes_are_there() -> None:
-    assert len(JOBS) == 6
+    assert len(JOBS) == 7
 
 
 @pytest.mark.parametrize("text", JOBS)
