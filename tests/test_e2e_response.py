@@ -5,6 +5,7 @@ its floor and cap, through the `apilake` command against the emulator (Acme's fe
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -12,10 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import TOKEN, all_text, lake_objects, records, run_cli, write_job
 
 from apilake.emulator import Emulator, Fault
 from apilake.emulator.acme_feedback import figures
-from conftest import TOKEN, all_text, lake_objects, records, run_cli, write_job
 
 DATE = "2026-11-25"
 RETRY = {"attempts": 4, "backoff_initial": 0.05, "backoff_max": 0.2, "budget_seconds": 30, "min_retry_after": 0.1}
@@ -155,7 +156,7 @@ def test_retry_after_0_waits_the_floor_not_a_tight_loop(tmp_path: Path, emulator
     assert result.returncode == 0, result.stdout + result.stderr
     times = [r.mono for r in emulator.stats.requests if "/app/1/details" in r.target]
     assert len(times) == 3
-    assert all(later - earlier >= 0.38 for earlier, later in zip(times, times[1:]))  # the back-off alone is 0.01 s
+    assert all(later - earlier >= 0.38 for earlier, later in itertools.pairwise(times))  # the back-off alone is 0.01 s
 
 
 @pytest.mark.parametrize("as_date", [False, True], ids=["seconds", "http-date"])
@@ -203,7 +204,7 @@ def test_rules_that_cannot_be_meant_are_refused_with_the_key_named(
 
 # -- the recipe "an API that reports its limits in headers", as written -------------------------
 
-RECIPES = re.findall(r"```yaml\n(.*?)```", (Path(__file__).resolve().parents[1] / "docs" / "recipes.md").read_text(), re.S)
+RECIPES = re.findall(r"```yaml\n(.*?)```", (Path(__file__).resolve().parents[1] / "docs" / "recipes.md").read_text(), re.DOTALL)
 
 
 def test_the_rate_limit_headers_recipe_runs_against_the_emulator_as_written(tmp_path: Path, emulator: Emulator) -> None:

@@ -7,8 +7,8 @@ apart between them. Neither method raises for a unit's failure: it becomes a `Un
 
 from __future__ import annotations
 
-import logging
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar

@@ -10,6 +10,7 @@ an hour.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -130,7 +131,7 @@ class SourceClient:
             own_origin = origin(url) == self._origin
             headers = await self._headers_for(url)
             hop = self._credentials.url(url) if own_origin else url
-            response = await self._paced(own_origin, lambda: send(hop, headers, method))
+            response = await self._paced(own_origin, functools.partial(send, hop, headers, method))
             count_response(response.status_code)
             if response.is_redirect:
                 await response.aclose()

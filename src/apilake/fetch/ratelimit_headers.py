@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -60,7 +61,7 @@ def parse_reset(value: str | None, *, now: float | None = None) -> float | None:
         number = float(value.strip())
     except ValueError:
         return parse_retry_after(value, now=now)
-    if number != number or number < 0:  # NaN, or a negative count
+    if math.isnan(number) or number < 0:
         return None
     if number > EPOCH_AFTER:
         return max(0.0, number - (time.time() if now is None else now))

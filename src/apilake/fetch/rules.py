@@ -58,9 +58,7 @@ def matches(rule: ResponseRule, answer: Answer) -> bool:
             return False
     if rule.body_contains is not None and rule.body_contains.encode() not in answer.body:
         return False
-    if rule.body_path is not None and not dig(answer.doc, rule.body_path):
-        return False
-    return True
+    return rule.body_path is None or bool(dig(answer.doc, rule.body_path))
 
 
 class Rules:
@@ -102,7 +100,8 @@ def outcome(rule: ResponseRule, label: str, answer: Answer, what: str, redact: R
     return TransferError(redact(f"{what}: retried after the wait {label} names"), status=answer.status, transient=True, retry_after=wait)
 
 
-_active: ContextVar[Rules] = ContextVar("apilake_response_rules", default=Rules([]))
+_active: ContextVar[Rules | None] = ContextVar("apilake_response_rules", default=None)
+_NONE = Rules([])
 
 
 @contextmanager
@@ -117,4 +116,4 @@ def applying(rules: Rules) -> Iterator[None]:
 
 def active() -> Rules:
     """The rules of the unit whose work is running (none outside a unit: the built-in ones decide)."""
-    return _active.get()
+    return _active.get() or _NONE
