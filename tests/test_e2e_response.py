@@ -120,7 +120,7 @@ def limited(copies: int) -> dict[str, Any]:
             "matrix": {"copy": list(range(copies))}, "paginate": {"type": "page_number", "total_pages_path": "meta.pages"}}
 
 
-@pytest.mark.parametrize("style", ["x", "ietf"])
+@pytest.mark.parametrize("style", ["x", "ietf", "structured"])
 def test_the_vendors_rate_limit_headers_slow_the_source_instead_of_collecting_429s(tmp_path: Path, emulator: Emulator, style: str) -> None:
     emulator.acme.feedback.config.style = style
     emulator.acme.feedback.config.limit = 6  # per 1 s window: 18 requests take 4 windows, 5 a window with the margin
@@ -226,3 +226,15 @@ def test_the_rate_limit_headers_recipe_runs_against_the_emulator_as_written(tmp_
     statuses = {u["unit"]: u["status"] for u in records(lake)[-1]["units"]}
     assert statuses[f"metrics/figures/{DATE}/account=empty"] == "ignored"
     assert TOKEN not in all_text(lake, result)
+
+
+def test_an_ignored_parent_has_no_children_and_the_run_succeeds(tmp_path: Path, emulator: Emulator) -> None:
+    accounts = {"name": "accounts", "kind": "json", "path": "/accounts", "params": {"date": "{date}"},
+                "on_response": [{"status": 200, "body_contains": '"accounts":[{"id":"a1"}', "action": "ignore"}]}
+    products = {"name": "products", "kind": "json", "path": "/accounts/{account_id}/products",
+                "for_each": {"endpoint": "accounts", "values": "accounts[].id", "as": "account_id"}}
+    result = run(acme_job(tmp_path, emulator, [accounts, products]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lake_objects(tmp_path / "lake") == {}
+    assert [u["status"] for u in records(tmp_path / "lake")[-1]["units"]] == ["ignored"]
+    assert emulator.stats.count(path_contains="/products") == 0

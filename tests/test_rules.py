@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from apilake.errors import TransferError, UnitIgnored
-from apilake.fetch.ratelimit_headers import Pacing, beyond_cap, parse_reset
+from apilake.fetch.ratelimit_headers import Pacing, beyond_cap, parse_reset, structured
 from apilake.fetch.rules import Answer, Rules, matches
 from apilake.jobfile import RateLimitHeaders, ResponseRule, Retry, status_ranges
 from apilake.redact import Redactor
@@ -166,6 +166,35 @@ def test_pacing_reads_the_ietf_names_and_a_reset_beyond_the_cap_fails_the_reques
         await pacing.before()
         pacing.after(200, {"ratelimit-remaining": "0", "ratelimit-reset": "3600"})
         with pytest.raises(TransferError, match="resets in 3600 s, beyond retry.max_retry_after"):
+            await pacing.before()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    "headers, setting, value",
+    [
+        ({"ratelimit": "limit=100, remaining=50, reset=30"}, "remaining", "50"),
+        ({"ratelimit": "limit=100, remaining=50, reset=30"}, "reset", "30"),
+        ({"ratelimit": "limit=100, remaining=50, reset=30"}, "limit", "100"),
+        ({"ratelimit": '"default";r=7;t=12', "ratelimit-policy": '"default";q=100;w=60'}, "remaining", "7"),
+        ({"ratelimit": '"default";r=7;t=12', "ratelimit-policy": '"default";q=100;w=60'}, "reset", "12"),
+        ({"ratelimit": '"default";r=7;t=12', "ratelimit-policy": '"default";q=100;w=60'}, "limit", "100"),
+        ({"ratelimit": '"burst";r=7'}, "reset", None),
+        ({}, "remaining", None),
+    ],
+)
+def test_the_ietf_drafts_structured_field(headers: dict[str, str], setting: str, value: str | None) -> None:
+    assert structured(headers, setting) == value
+
+
+def test_pacing_reads_the_structured_field_when_no_header_is_named() -> None:
+    pacing = Pacing(RateLimitHeaders(margin=0), Retry(max_retry_after=60), clock=Clock())
+
+    async def go() -> None:
+        await pacing.before()
+        pacing.after(200, {"ratelimit": '"default";r=0;t=3600'})
+        with pytest.raises(TransferError, match="resets in 3600 s"):
             await pacing.before()
 
     asyncio.run(go())

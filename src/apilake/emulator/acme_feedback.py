@@ -3,8 +3,8 @@ reports inside a 200 (what `on_response` rules and `rate_limit_headers` are for)
 
 - ``/acme/limited/items?page=N``: the Acme items in pages (``data``, ``meta.pages``), every
   answer carrying the window's headers: ``style`` ``x`` (``X-RateLimit-Limit`` / ``-Remaining``
-  / ``-Reset``, the reset a Unix time as GitHub sends it) or ``ietf`` (``RateLimit-*``, the
-  reset in seconds). At most ``limit`` answers per fixed window of ``window_s``; one more is a
+  / ``-Reset``, the reset a Unix time as GitHub sends it), ``ietf`` (``RateLimit-*``, the
+  reset in seconds) or ``structured`` (the later drafts' ``RateLimit: "default";r=…;t=…``). At most ``limit`` answers per fixed window of ``window_s``; one more is a
   429 with ``Retry-After``, counted in ``throttled``.
 - ``/acme/feedback/{account}?date=``: one account's figures for a day, by account:
   ``empty``: a 404 ``{"error": "no data for this date"}``; ``busy``: a 200 ``{"status":
@@ -30,7 +30,7 @@ __all__ = ["AcmeFeedback", "FeedbackConfig"]
 class FeedbackConfig:
     limit: int = 10
     window_s: float = 1.0
-    style: str = "x"  # x | ietf
+    style: str = "x"  # x | ietf | structured
     busy_times: int = 2
 
 
@@ -70,6 +70,9 @@ class AcmeFeedback:
 
     def _headers(self, remaining: int, reset_in: float, now: float) -> list[tuple[str, str]]:
         cfg = self.config
+        if cfg.style == "structured":  # the IETF draft from its version 08 on
+            return [("RateLimit", f'"default";r={remaining};t={math.ceil(reset_in)}'),
+                    ("RateLimit-Policy", f'"default";q={cfg.limit};w={math.ceil(cfg.window_s)}')]
         if cfg.style == "ietf":
             return [("RateLimit-Limit", str(cfg.limit)), ("RateLimit-Remaining", str(remaining)),
                     ("RateLimit-Reset", str(math.ceil(reset_in)))]

@@ -19,6 +19,7 @@ import asyncio
 import email.utils
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 
@@ -33,6 +34,14 @@ DEFAULT_NAMES: dict[str, tuple[str, ...]] = {
     "remaining": ("x-ratelimit-remaining", "ratelimit-remaining"),
     "reset": ("x-ratelimit-reset", "ratelimit-reset"),
     "limit": ("x-ratelimit-limit", "ratelimit-limit"),
+}
+#: The later drafts' one structured field, looked in when none of the above is there: `RateLimit:
+#: limit=100, remaining=50, reset=30` (draft 07), or `RateLimit: "default";r=50;t=30` with
+#: `RateLimit-Policy: "default";q=100;w=60` (draft 08 on).
+STRUCTURED: dict[str, tuple[tuple[str, str], ...]] = {
+    "remaining": (("ratelimit", "remaining"), ("ratelimit", "r")),
+    "reset": (("ratelimit", "reset"), ("ratelimit", "t")),
+    "limit": (("ratelimit", "limit"), ("ratelimit-policy", "q")),
 }
 #: A reset past this many seconds is a Unix time (GitHub's, X's), not a number of seconds to wait.
 EPOCH_AFTER = 1_000_000_000
@@ -161,7 +170,16 @@ class Pacing:
         for name in (named.lower(),) if named else DEFAULT_NAMES[setting]:
             if name in headers:
                 return headers[name]
-        return None
+        return None if named else structured(headers, setting)
+
+
+def structured(headers: Mapping[str, str], setting: str) -> str | None:
+    """A setting's value from the IETF draft's structured field (`STRUCTURED`), or None."""
+    for field, key in STRUCTURED[setting]:
+        found = re.search(rf"(?:^|[\s,;]){key}=(\d+)", headers.get(field, ""))
+        if found:
+            return found[1]
+    return None
 
 
 def _integer(value: str | None) -> int | None:
