@@ -159,6 +159,17 @@ def test_pacing_counts_requests_in_flight_against_what_is_left() -> None:
     asyncio.run(go())
 
 
+def test_pacing_takes_no_count_from_an_answer_of_a_window_that_is_over() -> None:
+    pacing = Pacing(RateLimitHeaders(margin=0), Retry(), clock=Clock())
+
+    async def go() -> None:
+        await pacing.before()
+        pacing.after(200, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "0"})
+        await asyncio.wait_for(pacing.before(), 1)  # a late answer from before the reset holds nothing
+
+    asyncio.run(go())
+
+
 def test_pacing_reads_the_ietf_names_and_a_reset_beyond_the_cap_fails_the_request() -> None:
     pacing = Pacing(RateLimitHeaders(margin=0), Retry(max_retry_after=60), clock=Clock())
 

@@ -152,8 +152,8 @@ class Pacing:
             self._left = 0
             self._reset_at = now + floored(wait if wait is not None else 0.0, self._policy)
             return
-        if remaining is None:
-            return
+        if remaining is None or (reset is not None and reset <= 0):
+            return  # not told, or told of a window that is over (a late answer): nothing about this one
         if self._reset_at is not None and now >= self._reset_at:
             self._lowest = None  # a new window
         self._lowest = remaining if self._lowest is None else min(self._lowest, remaining)
