@@ -113,6 +113,7 @@ class Pacing:
         self._limit: int | None = None
         self._lowest: int | None = None  # the least `remaining` told in this window: answers arrive out of order
         self._in_flight = 0
+        self._announced: float | None = None  # the reset last logged
 
     async def before(self) -> None:
         """Wait until a request may go out; a reset past the cap fails the request instead."""
@@ -127,8 +128,10 @@ class Pacing:
                     f"the vendor's rate limit resets in {wait:.0f} s, beyond retry.max_retry_after "
                     f"({self._policy.max_retry_after:g} s); raise it to wait that long"
                 )
-            log.info("rate limit: waiting %.1f s for the vendor's window to reset", wait)
-            await asyncio.sleep(floored(wait, self._policy) if self._reset_at is None else wait)
+            if self._announced != self._reset_at:  # once per window, not once per waiting request
+                self._announced = self._reset_at
+                log.info("rate limit: waiting %.1f s for the vendor's window to reset", wait)
+            await asyncio.sleep(wait)
             if self._reset_at is None:  # not told when: let one request find out
                 self._left = max(self._left or 0, 1)
         if self._left is not None:
