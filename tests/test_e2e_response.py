@@ -5,18 +5,20 @@ its floor and cap, through the `apilake` command against the emulator (Acme's fe
 
 from __future__ import annotations
 
+import email.utils
 import itertools
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import TOKEN, all_text, lake_objects, records, run_cli, write_job
 
 from apilake.emulator import Emulator, Fault
 from apilake.emulator.acme_feedback import figures
+from conftest import TOKEN, all_text, lake_objects, records, run_cli, write_job
 
 DATE = "2026-11-25"
 RETRY = {"attempts": 4, "backoff_initial": 0.05, "backoff_max": 0.2, "budget_seconds": 30, "min_retry_after": 0.1}
@@ -161,9 +163,6 @@ def test_retry_after_0_waits_the_floor_not_a_tight_loop(tmp_path: Path, emulator
 
 @pytest.mark.parametrize("as_date", [False, True], ids=["seconds", "http-date"])
 def test_a_retry_after_beyond_the_cap_fails_the_unit_at_once(tmp_path: Path, emulator: Emulator, as_date: bool) -> None:
-    import email.utils
-    import time
-
     value = email.utils.formatdate(time.time() + 3600, usegmt=True) if as_date else "3600"
     emulator.config.faults = [Fault(match="/app/1/details", kind="status", status=429, retry_after=value)]
     job = write_job(tmp_path, emulator, [DETAILS], source=details({"max_retry_after": 5}))
