@@ -176,7 +176,7 @@ def test_pacing_reads_the_ietf_names_and_a_reset_beyond_the_cap_fails_the_reques
     async def go() -> None:
         await pacing.before()
         pacing.after(200, {"ratelimit-remaining": "0", "ratelimit-reset": "3600"})
-        with pytest.raises(TransferError, match="resets in 3600 s, beyond retry.max_retry_after"):
+        with pytest.raises(TransferError, match=r"resets in 3600 s, beyond retry\.max_retry_after"):
             await pacing.before()
 
     asyncio.run(go())

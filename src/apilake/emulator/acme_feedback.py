@@ -4,8 +4,9 @@ reports inside a 200 (what `on_response` rules and `rate_limit_headers` are for)
 - ``/acme/limited/items?page=N``: the Acme items in pages (``data``, ``meta.pages``), every
   answer carrying the window's headers: ``style`` ``x`` (``X-RateLimit-Limit`` / ``-Remaining``
   / ``-Reset``, the reset a Unix time as GitHub sends it), ``ietf`` (``RateLimit-*``, the
-  reset in seconds) or ``structured`` (the later drafts' ``RateLimit: "default";r=…;t=…``). At most ``limit`` answers per fixed window of ``window_s``; one more is a
-  429 with ``Retry-After``, counted in ``throttled``.
+  reset in seconds) or ``structured`` (the later drafts' ``RateLimit: "default";r=…;t=…``).
+  At most ``limit`` answers per fixed window of ``window_s``; one more is a 429 with
+  ``Retry-After``, counted in ``throttled``.
 - ``/acme/feedback/{account}?date=``: one account's figures for a day, by account:
   ``empty``: a 404 ``{"error": "no data for this date"}``; ``busy``: a 200 ``{"status":
   "processing"}`` for its first ``busy_times`` requests; ``suspended``: a 200 whose body says

@@ -24,63 +24,59 @@ from apilake.fetch.report import fetch_report
 from apilake.fetch.rules import Rules, applying
 from apilake.jobfile import Endpoint, Job, Source
 from apilake.plan import Unit
-from apilake.record import UnitResult, observed
+from apilake.record import UnitResult
 from apilake.redact import Redactor
+from apilake.traffic import observe
+from apilake.vocabulary import ResultKind, result_kind
 
 log = logging.getLogger("apilake")
+
 P = ParamSpec("P")
 R = TypeVar("R")
+Outcome = TypeVar("Outcome", UnitResult, tuple[UnitResult, list[FileTransfer]])
 
 
-def unit_kind(unit: Unit) -> str:
-    """The record kind of a planned unit: `json`, `file`, or `listing` for a bulk or report unit."""
-    return record_kind(unit.kind)
+def observed(work: Callable[P, Awaitable[Outcome]]) -> Callable[P, Awaitable[Outcome]]:
+    """Run a unit's work (returning its `UnitResult`, or that and the files it lists) under
+    `traffic.observe`, and stamp the result with what its requests met."""
 
+    @functools.wraps(work)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> Outcome:
+        with observe() as traffic:
+            outcome = await work(*args, **kwargs)
+        (outcome[0] if isinstance(outcome, tuple) else outcome).stamp(traffic)
+        return outcome
 
-def record_kind(kind: str) -> str:
-    """The record kind of an endpoint kind (`json`, `file`, `bulk`, `report`)."""
-    return kind if kind in ("json", "file") else "listing"
+    return run
 
 
 def endpoints(job: Job) -> dict[tuple[str, str], Endpoint]:
     return {(s.name, e.name): e for s in job.sources for e in s.endpoints}
 
 
-def failed(unit: Unit, kind: str, unit_id: str, exc: BaseException, url: str, redact: Redactor) -> UnitResult:
+def failed(unit: Unit, kind: ResultKind, unit_id: str, exc: BaseException, url: str, redact: Redactor) -> UnitResult:
     """The result of a unit that raised; anything but an expected error is reported as a bug. A
     unit an `on_response` rule ignored did not fail: it is done, with nothing to land."""
     if isinstance(exc, UnitIgnored):
-        return UnitResult(unit_id, unit.source, unit.endpoint, unit.date, kind, "ignored", url=redact(url), error=str(exc))  # type: ignore[arg-type]
+        return UnitResult.for_unit(unit, "ignored", unit_id=unit_id, kind=kind, url=redact(url), error=redact(str(exc)))
     if not isinstance(exc, (TransferError, DestinationError)):
         log.error("internal error in %s", unit_id, exc_info=exc)
         exc = TransferError(f"internal error ({type(exc).__name__}: {exc}); please report it")
-    return UnitResult(
-        unit_id,
-        unit.source,
-        unit.endpoint,
-        unit.date,
-        kind,  # type: ignore[arg-type]
-        "not_attempted" if isinstance(exc, DailyQuotaSpent) else "failed",
-        url=redact(url),
-        error=redact(str(exc)),
-        attempts=getattr(exc, "attempts", 0),
-    )
+    return UnitResult.for_unit(unit, "not_attempted" if isinstance(exc, DailyQuotaSpent) else "failed", unit_id=unit_id, kind=kind,
+                               url=redact(url), error=redact(str(exc)), attempts=getattr(exc, "attempts", 0))
 
 
-def not_attempted(unit: Unit, kind: str, unit_id: str, url: str, redact: Redactor, source: Source) -> UnitResult:
+def not_attempted(unit: Unit, kind: ResultKind, unit_id: str, url: str, redact: Redactor, source: Source) -> UnitResult:
     """The result of a unit that never started because its source's daily quota is spent."""
-    return UnitResult(
-        unit_id, unit.source, unit.endpoint, unit.date, kind, "not_attempted",  # type: ignore[arg-type]
-        url=redact(url),
-        error=f"not attempted: {DailyQuotaSpent.of(source)}",
-    )
+    return UnitResult.for_unit(unit, "not_attempted", unit_id=unit_id, kind=kind, url=redact(url),
+                               error=f"not attempted: {DailyQuotaSpent.of(source)}")
 
 
 def judged(work: Callable[Concatenate[UnitWork, Unit, P], Awaitable[R]]) -> Callable[Concatenate[UnitWork, Unit, P], Awaitable[R]]:
     """Run a unit's work with its endpoint's response rules (`fetch.rules`) judging its answers."""
 
     @functools.wraps(work)
-    async def run(self: UnitWork, unit: Unit, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def run(self: UnitWork, unit: Unit, /, *args: P.args, **kwargs: P.kwargs) -> R:
         with applying(Rules.of(self._source(unit), self.endpoints[unit.source, unit.endpoint])):
             return await work(self, unit, *args, **kwargs)
 
@@ -108,7 +104,7 @@ class UnitWork:
     @judged
     async def unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
         """Land a JSON unit, or fetch a bulk unit's listing: its result and the files it lists."""
-        kind = unit_kind(unit)
+        kind = result_kind(unit.kind)
         if self._spent(unit):
             return not_attempted(unit, kind, unit.id, unit.request_url, self.redact, self._source(unit)), []
         client = self.clients[unit.source]
