@@ -25,9 +25,11 @@ def refresh_auth(emu: Emulator) -> dict[str, Any]:
             "client_secret": "${ACME_SECRET}", "refresh_token": "${ACME_REFRESH_TOKEN}"}
 
 
-def job_file(path: Path, emu: Emulator, destination: str, **top: Any) -> Path:
+def job_file(path: Path, emu: Emulator, destination: str, endpoints: list[dict[str, Any]] | None = None,
+             source: dict[str, Any] | None = None, **top: Any) -> Path:
     source = {"name": "acme", "base_url": emu.api_url + "/acme", "auth": refresh_auth(emu),
-              "retry": {"attempts": 2, "backoff_initial": 0.05, "backoff_max": 0.1, "budget_seconds": 10}, "endpoints": [ACCOUNTS]}
+              "retry": {"attempts": 2, "backoff_initial": 0.05, "backoff_max": 0.1, "budget_seconds": 10},
+              "endpoints": endpoints or [ACCOUNTS], **(source or {})}
     path.write_text(yaml.safe_dump({"timezone": "UTC", "destination": destination, **top, "sources": [source]}, sort_keys=False))
     return path
 

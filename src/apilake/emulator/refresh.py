@@ -2,7 +2,8 @@
 
 ``POST /oauth/token`` with ``grant_type=refresh_token`` on the auth origin: a live refresh token
 is spent and answered with a new access token (which the Acme API accepts) and a new refresh
-token. A spent, revoked or unknown one gets ``400 {"error": "invalid_grant"}``; a spent one
+token. A spent, revoked or unknown one gets ``400 {"error": "invalid_grant"}`` (its description
+echoes the token, as careless vendors do); a spent one
 presented again also revokes its whole chain, as OAuth 2.1 advises against replay, so a client
 that spends one token twice is caught. ``grant()`` stands for the user authorizing the app (a
 new chain's first token), ``revoke()`` for the user withdrawing it; ``gate`` lets a test hold
@@ -18,8 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = ["RefreshTokens"]
-
-INVALID_GRANT = {"error": "invalid_grant", "error_description": "the refresh token is invalid, expired, revoked or already used"}
 
 
 class RefreshTokens:
@@ -61,7 +60,8 @@ class RefreshTokens:
                 if replayed is not None:
                     self.reused += 1
                     self._live = {live: of for live, of in self._live.items() if of != replayed}
-                return 400, INVALID_GRANT
+                # echoing the token, as a careless vendor does: clients must keep it out of their errors
+                return 400, {"error": "invalid_grant", "error_description": f"refresh token {token} is invalid, expired, revoked or already used"}
             self._spent[token] = chain
             rotated = self._new(chain)
             self.refreshes += 1
