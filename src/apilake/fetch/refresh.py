@@ -283,7 +283,7 @@ class RefreshTokenCredentials(OAuth2Credentials):
             "sealed": self.seal.seal(sealed, self.key) if refresh else None,
             "spent": spent,
             "claim": claim,
-            "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         return await self.store.put_if(self.key, json.dumps(doc, indent=1).encode(), version=chain.version, private=True)
 
