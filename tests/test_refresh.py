@@ -163,3 +163,16 @@ def test_invalid_grant_names_the_source_and_is_asked_once(tmp_path: Path) -> Non
     assert "source 's'" in errors[0] and "invalid_grant" in errors[0] and "rt-0" not in errors[0]
     assert not errors[0].startswith("Traceback")
     assert json.loads((tmp_path / creds.key).read_text())["claim"] is None  # the claim is given back
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [b"not json", b"[1, 2]", b'{"spent": "rt-0", "claim": "mine", "sealed": "garbage"}', b'{"sealed": 42, "spent": [1]}'],
+)
+def test_a_damaged_token_object_is_read_as_no_chain(tmp_path: Path, stored: bytes) -> None:
+    vendor, store = Vendor(), LocalDestination(tmp_path)
+    creds = credentials(vendor, store)
+    (tmp_path / creds.key).parent.mkdir(parents=True)
+    (tmp_path / creds.key).write_bytes(stored)
+    assert asyncio.run(bearer(creds)) == "Bearer at-1"
+    assert [f["refresh_token"] for f in vendor.forms] == ["rt-0"]

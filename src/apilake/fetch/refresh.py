@@ -257,7 +257,12 @@ class RefreshTokenCredentials(OAuth2Credentials):
         if not isinstance(doc, dict):
             return Chain(version=found.version)
         opened = self.seal.open(doc.get("sealed"), self.key) if doc.get("sealed") else None
-        chain = Chain(version=found.version, spent=[str(s) for s in doc.get("spent") or []], claim=doc.get("claim") or None)
+        spent, claim = doc.get("spent"), doc.get("claim")
+        chain = Chain(
+            version=found.version,
+            spent=[str(s) for s in spent] if isinstance(spent, list) else [],
+            claim=claim if isinstance(claim, dict) else None,
+        )
         if opened:
             chain.refresh_token = str(opened.get("refresh_token") or "") or None
             access = opened.get("access")
