@@ -176,3 +176,20 @@ def test_a_damaged_token_object_is_read_as_no_chain(tmp_path: Path, stored: byte
     (tmp_path / creds.key).write_bytes(stored)
     assert asyncio.run(bearer(creds)) == "Bearer at-1"
     assert [f["refresh_token"] for f in vendor.forms] == ["rt-0"]
+
+
+@pytest.mark.parametrize(
+    "settings, where",
+    [({}, "lake"), ({"token_store": "{tmp}/shared"}, "shared"), ({"lease": {"mode": "off"}}, "host"), ({"lease": {"mode": "off"}, "token_store": "{tmp}/shared"}, "shared")],
+)
+def test_where_refresh_tokens_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any], where: str) -> None:
+    from apilake.fetch.refresh import token_store
+    from apilake.jobfile import Job
+
+    monkeypatch.setenv("APILAKE_TOKEN_DIR", str(tmp_path / "host"))
+    settings = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in settings.items()}
+    job = Job.model_validate({"destination": str(tmp_path / "lake"), **settings, "sources": [{"name": "s", "base_url": "https://api.test",
+                              "auth": SPEC.model_dump(), "endpoints": [{"name": "e", "kind": "json", "path": "/x"}]}]})
+    dest = LocalDestination(tmp_path / "lake")
+    store = token_store(job, dest)
+    assert store is dest if where == "lake" else store.url == str(tmp_path / where)
