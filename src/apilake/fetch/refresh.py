@@ -42,6 +42,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
@@ -68,7 +69,12 @@ CLAIM_SLACK = 10.0  # seconds a claim outlives the token request's own timeouts
 
 def token_store(job: Job, dest: Destination) -> Destination:
     """Where the job's refresh tokens are kept: `token_store:`, else the destination (`shared_store`)."""
-    return shared_store(job.token_store, job, dest, host_state_folder("tokens", "APILAKE_TOKEN_DIR"))
+    return shared_store(job.token_store, job, dest, host_token_folder())
+
+
+def host_token_folder() -> Path:
+    """Where this host keeps refresh tokens for jobs without a lease; `$APILAKE_TOKEN_DIR` moves it."""
+    return host_state_folder("tokens", "APILAKE_TOKEN_DIR")
 
 
 def token_key(source: Source, spec: OAuth2RefreshToken) -> str:
