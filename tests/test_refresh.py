@@ -109,6 +109,7 @@ def test_each_process_spends_the_token_the_one_before_stored(tmp_path: Path) -> 
     assert asyncio.run(main()) == ["Bearer at-2", "Bearer at-3", "Bearer at-4"]
     assert [f["refresh_token"] for f in vendor.forms] == ["rt-0", "rt-1", "rt-2", "rt-3"]
     assert "rt-4" not in (tmp_path / token_key(credentials(vendor, store).source, SPEC)).read_text()
+    assert Redactor()("rotated rt-4, access at-4") == "rotated ***, access ***"  # every redactor learnt them
 
 
 def test_concurrent_processes_spend_one_token_once(tmp_path: Path) -> None:
