@@ -5,7 +5,8 @@ redirect to another host) and `renew` once after a 401. Only OAuth2 has anything
 is fetched from the token endpoint (which may be on another origin and gets the client secret,
 never the access token), shared by all concurrent units of the source (one request in flight at
 a time), cached until shortly before it expires, and taught to every redactor as a secret. The
-cache is per process, so the tasks of one Dask worker share a token too.
+cache is per process, so the tasks of one Dask worker share a token too. The refresh token
+grant, whose tokens outlive a process, has a room of its own (`fetch.refresh`).
 """
 
 from __future__ import annotations
