@@ -168,7 +168,8 @@ def test_invalid_grant_names_the_source_and_is_asked_once(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     "stored",
-    [b"not json", b"[1, 2]", b'{"spent": "rt-0", "claim": "mine", "sealed": "garbage"}', b'{"sealed": 42, "spent": [1]}'],
+    [b"not json", b"[1, 2]", b'{"spent": "rt-0", "claim": "mine", "sealed": "garbage"}', b'{"sealed": 42, "spent": [1]}',
+     b'{"claim": {"id": "x", "until": "forever"}}'],
 )
 def test_a_damaged_token_object_is_read_as_no_chain(tmp_path: Path, stored: bytes) -> None:
     vendor, store = Vendor(), LocalDestination(tmp_path)

@@ -137,8 +137,14 @@ class Chain:
             return configured, True
         return self.refresh_token, False
 
+    @property
+    def claim_until(self) -> float:
+        """When the claim runs out (0: no claim, or one that says no time)."""
+        until = (self.claim or {}).get("until")
+        return float(until) if isinstance(until, (int, float)) else 0.0
+
     def claimed_by_other(self, me: str, now: float) -> bool:
-        return bool(self.claim and self.claim.get("id") != me and float(self.claim.get("until") or 0) > now)
+        return bool(self.claim and self.claim.get("id") != me and self.claim_until > now)
 
 
 class RefreshTokenCredentials(OAuth2Credentials):
@@ -241,12 +247,11 @@ class RefreshTokenCredentials(OAuth2Credentials):
 
     async def _wait_for_change(self, chain: Chain) -> None:
         """Poll the store until the claimer writes (or its claim runs out)."""
-        claim = chain.claim or {}
-        until = float(claim.get("until") or 0)
-        log.info("source %r: %s is refreshing its access token; waiting for it", self.source.name, claim.get("by", "another process"))
+        by = (chain.claim or {}).get("by", "another process")
+        log.info("source %r: %s is refreshing its access token; waiting for it", self.source.name, by)
         delay = 0.02
-        while time.time() < until:
-            await asyncio.sleep(min(delay, max(0.0, until - time.time())))
+        while time.time() < chain.claim_until:
+            await asyncio.sleep(min(delay, max(0.0, chain.claim_until - time.time())))
             delay = min(delay * 2, 1.0)
             found = await self.store.read_versioned(self.key)
             if (found.version if found else None) != chain.version:
