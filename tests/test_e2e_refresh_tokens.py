@@ -138,11 +138,9 @@ def test_a_revoked_refresh_token_fails_naming_the_source_until_a_new_one_is_set(
 
 
 def test_refresh_tokens_kept_in_s3_under_token_store(tmp_path: Path, emulator: Emulator, s3_bucket: str) -> None:
-    """The chain kept by S3 conditional writes, in a bucket of its own (`token_store:`)."""
+    """The chain kept by S3 conditional writes, under a prefix of its own (`token_store:`)."""
     vendor = emulator.acme.refresh_tokens
-    client = s3(s3_bucket)
-    client.create_bucket(Bucket="secrets")
-    job = job_file(tmp_path / "job.yaml", emulator, "s3://lake/raw", s3={"endpoint_url": s3_bucket}, token_store="s3://secrets/apilake")
+    job = job_file(tmp_path / "job.yaml", emulator, "s3://lake/raw", s3={"endpoint_url": s3_bucket}, token_store="s3://lake/secrets")
     first = vendor.grant()
     outputs = []
     for date in DATES[:2]:
@@ -151,10 +149,9 @@ def test_refresh_tokens_kept_in_s3_under_token_store(tmp_path: Path, emulator: E
         assert result.returncode == 0, result.stdout + result.stderr
         outputs += [result.stdout, result.stderr]
     assert vendor.refreshes == 2 and vendor.refused == 0
-    objects = {(bucket, o["Key"]): client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
-               for bucket in ("lake", "secrets") for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert [key for bucket, key in objects if "/tokens/" in key] == [key for bucket, key in objects if bucket == "secrets"]
-    assert [key.split("/")[:3] for bucket, key in objects if bucket == "secrets"] == [["apilake", "_apilake", "tokens"]]
-    everything = "\n".join(outputs) + "\n".join(v.decode("latin-1") + k for (_, k), v in objects.items())
+    client = s3(s3_bucket)
+    objects = {o["Key"]: client.get_object(Bucket="lake", Key=o["Key"])["Body"].read() for o in client.list_objects_v2(Bucket="lake")["Contents"]}
+    assert [key.split("/")[:3] for key in objects if "/tokens/" in key] == [["secrets", "_apilake", "tokens"]]
+    everything = "\n".join(outputs) + "\n".join(v.decode("latin-1") + k for k, v in objects.items())
     for secret in secrets_of(emulator):
         assert secret not in everything
