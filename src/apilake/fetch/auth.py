@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from apilake import __version__
-from apilake.errors import TransferError
+from apilake.errors import TransferError, is_transient
 from apilake.jobfile import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2Client, OAuth2ClientCredentials, OAuth2RefreshToken, Source, Timeouts
 from apilake.redact import ERROR_DETAIL_CHARS, Redactor, learn
 
@@ -176,7 +176,7 @@ class OAuth2Credentials(Credentials):
 
     async def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
         """POST `form` to the token endpoint with the client's credentials; its JSON answer.
-        A refusal is a `TokenEndpointError` (transient for 408, 429 and 5xx), its text redacted."""
+        A refusal is a `TokenEndpointError` (transient as the API's own answers: `errors.is_transient`), its text redacted."""
         import httpx
 
         spec = self.spec
@@ -196,10 +196,9 @@ class OAuth2Credentials(Credentials):
             doc = None
         if status != 200:
             detail = self.redact.cut(response.text.replace("\n", " "), ERROR_DETAIL_CHARS)
-            transient = status in (408, 429) or status >= 500
             error = doc.get("error") if isinstance(doc, dict) and isinstance(doc.get("error"), str) else None
             raise TokenEndpointError(
-                f"token endpoint {spec.token_url} answered HTTP {status}: {detail}", status=status, transient=transient, error=error
+                f"token endpoint {spec.token_url} answered HTTP {status}: {detail}", status=status, transient=is_transient(status), error=error
             )
         if not isinstance(doc, dict):
             raise TransferError(f"token endpoint {spec.token_url}: the answer is not a JSON object (RFC 6749 5.1)")
