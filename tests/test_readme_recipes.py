@@ -35,6 +35,9 @@ EXPECTED: dict[str, tuple[Planned, Fanned]] = {
     "An OAuth2 reporting API": (
         [("adnet/installs/2026-11-25", "https://api.adnet.example/v2/reports", "{source}/{endpoint}/dt={date}/{file_name}")], {},
     ),
+    "Rotating OAuth2 refresh tokens, like Xero's": (
+        [("xero/invoices/2026-11-25", "https://api.xero.com/api.xro/2.0/Invoices?page=1", "xero/invoices/dt=2026-11-25/data.json")], {},
+    ),
     "Parent → child fan-out": (
         [("ads/accounts/2026-11-25", "https://api.ads.example/v1/accounts", "ads/accounts/dt=2026-11-25/data.json")],
         {

@@ -28,7 +28,7 @@ from apilake.vocabulary import EndpointKind
 # Names of headers (and of environment variables in a request) that carry credentials.
 SECRET_NAME = re.compile(r"(?i)AUTH|TOKEN|SECRET|PASSW|KEY|CREDENTIAL|COOKIE|SIGNATURE|SESSION")
 #: Settings that hold a credential: a `${VAR}` filling one is a secret whatever its name.
-CREDENTIAL_SETTING = re.compile(r"^(sources\[\d+\]\.(token|auth\.(token|value|password|client_secret))|notify\.urls\[\d+\])$")
+CREDENTIAL_SETTING = re.compile(r"^(sources\[\d+\]\.(token|auth\.(token|value|password|client_secret|refresh_token))|notify\.urls\[\d+\])$")
 #: Parts of a request a credential may ride in (`/bot${BOT_TOKEN}/...`, a parameter, a body field):
 #: there a `${VAR}` whose name says it is a credential is taken for one.
 REQUEST_PART = re.compile(r"^sources\[\d+\]\.(base_url$|headers\.|endpoints\[\d+\]\.(path$|params\.|body|matrix\.|create\.|poll\.))")
@@ -112,10 +112,9 @@ class BasicAuth(_Model):
         return [self.password, self.header.split(" ", 1)[1]]
 
 
-class OAuth2ClientCredentials(_Model):
-    """OAuth 2.0 client credentials grant (RFC 6749 section 4.4)."""
+class OAuth2Client(_Model):
+    """What every OAuth 2.0 grant of apilake shares: the token endpoint and the client's credentials."""
 
-    type: Literal["oauth2_client_credentials"]
     token_url: HttpUrl
     client_id: str
     client_secret: str
@@ -131,7 +130,25 @@ class OAuth2ClientCredentials(_Model):
         return [self.client_secret, self.basic_header.split(" ", 1)[1]]
 
 
-Auth = Annotated[BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials, Field(discriminator="type")]
+class OAuth2ClientCredentials(OAuth2Client):
+    """OAuth 2.0 client credentials grant (RFC 6749 section 4.4)."""
+
+    type: Literal["oauth2_client_credentials"]
+
+
+class OAuth2RefreshToken(OAuth2Client):
+    """OAuth 2.0 refresh token grant (RFC 6749 section 6): the user's consent, given once, as a
+    refresh token; a vendor that rotates it hands out a new one with each access token
+    (`fetch.refresh` keeps the newest in the token store)."""
+
+    type: Literal["oauth2_refresh_token"]
+    refresh_token: str = Field(min_length=1)
+
+    def secrets(self) -> list[str]:
+        return [*super().secrets(), self.refresh_token]
+
+
+Auth = Annotated[BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials | OAuth2RefreshToken, Field(discriminator="type")]
 
 
 # -- pagination: one model per style (the behaviour of each lives in `fetch.paginate`) ---------
@@ -470,7 +487,7 @@ class Source(_Model):
         return self
 
     @property
-    def credentials(self) -> BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials | None:
+    def credentials(self) -> BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials | OAuth2RefreshToken | None:
         """The source's auth scheme, `token:` read as the bearer shorthand."""
         if self.token is not None:
             return BearerAuth(type="bearer", token=self.token)
@@ -580,6 +597,7 @@ class Job(_Model):
     notify: Notify | None = None
     lease: LeaseOptions = LeaseOptions()
     quota_ledger: str | None = None  # where requests_per_day is counted (default: the destination)
+    token_store: str | None = None  # where rotated OAuth2 refresh tokens are kept (default: the destination)
     tables: Tables | None = None
     sources: list[Source] = Field(min_length=1)
     _env_secrets: tuple[str, ...] = PrivateAttr(default=())

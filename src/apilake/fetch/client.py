@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_random_exponential
 
 from apilake import __version__
+from apilake.destinations import Destination
 from apilake.errors import IntegrityError, TransferError, is_transient
 from apilake.fetch.auth import credentials_for
 from apilake.fetch.download import Download, Timeouts, Transport
@@ -56,13 +57,14 @@ def origin(url: str) -> tuple[str, str, int | None]:
 class SourceClient:
     """The one HTTP client of a source, shared by all of its units in this process."""
 
-    def __init__(self, source: Source, redact: Redactor, budget: Budget) -> None:
+    def __init__(self, source: Source, redact: Redactor, budget: Budget, tokens: Destination | None = None) -> None:
+        """`tokens`: the token store of a source with rotating refresh tokens (`fetch.refresh`)."""
         self.source = source
         self.redact = redact
         self.budget = budget
         self._origin = origin(source.base_url)
         t = source.timeouts
-        self._credentials = credentials_for(source, None, redact)
+        self._credentials = credentials_for(source, None, redact, tokens)
         self._transport = Transport(f"apilake/{__version__}", Timeouts(connect=t.connect, read=t.read), source.concurrency)
         self.pacing = Pacing(source.rate_limit_headers, source.retry)
 
