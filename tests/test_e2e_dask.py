@@ -346,6 +346,25 @@ def test_any_vendor_on_the_cluster_oauth2_fan_out_and_a_report(tmp_path: Path, e
         assert secret not in text
 
 
+def test_the_workers_of_a_cluster_spend_one_rotating_refresh_token_once(tmp_path: Path, emulator, cluster) -> None:
+    """Every worker process needs an access token at once: one spends the refresh token, the
+    others wait for its claim and take the access token it stored."""
+    from test_e2e_refresh_tokens import ACCOUNTS, assert_no_token, env, job_file
+
+    vendor = emulator.acme.refresh_tokens
+    first = vendor.grant()
+    accounts = {**ACCOUNTS, "params": {"date": "{date}", "part": "{part}"}, "matrix": {"part": list(range(7))}}  # 7 units at once
+    job = job_file(tmp_path / "job.yaml", emulator, str(tmp_path / "lake"), [accounts], {"concurrency": 8})
+    runs = []
+    for date in ("2026-11-24", DATE):
+        emulator.acme.expire_access_tokens()
+        runs.append(run_cli("run", str(job), "--date", date, "--executor", "dask", "--scheduler", cluster[0].scheduler_address, env=env(first)))
+        assert runs[-1].returncode == 0, runs[-1].stdout + runs[-1].stderr
+    assert len(lake_objects(tmp_path / "lake")) == 14
+    assert vendor.refreshes == 2 and vendor.refused == 0  # one spend a run, whatever the number of workers
+    assert_no_token(emulator, tmp_path / "lake", *(r.stdout + r.stderr for r in runs), cluster_logs(cluster[1]))
+
+
 def test_a_local_run_and_a_dask_run_sharing_a_credential_send_at_most_the_daily_quota(tmp_path: Path, emulator, cluster) -> None:
     ledger = tmp_path / "ledger"
     endpoint = {**DETAILS, "matrix": {"market": ["ios"], "product_id": list(range(1, 71))}}

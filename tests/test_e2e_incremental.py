@@ -308,6 +308,25 @@ def test_a_cursor_that_does_not_parse_or_goes_backwards_fails_its_unit_and_the_c
     assert states(lake)["vendor/items"]["cursor"] == "2026-06-01T00:00:00Z"
 
 
+def test_a_window_an_on_response_rule_ignores_is_done_and_the_cursor_stays(tmp_path: Path, hostile: ThreadingHTTPServer) -> None:
+    lake = tmp_path / "lake"
+    job = hostile_job(tmp_path, hostile)
+    doc = yaml.safe_load(job.read_text())
+    doc["sources"][0]["endpoints"][0]["on_response"] = [{"status": 200, "body_contains": "nothing changed", "action": "ignore"}]
+    job.write_text(yaml.safe_dump(doc, sort_keys=False))
+    hostile.records = ["nothing changed"]  # type: ignore[attr-defined]
+    run(job, "2026-11-25")
+    state = states(lake)["vendor/items"]
+    assert state["cursor"] is None and state["windows"]["2026-11-25"]["done"] is True, state
+    shown = run_cli("status", str(job), "--dest", str(lake)).stdout
+    assert "vendor/items: none yet" in shown and "not finished" not in shown, shown
+
+    hostile.records = [{"id": 1, "updated_at": "2026-06-01T00:00:00Z"}]  # type: ignore[attr-defined]
+    run(job, "2026-11-26")  # reads on from where the cursor stayed: nothing skipped
+    state = states(lake)["vendor/items"]
+    assert state["windows"]["2026-11-26"]["start"] == "2026-01-01T00:00:00Z" and state["cursor"] == "2026-06-01T00:00:00Z", state
+
+
 @pytest.mark.parametrize("mode", ["fail", "skip", "include"])
 def test_a_record_without_the_cursor_field(tmp_path: Path, hostile: ThreadingHTTPServer, mode: str) -> None:
     lake = tmp_path / "lake"

@@ -78,8 +78,8 @@ def test_summary_table_and_plain_progress_when_not_a_terminal(tmp_path: Path, em
     result = run_cli("run", str(job), "--date", "2026-11-25")
     assert result.returncode == 0
     header, *rows = [line.split() for line in result.stdout.splitlines()[:3]]
-    assert header == ["endpoint", "landed", "skipped", "failed", "not", "run", "bytes", "wall", "time", "sum", "of", "unit", "times"]
-    assert [r[:4] for r in rows] == [["dataai/countries", "1", "0", "0"], ["dataai/details", "2", "0", "0"]]
+    assert header == ["endpoint", "landed", "skipped", "ignored", "failed", "not", "run", "bytes", "wall", "time", "sum", "of", "unit", "times"]
+    assert [r[:5] for r in rows] == [["dataai/countries", "1", "0", "0", "0"], ["dataai/details", "2", "0", "0", "0"]]
     assert "progress: 3/3 units" in result.stderr
     quiet = run_cli("run", str(job), "--date", "2026-11-25", "--quiet")
     assert quiet.stderr == ""

@@ -71,3 +71,34 @@ def test_report_lifecycle_and_a_token_endpoint_fault(emu: Emulator) -> None:
     emu.config.faults = [Fault(match="/oauth/token", kind="status", status=500, times=1, origin="auth")]
     form = {"data": {"grant_type": "client_credentials"}, "auth": ("acme-client", "acme-secret-a1b2c3d4")}
     assert [token(emu, **form).status_code for _ in range(2)] == [500, 200]
+
+
+@pytest.mark.parametrize(
+    "style, remaining, reset",
+    [("x", "x-ratelimit-remaining", "x-ratelimit-reset"), ("ietf", "ratelimit-remaining", "ratelimit-reset")],
+)
+def test_the_limited_endpoint_tells_its_window_and_enforces_it(emu: Emulator, style: str, remaining: str, reset: str) -> None:
+    emu.acme.config.auth = "bearer"
+    emu.acme.feedback.config.style, emu.acme.feedback.config.limit, emu.acme.feedback.config.window_s = style, 3, 60
+    headers = {"Authorization": f"Bearer {emu.config.token}"}
+    answers = [httpx.get(emu.api_url + "/acme/limited/items", headers=headers) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert [a.headers[remaining] for a in answers[:3]] == ["2", "1", "0"]
+    assert int(answers[-1].headers["retry-after"]) > 0
+    assert int(answers[0].headers[reset]) > (1_000_000_000 if style == "x" else 0)  # GitHub's Unix time, or seconds
+    assert emu.acme.feedback.throttled == 1 and emu.stats.summary()["throttled"] == 1
+
+
+def test_the_feedback_endpoint_reports_errors_inside_a_200(emu: Emulator) -> None:
+    emu.acme.config.auth = "bearer"
+    headers = {"Authorization": f"Bearer {emu.config.token}"}
+
+    def get(account: str) -> httpx.Response:
+        return httpx.get(f"{emu.api_url}/acme/feedback/{account}?date=2026-11-25", headers=headers)
+
+    assert get("empty").status_code == 404
+    assert get("suspended").json()["error"]["code"] == "account_suspended"
+    assert [get("busy").json().get("status") for _ in range(3)] == ["processing", "processing", None]
+    first = get("throttled")
+    assert first.json()["error"]["code"] == "rate_limited" and first.headers["x-retry-in"] == "1"
+    assert get("throttled").json()["account"] == "throttled"

@@ -101,6 +101,7 @@ def test_secret_looking_variables_are_secrets_wherever_they_are_used(tmp_path: P
         ("sources[0].token", "T", True),  # a credential setting: whatever the variable's name
         ("sources[0].auth.password", "P", True),
         ("sources[0].auth.client_secret", "CS", True),
+        ("sources[0].auth.refresh_token", "GRANT", True),
         ("sources[0].auth.value", "V", True),
         ("sources[0].headers.X-Api-Key", "K", True),
         ("notify.urls[0]", "HOOK", True),

@@ -95,13 +95,21 @@ def test_lease_mode_off_reads_as_written_though_yaml_makes_a_bare_off_false(tmp_
         ("lease: {mode: auto}", None),
         ("lease: {mode: off}", "requests_per_day is counted per host (in /var/quota)"),
         ("lease: {mode: off}\nquota_ledger: s3://ledgers/shared", "requests_per_day is counted in the quota_ledger s3://ledgers/shared"),
+        ("lease: {mode: off}\nrefresh: yes", "refresh tokens are kept per host (in /var/tokens): a run on another host would spend"),
     ],
 )
 def test_a_run_without_a_lease_says_what_it_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str, says: str | None) -> None:
     monkeypatch.setenv("APILAKE_QUOTA_DIR", "/var/quota")
+    monkeypatch.setenv("APILAKE_TOKEN_DIR", "/var/tokens")
+    auth = ", auth: {type: oauth2_refresh_token, token_url: 'https://x/t', client_id: i, client_secret: s, refresh_token: r}"
+    settings, refresh = settings.replace("\nrefresh: yes", ""), "refresh: yes" in settings
     path = tmp_path / "job.yaml"
-    path.write_text(f"{settings}\nsources: [{{name: s, base_url: 'https://x', endpoints: [{{name: e, kind: json, path: /e}}]}}]\n")
-    warning = unleased_warning(load_job(path), LocalDestination(tmp_path / "lake"))
+    path.write_text(f"{settings}\nsources: [{{name: s, base_url: 'https://x'{auth if refresh else ''}, endpoints: [{{name: e, kind: json, path: /e}}]}}]\n")
+    job = load_job(path)
+    if refresh:  # a token_store shared by the hosts keeps one chain: nothing more to say
+        shared = unleased_warning(job.model_copy(update={"token_store": "s3://secrets/apilake"}), LocalDestination(tmp_path / "lake"))
+        assert shared is not None and "refresh tokens" not in shared
+    warning = unleased_warning(job, LocalDestination(tmp_path / "lake"))
     if says is None:
         assert warning is None
     else:

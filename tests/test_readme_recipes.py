@@ -52,6 +52,9 @@ EXPECTED: dict[str, tuple[Planned, Fanned]] = {
     "An OAuth2 reporting API": (
         [("adnet/installs/2026-11-25", "https://api.adnet.example/v2/reports", "{source}/{endpoint}/dt={date}/{file_name}")], {},
     ),
+    "Rotating OAuth2 refresh tokens, like Xero's": (
+        [("xero/invoices/2026-11-25", "https://api.xero.com/api.xro/2.0/Invoices?page=1", "xero/invoices/dt=2026-11-25/data.json")], {},
+    ),
     "Parent → child fan-out": (
         [("ads/accounts/2026-11-25", "https://api.ads.example/v1/accounts", "ads/accounts/dt=2026-11-25/data.json")],
         {
@@ -78,6 +81,11 @@ EXPECTED: dict[str, tuple[Planned, Fanned]] = {
                                                                   "https://api.acme.example/products/p2/stats?date=2026-11-25"]),
         },
     ),
+    "An API that reports its limits in headers": ([
+        ("metrics/items/2026-11-25", "https://api.metrics.example/v2/limited/items?page=1", "metrics/items/dt=2026-11-25/data.json"),
+        *((f"metrics/figures/2026-11-25/account={a}", f"https://api.metrics.example/v2/feedback/{a}?date=2026-11-25",
+           f"metrics/figures/dt=2026-11-25/{a}.json") for a in ("a1", "empty", "throttled")),
+    ], {}),
 }  # fmt: skip
 # The window of a recipe whose request sends it in the body: each planned unit's body, as numbers for a number cursor
 # (from initial_value 2026-01-01T00:00Z to OPENED, 2026-11-26T06:00Z).

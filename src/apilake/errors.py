@@ -118,3 +118,11 @@ class MissingExtraError(ApilakeError):
     """An optional feature needs a package that is not installed (e.g. `apilake[dask]`)."""
 
     exit_code = ExitCode.USAGE
+
+
+class UnitIgnored(ApilakeError):
+    """Not a failure: an `on_response` rule said this answer holds no data (`action: ignore`).
+
+    The unit lands nothing, is recorded as `ignored` and counts as done; the message says which
+    answer and which rule.
+    """

@@ -29,7 +29,7 @@ from apilake.vocabulary import EndpointKind
 # Names of headers (and of environment variables in a request) that carry credentials.
 SECRET_NAME = re.compile(r"(?i)AUTH|TOKEN|SECRET|PASSW|KEY|CREDENTIAL|COOKIE|SIGNATURE|SESSION")
 #: Settings that hold a credential: a `${VAR}` filling one is a secret whatever its name.
-CREDENTIAL_SETTING = re.compile(r"^(sources\[\d+\]\.(token|auth\.(token|value|password|client_secret))|notify\.urls\[\d+\])$")
+CREDENTIAL_SETTING = re.compile(r"^(sources\[\d+\]\.(token|auth\.(token|value|password|client_secret|refresh_token))|notify\.urls\[\d+\])$")
 #: Parts of a request a credential may ride in (`/bot${BOT_TOKEN}/...`, a parameter, a body field):
 #: there a `${VAR}` whose name says it is a credential is taken for one.
 REQUEST_PART = re.compile(r"^sources\[\d+\]\.(base_url$|headers\.|endpoints\[\d+\]\.(path$|params\.|headers\.|body|matrix\.|create\.|poll\.))")
@@ -113,10 +113,9 @@ class BasicAuth(_Model):
         return [self.password, self.header.split(" ", 1)[1]]
 
 
-class OAuth2ClientCredentials(_Model):
-    """OAuth 2.0 client credentials grant (RFC 6749 section 4.4)."""
+class OAuth2Client(_Model):
+    """What every OAuth 2.0 grant of apilake shares: the token endpoint and the client's credentials."""
 
-    type: Literal["oauth2_client_credentials"]
     token_url: HttpUrl
     client_id: str
     client_secret: str
@@ -132,7 +131,25 @@ class OAuth2ClientCredentials(_Model):
         return [self.client_secret, self.basic_header.split(" ", 1)[1]]
 
 
-Auth = Annotated[BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials, Field(discriminator="type")]
+class OAuth2ClientCredentials(OAuth2Client):
+    """OAuth 2.0 client credentials grant (RFC 6749 section 4.4)."""
+
+    type: Literal["oauth2_client_credentials"]
+
+
+class OAuth2RefreshToken(OAuth2Client):
+    """OAuth 2.0 refresh token grant (RFC 6749 section 6): the user's consent, given once, as a
+    refresh token; a vendor that rotates it hands out a new one with each access token
+    (`fetch.refresh` keeps the newest in the token store)."""
+
+    type: Literal["oauth2_refresh_token"]
+    refresh_token: str = Field(min_length=1)
+
+    def secrets(self) -> list[str]:
+        return [*super().secrets(), self.refresh_token]
+
+
+Auth = Annotated[BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials | OAuth2RefreshToken, Field(discriminator="type")]
 
 
 # -- pagination: one model per style (the behaviour of each lives in `fetch.paginate`) ---------
@@ -191,6 +208,91 @@ class Retry(_Model):
     backoff_initial: float = Field(1.0, ge=0)
     backoff_max: float = Field(60.0, ge=0)
     budget_seconds: float = Field(900.0, gt=0)
+    min_retry_after: float = Field(1.0, gt=0, description="the least wait a `Retry-After` (`0` too) gets: never a tight loop")
+    max_retry_after: float = Field(300.0, gt=0, description="a longer `Retry-After` or rate-limit reset fails the unit instead")
+
+    @model_validator(mode="after")
+    def _floor_under_cap(self) -> Retry:
+        if self.min_retry_after > self.max_retry_after:
+            raise ValueError(f"min_retry_after ({self.min_retry_after:g}) is above max_retry_after ({self.max_retry_after:g})")
+        return self
+
+
+_STATUS = re.compile(r"^(?:(?P<code>[1-5]\d\d)|(?P<klass>[1-5])xx|(?P<low>[1-5]\d\d)-(?P<high>[1-5]\d\d))$")
+StatusSpec = int | str
+
+
+def status_ranges(spec: StatusSpec | list[StatusSpec]) -> list[tuple[int, int]]:
+    """`404`, `"4xx"`, `"500-599"` or a list of them as inclusive ranges; a `ValueError` names what is wrong."""
+    ranges = []
+    for item in spec if isinstance(spec, list) else [spec]:
+        found = _STATUS.match(str(item).strip().lower())
+        if found is None or isinstance(item, bool):
+            raise ValueError(f"status: {item!r} is not a status (write 404, 4xx or 500-599)")
+        if found["code"]:
+            ranges.append((int(found["code"]), int(found["code"])))
+        elif found["klass"]:
+            ranges.append((int(found["klass"]) * 100, int(found["klass"]) * 100 + 99))
+        elif int(found["low"]) > int(found["high"]):
+            raise ValueError(f"status: {item!r} ends before it starts")
+        else:
+            ranges.append((int(found["low"]), int(found["high"])))
+    return ranges
+
+
+class ResponseRule(_Model):
+    """One rule of `on_response`: an answer that meets every condition given gets `action`.
+
+    Rules are tried in order, an endpoint's before its source's, and both before the built-in
+    ones (transient statuses retried, other non-2xx statuses failed); see `fetch.rules`.
+    """
+
+    status: StatusSpec | list[StatusSpec] | None = None
+    body_contains: str | None = Field(None, min_length=1)
+    body_path: JmesPath | None = Field(None, description="matches when this JMESPath is truthy in the JSON body")
+    header: str | None = Field(None, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+(:.*)?$", description="`Name` present, or `Name: text` in its value")
+    action: Literal["ignore", "retry", "fail", "retry_after"]
+    message: str | None = Field(None, description="fail: what the unit's error says")
+    after: float | str | None = Field(None, description="retry_after: seconds, or the header holding them (default Retry-After)")
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> ResponseRule:
+        ranges = status_ranges(self.status) if self.status is not None else [(100, 599)]
+        if self.body_contains is None and self.body_path is None and self.header is None and ranges[0] == (100, 599) and len(ranges) == 1:
+            raise ValueError("the rule matches every response; give a status, body_contains, body_path or header")
+        if self.action == "ignore":
+            if self.status is None:
+                raise ValueError("action: ignore needs a status (which answers may be taken for no data)")
+            if any(low <= 401 <= high for low, high in ranges):
+                raise ValueError("action: ignore on a 401 would hide a refused credential; fix the credential instead")
+        if self.message is not None and self.action != "fail":
+            raise ValueError("message: goes with action: fail")
+        if self.after is not None and self.action != "retry_after":
+            raise ValueError("after: goes with action: retry_after")
+        if isinstance(self.after, (int, float)) and self.after < 0:
+            raise ValueError("after: seconds to wait cannot be negative")
+        return self
+
+    @property
+    def statuses(self) -> list[tuple[int, int]] | None:
+        return None if self.status is None else status_ranges(self.status)
+
+
+class RateLimitHeaders(_Model):
+    """The vendor's rate-limit headers (`fetch.ratelimit_headers`); names left out are looked
+    up among the common ones: `X-RateLimit-*`, then the IETF draft's `RateLimit-*`.
+    `rate_limit_headers: false` turns reading them off."""
+
+    enabled: bool = True
+    remaining: str | None = None
+    reset: str | None = None
+    limit: str | None = None
+    margin: int = Field(1, ge=0, description="requests kept in hand: at this many left, wait for the reset")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _off(cls, raw: Any) -> Any:
+        return {"enabled": False} if raw is False else raw
 
 
 class Timeouts(_Model):
@@ -329,6 +431,7 @@ class Endpoint(_Model):
     poll: ReportPoll | None = None
     table: Literal[False] | EndpointTable | None = None  # false: no table for this endpoint
     incremental: Incremental | None = None  # json only
+    on_response: list[ResponseRule] = []  # tried before the source's rules
 
     @field_validator("matrix")
     @classmethod
@@ -390,6 +493,8 @@ class Source(_Model):
     quota_timezone: str = "UTC"  # the zone whose midnight starts the vendor's quota day
     concurrency: int = Field(4, ge=1, le=256)
     retry: Retry = Retry()
+    on_response: list[ResponseRule] = []
+    rate_limit_headers: RateLimitHeaders = RateLimitHeaders()
     timeouts: Timeouts = Timeouts()
     max_json_mb: float = Field(256, gt=0)
     max_redirects: int = Field(5, ge=0, le=50, description="redirects one request may follow; one more fails it")
@@ -415,8 +520,20 @@ class Source(_Model):
             raise ValueError("token: and auth: both given; `token: X` is short for `auth: {type: bearer, token: X}`")
         return self
 
+    @model_validator(mode="after")
+    def _waits_within_cap(self) -> Source:
+        """A rule's fixed `retry_after` wait beyond `retry.max_retry_after` could never be waited."""
+        cap = self.retry.max_retry_after
+        places = [("", self.on_response), *((f"endpoints[{i}].", e.on_response) for i, e in enumerate(self.endpoints))]
+        for where, rules in places:
+            for n, rule in enumerate(rules):
+                if isinstance(rule.after, (int, float)) and rule.after > cap:
+                    raise ValueError(f"{where}on_response[{n}].after: {rule.after:g} s is beyond retry.max_retry_after ({cap:g} s); "
+                                     "raise max_retry_after or wait less")
+        return self
+
     @property
-    def credentials(self) -> BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials | None:
+    def credentials(self) -> BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials | OAuth2RefreshToken | None:
         """The source's auth scheme, `token:` read as the bearer shorthand."""
         if self.token is not None:
             return BearerAuth(type="bearer", token=self.token)
@@ -542,6 +659,7 @@ class Job(_Model):
     notify: Notify | None = None
     lease: LeaseOptions = LeaseOptions()
     quota_ledger: str | None = None  # where requests_per_day is counted (default: the destination)
+    token_store: str | None = None  # where rotated OAuth2 refresh tokens are kept (default: the destination)
     tables: Tables | None = None
     sources: list[Source] = Field(min_length=1)
     _env_secrets: tuple[str, ...] = PrivateAttr(default=())

@@ -34,7 +34,8 @@ from typing import Any
 from apilake.destinations import OWN_PREFIX, Destination
 from apilake.errors import DestinationError, RunLockedError
 from apilake.fetch.quota import host_ledger_folder
-from apilake.jobfile import Job, LeaseOptions
+from apilake.fetch.refresh import host_token_folder
+from apilake.jobfile import Job, LeaseOptions, OAuth2RefreshToken
 from apilake.lock import job_id, lock_is_free, run_lock
 
 log = logging.getLogger("apilake")
@@ -64,7 +65,7 @@ def wanted(dest: Destination, options: LeaseOptions) -> bool:
 
 def unleased_warning(job: Job, dest: Destination) -> str | None:
     """What a run without a lease (`lease: {mode: off}`) gives up, said at every run: nothing
-    keeps out a run of the job on another host, and daily quotas are counted per host."""
+    keeps out a run of the job on another host, and daily quotas and refresh tokens are kept per host."""
     if job.lease.mode != "off":
         return None
     counted = (
@@ -72,6 +73,11 @@ def unleased_warning(job: Job, dest: Destination) -> str | None:
         if job.quota_ledger
         else f"requests_per_day is counted per host (in {host_ledger_folder()}), so runs on several hosts can spend it several times"
     )
+    if not job.token_store and any(isinstance(s.credentials, OAuth2RefreshToken) for s in job.sources):
+        counted += (
+            f". Rotated OAuth2 refresh tokens are kept per host (in {host_token_folder()}): a run on another host "
+            "would spend a token this one already spent"
+        )
     return (
         f"lease: {{mode: off}}: no lease in {dest.url}, so overlapping runs of this job are kept apart only on this "
         f"host (its OS lock); start it from one host only. {counted}"

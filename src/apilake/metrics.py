@@ -23,7 +23,7 @@ from apilake.errors import ApilakeError
 from apilake.fetch.quota import job_quota_use
 from apilake.jobfile import Job
 from apilake.record import RunRecord, on_destination
-from apilake.vocabulary import THERE, RunStatus, UnitStatus
+from apilake.vocabulary import DONE, RunStatus, UnitStatus
 
 log = logging.getLogger("apilake")
 
@@ -32,7 +32,7 @@ RUN_STATUSES: tuple[RunStatus, ...] = ("succeeded", "failed", "interrupted")  # 
 
 
 def last_success(records: Iterable[RunRecord]) -> dict[str, float]:
-    """Per endpoint, when the latest run ended in which all of its units landed (or were skipped)."""
+    """Per endpoint, when the latest run ended in which all of its units landed (or were skipped or ignored)."""
     found: dict[str, float] = {}
     for record in records:
         if record.finished is None:
@@ -43,7 +43,7 @@ def last_success(records: Iterable[RunRecord]) -> dict[str, float]:
             if unit.kind != "listing" or unit.status != "listed":
                 by_endpoint.setdefault(f"{unit.source}/{unit.endpoint}", []).append(unit.status)
         for endpoint, statuses in by_endpoint.items():
-            if statuses and all(s in THERE for s in statuses):
+            if statuses and all(s in DONE for s in statuses):
                 found[endpoint] = max(found.get(endpoint, 0.0), finished)
     return found
 

@@ -52,7 +52,7 @@ def summarize(results: Iterable[UnitResult]) -> str:
         counts["seconds"] += r.seconds
         if r.status in DID_NOT_LAND:
             problems.append(r)
-    rows = [["endpoint", "landed", "skipped", "failed", "not run", "bytes", "wall time", "sum of unit times"]]
+    rows = [["endpoint", "landed", "skipped", "ignored", "failed", "not run", "bytes", "wall time", "sum of unit times"]]
     for name, c in sorted(per_endpoint.items()):
         wall = wall_seconds(timed[name])
         rows.append(
@@ -60,6 +60,7 @@ def summarize(results: Iterable[UnitResult]) -> str:
                 name,
                 str(int(c["landed"])),
                 str(int(c["skipped"])),
+                str(int(c["ignored"])),
                 str(int(c["failed"])),
                 str(int(c["not_attempted"] + c["interrupted"])),
                 human_bytes(c["bytes"]),

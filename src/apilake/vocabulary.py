@@ -11,7 +11,7 @@ from typing import Final, Literal, get_args
 
 EndpointKind = Literal["json", "bulk", "file", "report"]  # a job file's `kind:`
 ResultKind = Literal["json", "listing", "file"]  # a run record entry's `kind`: a bulk or report unit is a listing
-UnitStatus = Literal["landed", "listed", "skipped", "failed", "not_attempted", "interrupted"]
+UnitStatus = Literal["landed", "listed", "skipped", "ignored", "failed", "not_attempted", "interrupted"]  # ignored: by an on_response rule
 RunStatus = Literal["running", "succeeded", "failed", "interrupted", "abandoned"]  # abandoned: told by `apilake status`, never written
 
 UNIT_STATUSES: Final[tuple[UnitStatus, ...]] = get_args(UnitStatus)
@@ -19,6 +19,7 @@ RUN_STATUSES: Final[tuple[RunStatus, ...]] = get_args(RunStatus)
 RESULT_KINDS: Final[tuple[ResultKind, ...]] = get_args(ResultKind)
 DID_NOT_LAND: Final[tuple[UnitStatus, ...]] = ("failed", "not_attempted", "interrupted")  # the statuses a summary must name
 THERE: Final[tuple[UnitStatus, ...]] = ("landed", "skipped")  # the unit's objects are in the destination
+DONE: Final[tuple[UnitStatus, ...]] = (*THERE, "ignored")  # nothing left to do: there, or an answer a rule says holds no data
 
 
 _RESULT_KINDS: Final[dict[EndpointKind, ResultKind]] = {"json": "json", "file": "file", "bulk": "listing", "report": "listing"}

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import os
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from apilake.errors import DestinationError
 
 if TYPE_CHECKING:
-    from apilake.jobfile import S3Options
+    from apilake.jobfile import Job, S3Options
 
 RECORDS_PREFIX = "_apilake/runs/"
-OWN_PREFIX = "_apilake/"  # apilake's own objects: run records, leases, quota ledgers
+OWN_PREFIX = "_apilake/"  # apilake's own objects: run records, leases, quota ledgers, refresh tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +86,11 @@ class Destination(abc.ABC):
         """A small object of apilake's own (lease, quota ledger) with its version, or None."""
 
     @abc.abstractmethod
-    async def put_if(self, key: str, data: bytes, *, version: str | None) -> str | None:
+    async def put_if(self, key: str, data: bytes, *, version: str | None, private: bool = False) -> str | None:
         """Compare-and-swap a small object: create it if `version` is None and it does not exist,
         else replace it if it is still at `version`. The new version, or None if another writer
-        got there first (read it again and decide anew)."""
+        got there first (read it again and decide anew). `private`: readable by its owner only,
+        where the store has file modes (a local folder: 0600)."""
 
     @property
     def place(self) -> str:
@@ -141,3 +144,25 @@ def open_destination(url: str, s3: S3Options | None = None) -> Destination:
     from apilake.destinations.local import LocalDestination
 
     return LocalDestination(url.removeprefix("file://"))
+
+
+def shared_store(configured: str | None, job: Job, dest: Destination, host_folder: Path) -> Destination:
+    """Where state shared by runs, jobs and hosts lives (quota ledgers, refresh tokens): the store
+    `configured` in the job file (shared by jobs with different destinations), else the
+    destination itself; with `lease: {mode: off}` (a store without conditional writes, where a
+    compare-and-swap could lose an update) `host_folder` instead: per host, not across hosts.
+    The caller closes it when it is not `dest`."""
+    if configured:
+        return open_destination(configured, job.s3)
+    if job.lease.mode == "off":
+        return open_destination(str(host_folder))
+    return dest
+
+
+def host_state_folder(kind: str, variable: str) -> Path:
+    """A folder of this host for state of `kind` kept for jobs without a lease: one per user,
+    shared by all their jobs, that outlives reboots (the locks' /tmp folder may not);
+    `$<variable>` moves it."""
+    if os.environ.get(variable):
+        return Path(os.environ[variable])
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "apilake" / kind

@@ -138,7 +138,7 @@ class LocalDestination(Destination):
             return None
         return Versioned(data, _version(data))
 
-    async def put_if(self, key: str, data: bytes, *, version: str | None) -> str | None:
+    async def put_if(self, key: str, data: bytes, *, version: str | None, private: bool = False) -> str | None:
         """Compare-and-swap under an OS file lock beside the object (`flock`: local disks; NFS
         only where its locks work, which is why S3 lakes use the store's conditional writes)."""
         path = self._path(key)
@@ -155,6 +155,8 @@ class LocalDestination(Destination):
                 temp, handle = self._create_temp(path)
                 try:
                     with handle:
+                        if private:
+                            os.fchmod(handle.fileno(), 0o600)  # before a byte is in it; the rename keeps the mode
                         handle.write(data)
                         handle.flush()
                         os.fsync(handle.fileno())

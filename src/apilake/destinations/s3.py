@@ -341,8 +341,9 @@ class S3Destination(Destination):
 
         return await self._run(get)
 
-    async def put_if(self, key: str, data: bytes, *, version: str | None) -> str | None:
-        """S3 conditional writes: `If-None-Match: *` to create, `If-Match: <ETag>` to replace."""
+    async def put_if(self, key: str, data: bytes, *, version: str | None, private: bool = False) -> str | None:
+        """S3 conditional writes: `If-None-Match: *` to create, `If-Match: <ETag>` to replace.
+        (`private` asks nothing more: who reads an object is the bucket's policy.)"""
         full = self._full_key(key)
 
         def put() -> str | None:

@@ -4,7 +4,8 @@
   ``api_key_header`` (``X-Api-Key``), ``api_key_query`` (``?api_key=``), ``basic``, or ``oauth2``:
   client credentials at ``POST /oauth/token`` on a third origin of its own (``Emulator.auth_url``),
   with short-lived tokens (``token_ttl``) that may also stop working after ``token_uses`` uses
-  (a token revoked mid-run).
+  (a token revoked mid-run); the refresh token grant at the same endpoint, with single-use
+  rotating refresh tokens (``emulator.refresh``).
 - Pagination, one style per path, over ``items`` deterministic records:
   ``/acme/items/link`` (``links.next``, absolute then relative), ``/acme/items/header`` (RFC 8288
   ``Link``), ``/acme/items/cursor`` (``meta.next_cursor``), ``/acme/items/starting_after``
@@ -19,6 +20,8 @@
 - Raw files: ``/acme/export.csv`` and ``/acme/export.csv.gz``.
 - Records that change between runs, read incrementally: GitHub, Stripe and Zendesk dialects
   under ``/acme/gh/``, ``/acme/stripe/``, ``/acme/zendesk/`` (see :mod:`.changes`).
+- Feedback (`acme_feedback`): ``/acme/limited/items`` with rate-limit headers and a limit it
+  enforces, ``/acme/feedback/{account}`` with errors in a 200's body.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from . import data
 from .changes import Changes
+from .refresh import RefreshTokens
 
 __all__ = ["Acme", "AcmeConfig", "AcmeResponse", "acme_items", "export_csv", "report_file_names"]
 
@@ -93,6 +97,10 @@ class Acme:
         self.tokens_issued = 0
         self.reports_created = 0
         self.changes = Changes()
+        from .acme_feedback import AcmeFeedback  # it builds on this module's answers
+
+        self.feedback = AcmeFeedback()  # rate-limit headers and errors in a 200 (`acme_feedback`)
+        self.refresh_tokens = RefreshTokens()  # the refresh token grant at the same token endpoint
 
     # -- the token endpoint (auth origin) ---------------------------------------------
     def token(self, method: str, headers: Any, body: bytes) -> AcmeResponse:
@@ -104,15 +112,27 @@ class Acme:
         auth = headers.get("Authorization") or ""
         if auth.lower().startswith("basic "):
             client_id, _, client_secret = base64.b64decode(auth[6:]).decode().partition(":")
-        if form.get("grant_type") != "client_credentials":
+        if form.get("grant_type") not in ("client_credentials", "refresh_token"):
             return AcmeResponse.json(400, {"error": "unsupported_grant_type"})
         if client_id != cfg.client_id or not hmac.compare_digest((client_secret or "").encode(), cfg.client_secret.encode()):
             return AcmeResponse.json(401, {"error": "invalid_client"})
+        if form["grant_type"] == "refresh_token":
+            return AcmeResponse.json(*self.refresh_tokens.refresh(form, self._issue))
+        return AcmeResponse.json(200, self._issue(form.get("scope", "")))
+
+    def _issue(self, scope: str) -> dict[str, Any]:
+        """A new access token, as the token endpoint answers it (RFC 6749 section 5.1)."""
+        cfg = self.config
         token = "acme-at-" + secrets.token_hex(12)
         with self._lock:
             self._tokens[token] = [time.monotonic() + cfg.token_ttl, cfg.token_uses if cfg.token_uses is not None else -1]
             self.tokens_issued += 1
-        return AcmeResponse.json(200, {"access_token": token, "token_type": "Bearer", "expires_in": cfg.token_ttl, "scope": form.get("scope", "")})
+        return {"access_token": token, "token_type": "Bearer", "expires_in": cfg.token_ttl, "scope": scope}
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far stops working (as if its hour were up)."""
+        with self._lock:
+            self._tokens.clear()
 
     # -- the API (api origin) ---------------------------------------------------------
     def _authorized(self, headers: Any, params: dict[str, str], bearer: str) -> bool:
@@ -151,6 +171,10 @@ class Acme:
             if parts == ["reports"]:
                 return self._create_report(doc)
             return AcmeResponse.json(405, {"error": "method not allowed"})
+        if parts == ["limited", "items"]:
+            return self.feedback.limited(params, self.config.items, self.config.page_size)
+        if len(parts) == 2 and parts[0] == "feedback":
+            return self.feedback.feedback(parts[1], params)
         if parts[:1] == ["items"] and len(parts) == 2:
             return self._items(parts[1], params, api_url, files_url)
         if parts == ["accounts"]:

@@ -81,6 +81,7 @@ class Stats:
             "api": sum(1 for r in recs if r.origin == "api"),
             "files": sum(1 for r in recs if r.origin == "files"),
             "by_status": by_status,
+            "throttled": sum(1 for r in recs if r.status == 429),  # the 429s sent: a client that paces itself gets none
             "auth_headers": {"api": self.auth_headers("api"), "files": self.auth_headers("files")},
             "max_api_per_minute": self.max_in_window(60, "api"),
         }

@@ -38,7 +38,7 @@ from apilake.jobfile import Endpoint, Job, Source
 from apilake.plan import Unit, expand_children, incremental_children
 from apilake.record import UnitResult, landed_sizes, read_records
 from apilake.redact import Redactor
-from apilake.vocabulary import THERE, ResultKind, UnitStatus, result_kind
+from apilake.vocabulary import DONE, THERE, ResultKind, UnitStatus, result_kind
 
 if TYPE_CHECKING:
     from apilake.tables.refresh import Writer
@@ -135,12 +135,12 @@ class Executor(abc.ABC):
     async def _children(self, ready: Ready, group: asyncio.TaskGroup) -> None:
         """Expand a child endpoint's units from its parents' landed pages (this run's or the lake's)."""
         source, child = ready.source, ready.child
-        missing = [r for r in ready.parents if r.status not in ("landed", "skipped")]
+        missing = [r for r in ready.parents if r.status not in DONE]
         try:
             if missing:
                 raise ApilakeError(f"parent {missing[0].unit} did not land ({missing[0].status}: {missing[0].error})")
             pages = []
-            for parent in ready.parents:
+            for parent in (r for r in ready.parents if r.status != "ignored"):  # an ignored parent has no values
                 for body in await landed_pages(self.dest, parent.objects[0].key):
                     pages.append(json.loads(body))
             windows = await open_windows(self.dest, incremental_children(source, child, ready.run_date, pages), dt.datetime.now(dt.UTC))
@@ -162,12 +162,13 @@ class Executor(abc.ABC):
 
     async def _advance(self, unit: Unit, result: UnitResult) -> UnitResult:
         """An incremental unit whose every page landed (or was there) moves its cursor
-        (`incremental.advance`); a cursor that cannot move fails the unit, its pages stay landed."""
+        (`incremental.advance`); a cursor that cannot move fails the unit, its pages stay landed.
+        One an `on_response` rule ignored read its window and found no data: done, the cursor stays."""
         endpoint = self._endpoints[unit.source, unit.endpoint]
-        if endpoint.incremental is None or result.status not in THERE:
+        if endpoint.incremental is None or result.status not in DONE:
             return result
         try:
-            pages = [json.loads(body) for body in await landed_pages(self.dest, unit.key)]
+            pages = [json.loads(body) for body in await landed_pages(self.dest, unit.key)] if result.status in THERE else []
             await advance(self.dest, unit.source, endpoint, unit.variables, unit.run_date, unit.id, pages, dt.datetime.now(dt.UTC))
         except (ApilakeError, ValueError, OSError) as exc:
             result.status, result.error = "failed", self.redact(str(exc))

@@ -54,6 +54,7 @@ from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.client import SourceClient
 from apilake.fetch.limits import DailyQuotaSpent, windows
 from apilake.fetch.quota import Quotas
+from apilake.fetch.refresh import token_store
 from apilake.jobfile import Job, Source
 from apilake.plan import Unit
 from apilake.record import UnitResult, record_key
@@ -379,6 +380,7 @@ class _WorkerRun:
         self.run_id = payload.run_id
         self.dest = open_destination(payload.dest_url, payload.job.s3)
         self.quotas = Quotas(payload.job, self.dest)
+        self.tokens = token_store(payload.job, self.dest)
         self.spent: set[str] = set()
         self._dest_checked = False
         self._semaphores: dict[str, Semaphore] = {}
@@ -397,7 +399,7 @@ class _WorkerRun:
     ) -> tuple[UnitResult, list[FileTransfer]]:
         kind, unit_id, url = what
         source = payload.source
-        client = SourceClient(source, redact, ClusterBudget(source, payload.limits, self))
+        client = SourceClient(source, redact, ClusterBudget(source, payload.limits, self), self.tokens)
         try:
             await self._check_destination()
             work = UnitWork(self.dest, redact, payload.force, endpoints(payload.job), {source.name: client}, recorded)
@@ -498,6 +500,9 @@ class _WorkerRun:
             while sem._leases:
                 with contextlib.suppress(Exception):
                     await sem.release()
+        with contextlib.suppress(Exception):
+            if self.tokens is not self.dest:
+                await self.tokens.close()
         with contextlib.suppress(Exception):
             await self.dest.close()
 

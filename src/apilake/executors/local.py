@@ -12,6 +12,7 @@ from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.client import SourceClient
 from apilake.fetch.limits import RequestBudget
 from apilake.fetch.quota import Quotas
+from apilake.fetch.refresh import token_store
 from apilake.jobfile import Job
 from apilake.plan import Unit
 from apilake.record import UnitResult
@@ -30,9 +31,12 @@ class LocalExecutor(Executor):
     async def __aenter__(self) -> LocalExecutor:
         quotas = await self._stack.enter_async_context(Quotas(self.job, self.dest))
         self._budgets = {s.name: RequestBudget(s, quotas.get(s)) for s in self.job.sources}
+        tokens = token_store(self.job, self.dest)
+        if tokens is not self.dest:
+            self._stack.push_async_callback(tokens.close)
         clients = {}
         for source in self.job.sources:
-            client = SourceClient(source, self.redact, self._budgets[source.name])
+            client = SourceClient(source, self.redact, self._budgets[source.name], tokens)
             self._stack.push_async_callback(client.close)
             clients[source.name] = client
         self._work = UnitWork(self.dest, self.redact, self.force, self._endpoints, clients, self.recorded)

@@ -11,16 +11,17 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from apilake.destinations import Destination
-from apilake.errors import DestinationError, TransferError
+from apilake.errors import DestinationError, TransferError, UnitIgnored
 from apilake.fetch.bulk import FileTransfer, fetch_listing, file_transfer, transfer_file
 from apilake.fetch.client import SourceClient
 from apilake.fetch.json import fetch_json_unit
 from apilake.fetch.limits import DailyQuotaSpent
 from apilake.fetch.paginate import paginator_for
 from apilake.fetch.report import fetch_report
+from apilake.fetch.rules import Rules, applying
 from apilake.jobfile import Endpoint, Job, Source
 from apilake.plan import Unit
 from apilake.record import UnitResult
@@ -31,6 +32,7 @@ from apilake.vocabulary import ResultKind, result_kind
 log = logging.getLogger("apilake")
 
 P = ParamSpec("P")
+R = TypeVar("R")
 Outcome = TypeVar("Outcome", UnitResult, tuple[UnitResult, list[FileTransfer]])
 
 
@@ -53,7 +55,10 @@ def endpoints(job: Job) -> dict[tuple[str, str], Endpoint]:
 
 
 def failed(unit: Unit, kind: ResultKind, unit_id: str, exc: BaseException, url: str, redact: Redactor) -> UnitResult:
-    """The result of a unit that raised; anything but an expected error is reported as a bug."""
+    """The result of a unit that raised; anything but an expected error is reported as a bug. A
+    unit an `on_response` rule ignored did not fail: it is done, with nothing to land."""
+    if isinstance(exc, UnitIgnored):
+        return UnitResult.for_unit(unit, "ignored", unit_id=unit_id, kind=kind, url=redact(url), error=redact(str(exc)))
     if not isinstance(exc, (TransferError, DestinationError)):
         log.error("internal error in %s", unit_id, exc_info=exc)
         exc = TransferError(f"internal error ({type(exc).__name__}: {exc}); please report it")
@@ -65,6 +70,17 @@ def not_attempted(unit: Unit, kind: ResultKind, unit_id: str, url: str, redact: 
     """The result of a unit that never started because its source's daily quota is spent."""
     return UnitResult.for_unit(unit, "not_attempted", unit_id=unit_id, kind=kind, url=redact(url),
                                error=f"not attempted: {DailyQuotaSpent.of(source)}")
+
+
+def judged(work: Callable[Concatenate[UnitWork, Unit, P], Awaitable[R]]) -> Callable[Concatenate[UnitWork, Unit, P], Awaitable[R]]:
+    """Run a unit's work with its endpoint's response rules (`fetch.rules`) judging its answers."""
+
+    @functools.wraps(work)
+    async def run(self: UnitWork, unit: Unit, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with applying(Rules.of(self._source(unit), self.endpoints[unit.source, unit.endpoint])):
+            return await work(self, unit, *args, **kwargs)
+
+    return run
 
 
 @dataclass
@@ -85,6 +101,7 @@ class UnitWork:
         return self.clients[unit.source].source
 
     @observed
+    @judged
     async def unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
         """Land a JSON unit, or fetch a bulk unit's listing: its result and the files it lists."""
         kind = result_kind(unit.kind)
@@ -111,6 +128,7 @@ class UnitWork:
             return failed(unit, kind, unit.id, exc, unit.request_url, self.redact), []
 
     @observed
+    @judged
     async def file(self, unit: Unit, transfer: FileTransfer) -> UnitResult:
         """Land one file of a listing."""
         if self._spent(unit):

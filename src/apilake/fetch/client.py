@@ -10,9 +10,8 @@ an hour.)
 from __future__ import annotations
 
 import asyncio
-import email.utils
+import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -22,10 +21,13 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_random_exponential
 
 from apilake import __version__
+from apilake.destinations import Destination
 from apilake.errors import IntegrityError, TransferError, is_transient
 from apilake.fetch.auth import credentials_for
 from apilake.fetch.download import Download, Timeouts, Transport
 from apilake.fetch.limits import Budget
+from apilake.fetch.ratelimit_headers import Pacing, beyond_cap, floored, parse_retry_after
+from apilake.fetch.rules import Answer, active
 from apilake.headers import header_problem
 from apilake.integrity import StreamCheck
 from apilake.jobfile import Retry, Source
@@ -55,14 +57,16 @@ def origin(url: str) -> tuple[str, str, int | None]:
 class SourceClient:
     """The one HTTP client of a source, shared by all of its units in this process."""
 
-    def __init__(self, source: Source, redact: Redactor, budget: Budget) -> None:
+    def __init__(self, source: Source, redact: Redactor, budget: Budget, tokens: Destination | None = None) -> None:
+        """`tokens`: the token store of a source with rotating refresh tokens (`fetch.refresh`)."""
         self.source = source
         self.redact = redact
         self.budget = budget
         self._origin = origin(source.base_url)
         t = source.timeouts
-        self._credentials = credentials_for(source, None, redact)
+        self._credentials = credentials_for(source, None, redact, tokens)
         self._transport = Transport(f"apilake/{__version__}", Timeouts(connect=t.connect, read=t.read), source.concurrency)
+        self.pacing = Pacing(source.rate_limit_headers, source.retry)
 
     async def close(self) -> None:
         await self._credentials.aclose()
@@ -128,7 +132,8 @@ class SourceClient:
             url = wire_url(url)
             own_origin = origin(url) == self._origin
             headers = await self._headers_for(url)
-            response = await send(self._credentials.url(url) if own_origin else url, headers, method)
+            hop = self._credentials.url(url) if own_origin else url
+            response = await self._paced(own_origin, functools.partial(send, hop, headers, method))
             count_response(response.status_code)
             if response.is_redirect:
                 await response.aclose()
@@ -152,7 +157,23 @@ class SourceClient:
             if response.is_success:
                 return response
             await response.aclose()
-            raise self._status_error(response)
+            error = self._status_error(response)
+            active().judge(Answer(response.status_code, response.headers, response.error_body), str(error), self.redact)
+            raise error
+
+    async def _paced(self, own_origin: bool, send: Callable[[], Awaitable[Download]]) -> Download:
+        """Send one hop; one to the source's own origin waits while the vendor's rate-limit
+        headers say its window is spent, and its answer tells the window (`Pacing`)."""
+        if not own_origin:
+            return await send()
+        await self.pacing.before()
+        try:
+            response = await send()
+        except BaseException:
+            self.pacing.gone()
+            raise
+        self.pacing.after(response.status_code, response.headers)
+        return response
 
     async def _headers_for(self, url: str) -> dict[str, str]:
         """The one place a request gets credentials (headers here, a query key in `_follow`): only
@@ -202,6 +223,11 @@ class SourceClient:
             try:
                 async with asyncio.timeout(total):
                     return await attempt()
+            except TransferError as exc:
+                final = beyond_cap(exc, policy)
+                if final is exc:
+                    raise
+                raise final from None
             except TimeoutError:
                 raise TransferError(f"{what}: no complete response within {total:g} s (timeouts.total)", transient=True) from None
 
@@ -215,25 +241,11 @@ class SourceClient:
 
 class _RetryAfterOrBackoff:
     def __init__(self, policy: Retry) -> None:
+        self._policy = policy
         self._backoff = wait_random_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransferError) and exc.retry_after is not None:
-            return exc.retry_after
+            return floored(exc.retry_after, self._policy)
         return self._backoff(state)
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-

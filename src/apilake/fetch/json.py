@@ -17,6 +17,7 @@ from apilake.fetch import skip_if_landed
 from apilake.fetch.client import SourceClient, origin
 from apilake.fetch.download import ERROR_BODY_BYTES
 from apilake.fetch.paginate import Page, Paginator
+from apilake.fetch.rules import Answer, active
 from apilake.integrity import StreamCheck
 from apilake.keys import page_key
 from apilake.plan import Unit
@@ -69,6 +70,7 @@ async def get_json(
                     data += chunk
         assert response.check is not None  # a 2xx's body was read to its end, checked
         landed = bytes(data)
+        active().judge(Answer(response.status_code, response.headers, landed), f"{what}: HTTP {response.status_code}", client.redact)
         if not landed and not empty_ok:
             raise TransferError(
                 f"{what}: the answer is empty (HTTP {response.status_code}); if that means no data, "

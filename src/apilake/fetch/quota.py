@@ -21,14 +21,13 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import random
 import zoneinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from apilake.destinations import OWN_PREFIX, Destination, open_destination
+from apilake.destinations import OWN_PREFIX, Destination, host_state_folder, shared_store
 from apilake.errors import TransferError
 from apilake.jobfile import Job, Source
 
@@ -216,23 +215,14 @@ class Quotas:
 
 
 def ledger_store(job: Job, dest: Destination) -> Destination:
-    """Where the job's quota ledgers live: `quota_ledger:` (shared by jobs with different
-    destinations), else the destination itself; with `lease: {mode: off}` (a store without
-    conditional writes, whose ledger could lose counts) a folder of this host instead."""
-    if job.quota_ledger:
-        return open_destination(job.quota_ledger, job.s3)
-    if job.lease.mode == "off":
-        return open_destination(str(host_ledger_folder()))
-    return dest
+    """Where the job's quota ledgers live: `quota_ledger:`, else the destination (`shared_store`)."""
+    return shared_store(job.quota_ledger, job, dest, host_ledger_folder())
 
 
 def host_ledger_folder() -> Path:
-    """Where this host counts daily quotas for jobs without a lease: one folder per user, shared
-    by all their jobs, that outlives reboots (the locks' /tmp folder may not: a quota counted
-    again from zero after a reboot would be over-spent); `$APILAKE_QUOTA_DIR` moves it."""
-    if os.environ.get("APILAKE_QUOTA_DIR"):
-        return Path(os.environ["APILAKE_QUOTA_DIR"])
-    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "apilake" / "quota"
+    """Where this host counts daily quotas for jobs without a lease (a quota counted again from
+    zero after a reboot would be over-spent); `$APILAKE_QUOTA_DIR` moves it."""
+    return host_state_folder("quota", "APILAKE_QUOTA_DIR")
 
 
 async def quota_use(store: Destination, sources: list[Source] | None = None) -> list[tuple[str, str, dict[str, Any]]]:

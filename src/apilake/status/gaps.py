@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from apilake.record import RunRecord, UnitResult
-from apilake.vocabulary import DID_NOT_LAND, THERE, ResultKind, UnitStatus
+from apilake.vocabulary import DID_NOT_LAND, DONE, ResultKind, UnitStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +91,7 @@ class Evidence:
     good: dict[str, UnitResult] = field(default_factory=dict)  # json or file unit id → its latest landed/skipped result
     listing_files: dict[str, list[str]] = field(default_factory=dict)  # listing id → file unit ids of its latest complete listing
     latest: dict[str, Attempt] = field(default_factory=dict)  # planned unit id → its latest attempt
+    ignored: set[str] = field(default_factory=set)  # units whose latest done result is `ignored`: done, with nothing to land
 
     def __post_init__(self) -> None:
         for record in self.records:  # oldest first: later records win
@@ -107,7 +108,11 @@ class Evidence:
                     tried = [unit, *files.get(unit.unit, [])]
                     problems = tuple(Problem(u.unit, u.status, u.error or "no reason recorded") for u in tried if u.status in DID_NOT_LAND)
                     self.latest[unit.unit] = Attempt(record.run_id, problems)
-                if unit.kind in ("json", "file") and unit.status in THERE:
+                if unit.status == "ignored":
+                    self.ignored.add(unit.unit)
+                elif unit.status in DONE:
+                    self.ignored.discard(unit.unit)
+                if unit.kind in ("json", "file") and unit.status in DONE:
                     self.good[unit.unit] = unit
                 elif unit.kind == "listing" and unit.status == "listed":
                     mine = files.get(unit.unit, [])

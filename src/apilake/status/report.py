@@ -169,7 +169,7 @@ async def build_report(
             for units in expected.values()
             for unit_id in units
         }
-    present = await present_units(dest, candidates, landed_sizes(records))
+    present = await present_units(dest, candidates, landed_sizes(records)) | evidence.ignored
     quota = await job_quota_use(job, dest)
     due = {key: units for key, units in expected.items() if dt.date.fromisoformat(key[1]) <= last_due}
     tables, tables_error = await asyncio.to_thread(tables_of, job, dest.url, records) if job and job.tables else (None, None)

@@ -52,7 +52,7 @@ def summarize_run(record: RunRecord) -> RunSummary:
 
 
 def run_rows(records: list[RunRecord], n: int) -> list[list[str]]:
-    rows = [["run", "status", "dates", "landed", "skipped", "failed", "not run", "started (UTC)", "duration"]]
+    rows = [["run", "status", "dates", "landed", "skipped", "ignored", "failed", "not run", "started (UTC)", "duration"]]
     for run in map(summarize_run, reversed(records[-n:] if n > 0 else [])):
         rows.append(
             [
@@ -61,6 +61,7 @@ def run_rows(records: list[RunRecord], n: int) -> list[list[str]]:
                 run.span,
                 str(run.counts.get("landed", 0)),
                 str(run.counts.get("skipped", 0)),
+                str(run.counts.get("ignored", 0)),
                 str(run.counts.get("failed", 0)),
                 str(run.not_run),
                 f"{run.started.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}" if run.started else "-",
