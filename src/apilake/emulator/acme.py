@@ -17,6 +17,7 @@
   ``report_polls`` polls, then ``done`` with ``result.urls`` on the files origin, or ``failed``
   with a ``message`` for reports of type ``broken``.
 - Raw files: ``/acme/export.csv`` and ``/acme/export.csv.gz``.
+- Totals up front, NDJSON and raw bytes of any Content-Type: see ``shapes``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from . import data
+from .shapes import shaped
 
 __all__ = ["Acme", "AcmeConfig", "AcmeResponse", "acme_items", "export_csv", "report_file_names"]
 
@@ -144,6 +146,8 @@ class Acme:
             if parts == ["reports"]:
                 return self._create_report(doc)
             return AcmeResponse.json(405, {"error": "method not allowed"})
+        if (answer := shaped(parts, params, acme_items(self.config.items))) is not None:
+            return AcmeResponse(*answer)
         if parts[:1] == ["items"] and len(parts) == 2:
             return self._items(parts[1], params, api_url, files_url)
         if parts == ["accounts"]:
