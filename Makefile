@@ -5,7 +5,7 @@ VENV ?= .venv
 # selenium there brings trio, which httpcore then imports in every apilake process (~0.1 s).
 BENCH_VENV ?= .venv-bench
 
-.PHONY: demo test bench
+.PHONY: demo test bench docs
 
 # $(call venv,FOLDER,EXTRA): a venv with apilake (editable) and one of its extras.
 define venv
@@ -23,6 +23,14 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest
+
+# The manual (docs/, mkdocs.yml), built strictly: a broken link or anchor fails the build.
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet -e '.[test,docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(VENV)/bin/mkdocs build --strict  # not --quiet: it hides the warnings that --strict counts
 
 $(BENCH_VENV)/.installed: pyproject.toml
 	$(call venv,$(BENCH_VENV),bench)

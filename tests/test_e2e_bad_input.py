@@ -1,6 +1,6 @@
 """Bad input gets a clear error that names the file, key or unit, never a traceback, never data loss.
 
-One test per row of the README's "Bad input" table.
+One test per row of the "Bad input" table in docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's table recipes, run as written against the emulator's two vendors: land, build the
+"""The table recipes of docs/recipes.md, run as written against the emulator's two vendors: land, build the
 tables (`apilake run` with `tables:`), query them (`apilake query`), and compare every row with
 what the vendor served."""
 
@@ -14,14 +14,14 @@ from typing import Any
 from apilake.emulator import Emulator, acme_items, expected_file_names, file_bytes, file_rows, gunzip_members, report_file_names
 from conftest import TOKEN, all_text, lake_objects, run_cli
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-RECIPES = re.findall(r"```yaml\n(.*?)```", README.read_text().split("## Recipes", 1)[1].split("\n## ", 1)[0], re.S)
+RECIPES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
+RECIPES = re.findall(r"```yaml\n(.*?)```", RECIPES_PAGE.read_text(), re.S)
 DATE = "2026-11-25"
 ACME_SECRET = "acme-secret-a1b2c3d4"
 
 
 def recipe(tmp_path: Path, source: str) -> Path:
-    """The README recipe of this source, as a job file."""
+    """The recipe of this source, as a job file."""
     [text] = [r for r in RECIPES if "tables:" in r and f"- name: {source}\n" in r]
     path = tmp_path / "job.yaml"
     path.write_text(text)

@@ -1,4 +1,4 @@
-"""Every complete job file in the README's Recipes section loads and plans."""
+"""Every complete job file in the manual's Recipes page (docs/recipes.md) loads and plans."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from apilake.jobfile import load_job
 from apilake.plan import plan
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-SECTION = README.read_text().split("## Recipes", 1)[1].split("\n## ", 1)[0]
+RECIPES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
+SECTION = RECIPES_PAGE.read_text()
 JOBS = re.findall(r"```yaml\n(.*?)```", SECTION, re.S)
 
 

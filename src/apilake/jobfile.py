@@ -861,7 +861,7 @@ def format_validation_error(path: Path, exc: ValidationError) -> str:
             where += f"[{part}]" if isinstance(part, int) else _join(where, str(part))[len(where):]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown key (a typo? see the job file reference in the README)"
+            message = "unknown key (a typo? see docs/job-file.md)"
         elif error["type"] == "literal_error":
             message = f"got {error['input']!r}; {message.lower()}"
         lines.append(f"  {where or '(top level)'}: {message}")

@@ -1,29 +1,25 @@
 """Every request of a source over libcurl, driven by the event loop (pycurl's `AsyncCurlMulti`).
 
-Why libcurl: under concurrency httpx costs ~2 CPU s per GB and ~3 CPU ms per request, aiohttp
-~1 s and ~0.3 ms, libcurl's multi interface on the event loop ~0.7 s and ~0.4 ms with our checks,
-a blocking libcurl transfer per thread about the same plus hand-overs (`bench/micro.py`). So the
-JSON pages and the file bodies of a source go through one libcurl multi handle on the loop,
-without threads or copies. (A JSON request costing 3 ms of CPU held each unit's slot that much
-longer, and that was most of a JSON unit's cost.)
+Why libcurl on the loop: under concurrency it cost the least CPU per GB and per request of the
+clients measured (httpx, aiohttp, a blocking libcurl per thread; `bench/micro.py`, figures in
+`bench/results/notes.md`). So the JSON pages and the file bodies of a source go through one
+libcurl multi handle on the loop, without threads or copies.
 
-Over loopback or a fast link libcurl hands over a body ~16 KiB at a time (one socket read), 30,000
-times per 512 MiB: anything per hand-over that is written in Python and touches the event loop
-costs more than the bytes. So the write callback only counts, checksums and gathers chunks; the
-reader (`batches()`) is woken once per `BATCH` (1 MiB) and gets the batch as a list of chunks
-(no copy: a local lake writes it with one `writev`), so the writer and the checks run 64 times
-less often (profiled: the per-chunk path had been ~1 CPU s per
-GB, `bench/results/notes.md`).
+libcurl hands over a body one socket read (~16 KiB) at a time: anything per hand-over that is
+written in Python and touches the event loop costs more than the bytes. So the write callback
+only counts, checksums and gathers chunks; the reader (`batches()`) is woken once per `BATCH`
+(1 MiB) and gets the batch as a list of chunks (no copy: a local lake writes it with one
+`writev`).
 
-The checks (`StreamCheck`) run where they cost least: the length and a CRC checksum (~0.1 s/GB)
-inline as chunks arrive; inflating (`verify: gzip`, ~5 s/GB on the emulator's CSVs) and sha256
-(~0.6 s/GB) on a pool thread, a batch at a time, one batch in flight per transfer while the next
-is read, so many transfers check on every core and the loop stays free. Batches wait for the
-writer in memory; past `AHEAD` bytes the transfer pauses (libcurl stops reading the socket), so
-memory per transfer is bounded whatever the file size. A body libcurl inflates never pauses: while
-paused, libcurl goes on inflating into a buffer of its own and fails the transfer, or the unpause,
-once that passes ~75 MB (CURLE_TOO_LARGE, curl#16280); such a body (a JSON page, held whole anyway)
-is bounded by its `StreamCheck` instead, which ends the transfer inside the write callback.
+The checks (`StreamCheck`) run where they cost least: the length and a CRC checksum inline as
+chunks arrive; inflating (`verify: gzip`) and sha256 on a pool thread, a batch at a time, one
+batch in flight per transfer while the next is read, so many transfers check on every core and
+the loop stays free. Batches wait for the writer in memory; past `AHEAD` bytes the transfer
+pauses (libcurl stops reading the socket), so memory per transfer is bounded whatever the file
+size. A body libcurl inflates never pauses: while paused, libcurl goes on inflating into a
+buffer of its own and fails the transfer, or the unpause, once that passes ~75 MB
+(CURLE_TOO_LARGE, curl#16280); such a body (a JSON page, held whole anyway) is bounded by its
+`StreamCheck` instead, which ends the transfer inside the write callback.
 
 One `Download` is one HTTP request (one hop). libcurl never follows redirects: the source's client
 decides each hop and its headers (credentials only to its own origin). A file body is landed as

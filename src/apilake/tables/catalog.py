@@ -30,7 +30,7 @@ def catalog_properties(job: Job, destination: str) -> tuple[str, dict[str, str]]
     """(catalog name, pyiceberg properties) for the job's tables in `destination`. Pure."""
     settings = job.tables
     if settings is None:
-        raise JobFileError("the job file has no `tables:` block: add `tables: {}` for the defaults (see Tables in the README)")
+        raise JobFileError("the job file has no `tables:` block: add `tables: {}` for the defaults (see docs/tables.md)")
     props = {k: _text(v) for k, v in settings.catalog.items()}
     name = props.pop("name", DEFAULT_NAME)
     remote = destination.startswith("s3://")
