@@ -3,6 +3,7 @@ one after another), NDJSON answers, and a raw file's extension from its URL or C
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def landed_by(tmp_path: Path, emulator: Emulator, endpoints: list[dict[str, Any]
 def page_gaps(emulator: Emulator, path: str) -> list[float]:
     """Seconds between the answers to successive requests for `path`."""
     times = sorted(r.mono for r in emulator.stats.requests if path in r.target)
-    return [b - a for a, b in zip(times, times[1:])]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 def test_pages_fetched_ahead_land_the_same_keys_and_bytes_as_one_after_another(tmp_path: Path, emulator: Emulator) -> None:
