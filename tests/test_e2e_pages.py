@@ -57,11 +57,15 @@ def test_pages_fetched_ahead_land_the_same_keys_and_bytes_as_one_after_another(t
     assert min(page_gaps(emulator, "/acme/items/pages")) < 0.3  # pages were in flight together
 
 
-def test_offset_paging_ends_on_an_empty_page_when_the_total_overstates_and_copes_with_a_null_total(tmp_path: Path, emulator: Emulator) -> None:
+def test_offset_paging_ends_on_an_empty_page_when_the_total_overstates_and_copes_with_a_null_total(
+    tmp_path: Path, emulator: Emulator
+) -> None:
     emulator.acme.config.items = 20  # two full pages; the totals claim more, or none
     endpoints = [
-        {"name": "overstated", "kind": "json", "path": "/items/counted", "params": {"claim": "45"}, "paginate": {**OFFSET, "total_path": "total"}},
-        {"name": "null_total", "kind": "json", "path": "/items/counted", "params": {"claim": "null"}, "paginate": {**OFFSET, "total_path": "total"}},
+        {"name": "overstated", "kind": "json", "path": "/items/counted", "params": {"claim": "45"},
+         "paginate": {**OFFSET, "total_path": "total"}},
+        {"name": "null_total", "kind": "json", "path": "/items/counted", "params": {"claim": "null"},
+         "paginate": {**OFFSET, "total_path": "total"}},
         {"name": "no_header", "kind": "json", "path": "/items/counted", "params": {"claim": "null", "total_in": "header"},
          "paginate": {**OFFSET, "total_header": "X-Total-Count"}},
     ]
@@ -99,6 +103,17 @@ def test_ndjson_pages_land_byte_exact_and_page_like_json(tmp_path: Path, emulato
                                                folder + "data.page-0003.ndjson": ndjson_page(items, 20, 10)}  # a short page ends it
     emulator.stats.reset()
     assert cli(job).returncode == 0 and emulator.stats.requests == []  # a rerun skips it
+
+
+def test_an_empty_ndjson_page_holds_no_records_and_ends_the_paging(tmp_path: Path, emulator: Emulator) -> None:
+    emulator.acme.config.items = 20  # two full pages: the third answer is empty
+    result = cli(acme_job(tmp_path, emulator, [NDJSON]))
+    assert result.returncode == 0, result.stdout + result.stderr
+    items = acme_items(20)
+    folder = f"acme/events/dt={DATE}/"
+    assert lake_objects(tmp_path / "lake") == {folder + "data.ndjson": ndjson_page(items, 0, 10),
+                                               folder + "data.page-0002.ndjson": ndjson_page(items, 10, 10)}
+    assert emulator.stats.count(path_contains="/acme/items/ndjson") == 3  # the empty page once: not retried
 
 
 def test_an_ndjson_page_with_a_line_that_is_not_json_fails_its_unit_naming_the_line(tmp_path: Path, emulator: Emulator) -> None:
@@ -148,7 +163,9 @@ def test_a_raw_file_takes_its_extension_from_the_url_or_else_a_known_content_typ
 
 
 @pytest.mark.parametrize("path, extension", [("/bytes/65536", ".bin"), ("/export.csv", ".csv")])
-def test_a_raw_file_with_its_own_key_or_an_extension_in_its_path_is_not_retyped(tmp_path: Path, emulator: Emulator, path: str, extension: str) -> None:
+def test_a_raw_file_with_its_own_key_or_an_extension_in_its_path_is_not_retyped(
+    tmp_path: Path, emulator: Emulator, path: str, extension: str
+) -> None:
     endpoints = [{"name": "plain", "kind": "file", "path": path, "params": {"date": "{date}"}},
                  {"name": "keyed", "kind": "file", "path": path, "params": {"date": "{date}"}, "key": "{source}/{endpoint}/{date}/raw"}]
     result = cli(acme_job(tmp_path, emulator, endpoints))

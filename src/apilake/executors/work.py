@@ -98,7 +98,7 @@ class UnitWork:
                 paginator = paginator_for(endpoint)
                 return await fetch_json_unit(
                     unit, client, self.dest, force=self.force, paginator=paginator, max_pages=endpoint.max_pages,
-                    empty_ok=endpoint.empty == "ok", recorded=self.recorded, fmt=endpoint.format,
+                    empty_ok=endpoint.empty == "ok" or endpoint.format == "ndjson", recorded=self.recorded, fmt=endpoint.format,
                 ), []
             if unit.kind == "file":
                 key, typed = typed_file_key(unit, endpoint)

@@ -43,7 +43,9 @@ HTML_NAMES = (".html", ".htm")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
-def file_transfer(unit_id: str, url: str, key: str, endpoint: Endpoint, source: Source, file_name: str, *, typed: bool = False) -> FileTransfer:
+def file_transfer(
+    unit_id: str, url: str, key: str, endpoint: Endpoint, source: Source, file_name: str, *, typed: bool = False
+) -> FileTransfer:
     """A file's transfer with its checks: gzip (`verify: gzip` and a .gz name or key) and `checksum:`."""
     gzip = (endpoint.verify or source.verify) == "gzip" and (file_name.endswith(".gz") or key.endswith(".gz"))
     html = file_name.lower().endswith(HTML_NAMES) or key.lower().endswith(HTML_NAMES)
