@@ -57,6 +57,16 @@ def test_pages_fetched_ahead_land_the_same_keys_and_bytes_as_one_after_another(t
     assert min(page_gaps(emulator, "/acme/items/pages")) < 0.3  # pages were in flight together
 
 
+def test_pages_fetched_ahead_stay_within_the_sources_concurrency(tmp_path: Path, emulator: Emulator) -> None:
+    emulator.acme.config.items = 55
+    emulator.config.latency_ms = 300  # a request is in the emulator for 0.3 s before its answer is logged
+    landed_by(tmp_path, emulator, KNOWN_TOTAL, 2, "two")
+    answered = [r.mono for r in emulator.stats.requests if r.origin == "api"]
+    # Each request was in flight at least over (answer - 0.25 s, answer): never three such at once.
+    most = max(sum(1 for other in answered if t - 0.25 < other <= t) for t in answered)
+    assert most == 2  # two at a time (the source's concurrency), not two per unit
+
+
 def test_offset_paging_ends_on_an_empty_page_when_the_total_overstates_and_copes_with_a_null_total(
     tmp_path: Path, emulator: Emulator
 ) -> None:
