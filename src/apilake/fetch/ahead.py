@@ -4,7 +4,9 @@ The paging walk itself does not change: it still reads page after page and decid
 whether and where paging goes on, exactly as without fetching ahead (so the keys and the landed
 bytes are the same). Only, the page it asks for next was usually requested already. At most
 `width` pages are requested ahead of the one the walk reads, so a total that overstates the pages
-costs at most `width` requests, and the pages held in memory stay bounded. Each request also
+costs at most `width` requests, and the pages held in memory stay bounded: each page fetched
+ahead is capped by what is left of the unit's `max_json_mb` when it starts, so before the walk
+counts them all together, `width` of them may hold up to `width` times that. Each request also
 takes a place among the source's in-flight requests and its rate limits (`SourceClient`).
 """
 

@@ -212,7 +212,7 @@ async def fetch_json_unit(
             url = paginator.next_url(unit, page) if answer.body else None
             if number == 1 and url is not None:
                 ahead.plan(paginator.planned(unit, page, max_pages))
-            pages.append(answer._replace(doc=None))  # landing needs only the bytes: one parsed page is held at a time
+            pages.append(answer._replace(doc=None))  # landing needs only the bytes: parsed, only the pages not read yet are held
     if len(pages) > 1:
         # Pages land last to first, page 1 (the unit's key) last. Over an earlier landing of the
         # unit, page 1 goes first: a fetch cut short midway must read as missing, never as the
