@@ -12,8 +12,8 @@ import pytest
 
 from apilake.emulator import Emulator, Fault, acme_items
 from apilake.emulator.shapes import bytes_of, ndjson_page
-from conftest import lake_objects, records
-from test_e2e_vendors import DATE, acme_job, assert_no_secret, cli
+from conftest import lake_objects, records, run_cli
+from test_e2e_vendors import DATE, ENV, acme_job, assert_no_secret, cli
 
 OFFSET = {"type": "offset", "limit": 10, "records_path": "data"}
 #: Endpoints whose first page tells how many pages there are: total in the body, in a header, pages.
@@ -113,6 +113,7 @@ def test_ndjson_pages_land_byte_exact_and_page_like_json(tmp_path: Path, emulato
                                                folder + "data.page-0003.ndjson": ndjson_page(items, 20, 10)}  # a short page ends it
     emulator.stats.reset()
     assert cli(job).returncode == 0 and emulator.stats.requests == []  # a rerun skips it
+    assert_no_secret(tmp_path / "lake", result, emulator)
 
 
 def test_an_empty_ndjson_page_holds_no_records_and_ends_the_paging(tmp_path: Path, emulator: Emulator) -> None:
@@ -170,6 +171,9 @@ def test_a_raw_file_takes_its_extension_from_the_url_or_else_a_known_content_typ
     assert again.returncode == 0, again.stdout + again.stderr
     assert emulator.stats.requests == []  # the typed keys are known from the records: nothing fetched again
     assert records(tmp_path / "lake")[-1]["counts"] == {"skipped": len(endpoints)}
+    status = run_cli("status", str(job), "--from", DATE, "--to", DATE, env=ENV)
+    assert status.returncode == 0, status.stdout + status.stderr  # no gap: status finds the typed keys too
+    assert_no_secret(tmp_path / "lake", result, emulator)
 
 
 @pytest.mark.parametrize("path, extension", [("/bytes/65536", ".bin"), ("/export.csv", ".csv")])

@@ -355,6 +355,14 @@ async def run_state(dest: Destination, record: dict[str, Any]) -> str:
     return status  # a lock on another host: only that host can tell
 
 
+def planned_keys(evidence: Evidence, unit_id: str, kind: str, key: str) -> list[str] | None:
+    """The keys a planned unit needs: a JSON unit's planned key; a raw file's as it landed (its
+    extension may come from the answer's Content-Type), else as planned; a listing's files."""
+    if kind == "file":
+        return evidence.required_keys(unit_id, "json") or [key]
+    return [key] if kind in KINDS_WITH_KEY else evidence.required_keys(unit_id, "listing")
+
+
 async def build_report(
     dest: Destination, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None, cache: RecordCache | None = None
 ) -> StatusReport:
@@ -365,10 +373,7 @@ async def build_report(
     if job is not None:
         expected, planned = expected_from_job(job, run_dates)
         await expect_children(dest, job, run_dates, expected, planned)
-        candidates = {
-            unit_id: [key] if kind in KINDS_WITH_KEY else evidence.required_keys(unit_id, "listing")
-            for unit_id, (kind, key) in planned.items()
-        }
+        candidates = {unit_id: planned_keys(evidence, unit_id, kind, key) for unit_id, (kind, key) in planned.items()}
     else:
         expected = expected_from_records(records, run_dates)
         kinds = {u["unit"]: u["kind"] for r in records for u in r.get("units") or [] if u.get("kind") in ("json", "listing")}
