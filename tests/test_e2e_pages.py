@@ -116,6 +116,18 @@ def test_ndjson_pages_land_byte_exact_and_page_like_json(tmp_path: Path, emulato
     assert_no_secret(tmp_path / "lake", result, emulator)
 
 
+def test_ndjson_pages_become_table_rows_one_a_line(tmp_path: Path, emulator: Emulator) -> None:
+    job = acme_job(tmp_path, emulator, [NDJSON], top={"tables": {}})
+    result = cli(job)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = run_cli("query", str(job), "SELECT id, n, value, _apilake_object FROM acme.events ORDER BY n", "--format", "json", env=ENV)
+    assert rows.returncode == 0, rows.stdout + rows.stderr
+    found = json.loads(rows.stdout)
+    assert [{k: r[k] for k in ("id", "n", "value")} for r in found] == acme_items(23)  # every record once
+    assert {r["_apilake_object"] for r in found} == {f"acme/events/dt={DATE}/data.ndjson", f"acme/events/dt={DATE}/data.page-0002.ndjson",
+                                                      f"acme/events/dt={DATE}/data.page-0003.ndjson"}
+
+
 def test_an_empty_ndjson_page_holds_no_records_and_ends_the_paging(tmp_path: Path, emulator: Emulator) -> None:
     emulator.acme.config.items = 20  # two full pages: the third answer is empty
     result = cli(acme_job(tmp_path, emulator, [NDJSON]))
