@@ -137,3 +137,16 @@ def test_a_live_writers_folders_survive_a_sweep_and_a_dead_ones_empty_folders_go
     assert (tmp_path / "mine").is_dir()
     live.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dead", "mine"]  # its journal and the top .apilake-tmp/ too
+
+
+def test_open_read_streams_a_landed_object_and_refuses_a_key_outside(tmp_path: Path) -> None:
+    from apilake.errors import DestinationError
+
+    body = write(tmp_path, "a/b.json", (b"[1,", b"2]"))
+    size, stream = LocalDestination(tmp_path).open_read("a/b.json")
+    with stream:
+        assert (size, stream.read()) == (len(body), b"[1,2]")
+    assert LocalDestination(tmp_path).open_read("a/missing.json") is None
+    (tmp_path.parent / "outside.json").write_bytes(b"secret")
+    with pytest.raises(DestinationError, match="outside the destination"):
+        LocalDestination(tmp_path).open_read("../outside.json")

@@ -97,6 +97,10 @@ def test_small_object_put_stat_read_list(endpoint: str) -> None:
     assert listed == [ObjectInfo("api/2024/01/a.json", len(body)), ObjectInfo("api/2024/01/empty.json", 0)]
     assert [o.key for o in everything] == ["api/2024/01/a.json", "api/2024/01/empty.json", "other/b.json"]
     assert missing is None
+    size, stream = dest.open_read("api/2024/01/a.json")  # the table builder's streaming read
+    with stream:
+        assert (size, stream.read()) == (len(body), body)
+    assert dest.open_read("api/nope.json") is None
     # keys live under the destination prefix, with the sha256 as user metadata
     head = boto3.client("s3", endpoint_url=endpoint).head_object(Bucket=BUCKET, Key="landing/api/2024/01/a.json")
     assert head["Metadata"] == {"sha256": hashlib.sha256(body).hexdigest()}

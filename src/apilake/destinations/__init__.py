@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from apilake.errors import DestinationError
 
@@ -62,6 +62,13 @@ class Destination(abc.ABC):
     @abc.abstractmethod
     async def read(self, key: str) -> bytes:
         """A whole (small) object: run records, tests."""
+
+    @abc.abstractmethod
+    def open_read(self, key: str) -> tuple[int, BinaryIO] | None:
+        """A landed object as its size and a blocking binary stream the caller closes, or None.
+
+        Blocking on purpose: its readers (the table builder's pyarrow readers) are blocking, and
+        a large raw object must stream, never be held whole."""
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:

@@ -182,6 +182,13 @@ class LocalDestination(Destination):
     async def read(self, key: str) -> bytes:
         return await asyncio.to_thread(self._path(key).read_bytes)
 
+    def open_read(self, key: str) -> tuple[int, BinaryIO] | None:
+        try:
+            handle = open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            return None
+        return os.fstat(handle.fileno()).st_size, handle
+
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         base = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
         if not base.is_dir():

@@ -24,7 +24,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from apilake.destinations import Destination, ObjectInfo, Versioned, s3_leftovers
 from apilake.errors import DestinationError
@@ -289,6 +289,15 @@ class S3Destination(Destination):
                 raise self._error(exc, "read", key) from None
 
         return await self._run(get)
+
+    def open_read(self, key: str) -> tuple[int, BinaryIO] | None:
+        try:
+            answer = self.client().get_object(Bucket=self.bucket, Key=self._full_key(key))
+        except Exception as exc:
+            if _is_missing(exc):
+                return None
+            raise self._error(exc, "read", key) from None
+        return int(answer["ContentLength"]), answer["Body"]
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """Objects under `prefix` (keys relative to the destination), in key order, page by page."""

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from apilake.errors import ApilakeError, DestinationError, JobFileError, TableError
@@ -175,26 +173,9 @@ def known_unchanged(job: Job, destination: str, by_table: dict[str, list[Any]]) 
 def raw_opener(s3_options: Any, destination: str) -> Callable[[Any, str], Any]:
     """Open a raw object as a binary stream, after checking it is the object the records say landed
     (`s3_options`: the job's `s3:` settings)."""
-    if destination.startswith("s3://"):
-        from apilake.destinations.s3 import S3Destination
+    from apilake.destinations import open_destination
 
-        s3 = S3Destination(destination, s3_options)
-
-        def fetch(key: str) -> tuple[int, BinaryIO] | None:
-            try:
-                answer = s3.client().get_object(Bucket=s3.bucket, Key=s3._full_key(key))
-            except s3.client().exceptions.NoSuchKey:
-                return None
-            return int(answer["ContentLength"]), answer["Body"]
-    else:
-        root = Path(destination.removeprefix("file://")).expanduser()
-
-        def fetch(key: str) -> tuple[int, BinaryIO] | None:
-            try:
-                handle = open(f"{root}/{key}", "rb")  # noqa: SIM115 - closed by `opened`
-            except FileNotFoundError:
-                return None
-            return os.fstat(handle.fileno()).st_size, handle
+    fetch = open_destination(destination, s3_options).open_read
 
     @contextmanager
     def opened(obj: Any, date: str) -> Iterator[BinaryIO]:
