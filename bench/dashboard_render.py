@@ -25,7 +25,7 @@ from apilake.dashboard.server import Dashboard
 from apilake.destinations import open_destination
 from apilake.jobfile import load_job
 from apilake.plan import plan
-from apilake.record import LandedObject, UnitResult, record_document, write_record
+from apilake.record import LandedObject, RunRecord, UnitResult, write_record
 from apilake.status import inspect, window
 
 ENDPOINTS = {f"e{i}": {"name": f"e{i}", "kind": "json", "path": "/v1/{market}/{n}",
@@ -38,7 +38,7 @@ def build(root: Path, records: int) -> tuple[Path, Path]:
     job_path.write_text(yaml.safe_dump({"timezone": "UTC", "destination": str(lake), "sources": [
         {"name": "vendor", "base_url": "https://api.example.com", "endpoints": list(ENDPOINTS.values())}]}))
     job = load_job(job_path)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     last = window("UTC", now, 1)[0]
 
     async def write() -> None:
@@ -46,7 +46,7 @@ def build(root: Path, records: int) -> tuple[Path, Path]:
         try:
             for i in range(records):
                 date = last - dt.timedelta(days=records - 1 - i)
-                started = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(9), dt.timezone.utc)
+                started = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(9), dt.UTC)
                 results = []
                 for n, unit in enumerate(plan(job, [date])):
                     failed = (i + n) % 17 == 0
@@ -60,10 +60,10 @@ def build(root: Path, records: int) -> tuple[Path, Path]:
                         if (last - date).days < 14:
                             await dest.put(unit.key, b"{}")
                     results.append(result)
-                await write_record(dest, record_document(
+                await write_record(dest, RunRecord(
                     run_id=f"{started:%Y%m%dT%H%M%S.%fZ}-{i:06x}", job=str(job_path), destination=str(lake), dates=[date.isoformat()],
                     started=started, finished=started + dt.timedelta(seconds=3), status="failed" if any(r.error for r in results) else "succeeded",
-                    results=results, version="bench"))
+                    units=results, version="bench"))
         finally:
             await dest.close()
 
@@ -89,10 +89,10 @@ def main() -> None:
         job_path, lake = build(Path(tmp), args.records)
         job = load_job(job_path)
         board = Dashboard(job, str(job_path), str(lake))
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         dates = window("UTC", now, 14, ahead=1)
         report = inspect(str(lake), job, dates, window("UTC", now, 1)[0])
-        run_id = report.records[-1]["run_id"]
+        run_id = report.records[-1].run_id
         rows = [
             ("served page: read records + status model + render", timed(board.index, args.repeat), len(board.index())),
             ("status model only (read records, check keys)", timed(lambda: inspect(str(lake), job, dates, dates[-2]), args.repeat), 0),

@@ -27,18 +27,18 @@ TOKEN = "bench-token"
 DATE = "2026-11-25"
 MIB = 1 << 20
 
-EMULATOR = """
+EMULATOR = f"""
 import sys, threading
 from apilake.emulator import Emulator, EmulatorConfig, Fault
 size, metric_files, rate = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 faults = []
 if rate > 0:  # 256 KiB pieces at `rate` MiB/s per connection
     faults = [Fault(match="name=", kind="drip", origin="files", chunk=256 * 1024, interval=0.25 / rate)]
-config = EmulatorConfig(token=%r, file_size=size, metric_files=metric_files, dimensions=("product_id", "company_id"), faults=faults)
+config = EmulatorConfig(token={TOKEN!r}, file_size=size, metric_files=metric_files, dimensions=("product_id", "company_id"), faults=faults)
 with Emulator(config=config) as emu:
     print(emu.api_url, flush=True)
     threading.Event().wait()
-""" % TOKEN
+"""
 
 
 def main() -> None:

@@ -100,10 +100,9 @@ def inflate_today_loop(lib: ModuleType) -> Callable[[list[bytes]], None]:
 
 
 def write_unbuffered(parts: list[bytes]) -> None:
-    with tempfile.NamedTemporaryFile(dir=os.environ.get("BENCH_DISK", None)) as tmp:
-        with open(tmp.name, "wb", buffering=0) as f:
-            for c in parts:
-                f.write(c)
+    with tempfile.NamedTemporaryFile(dir=os.environ.get("BENCH_DISK", None)) as tmp, open(tmp.name, "wb", buffering=0) as f:
+        for c in parts:
+            f.write(c)
 
 
 def measure(fn: Callable[[list[bytes]], None], parts: list[bytes], repeat: int) -> float:

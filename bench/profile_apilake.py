@@ -22,9 +22,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness.contenders import PATCHES, VENV_BIN, Setup, job_document  # noqa: E402
-from harness.scenarios import DATE, TOKEN, BulkScenario, JsonScenario, default_scenarios  # noqa: E402
-from harness.servers import EmulatorProcess, MotoProcess, bench_env, s3_client  # noqa: E402
+from harness.contenders import PATCHES, VENV_BIN, Setup, job_document
+from harness.scenarios import DATE, TOKEN, BulkScenario, JsonScenario, default_scenarios
+from harness.servers import EmulatorProcess, MotoProcess, bench_env, s3_client
 
 #: (label, substring of a frame) whose inclusive share of samples is worth knowing
 SUSPECTS = (

@@ -22,10 +22,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness.contenders import VENV_BIN, Apilake, Contender, Limit, Original, Rclone, Setup, job_document  # noqa: E402
-from harness.machine import describe_machine  # noqa: E402
-from harness.measure import run_measured  # noqa: E402
-from harness.report import (  # noqa: E402
+from harness.contenders import VENV_BIN, Apilake, Contender, Limit, Original, Rclone, Setup, job_document
+from harness.machine import describe_machine
+from harness.measure import run_measured
+from harness.report import (
     DRY_RUN_COMMAND,
     HELP_COMMAND,
     ScenarioReport,
@@ -35,8 +35,8 @@ from harness.report import (  # noqa: E402
     targets,
     update_readme,
 )
-from harness.results import RunResult, StartupResult, summarize  # noqa: E402
-from harness.scenarios import (  # noqa: E402
+from harness.results import RunResult, StartupResult, summarize
+from harness.scenarios import (
     DATE,
     TOKEN,
     BulkScenario,
@@ -46,8 +46,8 @@ from harness.scenarios import (  # noqa: E402
     StartupScenario,
     default_scenarios,
 )
-from harness.servers import EmulatorProcess, MotoProcess, bench_env, s3_client  # noqa: E402
-from harness.verify import Verdict, clear_local, clear_s3, verify_count, verify_local, verify_s3  # noqa: E402
+from harness.servers import EmulatorProcess, MotoProcess, bench_env, s3_client
+from harness.verify import Verdict, clear_local, clear_s3, verify_count, verify_local, verify_s3
 
 BENCH = Path(__file__).resolve().parent
 BUCKET = "bench"
@@ -188,7 +188,7 @@ class Bench:
             DRY_RUN_COMMAND: [apilake, "run", str(path), "--dry-run", "--date", DATE],
         }
         env = bench_env({"DATAAI_TOKEN": TOKEN})
-        for name, argv in commands.items():
+        for argv in commands.values():
             run_measured(argv, env=env, cwd=scratch)  # one untimed run: bytecode caches, page cache
         for _ in range(scenario.repeats):
             for name, argv in commands.items():  # alternating, like the bulk contenders

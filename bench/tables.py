@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness.machine import describe_machine  # noqa: E402
-from harness.report import concise, update_readme  # noqa: E402
-from harness.tables import TablesBench, duckdb_version, log, tables_scenarios  # noqa: E402
-from harness.tables_report import render_tables_json, render_tables_markdown, tables_targets  # noqa: E402
-from run import compile_apilake  # noqa: E402
+from harness.machine import describe_machine
+from harness.report import concise, update_readme
+from harness.tables import TablesBench, duckdb_version, log, tables_scenarios
+from harness.tables_report import render_tables_json, render_tables_markdown, tables_targets
+from run import compile_apilake
 
 BENCH = Path(__file__).resolve().parent
 

@@ -68,7 +68,7 @@ class MotoServer(ServerContext[str]):
         for _attempt in range(3):  # the free port can be taken between probing and binding
             port = _free_port()
             env = {**os.environ, **DUMMY_AWS_ENV, **self.env}
-            self._log = tempfile.NamedTemporaryFile(prefix="moto-server-", suffix=".log")
+            self._log = tempfile.NamedTemporaryFile(prefix="moto-server-", suffix=".log")  # noqa: SIM115 - closed in stop()
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                 env=env,

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from server_process import ServerContext, end_process, wait_until_ready
-
 from moto_server import DUMMY_AWS_ENV, s3
+from server_process import ServerContext, end_process, wait_until_ready
 
 # Every listener `weed server -s3` opens; gRPC ports would otherwise default to HTTP port + 10000.
 PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")
@@ -73,7 +72,7 @@ class SeaweedFS(ServerContext[str]):
     def start(self) -> str:
         last_error = ""
         for _attempt in range(3):  # a free port can be taken between probing and binding
-            self._ports = ports = dict(zip(PORTS, _free_ports(len(PORTS))))
+            self._ports = ports = dict(zip(PORTS, _free_ports(len(PORTS)), strict=True))
             self._dir = tempfile.TemporaryDirectory(prefix="seaweedfs-")
             log = Path(self._dir.name, "weed.log")
             args = [

@@ -9,7 +9,7 @@ import pytest
 from apilake.dates import default_run_date, run_dates
 from apilake.errors import JobFileError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def at(text: str) -> dt.datetime:

@@ -6,7 +6,6 @@ One test per row of the "Bad input" table in docs/reliability.md.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys

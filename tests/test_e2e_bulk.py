@@ -31,8 +31,8 @@ def test_every_listed_file_lands_byte_identical_once_and_the_token_stays_home(tm
     assert emulator.stats.auth_headers("files") == 0  # the pre-signed origin never saw the token
     assert emulator.stats.count(origin="files") == 16  # each file fetched once
     listings = [u for u in records(tmp_path / "lake")[-1]["units"] if u["kind"] == "listing"]
-    assert [l["listing"]["selected"] for l in listings] == [8, 8]
-    assert all("signature=***" in url for l in listings for url in l["listing"]["urls"])
+    assert [one["listing"]["selected"] for one in listings] == [8, 8]
+    assert all("signature=***" in url for one in listings for url in one["listing"]["urls"])
     assert TOKEN not in all_text(tmp_path / "lake", result)
 
 

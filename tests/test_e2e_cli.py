@@ -30,7 +30,7 @@ def test_demo_lands_the_example_job_into_a_local_lake(tmp_path: Path) -> None:
     apps: dict[str, set[str]] = {}
     for key in landed:
         if key.startswith("dataai/bulk_daily/metrics/"):
-            for date, country, product, metric, value in csv.reader(io.StringIO(gunzip_members((lake / key).read_bytes()).decode())):
+            for _date, country, product, metric, value in csv.reader(io.StringIO(gunzip_members((lake / key).read_bytes()).decode())):
                 if metric == "downloads":
                     downloads[country] = downloads.get(country, 0) + int(value)
                     apps.setdefault(country, set()).add(product)

@@ -359,7 +359,7 @@ def test_a_local_run_and_a_dask_run_sharing_a_credential_send_at_most_the_daily_
     sent = emulator.stats.count(origin="api")
     assert 100 - 3 * 5 <= sent <= 100  # three workers and the local run each strand at most a block of 5 meanwhile
     assert len(lake_objects(tmp_path / "local" / "lake")) + len(lake_objects(tmp_path / "dask" / "lake")) == sent
-    assert all("resets at" in out for (out, _err), code in zip(outputs, codes) if code == 1)
+    assert all("resets at" in out for (out, _err), code in zip(outputs, codes, strict=True) if code == 1)
 
 
 def test_an_object_changed_after_it_landed_lands_again_on_the_cluster(tmp_path: Path, emulator, cluster) -> None:

@@ -3,12 +3,11 @@ checksums had names, and critical-path-first ordering."""
 
 from __future__ import annotations
 
-import gzip
+import hashlib
 import json
 from pathlib import Path
 
 import google_crc32c
-import hashlib
 
 from apilake.emulator import Fault
 from conftest import bulk_endpoint, details_endpoint, lake_objects, records, run_cli, write_job

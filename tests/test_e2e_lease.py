@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
+from datetime import UTC
 from pathlib import Path
 
-import pytest
 from filelock import FileLock
 
 from apilake.emulator import Fault
@@ -104,9 +103,9 @@ def test_a_holder_killed_with_kill_9_is_taken_over_after_the_expiry(tmp_path: Pa
 
 
 def lease_expired(endpoint: str) -> bool:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromisoformat(lease_doc(endpoint)["expires"]) < datetime.now(timezone.utc)
+    return datetime.fromisoformat(lease_doc(endpoint)["expires"]) < datetime.now(UTC)
 
 
 def test_a_run_that_loses_its_lease_stops_and_exits_1(tmp_path: Path, emulator, bucket: str) -> None:

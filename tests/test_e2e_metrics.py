@@ -148,7 +148,7 @@ def test_schedule_serves_metrics_health_and_dashboard(tmp_path: Path, emulator) 
         assert base.startswith("http://127.0.0.1:")
         health = httpx.get(base + "healthz")
         assert health.status_code == 200 and health.json()["status"] == "ok"
-        assert dt.datetime.fromisoformat(health.json()["last_tick"]) <= dt.datetime.now(dt.timezone.utc)
+        assert dt.datetime.fromisoformat(health.json()["last_tick"]) <= dt.datetime.now(dt.UTC)
         found = samples(httpx.get(base + "metrics").text)
         check_last_run(found, record)
         now = dt.datetime.now(ZoneInfo("Asia/Seoul"))
@@ -169,7 +169,7 @@ def test_schedule_serves_metrics_health_and_dashboard(tmp_path: Path, emulator) 
 def test_healthz_answers_during_a_run_and_metrics_follow_it(tmp_path: Path, emulator) -> None:
     job = write_job(tmp_path, emulator, [DETAILS, COUNTRIES], schedule="0 9 * * *")
     state = tmp_path / "state.json"
-    missed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)  # a fire was missed: the scheduler makes it up at once
+    missed = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)  # a fire was missed: the scheduler makes it up at once
     state.write_text(json.dumps({"last_fire": {"0 9 * * * | *": missed.isoformat()}}))
     emulator.config.faults = [Fault(match="/details", kind="stall", seconds=2.0)]
     scheduler = start_cli("schedule", str(job), "--http", "127.0.0.1:0", "--state-file", str(state))

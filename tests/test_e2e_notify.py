@@ -14,6 +14,7 @@ import pytest
 from apilake.emulator import Fault
 from apilake.jobfile import Job
 from apilake.notify import compose, event
+from apilake.record import RunRecord, parse_record
 from conftest import TOKEN, records, run_cli, write_job
 from history import COUNTRIES, DETAILS
 
@@ -35,7 +36,7 @@ class Webhook(ThreadingHTTPServer):
 class _Receiver(BaseHTTPRequestHandler):
     server: Webhook
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.received.append({"path": self.path, **json.loads(body)})
         self.send_response(200)
@@ -98,10 +99,12 @@ def test_an_undeliverable_notification_is_a_warning(tmp_path: Path, emulator, we
     assert run_cli("run", str(job), "--date", DATE).returncode == 0  # recovery is not asked for: nothing sent, no warning
 
 
-def record(run_id: str, status: str, endpoints: tuple[str, ...], finished: bool = True) -> dict[str, Any]:
-    units = [{"unit": f"s/{e}/{DATE}", "source": "s", "endpoint": e, "date": DATE, "status": "landed" if status == "succeeded" else "failed",
-              "error": None if status == "succeeded" else "HTTP 500"} for e in endpoints]
-    return {"run_id": run_id, "status": status, "finished": "x" if finished else None, "dates": [DATE], "units": units}
+def record(run_id: str, status: str, endpoints: tuple[str, ...], finished: bool = True) -> RunRecord:
+    units = [{"unit": f"s/{e}/{DATE}", "source": "s", "endpoint": e, "date": DATE, "kind": "json",
+              "status": "landed" if status == "succeeded" else "failed", "error": None if status == "succeeded" else "HTTP 500"}
+             for e in endpoints]
+    return parse_record({"run_id": run_id, "status": status, "finished": "2026-11-26T09:00:00+00:00" if finished else None,
+                         "dates": [DATE], "units": units})
 
 
 @pytest.mark.parametrize("history, current, expected", [
@@ -112,8 +115,8 @@ def record(run_id: str, status: str, endpoints: tuple[str, ...], finished: bool 
     ([record("1", "failed", ("a",))], record("2", "interrupted", ("a",)), None),
     ([record("1", "failed", ("a",)), record("1b", "running", ("a",), finished=False)], record("2", "succeeded", ("a",)), "recovery"),
 ])
-def test_which_runs_are_news(history: list[dict[str, Any]], current: dict[str, Any], expected: str | None) -> None:
-    found = event([*history, current], current["run_id"])
+def test_which_runs_are_news(history: list[RunRecord], current: RunRecord, expected: str | None) -> None:
+    found = event([*history, current], current.run_id)
     assert (found[0] if found else None) == expected
 
 

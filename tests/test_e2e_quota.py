@@ -57,8 +57,8 @@ def test_two_jobs_sharing_a_credential_run_together_and_send_at_most_the_daily_q
     landed = len(lake_objects(tmp_path / "first" / "lake")) + len(lake_objects(tmp_path / "second" / "lake"))
     assert landed == sent
     assert ledger_used(ledger) == sent  # what was reserved and not sent went back at the end
-    for (out, _err), code in zip(outputs, codes):
-        assert code == 0 or "daily request quota of source 'dataai' (100 requests_per_day" in out and "resets at" in out and "UTC" in out
+    for (out, _err), code in zip(outputs, codes, strict=True):
+        assert code == 0 or ("daily request quota of source 'dataai' (100 requests_per_day" in out and "resets at" in out and "UTC" in out)
     ledger_text = "\n".join(p.read_text() for p in ledger.rglob("*.json"))
     assert TOKEN not in ledger_text and TOKEN not in "".join(p.name for p in ledger.rglob("*"))
 

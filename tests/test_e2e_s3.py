@@ -109,7 +109,7 @@ def open_uploads(endpoint: str) -> list[str]:
 def upload_ages(endpoint: str) -> list[float]:
     """Seconds since each open multipart upload of the bucket began, by the store's clock."""
     uploads = s3(endpoint).list_multipart_uploads(Bucket="lake").get("Uploads", [])
-    return [(dt.datetime.now(dt.timezone.utc) - u["Initiated"]).total_seconds() for u in uploads]
+    return [(dt.datetime.now(dt.UTC) - u["Initiated"]).total_seconds() for u in uploads]
 
 
 def part_bytes(endpoint: str) -> int:

@@ -215,10 +215,12 @@ def test_a_secret_echoed_encoded_is_masked_in_every_form(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("status", [307, 308])
 def test_a_redirect_that_would_resend_a_post_body_to_another_origin_is_refused(tmp_path: Path, status: int) -> None:
-    with serving(lambda method, path, body: (200, {}, b'{"ok": true}')) as elsewhere:
-        with serving(lambda method, path, body: (status, {"Location": elsewhere.url + "/collect"}, b"")) as api:
-            endpoint = json_endpoint("search", "/search", method="POST", body={"query": "{date}", "token": "${DATAAI_TOKEN}"})
-            result = run(job_file(tmp_path, api.url, [endpoint]))
+    with (
+        serving(lambda method, path, body: (200, {}, b'{"ok": true}')) as elsewhere,
+        serving(lambda method, path, body: (status, {"Location": elsewhere.url + "/collect"}, b"")) as api,
+    ):
+        endpoint = json_endpoint("search", "/search", method="POST", body={"query": "{date}", "token": "${DATAAI_TOKEN}"})
+        result = run(job_file(tmp_path, api.url, [endpoint]))
     assert result.returncode == 1
     assert f"a {status} redirect from {api.url}/search to another origin ({elsewhere.url}/collect) would re-send the POST body" in result.stdout
     assert api.seen and TOKEN in api.seen[0][3].decode()  # the source itself got the body

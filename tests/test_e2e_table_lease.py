@@ -42,7 +42,7 @@ def test_tables_is_refused_while_another_host_holds_the_jobs_lease(tmp_path: Pat
     job = write_job(tmp_path, emulator, [HISTORY], tables={}, lease=LEASE)
     lake = tmp_path / "lake"
     assert run_cli("run", str(job), "--date", DATE).returncode == 0
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     held = {"job": "job", "run_id": "20261125T000000.000000Z-other", "host": "elsewhere", "pid": 4242, "lock": "/nonexistent",
             "since": now.isoformat(), "renewed": now.isoformat(), "expires": (now + dt.timedelta(minutes=10)).isoformat(), "released": False}
     (lake / "_apilake" / "leases" / "job.json").write_text(json.dumps(held))

@@ -60,7 +60,8 @@ def test_status_dashboard_and_metrics_show_rows_and_dates_behind(tmp_path: Path,
     assert run_cli("tables", str(job)).returncode == 0
     status = run_cli("status", str(job), *SPAN)
     assert status.returncode == 0, status.stdout
-    assert f"dataai.history: {rows(job):,} rows, up to date" in status.stdout and rows(job) > built
+    now = rows(job)
+    assert f"dataai.history: {now:,} rows, up to date" in status.stdout and now > built
     assert run_cli("run", str(job), "--date", DATES[1], "--metrics-file", str(metrics)).returncode == 0
     assert metric(metrics.read_text(), "apilake_table_rows") == rows(job)
     assert TOKEN not in status.stdout + status.stderr + metrics.read_text() + (tmp_path / "page.html").read_text()

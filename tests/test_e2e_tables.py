@@ -94,7 +94,7 @@ def test_every_landed_record_is_in_its_table_once_with_unit_values_and_lineage(t
     # pyiceberg in this process reads the same rows as DuckDB in `apilake query`'s
     table = catalog(lake).load_table("dataai.history")
     arrow = table.scan().to_arrow()
-    assert sorted(zip(arrow["market"].to_pylist(), arrow["date"].to_pylist(), arrow["country"].to_pylist(), arrow["device"].to_pylist())) == history_rows(lake)
+    assert sorted(zip(arrow["market"].to_pylist(), arrow["date"].to_pylist(), arrow["country"].to_pylist(), arrow["device"].to_pylist(), strict=True)) == history_rows(lake)
     files = table.inspect.files()
     assert all(codec == "ZSTD" for codec in _codecs(files["file_path"].to_pylist()))
     assert TOKEN not in all_text(lake, result)
@@ -125,8 +125,8 @@ def test_reruns_never_duplicate_and_a_relanded_date_is_replaced_in_one_snapshot(
     assert per_date(lake, "dataai.history") == before
     assert snapshots(lake, "dataai.history") == 1  # unchanged raw objects: no new snapshot
 
-    HISTORY_MORE = {**HISTORY, "params": {**HISTORY["params"], "countries": "US+FR+DE+JP"}}  # the vendor now serves more
-    job = write_job(tmp_path, emulator, [HISTORY_MORE], tables={})
+    history_more = {**HISTORY, "params": {**HISTORY["params"], "countries": "US+FR+DE+JP"}}  # the vendor now serves more
+    job = write_job(tmp_path, emulator, [history_more], tables={})
     assert run_cli("run", str(job), "--date", DATE, "--force").returncode == 0
     after = per_date(lake, "dataai.history")
     assert after["2026-11-24"] == before["2026-11-24"] and after[DATE] == before[DATE] * 4 // 3

@@ -477,5 +477,5 @@ def test_a_report_starts_before_single_requests_that_were_planned_first(tmp_path
     job = acme_job(tmp_path, emulator, [*singles, report()], concurrency=1)
     result = cli(job)
     assert result.returncode == 0, result.stdout + result.stderr
-    first = [r.target for r in emulator.stats.requests if r.origin == "api"][0]
+    first = next(r.target for r in emulator.stats.requests if r.origin == "api")
     assert first == "/acme/reports"  # the longest chain (create, polls, files) took the one slot first

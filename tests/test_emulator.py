@@ -32,6 +32,8 @@ from apilake.emulator import (
     iter_file_chunks,
 )
 from apilake.emulator.data import member_boundaries
+from apilake.emulator.stats import RequestRecord, Stats
+from conftest import wait_for
 
 TOKEN = "test-token"
 HISTORY = "/v1.3/intelligence/apps/ios/app/310633997/history"
@@ -175,7 +177,7 @@ def test_bulk_listing_redirect_and_files_without_auth(emu: Emulator, client: htt
     assert len(names) == 2 * 2 * (2 + 2) and len(set(names)) == len(names)
     assert all(u.startswith(f"{emu.api_url}/v2/bulk/data?name=") and "&signature=" in u for u in urls)
     with httpx.Client(timeout=10) as anon:
-        for url, name in zip(urls, names):
+        for url, name in zip(urls, names, strict=True):
             r = client.get(url)
             assert r.status_code == 302
             loc = r.headers["location"]
@@ -299,11 +301,10 @@ def test_fault_cut_json_and_file(emu: Emulator, client: httpx.Client, kind: str)
     with pytest.raises(httpx.TransportError):
         client.get(f"{HISTORY}?{_query(HISTORY_Q)}")
     got = bytearray()
-    with pytest.raises(httpx.TransportError):
-        with httpx.stream("GET", loc) as r:
-            assert int(r.headers["content-length"]) == emu.file_length_for(_name(url))
-            for c in r.iter_raw():
-                got += c
+    with pytest.raises(httpx.TransportError), httpx.stream("GET", loc) as r:
+        assert int(r.headers["content-length"]) == emu.file_length_for(_name(url))
+        for c in r.iter_raw():
+            got += c
     assert len(got) < emu.file_length_for(_name(url))
     assert client.get("/v1.3/meta/countries").status_code == 200  # server still fine
 
@@ -377,19 +378,23 @@ def test_quota_429_with_and_without_retry_after(emu: Emulator, client: httpx.Cli
     assert client.get("/v1.3/meta/countries").headers["retry-after"] == "7"
     assert emu.stats.max_in_window(60, "api", status=200) == 3
     assert emu.stats.max_in_window(60, "api") == 7
-    emu.config.quota_window_s = 0.3  # the window slides: calls are admitted again later
-    time.sleep(0.35)
-    assert client.get("/v1.3/meta/countries").status_code == 200
+    emu.config.quota_window_s = 0.3  # the window slides: calls are admitted again once the 3 admitted ones leave it
+    wait_for(lambda: client.get("/v1.3/meta/countries").status_code == 200, timeout=5)
 
 
-def test_stats_windows_and_reset(emu: Emulator, client: httpx.Client) -> None:
-    for _ in range(3):
+def test_stats_windows() -> None:
+    stats = Stats()
+    for mono in (10.0, 10.05, 10.1, 10.5, 10.55):  # three calls in 0.1 s, two more 0.4 s later
+        stats.record(RequestRecord(mono, mono, "api", "/v1.3/meta/countries", 200, None))
+    stats.record(RequestRecord(10.56, 10.56, "files", "/objects/x", 200, None))
+    assert stats.max_in_window(0.2, "api") == 3
+    assert stats.max_in_window(60, "api") == 5
+    assert stats.max_in_window(60, None) == 6
+
+
+def test_stats_count_and_reset(emu: Emulator, client: httpx.Client) -> None:
+    for _ in range(5):
         client.get("/v1.3/meta/countries")
-    time.sleep(0.3)
-    for _ in range(2):
-        client.get("/v1.3/meta/countries")
-    assert emu.stats.max_in_window(0.2, "api") == 3
-    assert emu.stats.max_in_window(60, "api") == 5
     assert emu.stats.count(path_contains="/meta/") == 5
     rec = emu.stats.requests[0]
     assert rec.origin == "api" and rec.status == 200 and rec.authorization == f"Bearer {TOKEN}"
@@ -429,7 +434,7 @@ def test_stop_is_prompt_with_stall_and_download_in_flight() -> None:
     ]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    wait_for(lambda: all(fault.fired for fault in emu.config.faults))  # the stall and the drip are both under way
     t0 = time.monotonic()
     emu.stop()
     assert time.monotonic() - t0 < 2

@@ -81,7 +81,7 @@ def test_cluster_semaphores_mirror_the_local_windows(job) -> None:
     ]
     timeouts = [timeout for _name, _leases, timeout in limits.semaphores()]
     # a lease is held a whole window (plus a margin), and the scheduler never drops it earlier
-    for (_name, _calls, seconds), timeout in zip(limits.windows, timeouts):
+    for (_name, _calls, seconds), timeout in zip(limits.windows, timeouts, strict=True):
         assert seconds + 0.2 < hold_seconds(seconds) < seconds * 1.02 + 0.3
         assert timeout == hold_seconds(seconds) + LEASE_SLACK_S
     assert list(source_limits("R", job.sources[1]).semaphores()) == []  # no limits, no semaphores

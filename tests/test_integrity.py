@@ -38,8 +38,22 @@ def test_damaged_bodies_fail(data: bytes, expected_length: int | None, message: 
         feed(data, StreamCheck(expected_length=expected_length, gzip=True))
 
 
-def test_non_gzip_only_checks_length() -> None:
-    feed(b"plain", StreamCheck(expected_length=5, gzip=False))
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"not gzip at all", None),  # not inflated: it passes on its length
+        (b"not gzip at al", "ended after 14 of 15 bytes"),
+        (b"not gzip at all!", "longer than"),
+    ],
+)
+def test_non_gzip_only_checks_length(data: bytes, message: str | None) -> None:
+    check = StreamCheck(expected_length=15, gzip=False)
+    if message is None:
+        feed(data, check, size=4)
+        assert check.size == len(data) and check.sha256 == hashlib.sha256(data).hexdigest()
+    else:
+        with pytest.raises(IntegrityError, match=message):
+            feed(data, check, size=4)
 
 
 def test_length_mode_does_not_inflate_but_still_checks_the_length() -> None:

@@ -272,9 +272,9 @@ def test_an_alias_bomb_is_refused_and_merge_keys_still_work(tmp_path: Path) -> N
     ],
 )
 def test_header_values_with_control_characters_are_refused(tmp_path: Path, headers: dict, message: str | None) -> None:
-    text = GOOD.replace("token: ${TOKEN}", "token: ${TOKEN}\n    headers: {X: '${HEADER}'}").replace("X:", f"{json.dumps(list(headers)[0])}:")
+    text = GOOD.replace("token: ${TOKEN}", "token: ${TOKEN}\n    headers: {X: '${HEADER}'}").replace("X:", f"{json.dumps(next(iter(headers)))}:")
     path = write(tmp_path, text)
-    environ = {"TOKEN": "x", "HEADER": list(headers.values())[0]}
+    environ = {"TOKEN": "x", "HEADER": next(iter(headers.values()))}
     if message is None:
         assert load_job(path, environ=environ).sources[0].headers == headers
     else:

@@ -45,12 +45,18 @@ def test_one_holder_at_a_time_and_a_silent_one_is_taken_over_after_its_expiry(tm
 
 
 def test_a_holder_on_this_host_whose_lock_is_free_is_dead_at_once(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        dest = LocalDestination(tmp_path / "lake")
-        await Lease(dest, "daily.yaml", "run-1", LeaseOptions(), lock=str(tmp_path / "dead.lock")).acquire()
-        await Lease(dest, "daily.yaml", "run-2", LeaseOptions(), lock=str(tmp_path / "mine.lock")).acquire()
+    held = tmp_path / "run-1.lock"
+    dest = LocalDestination(tmp_path / "lake")
 
-    asyncio.run(scenario())
+    def take(run_id: str) -> None:  # the default expiry (minutes): only run-1's lock can free its lease
+        asyncio.run(Lease(dest, "daily.yaml", run_id, LeaseOptions(), lock=str(tmp_path / f"{run_id}.lock")).acquire())
+
+    take("run-1")
+    with FileLock(held), pytest.raises(RunLockedError, match="run run-1"):  # run-1 alive: its lock is held
+        take("run-2")
+    take("run-3")  # run-1's lock is free: it is dead, its lease taken over without waiting for the expiry
+    doc = json.loads((tmp_path / "lake" / lease_key("daily.yaml")).read_text())
+    assert doc["run_id"] == "run-3" and not doc["released"]
 
 
 def test_lease_timings_are_checked(tmp_path: Path) -> None:

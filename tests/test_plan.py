@@ -1,6 +1,8 @@
 import datetime as dt
 import json
+import math
 import re
+import time
 
 import pytest
 
@@ -87,17 +89,48 @@ def test_bulk_custom_key_with_url_path() -> None:
     assert file_key(unit, "http://x/d?name=metrics/a/b.csv.gz") == "raw/20261125/metrics/a/b.csv.gz"
 
 
-def test_only_filters_and_rejects_unknown_names() -> None:
-    assert plan(job(path="/x"), [D], only=["hist"])
-    with pytest.raises(JobFileError, match="--only nope"):
-        plan(job(path="/x"), [D], only=["nope"])
+def two_sources() -> Job:
+    endpoints = {"src": ["hist", "daily"], "other": ["extra"]}
+    return Job.model_validate({"sources": [
+        {"name": source, "base_url": "http://api.test/", "endpoints": [{"name": e, "kind": "json", "path": f"/{e}"} for e in names]}
+        for source, names in endpoints.items()
+    ]})  # fmt: skip
 
 
-def test_ten_thousand_units_plan_quickly() -> None:
-    big = job(matrix={"market": [f"m{i}" for i in range(100)], "product_id": list(range(100))})
-    units = plan(big, [D])
-    assert len(units) == 10_000
-    assert len({u.key for u in units}) == 10_000
+@pytest.mark.parametrize(
+    "only, expected",
+    [
+        ([], [("src", "hist"), ("src", "daily"), ("other", "extra")]),
+        (["daily"], [("src", "daily")]),  # an endpoint
+        (["other"], [("other", "extra")]),  # a source: all its endpoints
+        (["extra", "hist"], [("src", "hist"), ("other", "extra")]),  # in the job's order
+    ],
+)
+def test_only_selects_endpoints_and_sources(only: list[str], expected: list[tuple[str, str]]) -> None:
+    assert [(u.source, u.endpoint) for u in plan(two_sources(), [D], only=only)] == expected
+
+
+def test_only_rejects_unknown_names() -> None:
+    with pytest.raises(JobFileError, match=r"--only nope: no endpoint or source of that name \(known: daily, extra, hist, other, src\)"):
+        plan(two_sources(), [D], only=["hist", "nope"])
+
+
+def test_planning_time_grows_linearly_with_the_units() -> None:
+    """Twenty times the units plan in about twenty times the CPU time (other processes do not count):
+    no step of planning, such as the key collision check, compares each unit with every other."""
+
+    def cpu_seconds(markets: int) -> float:
+        big = job(matrix={"market": [f"m{i}" for i in range(markets)], "product_id": list(range(100))})
+        best = math.inf
+        for _ in range(2):
+            started = time.process_time()
+            units = plan(big, [D])
+            best = min(best, time.process_time() - started)
+        assert len({u.key for u in units}) == len(units) == markets * 100
+        return best
+
+    small, large = cpu_seconds(5), cpu_seconds(100)
+    assert large < 50 * small, f"500 units plan in {small:.3f} s, 10,000 in {large:.3f} s"
 
 
 @pytest.mark.parametrize(

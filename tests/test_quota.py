@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from apilake.destinations.local import LocalDestination
-from apilake.fetch.quota import (DailyQuota, DailyQuotaSpent, block_size, credential_fingerprint, ledger_key, quota_day, quota_use,
-                                 resets_at)
+from apilake.fetch.quota import DailyQuota, DailyQuotaSpent, block_size, credential_fingerprint, ledger_key, quota_day, quota_use, resets_at
 from apilake.jobfile import Source
 
 TOKEN = "tok-quota-8d7c6b"

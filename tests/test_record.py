@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from apilake.destinations.local import LocalDestination
-from apilake.record import LandedObject, UnitResult, record_document, record_key, write_record
+from apilake.record import LandedObject, RunRecord, UnitResult, parse_record, record_key, write_record
 
 RESULTS = [
     UnitResult("s/e/2026-11-25/a", "s", "e", "2026-11-25", "file", "landed", url="http://x/a",
@@ -27,10 +27,11 @@ def test_an_entry_is_what_asdict_gives() -> None:
 
 @pytest.mark.parametrize("results", [RESULTS, []], ids=["units", "no units yet"])
 def test_the_written_record_reads_back_as_the_document(tmp_path: Path, results: list[UnitResult]) -> None:
-    started = dt.datetime(2026, 11, 26, 3, 0, tzinfo=dt.timezone.utc)
-    doc = record_document(run_id="r1", job="job.yaml", destination=str(tmp_path), dates=["2026-11-25"], started=started,
-                          finished=None, status="running", results=results, version="0")  # fmt: skip
-    asyncio.run(write_record(LocalDestination(tmp_path), doc))
+    started = dt.datetime(2026, 11, 26, 3, 0, tzinfo=dt.UTC)
+    record = RunRecord(run_id="r1", job="job.yaml", destination=str(tmp_path), dates=["2026-11-25"], started=started,
+                       finished=None, status="running", units=results, version="0")  # fmt: skip
+    asyncio.run(write_record(LocalDestination(tmp_path), record))
     text = (tmp_path / record_key("r1")).read_text()
-    assert json.loads(text) == json.loads(json.dumps(doc))
+    assert json.loads(text) == json.loads(json.dumps(record.document()))
     assert len(text.splitlines()) == len(results) + 2  # one line per unit (for grep and diff), then "]}"
+    assert parse_record(json.loads(text)) == record  # the one parser every reader uses gives back what was written

@@ -33,6 +33,6 @@ def test_refuse_html(content_type: str, name: str, refused: bool) -> None:
     if not refused:
         refuse_html(transfer, {"content-type": content_type})
         return
-    with pytest.raises(TransferError, match="answered an HTML page .* where a file was expected") as caught:
+    with pytest.raises(TransferError, match=r"answered an HTML page .* where a file was expected") as caught:
         refuse_html(transfer, {"content-type": content_type})
     assert caught.value.transient

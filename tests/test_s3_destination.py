@@ -20,7 +20,7 @@ from apilake.destinations import ObjectInfo, open_destination
 from apilake.destinations.s3 import MAX_PARTS, MIB, MIN_PART, PartBudget, S3Destination, part_size
 from apilake.errors import DestinationError
 from apilake.jobfile import S3Options
-
+from conftest import wait_for
 from moto_server import MotoServer
 
 BUCKET = "lake"
@@ -168,14 +168,15 @@ def test_exception_in_block_leaves_nothing(endpoint: str) -> None:
     assert boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
 
 
-def _cancel_mid_write(dest: S3Destination, key: str, transfer: Any, started: threading.Event) -> None:
-    """Cancel `transfer` once `started` is set: nothing of `key` may remain, no upload stay open."""
+def _cancel_mid_write(dest: S3Destination, key: str, transfer: Any, started: threading.Event, cancelled: threading.Event | None = None) -> None:
+    """Cancel `transfer` once `started` is set (then set `cancelled`): nothing of `key` may remain, no upload stay open."""
 
     async def go() -> None:
         task = asyncio.create_task(transfer())
-        while not started.is_set():
-            await asyncio.sleep(0.01)
+        assert await asyncio.to_thread(started.wait, 60)
         task.cancel()
+        if cancelled is not None:
+            cancelled.set()
         try:
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -195,7 +196,7 @@ def test_cancellation_aborts_multipart_upload(endpoint: str) -> None:
         async with dest.open_write("cancelled.bin") as writer:
             await writer.write(os.urandom(11 * MIB))  # parts 1 and 2 leave; they may still be in flight
             ready.set()
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # until cancelled
 
     _cancel_mid_write(dest, "cancelled.bin", transfer, ready)
 
@@ -204,11 +205,11 @@ def test_cancellation_while_the_upload_starts_still_aborts(endpoint: str) -> Non
     dest = _dest(endpoint, part_size_mb=5)
     client = dest.client()
     real_create = client.create_multipart_upload
-    creating = threading.Event()
+    creating, cancelled = threading.Event(), threading.Event()
 
     def slow_create(**kwargs: Any) -> Any:
         creating.set()
-        time.sleep(0.3)
+        assert cancelled.wait(60)  # the upload is created only once the transfer is cancelled
         return real_create(**kwargs)
 
     client.create_multipart_upload = slow_create
@@ -218,7 +219,7 @@ def test_cancellation_while_the_upload_starts_still_aborts(endpoint: str) -> Non
             await writer.write(os.urandom(6 * MIB))
 
     # the upload exists only after the cancel: it must be aborted all the same
-    _cancel_mid_write(dest, "starting.bin", transfer, creating)
+    _cancel_mid_write(dest, "starting.bin", transfer, creating, cancelled)
 
 
 def test_failed_part_upload_names_the_key_and_aborts(endpoint: str) -> None:
@@ -262,7 +263,7 @@ def test_check_without_credentials(aws_env: None, monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     dest = S3Destination(f"s3://{BUCKET}", _options("http://127.0.0.1:9"))
-    with pytest.raises(DestinationError, match="no usable AWS credentials.*standard AWS chain"):
+    with pytest.raises(DestinationError, match=r"no usable AWS credentials.*standard AWS chain"):
         _run(dest, dest.check)
 
 
@@ -274,13 +275,13 @@ def test_check_unknown_profile(aws_env: None) -> None:
 
 def test_check_unreachable_endpoint(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    with socket_closed_port() as port:
+    with SocketClosedPort() as port:
         dest = S3Destination(f"s3://{BUCKET}", _options(f"http://127.0.0.1:{port}"))
         with pytest.raises(DestinationError, match=f"cannot reach the S3 endpoint http://127.0.0.1:{port}"):
             _run(dest, dest.check)
 
 
-class socket_closed_port:
+class SocketClosedPort:
     """A loopback port with nothing listening."""
 
     def __enter__(self) -> int:
@@ -453,8 +454,8 @@ def test_the_part_budget_is_shared_by_event_loops_in_other_threads() -> None:
     async def holder() -> None:
         await budget.reserve(8 * MIB)
         held.set()
-        await asyncio.sleep(0.3)
-        assert "in" not in times  # the other loop cannot get in while this one holds it all
+        await asyncio.to_thread(wait_for, lambda: budget._waiting)  # the other loop waits for room
+        assert "in" not in times  # and cannot get in while this one holds it all
         times["released"] = time.monotonic()
         budget.release(8 * MIB)
 

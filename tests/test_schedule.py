@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from apilake.errors import JobFileError
 from apilake.jobfile import Job
 from apilake.schedule import Schedule, Scheduler, convert_expression, fire_times, job_schedules, next_fire
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 APILAKE = Path(sys.executable).parent / "apilake"
 
 
@@ -184,7 +185,7 @@ def test_a_run_never_overlaps_and_overrun_fires_are_missed(tmp_path: Path) -> No
     sched.run_forever()
     starts = [t for t, _, _ in rec.calls]
     assert [t.strftime("%H:%M") for t in starts] == ["00:10", "00:40", "01:10"]  # 00:20, 00:30, 00:50, 01:00 missed
-    assert all(b - a >= dt.timedelta(minutes=25) for a, b in zip(starts, starts[1:]))
+    assert all(b - a >= dt.timedelta(minutes=25) for a, b in itertools.pairwise(starts))
 
 
 def test_overrun_with_catch_up_makes_up_the_latest_missed_fire(tmp_path: Path) -> None:

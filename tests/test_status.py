@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from apilake.destinations.local import LocalDestination
-from apilake.record import LandedObject, UnitResult, record_document, write_record
+from apilake.record import LandedObject, RunRecord, UnitResult, parse_record, write_record
 from apilake.status import Gap, build_report, expected_from_records, fill_commands, find_gaps
 
 APILAKE = Path(sys.executable).parent / "apilake"
@@ -59,11 +59,11 @@ def unit(unit_id: str, kind: str, status: str = "landed", keys: tuple[str, ...] 
     return UnitResult(unit_id, source, endpoint, date, kind, status, objects=[LandedObject(k, 1, None) for k in keys], **extra)  # type: ignore[arg-type]
 
 
-def record(run_id: str, dates: list[str], results: list[UnitResult]) -> dict[str, object]:
-    started = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
-    return record_document(
+def record(run_id: str, dates: list[str], results: list[UnitResult]) -> RunRecord:
+    started = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
+    return RunRecord(
         run_id=run_id, job="job.yaml", destination="lake", dates=dates, started=started,
-        finished=started + dt.timedelta(seconds=3), status="succeeded", results=results, version="test",
+        finished=started + dt.timedelta(seconds=3), status="succeeded", units=results, version="test",
     )
 
 
@@ -71,7 +71,7 @@ def test_expected_from_records_infers_combinations_and_lag() -> None:
     records = [
         record("1", ["2026-11-20"], [unit("s/m/2026-11-20/x=1", "json"), unit("s/m/2026-11-20/x=2", "json"), unit("s/late/2026-11-18", "listing")]),
     ]
-    expected = expected_from_records(records, [dt.date(2026, 11, 21)])  # type: ignore[arg-type]
+    expected = expected_from_records(records, [dt.date(2026, 11, 21)])
     assert expected == {
         ("s/m", "2026-11-21"): {"s/m/2026-11-21/x=1", "s/m/2026-11-21/x=2"},
         ("s/late", "2026-11-21"): {"s/late/2026-11-19"},  # lag of 2 days, learnt from the record
@@ -199,7 +199,7 @@ def status(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_status_of_a_whole_lake_exits_0(lake: tuple[Path, Path]) -> None:
-    job, root = lake
+    job, _root = lake
     result = status(str(job))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "succeeded" in result.stdout
@@ -248,16 +248,18 @@ def test_status_text_does_not_count_dates_not_yet_due_as_there() -> None:
 def test_landed_sizes_take_the_latest_landing_of_the_run_s_units_only() -> None:
     from apilake.record import landed_sizes
 
-    def unit(unit_id: str, status: str, key: str, size: int) -> dict:
-        return {"unit": unit_id, "status": status, "objects": [{"key": key, "bytes": size}]}
+    def unit(unit_id: str, status: str, key: str, size: int) -> dict[str, object]:
+        source, endpoint, date = unit_id.split("/")[:3]
+        return {"unit": unit_id, "source": source, "endpoint": endpoint, "date": date, "kind": "json", "status": status,
+                "objects": [{"key": key, "bytes": size, "sha256": None}]}
 
     listing = "dataai/bulk/2026-11-25"
-    records = [
-        {"units": [unit("dataai/a/2026-11-25", "landed", "a.json", 10), unit(f"{listing}/metrics/x.csv.gz", "landed", "x.csv.gz", 7)]},
-        {"units": [unit("dataai/a/2026-11-25", "landed", "a.json", 12),  # a later landing wins
-                   unit("dataai/a/2026-11-25", "skipped", "a.json", 99),  # a skip only saw what was there
-                   unit("dataai/b/2026-11-25", "landed", "b.json", 5)]},
-    ]
+    records = [parse_record({"run_id": str(i), "status": "succeeded", "units": units}) for i, units in enumerate([
+        [unit("dataai/a/2026-11-25", "landed", "a.json", 10), unit(f"{listing}/metrics/x.csv.gz", "landed", "x.csv.gz", 7)],
+        [unit("dataai/a/2026-11-25", "landed", "a.json", 12),  # a later landing wins
+         unit("dataai/a/2026-11-25", "skipped", "a.json", 99),  # a skip only saw what was there
+         unit("dataai/b/2026-11-25", "landed", "b.json", 5)],
+    ])]
     assert landed_sizes(records) == {"a.json": 12, "x.csv.gz": 7, "b.json": 5}
     assert landed_sizes(records, {"dataai/a/2026-11-25", listing}) == {"a.json": 12, "x.csv.gz": 7}
     assert landed_sizes(records, {"dataai/a/2026-11"}) == {}  # a prefix of an id is not the unit

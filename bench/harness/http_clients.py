@@ -32,7 +32,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     path_on_disk = ""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         size = os.path.getsize(self.path_on_disk)
         self.send_response(200)
         self.send_header("Content-Length", str(size))

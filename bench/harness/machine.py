@@ -59,7 +59,7 @@ def describe_machine(workdir: Path) -> dict[str, object]:
     commit = _git("rev-parse", "--short", "HEAD")
     dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"], capture_output=True, text=True).stdout.strip())
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "ram_gib": _ram_gib(),

@@ -215,7 +215,7 @@ def render_markdown(
             out += [""] + [f"- {n}" for n in notes]
         out.append("")
     if startup is not None:
-        out += ["## Start-up", ""] + _startup_table(startup) + [""]
+        out += ["## Start-up", "", *_startup_table(startup), ""]
         out += [f"- {n}" for n in startup.notes]
         out.append("")
     out += [

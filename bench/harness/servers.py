@@ -119,7 +119,7 @@ class MotoProcess(_ServerProcess):
 
     def __init__(self, startup_timeout: float = 30.0) -> None:
         port = free_port()
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - the server's log, closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             env=bench_env(),

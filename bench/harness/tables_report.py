@@ -101,7 +101,7 @@ def render_tables_json(machine: dict[str, Any], settings: dict[str, Any], report
             {"name": rep.scenario.name, "title": rep.scenario.title, "input_bytes": rep.input_bytes, "rows": rep.rows,
              "summaries": [s.to_json() for s in rep.summaries], "runs": [r.to_json() for r in rep.runs], "notes": rep.notes}
             for rep in reports
-        ],  # fmt: skip
+        ],
         "notes": NOTES.read_text() if NOTES.exists() else None,
     }
     return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"

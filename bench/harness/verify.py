@@ -55,7 +55,7 @@ def verify_local(root: Path, expected: Counter[str]) -> Verdict:
     files = [p for p in root.rglob("*") if p.is_file() and not p.relative_to(root).as_posix().startswith(RECORDS_PREFIX)]
     with ThreadPoolExecutor(4) as pool:  # hashlib releases the GIL on big buffers
         digests = pool.map(_sha256_file, files)
-        return compare({p.relative_to(root).as_posix(): d for p, d in zip(files, digests)}, expected)
+        return compare({p.relative_to(root).as_posix(): d for p, d in zip(files, digests, strict=True)}, expected)
 
 
 def verify_count(root: Path, objects: int, files: Counter[str]) -> Verdict:
@@ -95,7 +95,7 @@ def verify_s3(client: Any, url: str, expected: Counter[str]) -> Verdict:
         return h.hexdigest()
 
     with ThreadPoolExecutor(4) as pool:
-        verdict = compare(dict(zip(keys, pool.map(digest, keys))), expected)
+        verdict = compare(dict(zip(keys, pool.map(digest, keys), strict=True)), expected)
     uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
     if uploads:
         return Verdict(verdict.objects, (*verdict.problems, f"{len(uploads)} multipart uploads left open"))

@@ -1,9 +1,12 @@
 """The `apilake` command. The one place where errors become messages and exit codes.
 
-Exit codes: 0 every unit landed (or had landed before); 1 at least one unit failed or was not
-attempted, the run's table refresh failed, or the final run record could not be written; 2 bad job file, bad option, or
-unusable destination; 3 another run of the same job and destination is going; 130 interrupted
-(SIGINT/SIGTERM).
+Exit codes (`errors.ExitCode`): 0 every unit landed (or had landed before); 1 at least one unit
+failed or was not attempted, the run's table refresh failed, or the final run record could not be
+written; 2 bad job file, bad option, unusable destination or address; 3 another run of the same
+job and destination is going; 130 interrupted (SIGINT/SIGTERM).
+
+Process-wide effects live here, not in the library: the signal handlers that interrupt a run,
+and freezing what is imported out of the garbage collector's way.
 """
 
 from __future__ import annotations
@@ -13,28 +16,29 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from apilake.errors import ApilakeError, DestinationError
+from apilake.errors import ApilakeError, DestinationError, ExitCode
 
-EXIT_USAGE = 2
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from apilake.record import RunRecord
+    from apilake.runner import RunReport
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except DestinationError as exc:
-            _error(exc)
-            sys.exit(EXIT_USAGE)
         except ApilakeError as exc:
             _error(exc)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("apilake: interrupted", err=True)
-            sys.exit(130)
+            sys.exit(ExitCode.INTERRUPTED)
 
 
 def _error(exc: ApilakeError) -> None:
@@ -59,6 +63,51 @@ def _lean_start_up() -> None:
     a request fails.)"""
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # `import httpx` then falls back
+
+
+def _freeze_imports() -> None:
+    """Everything imported so far lives as long as the process: keep it out of the garbage
+    collector's full passes, which otherwise rescan it every few thousand allocations. Once per
+    process: each freeze also makes permanent whatever garbage is waiting to be collected."""
+    import gc
+
+    import apilake.runner  # noqa: F401 - a run's own modules (fetch, executors, destinations) belong to the start-up too
+
+    gc.freeze()
+
+
+def _run_in_process(job: Any, units: list[Any], **options: Any) -> RunReport:
+    """`runner.arun_job` on its own event loop, which SIGINT and SIGTERM interrupt (the run ends
+    `interrupted`, exit 130, its record written); the handlers before it are restored after."""
+    import asyncio
+    import signal
+
+    from apilake.runner import RunControl, arun_job
+
+    control = RunControl()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def interrupt(signum: int) -> None:
+        name = signal.Signals(signum).name
+        logging.getLogger("apilake").warning("%s received: stopping; in-flight transfers are discarded", name)
+        control.interrupt(name)
+
+    async def run() -> RunReport:
+        loop = asyncio.get_running_loop()
+        for signum in signals:
+            loop.add_signal_handler(signum, interrupt, signum)
+        try:
+            return await arun_job(job, units, control=control, **options)
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+    previous = {signum: signal.getsignal(signum) for signum in signals}  # a scheduler's own
+    try:
+        return asyncio.run(run())
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 job_argument = click.argument("job_file", metavar="JOB.yaml", type=click.Path(dir_okay=False))
@@ -101,24 +150,23 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     from apilake.plan import pending_children, plan
 
     job = _load(job_file, profile, offline=dry_run)
-    dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date, start=start, end=end)
+    dates = run_dates(job.timezone, dt.datetime.now(dt.UTC), date=date, start=start, end=end)
     units = plan(job, dates, only)
     if dry_run:
         from apilake.redact import Redactor
 
         _print_plan(units, dest or job.destination, Redactor(job.secrets()), pending_children(job, dates, only))
         return
-    from apilake.runner import run_job
-    from apilake.summary import summarize
-
     from apilake.progress import Progress
+    from apilake.summary import summarize
 
     logs.setup(fmt=log_format, level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO, log_file=log_file)
     logs.set_secrets(job.secrets())
     progress = Progress(len(units), quiet=quiet)
+    _freeze_imports()
     try:
-        report = run_job(job, units, job_path=job_file, dates=dates, destination=dest, force=force, on_result=progress.on_result,
-                         executor=executor, scheduler=scheduler, only=only)
+        report = _run_in_process(job, units, job_path=job_file, dates=dates, destination=dest, force=force, on_result=progress.on_result,
+                                 executor=executor, scheduler=scheduler, only=only)
     finally:
         progress.close()
     click.echo(summarize(report.results))
@@ -177,14 +225,14 @@ def tables(job_file: str, date: str | None, start: str | None, end: str | None, 
     job = _load(job_file, profile, offline=True)
     if job.tables is None:
         raise JobFileError(f"{job_file}: no `tables:` block (add `tables: {{}}` for a local lake's defaults)")
-    dates = iso(run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date, start=start, end=end)) if date or start or end else None
+    dates = iso(run_dates(job.timezone, dt.datetime.now(dt.UTC), date=date, start=start, end=end)) if date or start or end else None
     selected = selection(job, only)
     destination = open_destination(dest or job.destination, job.s3)
     url = destination.url
     catalog_properties(job, url)  # an S3 lake without a catalog: a clear error, also when nothing has landed yet
     bar = _PartitionBar(quiet)
     try:
-        with job_hold(job, job_file, destination, "tables-" + new_run_id(dt.datetime.now(dt.timezone.utc))) as held:
+        with job_hold(job, job_file, destination, "tables-" + new_run_id(dt.datetime.now(dt.UTC))) as held:
             report = build_tables(job, url, dates=dates, selected=selected, force=force, on_plan=bar.start, on_partition=bar.advance,
                                   stopped=held.why_lost)
     finally:
@@ -297,9 +345,8 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     start makes up.
     """
     from apilake import logs
-    from apilake.plan import plan
-    from apilake.runner import run_job
     from apilake.errors import JobFileError
+    from apilake.plan import plan
     from apilake.schedule import Scheduler, default_state_path
 
     job = _load(job_file, profile)
@@ -309,12 +356,12 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     log = logging.getLogger("apilake")
 
     from apilake.outcome import follow_up
-    from apilake.record import load_records
+    from apilake.record import RecordCache, load_records
 
-    records: list[list[dict[str, Any]]] = [[]]  # the latest snapshot of the run records, for /metrics
-    cache: dict[Any, Any] = {}
+    records: list[list[RunRecord]] = [[]]  # the latest snapshot of the run records, for /metrics
+    cache: RecordCache = {}
 
-    def refresh() -> list[dict[str, Any]]:
+    def refresh() -> list[RunRecord]:
         try:
             records[0] = load_records(destination, job.s3, cache)
         except (ApilakeError, OSError) as exc:
@@ -324,7 +371,8 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     def run_once(only: list[str] | None, run_date: dt.date) -> int:
         try:
             selection = tuple(only or ())
-            report = run_job(job, plan(job, [run_date], selection), job_path=job_file, dates=[run_date], destination=destination, only=selection)
+            report = _run_in_process(job, plan(job, [run_date], selection), job_path=job_file, dates=[run_date], destination=destination,
+                                     only=selection)
         except ApilakeError as exc:
             log.error("run for %s: %s", run_date, exc)
             return exc.exit_code
@@ -343,7 +391,7 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
         raise JobFileError(f"{job_file}: no `schedule:` (at the top level or on an endpoint): nothing to schedule")
     click.echo(f"scheduling {Path(job_file).resolve()} (timezone {job.timezone}) into {destination}; state: {state}")
     for sched, fire in scheduler.upcoming():
-        utc = fire.astimezone(dt.timezone.utc)
+        utc = fire.astimezone(dt.UTC)
         click.echo(f"  {sched.expression:<20} {sched.describe():<30} next {fire:%Y-%m-%d %H:%M %Z} ({utc:%Y-%m-%d %H:%M} UTC)")
     server = _schedule_server(http_address, job, job_file, destination, scheduler, lambda: records[0]) if http_address else None
     if server is not None:
@@ -351,16 +399,18 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
         server.start()
         click.echo(f"serving {server.url}metrics, {server.url}healthz and the dashboard at {server.url}")
     scheduler.install_signal_handlers()
+    _freeze_imports()
     try:
         scheduler.run_forever()
     finally:
         if server is not None:
             server.shutdown()
             server.server_close()
-    sys.exit(130 if scheduler.interrupted else 0)
+    sys.exit(ExitCode.INTERRUPTED if scheduler.interrupted else ExitCode.OK)
 
 
-def _schedule_server(address: str, job: Any, job_file: str, destination: str, scheduler: Any, records: Any) -> Any:
+def _schedule_server(address: str, job: Any, job_file: str, destination: str, scheduler: Any,
+                     records: Callable[[], list[RunRecord]]) -> Any:
     """The scheduler's HTTP server: /metrics, /healthz and the dashboard."""
     import json
 
@@ -431,7 +481,7 @@ def status(job_file: str | None, dest: str | None, profile: str | None, start: s
     if html_file and job is None:
         raise JobFileError("status --html needs JOB.yaml: the dashboard shows the job's expected units")
     timezone = job.timezone if job else "UTC"
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     dates = run_dates(timezone, now, start=start, end=end) if start or end else window(timezone, now, 7)
     last_due = window(timezone, now, 1)[0]
     report = inspect(url, job, dates, last_due)
@@ -476,7 +526,7 @@ def dashboard(job_file: str, profile: str | None, dest: str | None, host: str, p
     from apilake.dates import run_dates
 
     job = _load(job_file, profile, offline=True)
-    dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), start=start, end=end) if start or end else None
+    dates = run_dates(job.timezone, dt.datetime.now(dt.UTC), start=start, end=end) if start or end else None
     server = _http_server(host, port, Dashboard(job, job_file, dest or job.destination, dates=dates))
     click.echo(f"dashboard of {job_file} ({dest or job.destination}) at {server.url} (Ctrl-C or SIGTERM stops it)")
     import signal
@@ -492,12 +542,12 @@ def dashboard(job_file: str, profile: str | None, dest: str | None, host: str, p
 def _http_server(host: str, port: int, pages: Any, routes: Any = None) -> Any:
     """A bound `DashboardServer`, or a clear error (exit 2) when the address cannot be used."""
     from apilake.dashboard.server import DashboardServer
-    from apilake.errors import JobFileError
+    from apilake.errors import ListenError
 
     try:
         return DashboardServer((host, port), pages, routes)
     except OSError as exc:
-        raise JobFileError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another address or port") from None
+        raise ListenError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another address or port") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

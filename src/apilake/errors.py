@@ -6,11 +6,24 @@ exit code in one place (`apilake.cli`). Tracebacks are for bugs, not for user mi
 
 from __future__ import annotations
 
+from enum import IntEnum
+from typing import ClassVar
+
+
+class ExitCode(IntEnum):
+    """The exit codes of every `apilake` command (and the `exit_code` of a run's report)."""
+
+    OK = 0
+    FAILED = 1  # a unit failed or was not attempted, a gap, a table behind or a record not written
+    USAGE = 2  # a bad job file or option, an unusable destination or address: nothing ran
+    LOCKED = 3  # another run of the same job into the same destination is going
+    INTERRUPTED = 130  # SIGINT or SIGTERM (128 + SIGINT, as shells report it)
+
 
 class ApilakeError(Exception):
     """Base class of every error apilake raises on purpose."""
 
-    exit_code = 1
+    exit_code: ClassVar[ExitCode] = ExitCode.FAILED
 
 
 class JobFileError(ApilakeError):
@@ -19,7 +32,7 @@ class JobFileError(ApilakeError):
     The message names the file, the key path (`sources[0].endpoints[2].kind`) and what was expected.
     """
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class TemplateError(JobFileError):
@@ -48,6 +61,14 @@ class TransferError(ApilakeError):
         self.attempts = 1
 
 
+TRANSIENT_STATUSES = frozenset({408, 425, 428, 429})  # and every 5xx: timeouts, too early, a vendor's 428 blacklisting, rate limits
+
+
+def is_transient(status: int) -> bool:
+    """Whether an HTTP status is worth another try, from a source's API and its token endpoint alike."""
+    return status in TRANSIENT_STATUSES or status >= 500
+
+
 class IntegrityError(TransferError):
     """A body was short, longer than announced, or not a complete gzip stream: nothing is stored."""
 
@@ -56,7 +77,12 @@ class IntegrityError(TransferError):
 
 
 class DestinationError(ApilakeError):
-    """The destination cannot be reached or written (permissions, full disk, missing bucket)."""
+    """The destination cannot be reached or written (permissions, full disk, missing bucket).
+
+    Raised out of a run (by `apilake run` and by each run of `apilake schedule` alike) it means
+    nothing ran: a usage error. Met by one unit, it is that unit's failure (`executors.work`)."""
+
+    exit_code = ExitCode.USAGE
 
 
 class TableError(ApilakeError):
@@ -67,28 +93,28 @@ class TableError(ApilakeError):
 class RunLockedError(ApilakeError):
     """Another run of the same job into the same destination is still going."""
 
-    exit_code = 3
-
-
-class InterruptedRun(ApilakeError):
-    """The run was stopped by SIGINT or SIGTERM; landed objects stay, the rest is left for a rerun."""
-
-    exit_code = 130
+    exit_code = ExitCode.LOCKED
 
 
 class StateFileError(ApilakeError):
     """The scheduler cannot keep its state file, so it could not tell which runs it made."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class ExecutorError(ApilakeError):
     """The distributed executor cannot be used (scheduler unreachable): nothing was started."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
+
+
+class ListenError(ApilakeError):
+    """An HTTP server (`apilake dashboard`, `apilake schedule --http`) cannot listen on its address."""
+
+    exit_code = ExitCode.USAGE
 
 
 class MissingExtraError(ApilakeError):
     """An optional feature needs a package that is not installed (e.g. `apilake[dask]`)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE

@@ -11,7 +11,7 @@ import os
 import re
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import jmespath
 import yaml
@@ -23,6 +23,7 @@ from apilake.headers import header_problem
 from apilake.integrity import ChecksumName, VerifyMode
 from apilake.redact import Redactor
 from apilake.templates import check
+from apilake.vocabulary import EndpointKind
 
 # Names of headers (and of environment variables in a request) that carry credentials.
 SECRET_NAME = re.compile(r"(?i)AUTH|TOKEN|SECRET|PASSW|KEY|CREDENTIAL|COOKIE|SIGNATURE|SESSION")
@@ -130,7 +131,7 @@ class OAuth2ClientCredentials(_Model):
         return [self.client_secret, self.basic_header.split(" ", 1)[1]]
 
 
-Auth = Annotated[Union[BearerAuth, ApiKeyAuth, BasicAuth, OAuth2ClientCredentials], Field(discriminator="type")]
+Auth = Annotated[BearerAuth | ApiKeyAuth | BasicAuth | OAuth2ClientCredentials, Field(discriminator="type")]
 
 
 # -- pagination: one model per style (the behaviour of each lives in `fetch.paginate`) ---------
@@ -185,7 +186,7 @@ class PageNumberPaging(PagingStyle):
 
 
 Paging = Annotated[
-    Union[JsonLinkPaging, HeaderLinkPaging, CursorPaging, OffsetPaging, PageNumberPaging], Field(discriminator="type")
+    JsonLinkPaging | HeaderLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging, Field(discriminator="type")
 ]
 
 
@@ -267,7 +268,7 @@ KIND_SETTINGS: dict[str, set[str]] = {
 
 class Endpoint(_Model):
     name: Name
-    kind: Literal["json", "bulk", "file", "report"]
+    kind: EndpointKind
     path: str | None = None
     method: Literal["GET", "POST"] = "GET"
     body: Any = None
@@ -321,9 +322,8 @@ class Endpoint(_Model):
             raise ValueError(f"path: required for kind: {self.kind}")
         if self.body is not None and self.method != "POST":
             raise ValueError("body: only a POST sends a body (add method: POST)")
-        if self.for_each is not None:
-            if self.for_each.as_ in {*self.matrix, "date", "source", "endpoint", "report_id", *FILE_PLACEHOLDERS}:
-                raise ValueError(f"for_each.as: {self.for_each.as_!r} clashes with a matrix variable or a built-in placeholder")
+        if self.for_each is not None and self.for_each.as_ in {*self.matrix, "date", "source", "endpoint", "report_id", *FILE_PLACEHOLDERS}:
+            raise ValueError(f"for_each.as: {self.for_each.as_!r} clashes with a matrix variable or a built-in placeholder")
         return self
 
     @property
@@ -332,7 +332,7 @@ class Endpoint(_Model):
 
     @property
     def paginate_type(self) -> str:
-        return self.paginate.type if isinstance(self.paginate, PagingStyle) else self.paginate  # type: ignore[attr-defined]
+        return self.paginate if isinstance(self.paginate, str) else self.paginate.type
 
     @field_validator("schedule")
     @classmethod
@@ -541,8 +541,8 @@ class Job(_Model):
                 if isinstance(endpoint.table, EndpointTable) and self.tables is None:
                     raise ValueError(f"{where}.table: a table needs the top-level `tables:` block (`tables: {{}}` for the defaults)")
                 if isinstance(endpoint.table, EndpointTable) and endpoint.table.name is not None:
-                    by_file = FILE_PLACEHOLDERS if endpoint.kind in ("bulk", "report") else set()
-                    fields.append(("table.name", endpoint.table.name, (names - {"date"}) | by_file))
+                    file_names = FILE_PLACEHOLDERS if endpoint.kind in ("bulk", "report") else set()
+                    fields.append(("table.name", endpoint.table.name, (names - {"date"}) | file_names))
                 for field, template, known in fields:
                     try:
                         check(template, known, dates={"date", "file_date"})
@@ -844,9 +844,7 @@ def _meant(errors: list[Any]) -> list[Any]:
         kind, written = branch(error), error.get("input")
         if kind == "literal":
             return not isinstance(written, dict)
-        if kind is not None and error["type"] in ("model_attributes_type", "dict_type", "model_type"):
-            return False
-        return True
+        return kind is None or error["type"] not in ("model_attributes_type", "dict_type", "model_type")
 
     return [e for e in errors if kept(e)] or errors
 

@@ -79,7 +79,7 @@ def unleased_warning(job: Job, dest: Destination) -> str | None:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def holder_text(doc: dict[str, Any]) -> str:
@@ -95,9 +95,8 @@ def is_live(doc: dict[str, Any] | None, now: dt.datetime, *, own_lock: str | Non
     """
     if not doc or doc.get("released"):
         return False
-    if doc.get("host") == socket.gethostname() and isinstance(doc.get("lock"), str):
-        if doc["lock"] == own_lock or lock_is_free(doc["lock"]):  # holding its lock, this run outlived it
-            return False
+    if doc.get("host") == socket.gethostname() and isinstance(doc.get("lock"), str) and (doc["lock"] == own_lock or lock_is_free(doc["lock"])):
+        return False  # holding its lock, this run outlived it
     try:
         return dt.datetime.fromisoformat(doc["expires"]) > now
     except (KeyError, TypeError, ValueError):

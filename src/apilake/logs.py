@@ -30,7 +30,7 @@ class _Formatter(logging.Formatter):
         if record.exc_info:  # a traceback keeps its own lines
             message += "\n" + "\n".join(printable(line) for line in self.formatException(record.exc_info).split("\n"))
         message = _redact[0](message)  # before JSON escaping, which would hide a secret from the redactor
-        when = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
+        when = dt.datetime.fromtimestamp(record.created, dt.UTC)
         if self.json_lines:
             return json.dumps(
                 {

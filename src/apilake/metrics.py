@@ -22,35 +22,28 @@ from prometheus_client.registry import Collector
 from apilake.errors import ApilakeError
 from apilake.fetch.quota import job_quota_use
 from apilake.jobfile import Job
-from apilake.record import entry_bytes, entry_retries, on_destination
+from apilake.record import RunRecord, on_destination
+from apilake.vocabulary import THERE, RunStatus, UnitStatus
 
 log = logging.getLogger("apilake")
 
 QuotaUse = list[tuple[str, str, dict[str, Any]]]  # (source, "YYYY-MM-DD zone", {used, limit}), as `quota_use` gives
-RUN_STATUSES = ("succeeded", "failed", "interrupted")
-OK = ("landed", "skipped")
+RUN_STATUSES: tuple[RunStatus, ...] = ("succeeded", "failed", "interrupted")  # what a finished record can say
 
 
-def _timestamp(text: str | None) -> float | None:
-    return dt.datetime.fromisoformat(text).timestamp() if text else None
-
-
-def last_success(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+def last_success(records: Iterable[RunRecord]) -> dict[str, float]:
     """Per endpoint, when the latest run ended in which all of its units landed (or were skipped)."""
     found: dict[str, float] = {}
     for record in records:
-        finished = _timestamp(record.get("finished"))
-        if finished is None:
+        if record.finished is None:
             continue
-        by_endpoint: dict[str, list[str]] = {}
-        for unit in record.get("units") or []:
-            if unit.get("kind") != "listing":
-                by_endpoint.setdefault(f"{unit['source']}/{unit['endpoint']}", []).append(unit.get("status", ""))
-        for unit in record.get("units") or []:  # a listing counts through its files, unless it failed
-            if unit.get("kind") == "listing" and unit.get("status") != "listed":
-                by_endpoint.setdefault(f"{unit['source']}/{unit['endpoint']}", []).append(unit.get("status", ""))
+        finished = record.finished.timestamp()
+        by_endpoint: dict[str, list[UnitStatus]] = {}
+        for unit in record.units:  # a listing counts through its files, unless it failed
+            if unit.kind != "listing" or unit.status != "listed":
+                by_endpoint.setdefault(f"{unit.source}/{unit.endpoint}", []).append(unit.status)
         for endpoint, statuses in by_endpoint.items():
-            if statuses and all(s in OK for s in statuses):
+            if statuses and all(s in THERE for s in statuses):
                 found[endpoint] = max(found.get(endpoint, 0.0), finished)
     return found
 
@@ -68,7 +61,7 @@ def quota_today(job: Job, destination: str) -> QuotaUse | None:
 class RunCollector(Collector):
     """The metric families of a job's runs; `records()` and `quota()` are asked on every collection."""
 
-    def __init__(self, job: Job, job_path: str, records: Callable[[], list[dict[str, Any]]],
+    def __init__(self, job: Job, job_path: str, records: Callable[[], list[RunRecord]],
                  quota: Callable[[], QuotaUse | None], tables: Callable[[], list[Any] | None] = lambda: None) -> None:
         self.job = job
         self.job_path = job_path
@@ -81,7 +74,7 @@ class RunCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         records = self.records()
-        finished = [r for r in records if r.get("finished")]
+        finished = [r for r in records if r.finished]
         job = self.job_path
         success = self._family("apilake_last_success_timestamp_seconds",
                                "When the latest run in which every unit of the endpoint landed ended (Unix time)", "endpoint")
@@ -94,28 +87,28 @@ class RunCollector(Collector):
             return
         last = finished[-1]
         start = self._family("apilake_last_run_start_timestamp_seconds", "Start of the last finished run (Unix time)")
-        start.add_metric([job], _timestamp(last.get("started")) or 0)
+        start.add_metric([job], last.started.timestamp() if last.started else 0)
         end = self._family("apilake_last_run_end_timestamp_seconds", "End of the last finished run (Unix time)")
-        end.add_metric([job], _timestamp(last.get("finished")) or 0)
+        end.add_metric([job], last.finished.timestamp() if last.finished else 0)
         status = self._family("apilake_last_run_status", "1 for the status of the last finished run, 0 for the others", "status")
         for name in RUN_STATUSES:
-            status.add_metric([job, name], 1.0 if last.get("status") == name else 0.0)
+            status.add_metric([job, name], 1.0 if last.status == name else 0.0)
         yield from (start, end, status)
         yield from self._units(last)
         yield from self._quota(last)
 
-    def _units(self, record: dict[str, Any]) -> Iterator[Metric]:
+    def _units(self, record: RunRecord) -> Iterator[Metric]:
         job = self.job_path
         units: dict[tuple[str, str], int] = {}
         size: dict[str, int] = {}
         retries: dict[str, int] = {}
         requests: dict[tuple[str, str], int] = {}
-        for unit in record.get("units") or []:
-            endpoint = f"{unit['source']}/{unit['endpoint']}"
-            units[endpoint, unit["status"]] = units.get((endpoint, unit["status"]), 0) + 1
-            size[endpoint] = size.get(endpoint, 0) + entry_bytes(unit)
-            retries[endpoint] = retries.get(endpoint, 0) + entry_retries(unit)
-            for code, n in (unit.get("http") or {}).items():
+        for unit in record.units:
+            endpoint = f"{unit.source}/{unit.endpoint}"
+            units[endpoint, unit.status] = units.get((endpoint, unit.status), 0) + 1
+            size[endpoint] = size.get(endpoint, 0) + unit.bytes
+            retries[endpoint] = retries.get(endpoint, 0) + unit.retries
+            for code, n in unit.http.items():
                 requests[endpoint, code] = requests.get((endpoint, code), 0) + n
         families: list[tuple[GaugeMetricFamily, dict[Any, int]]] = [
             (self._family("apilake_last_run_units", "Units of the last finished run by endpoint and status", "endpoint", "status"), units),
@@ -129,11 +122,11 @@ class RunCollector(Collector):
                 family.add_metric([job, *(labels if isinstance(labels, tuple) else (labels,))], value)
             yield family
 
-    def _quota(self, record: dict[str, Any]) -> Iterator[Metric]:
+    def _quota(self, record: RunRecord) -> Iterator[Metric]:
         job = self.job_path
         used: dict[str, int] = {}
-        for unit in record.get("units") or []:
-            used[unit["source"]] = used.get(unit["source"], 0) + unit.get("requests", 0)
+        for unit in record.units:
+            used[unit.source] = used.get(unit.source, 0) + unit.requests
         used_family = self._family("apilake_last_run_quota_requests_used",
                                    "Requests the last finished run sent to the source's own origin (what requests_per_day counts)", "source")
         left_family = self._family("apilake_last_run_quota_requests_left",
@@ -182,11 +175,11 @@ class RunCollector(Collector):
         yield behind
 
 
-def tables_now(job: Job, destination: str, records: list[dict[str, Any]]) -> list[Any] | None:
+def tables_now(job: Job, destination: str, records: list[RunRecord]) -> list[Any] | None:
     """The tables' status for metrics, None (with a warning) when the job has none or they cannot be read."""
     if job.tables is None:
         return None
-    from apilake.status import tables_of
+    from apilake.status.report import tables_of
 
     found, error = tables_of(job, destination, records)
     if error:
@@ -203,7 +196,7 @@ def registry(*collectors: Collector) -> CollectorRegistry:
     return found
 
 
-def write_file(path: str, job: Job, job_path: str, records: list[dict[str, Any]], quota: QuotaUse | None,
+def write_file(path: str, job: Job, job_path: str, records: list[RunRecord], quota: QuotaUse | None,
                tables: list[Any] | None = None) -> None:
     """Write the metrics atomically (a temporary file renamed over `path`), as the textfile collector needs."""
     write_to_textfile(path, registry(RunCollector(job, job_path, lambda: records, lambda: quota, lambda: tables)))

@@ -12,65 +12,62 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 from apilake.jobfile import Job
-from apilake.record import DID_NOT_LAND
+from apilake.record import RunRecord, UnitResult
 from apilake.redact import Redactor
-from apilake.status import Gap, fill_commands
+from apilake.status.gaps import Gap, fill_commands
 
 log = logging.getLogger("apilake")
 
 LISTED = 20  # failed units named in one message; the rest are counted
 
 
+Event = Literal["failure", "recovery"]
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
-    event: str  # failure | recovery
+    event: Event
     title: str
     body: str
 
 
-def _endpoints(record: dict[str, Any]) -> set[str]:
-    return {f"{u['source']}/{u['endpoint']}" for u in record.get("units") or []}
-
-
-def event(records: list[dict[str, Any]], run_id: str) -> tuple[str, dict[str, Any] | None] | None:
+def event(records: list[RunRecord], run_id: str) -> tuple[Event, RunRecord | None] | None:
     """(`failure` | `recovery`, the failed run recovered from) for run `run_id`, or None when nothing is news."""
-    finished = [r for r in records if r.get("finished")]
-    current = next((r for r in finished if r.get("run_id") == run_id), None)
+    finished = [r for r in records if r.finished]
+    current = next((r for r in finished if r.run_id == run_id), None)
     if current is None:
         return None
-    if current.get("status") == "failed":
+    if current.status == "failed":
         return "failure", None
-    if current.get("status") != "succeeded":
+    if current.status != "succeeded":
         return None  # interrupted: stopped on purpose, and the next start makes it up
-    mine = _endpoints(current)
-    before = [r for r in finished if r.get("run_id", "") < run_id and _endpoints(r) & mine]
-    if before and before[-1].get("status") == "failed":
+    mine = current.endpoints
+    before = [r for r in finished if r.run_id < run_id and r.endpoints & mine]
+    if before and before[-1].status == "failed":
         return "recovery", before[-1]
     return None
 
 
-def compose(job: Job, job_path: str, records: list[dict[str, Any]], run_id: str) -> Message | None:
+def compose(job: Job, job_path: str, records: list[RunRecord], run_id: str) -> Message | None:
     """The message for run `run_id`, if it is news; pure."""
     found = event(records, run_id)
     if found is None:
         return None
     kind, previous = found
-    record = next(r for r in records if r.get("run_id") == run_id)
-    dates = record.get("dates") or []
-    span = dates[0] if len(dates) == 1 else f"{dates[0]}..{dates[-1]}" if dates else "-"
-    head = [f"job: {job_path}", f"run: {run_id} ({record.get('status')}), run dates {span}", f"destination: {record.get('destination')}"]
+    record = next(r for r in records if r.run_id == run_id)
+    head = [f"job: {job_path}", f"run: {run_id} ({record.status}), run dates {record.span}", f"destination: {record.destination}"]
     if kind == "recovery":
         assert previous is not None
         title = f"apilake: {job_path} recovered"
-        lines = head + ["", f"every unit landed; the previous run {previous.get('run_id')} had failed"]
+        lines = [*head, "", f"every unit landed; the previous run {previous.run_id} had failed"]
         return Message(kind, title, "\n".join(lines))
-    failed = [u for u in record.get("units") or [] if u.get("status") in DID_NOT_LAND]
+    failed = record.failures()
     title = f"apilake: {job_path} run failed, {len(failed)} unit(s) did not land"
-    lines = head + ["", f"{len(failed)} unit(s) did not land:"]
-    lines += [f"  {u['status'].upper()} {u['unit']}: {u.get('error') or 'no reason recorded'}" for u in failed[:LISTED]]
+    lines = [*head, "", f"{len(failed)} unit(s) did not land:"]
+    lines += [f"  {u.status.upper()} {u.unit}: {u.error or 'no reason recorded'}" for u in failed[:LISTED]]
     if len(failed) > LISTED:
         lines.append(f"  ... and {len(failed) - LISTED} more")
     lines += ["", "to fill the gaps (a rerun skips what already landed):"]
@@ -78,14 +75,14 @@ def compose(job: Job, job_path: str, records: list[dict[str, Any]], run_id: str)
     return Message(kind, title, "\n".join(lines))
 
 
-def _gaps(job: Job, failed: list[dict[str, Any]]) -> list[Gap]:
+def _gaps(job: Job, failed: list[UnitResult]) -> list[Gap]:
     """The failed units as gaps by endpoint and run date (the unit's date plus its endpoint's lag)."""
     lags = {f"{s.name}/{e.name}": e.lag for s in job.sources for e in s.endpoints}
     grouped: dict[tuple[str, str], list[str]] = {}
     for unit in failed:
-        endpoint = f"{unit['source']}/{unit['endpoint']}"
-        run_date = dt.date.fromisoformat(unit["date"]) + dt.timedelta(days=lags.get(endpoint, 0))
-        grouped.setdefault((endpoint, run_date.isoformat()), []).append(unit["unit"])
+        endpoint = f"{unit.source}/{unit.endpoint}"
+        run_date = dt.date.fromisoformat(unit.date) + dt.timedelta(days=lags.get(endpoint, 0))
+        grouped.setdefault((endpoint, run_date.isoformat()), []).append(unit.unit)
     return [Gap(e, d, tuple(units), len(units)) for (e, d), units in sorted(grouped.items())]
 
 

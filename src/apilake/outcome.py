@@ -8,17 +8,16 @@ be read or a message that cannot be delivered is a warning, and the exit code st
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from apilake.errors import ApilakeError
 from apilake.jobfile import Job
-from apilake.record import load_records
+from apilake.record import RunRecord, load_records
 
 log = logging.getLogger("apilake")
 
 
 def follow_up(job: Job, job_path: str, run_id: str, destination: str, *, metrics_file: str | None = None,
-              records: list[dict[str, Any]] | None = None) -> None:
+              records: list[RunRecord] | None = None) -> None:
     """Write `metrics_file` and send the job's notifications for run `run_id`."""
     if not metrics_file and job.notify is None:
         return

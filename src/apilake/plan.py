@@ -23,13 +23,14 @@ from apilake.collisions import KeyClaims
 from apilake.errors import JobFileError
 from apilake.jobfile import KINDS_WITH_KEY, Endpoint, Job, OffsetPaging, PageNumberPaging, Source, parents
 from apilake.templates import Value, quote_segment, render, render_head, sanitize_key
+from apilake.vocabulary import EndpointKind
 
 
 @dataclass(frozen=True, slots=True)
 class Unit:
     source: str
     endpoint: str
-    kind: str  # "json" | "bulk" | "file" | "report"
+    kind: EndpointKind
     date: str  # ISO date the unit asks for (run date minus the endpoint's lag)
     variables: tuple[tuple[str, str], ...]  # this unit's matrix combination (and fan-out value)
     url: str  # base URL + rendered path, no query (report: the create request's)
@@ -158,7 +159,7 @@ def expand(source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[
     method = request.method
     units = []
     for combo in combos:
-        variables = tuple((axis, _text(value)) for axis, value in zip(axes, combo))
+        variables = tuple((axis, _text(value)) for axis, value in zip(axes, combo, strict=True))
         values: dict[str, Value] = {"source": source.name, "endpoint": endpoint.name, "date": date, **dict(variables)}
         url = join_url(source.base_url, request.path or "", values, dict(variables))
         params = render_params(request.params, values) + first_page_params(endpoint)

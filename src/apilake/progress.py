@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from apilake.record import DID_NOT_LAND, UnitResult
+from apilake.record import UnitResult
 from apilake.sizes import human_bytes
+from apilake.vocabulary import DID_NOT_LAND
 
 
 class Progress:
@@ -46,7 +47,8 @@ class Progress:
 
     def _start_bar(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
 
         console = Console(file=self.stream)
         self._bar = Bar(

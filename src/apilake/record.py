@@ -7,23 +7,44 @@ One JSON document per run under `_apilake/runs/<run id>.json`. It is the evidenc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
-import functools
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Collection, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from apilake.destinations import RECORDS_PREFIX, Destination
+from apilake.vocabulary import DID_NOT_LAND, RESULT_KINDS, RUN_STATUSES, UNIT_STATUSES, ResultKind, RunStatus, UnitStatus, result_kind
 
-Status = Literal["landed", "listed", "skipped", "failed", "not_attempted", "interrupted"]
-DID_NOT_LAND = ("failed", "not_attempted", "interrupted")  # the statuses a summary must name
+if TYPE_CHECKING:
+    from apilake.plan import Unit
+    from apilake.traffic import Traffic
+
+__all__ = ["DID_NOT_LAND", "Holder", "LandedObject", "RunRecord", "UnitResult", "parse_record", "read_records", "write_record"]
+
 T = TypeVar("T")
-R = TypeVar("R")
-P = ParamSpec("P")
+L = TypeVar("L", bound=str)
+
+
+def _one_of(value: object, allowed: tuple[L, ...], what: str) -> L:
+    """`value` as one of a Literal's strings, or ValueError (a record this version cannot read)."""
+    for option in allowed:
+        if value == option:
+            return option
+    raise ValueError(f"{what} {value!r} is none of {', '.join(allowed)}")
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _when(text: object) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
 
 
 @dataclass(slots=True)
@@ -43,17 +64,24 @@ class LandedObject:
         if self.checksum is None and self.sha256 is not None:
             self.checksum = f"sha256:{self.sha256}"
 
+    @classmethod
+    def parse(cls, entry: Mapping[str, Any]) -> LandedObject:
+        status = entry.get("http_status")
+        return cls(str(entry["key"]), int(entry.get("bytes") or 0), _text(entry.get("sha256")), None if status is None else int(status),
+                   int(entry.get("attempts") or 0), float(entry.get("seconds") or 0.0), _text(entry.get("checksum")))
+
 
 @dataclass(slots=True)
 class UnitResult:
-    """The outcome of one unit: a JSON unit, a bulk listing, or one file of a listing."""
+    """The outcome of one unit: a JSON unit, a bulk listing, or one file of a listing; also a
+    run record's entry, as read back (`parse`)."""
 
     unit: str
     source: str
     endpoint: str
     date: str
-    kind: Literal["json", "listing", "file"]
-    status: Status
+    kind: ResultKind
+    status: UnitStatus
     url: str = ""
     objects: list[LandedObject] = field(default_factory=list)
     error: str | None = None
@@ -65,9 +93,51 @@ class UnitResult:
     http: dict[str, int] = field(default_factory=dict)  # responses by HTTP status, every attempt and redirect
     requests: int = 0  # requests to the source's own origin: what its quota counts
 
+    @classmethod
+    def for_unit(cls, unit: Unit, status: UnitStatus, *, unit_id: str | None = None, kind: ResultKind | None = None,
+                 url: str = "", error: str | None = None, attempts: int = 0, seconds: float = 0.0,
+                 listing: dict[str, Any] | None = None) -> UnitResult:
+        """The result of planned `unit` (or, with `unit_id` and `kind`, of one file of its listing)."""
+        return cls(unit_id or unit.id, unit.source, unit.endpoint, unit.date, kind or result_kind(unit.kind), status,
+                   url=url, error=error, attempts=attempts, seconds=seconds, listing=listing)
+
+    @classmethod
+    def parse(cls, entry: Mapping[str, Any]) -> UnitResult:
+        """A run record's unit entry; ValueError, KeyError or TypeError when it is not one."""
+        listing, http = entry.get("listing"), entry.get("http") or {}
+        return cls(
+            str(entry["unit"]), str(entry["source"]), str(entry["endpoint"]), str(entry["date"]),
+            _one_of(entry.get("kind"), RESULT_KINDS, "kind"), _one_of(entry.get("status"), UNIT_STATUSES, "status"),
+            url=str(entry.get("url") or ""),
+            objects=[LandedObject.parse(o) for o in entry.get("objects") or []],
+            error=_text(entry.get("error")),
+            attempts=int(entry.get("attempts") or 0),
+            seconds=float(entry.get("seconds") or 0.0),
+            listing=dict(listing) if isinstance(listing, dict) else None,
+            started=_text(entry.get("started")),
+            finished=_text(entry.get("finished")),
+            http={str(code): int(n) for code, n in dict(http).items()},
+            requests=int(entry.get("requests") or 0),
+        )
+
     @property
     def bytes(self) -> int:
+        """Bytes this result landed (nothing for a skipped or failed unit)."""
         return sum(o.bytes for o in self.objects if self.status == "landed")
+
+    @property
+    def retries(self) -> int:
+        """Attempts beyond the first, per request (a JSON unit's pages each have their own)."""
+        if self.objects:
+            return sum(max(o.attempts - 1, 0) for o in self.objects)
+        return max(self.attempts - 1, 0)
+
+    def stamp(self, traffic: Traffic) -> None:
+        """Put what the unit's requests met (`traffic.observe`) on this result, and its times."""
+        self.started = traffic.started.isoformat()
+        self.finished = dt.datetime.now(dt.UTC).isoformat()
+        self.http = dict(sorted(traffic.http.items()))
+        self.requests = traffic.requests
 
     def entry(self) -> dict[str, Any]:
         """This result as its run record's entry: what `dataclasses.asdict` gives, without its
@@ -81,70 +151,117 @@ _RESULT_FIELDS = tuple(f.name for f in fields(UnitResult))
 _OBJECT_FIELDS = tuple(f.name for f in fields(LandedObject))
 
 
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a run: lets `apilake status` tell a live run from an abandoned one."""
+
+    host: str
+    pid: int | None
+    lock: str | None  # the OS lock file on `host`
+    lease: str | None  # the lease key in the destination, when the run holds one
+
+    @classmethod
+    def parse(cls, entry: Mapping[str, Any]) -> Holder:
+        pid = entry.get("pid")
+        return cls(str(entry.get("host") or ""), pid if isinstance(pid, int) else None, _text(entry.get("lock")), _text(entry.get("lease")))
+
+
 @dataclass(slots=True)
-class Traffic:
-    """What one unit's requests met, counted where they are sent (see `observe`)."""
+class RunRecord:
+    """One run's record, as the run writes it (`document`) and every reader reads it (`parse_record`)."""
 
-    started: dt.datetime
-    requests: int = 0
-    http: dict[str, int] = field(default_factory=dict)
+    run_id: str
+    job: str
+    destination: str
+    dates: list[str]
+    started: dt.datetime | None
+    finished: dt.datetime | None
+    status: RunStatus
+    units: list[UnitResult] = field(default_factory=list)
+    version: str = ""  # of apilake that wrote it
+    holder: Holder | None = None
+    tables: dict[str, Any] | None = None  # the run's table stage (`tables.TablesReport.entry`)
 
-    def stamp(self, result: UnitResult) -> UnitResult:
-        result.started = self.started.isoformat()
-        result.finished = dt.datetime.now(dt.timezone.utc).isoformat()
-        result.http = dict(sorted(self.http.items()))
-        result.requests = self.requests
-        return result
+    @property
+    def counts(self) -> dict[str, int]:
+        """Units by status."""
+        counts: dict[str, int] = {}
+        for unit in self.units:
+            counts[unit.status] = counts.get(unit.status, 0) + 1
+        return counts
+
+    @property
+    def span(self) -> str:
+        """The run dates, as `first..last`."""
+        return "-" if not self.dates else self.dates[0] if len(self.dates) == 1 else f"{self.dates[0]}..{self.dates[-1]}"
+
+    @property
+    def endpoints(self) -> set[str]:
+        """`source/endpoint` of every unit the run recorded."""
+        return {f"{u.source}/{u.endpoint}" for u in self.units}
+
+    def failures(self) -> list[UnitResult]:
+        """The units (and files) that did not land."""
+        return [u for u in self.units if u.status in DID_NOT_LAND]
+
+    def with_status(self, status: RunStatus) -> RunRecord:
+        """A copy with another status (`running` told apart from `abandoned`); the units are shared."""
+        return dataclasses.replace(self, status=status)
+
+    def document(self) -> dict[str, Any]:
+        """The JSON document of the record; `holder` (host, pid, lock file, lease key) lets
+        `apilake status` tell a live run from an abandoned one."""
+        doc: dict[str, Any] = {
+            "run_id": self.run_id,
+            "apilake": self.version,
+            "job": self.job,
+            "destination": self.destination,
+            "dates": self.dates,
+            "started": self.started.isoformat() if self.started else None,
+            "finished": self.finished.isoformat() if self.finished else None,
+            "status": self.status,
+            "holder": dataclasses.asdict(self.holder) if self.holder else None,
+            "counts": self.counts,
+            "units": [r.entry() for r in self.units],
+        }
+        if self.tables is not None:
+            doc["tables"] = self.tables
+        return doc
 
 
-_traffic: ContextVar[Traffic | None] = ContextVar("apilake_traffic", default=None)
-
-
-@contextmanager
-def observe() -> Iterator[Traffic]:
-    """Count the requests and HTTP statuses of the unit run inside this block (one asyncio task)."""
-    traffic = Traffic(dt.datetime.now(dt.timezone.utc))
-    token = _traffic.set(traffic)
+def parse_record(doc: object) -> RunRecord:
+    """A run record's JSON document (`json.loads` of it); ValueError when it is not one."""
+    if not isinstance(doc, dict):
+        raise ValueError("a run record is a JSON object")
     try:
-        yield traffic
-    finally:
-        _traffic.reset(token)
-
-
-def observed(work: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Run a unit's work (returning its `UnitResult`, or that and the files it lists) under `observe`, and stamp the result."""
-
-    @functools.wraps(work)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        with observe() as traffic:
-            outcome = await work(*args, **kwargs)
-        traffic.stamp(outcome[0] if isinstance(outcome, tuple) else outcome)  # type: ignore[arg-type]
-        return outcome
-
-    return run
-
-
-def count_request() -> None:
-    """One request to a source's own origin (counted against its quota)."""
-    if (traffic := _traffic.get()) is not None:
-        traffic.requests += 1
-
-
-def count_response(status: int) -> None:
-    if (traffic := _traffic.get()) is not None:
-        traffic.http[str(status)] = traffic.http.get(str(status), 0) + 1
+        holder, tables = doc.get("holder"), doc.get("tables")
+        return RunRecord(
+            run_id=str(doc["run_id"]),
+            job=str(doc.get("job") or ""),
+            destination=str(doc.get("destination") or ""),
+            dates=[str(d) for d in doc.get("dates") or []],
+            started=_when(doc.get("started")),
+            finished=_when(doc.get("finished")),
+            status=_one_of(doc.get("status"), RUN_STATUSES, "status"),
+            units=[UnitResult.parse(u) for u in doc.get("units") or []],
+            version=str(doc.get("apilake") or ""),
+            holder=Holder.parse(holder) if isinstance(holder, dict) else None,
+            tables=tables if isinstance(tables, dict) else None,
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a run record ({type(exc).__name__}: {exc})") from None
 
 
 def new_run_id(now: dt.datetime) -> str:
     """Sortable by time (to the microsecond), unique across hosts: 20261126T134000.123456Z-3f9a1c."""
-    return now.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + secrets.token_hex(3)
+    return now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + secrets.token_hex(3)
 
 
 def record_key(run_id: str) -> str:
     return f"{RECORDS_PREFIX}{run_id}.json"
 
 
-def run_status(results: list[UnitResult], interrupted: bool) -> str:
+def run_status(results: list[UnitResult], interrupted: bool) -> RunStatus:
     if interrupted:
         return "interrupted"
     if any(r.status in ("failed", "not_attempted") for r in results):
@@ -152,62 +269,17 @@ def run_status(results: list[UnitResult], interrupted: bool) -> str:
     return "succeeded"
 
 
-async def write_record(dest: Destination, record: dict[str, Any]) -> None:
+async def write_record(dest: Destination, record: RunRecord) -> None:
     # One line per unit, each through the C encoder (`indent=` would take the pure-Python one: 10×
     # slower, most of a run record's cost); `jq` shows it indented.
-    head = json.dumps({k: v for k, v in record.items() if k != "units"}, default=str)
-    units = "".join(f"\n{json.dumps(unit, default=str)}," for unit in record["units"]).removesuffix(",")
+    doc = record.document()
+    head = json.dumps({k: v for k, v in doc.items() if k != "units"}, default=str)
+    units = "".join(f"\n{json.dumps(unit, default=str)}," for unit in doc["units"]).removesuffix(",")
     text = f'{head[:-1]}, "units": [{units}\n]}}\n'
-    await dest.put(record_key(record["run_id"]), text.encode())
+    await dest.put(record_key(record.run_id), text.encode())
 
 
-def record_document(
-    *,
-    run_id: str,
-    job: str,
-    destination: str,
-    dates: list[str],
-    started: dt.datetime,
-    finished: dt.datetime | None,
-    status: str,
-    results: list[UnitResult],
-    version: str,
-    holder: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The record; `holder` (host, pid, lock file, lease key) lets `apilake status` tell a live
-    run from an abandoned one."""
-    counts: dict[str, int] = {}
-    for result in results:
-        counts[result.status] = counts.get(result.status, 0) + 1
-    return {
-        "run_id": run_id,
-        "apilake": version,
-        "job": job,
-        "destination": destination,
-        "dates": dates,
-        "started": started.isoformat(),
-        "finished": finished.isoformat() if finished else None,
-        "status": status,
-        "holder": holder,
-        "counts": counts,
-        "units": [r.entry() for r in results],
-    }
-
-
-def entry_bytes(entry: dict[str, Any]) -> int:
-    """Bytes a record's unit entry landed (nothing for a skipped or failed unit)."""
-    return sum(o.get("bytes", 0) for o in entry.get("objects") or []) if entry.get("status") == "landed" else 0
-
-
-def entry_retries(entry: dict[str, Any]) -> int:
-    """Attempts beyond the first, per request (a JSON unit's pages each have their own)."""
-    objects = entry.get("objects") or []
-    if objects:
-        return sum(max(o.get("attempts", 0) - 1, 0) for o in objects)
-    return max(entry.get("attempts", 0) - 1, 0)
-
-
-RecordCache = dict[tuple[str, int], dict[str, Any]]  # (key, size) → a finished record, which never changes
+RecordCache = dict[tuple[str, int], RunRecord]  # (key, size) → a finished record, which never changes
 
 
 def on_destination(url: str, s3: Any, work: Callable[[Destination], Awaitable[T]]) -> T:
@@ -224,54 +296,51 @@ def on_destination(url: str, s3: Any, work: Callable[[Destination], Awaitable[T]
     return asyncio.run(go())
 
 
-def load_records(url: str, s3: Any = None, cache: RecordCache | None = None) -> list[dict[str, Any]]:
+def load_records(url: str, s3: Any = None, cache: RecordCache | None = None) -> list[RunRecord]:
     """`read_records` of the destination at `url`, for synchronous callers."""
     return on_destination(url, s3, lambda dest: read_records(dest, cache))
 
 
-def load_record(url: str, s3: Any, run_id: str) -> dict[str, Any] | None:
+def load_record(url: str, s3: Any, run_id: str) -> RunRecord | None:
     """One run's record, or None when there is no such (readable) record."""
 
-    async def read(dest: Destination) -> dict[str, Any] | None:
+    async def read(dest: Destination) -> RunRecord | None:
         try:
-            record = json.loads(await dest.read(record_key(run_id)))
+            return parse_record(json.loads(await dest.read(record_key(run_id))))
         except (OSError, ValueError, KeyError):
             return None
-        return record if isinstance(record, dict) else None
 
     return on_destination(url, s3, read)
 
 
-async def read_records(dest: Destination, cache: RecordCache | None = None) -> list[dict[str, Any]]:
+async def read_records(dest: Destination, cache: RecordCache | None = None) -> list[RunRecord]:
     """Every run record in the destination, oldest first; unreadable ones are skipped.
 
     Read 16 at a time: every run reads them all (for the skip check's sizes), and a lake of a
     year of daily runs holds hundreds. With a `cache` (kept by a long-running reader: the
-    dashboard, the scheduler), finished records are read once; the dicts returned are shared
+    dashboard, the scheduler), finished records are read once; the records returned are shared
     with it and must not be changed.
     """
     infos = [info async for info in dest.list(RECORDS_PREFIX) if info.key.endswith(".json")]
     slots = asyncio.Semaphore(16)
 
-    async def read(key: str, size: int) -> dict[str, Any] | None:
+    async def read(key: str, size: int) -> RunRecord | None:
         if cache is not None and (known := cache.get((key, size))) is not None:
             return known
         async with slots:
             try:
-                record = json.loads(await dest.read(key))
+                record = parse_record(json.loads(await dest.read(key)))
             except (ValueError, OSError):
                 return None
-        if not isinstance(record, dict):
-            return None
-        if cache is not None and record.get("finished"):
+        if cache is not None and record.finished:
             cache[key, size] = record
         return record
 
     records = [r for r in await asyncio.gather(*(read(i.key, i.size) for i in infos)) if r is not None]
-    return sorted(records, key=lambda r: r.get("run_id", ""))
+    return sorted(records, key=lambda r: r.run_id)
 
 
-def landed_sizes(records: list[dict[str, Any]], units: Collection[str] | None = None) -> dict[str, int]:
+def landed_sizes(records: list[RunRecord], units: Collection[str] | None = None) -> dict[str, int]:
     """Bytes of each key as last landed, by the run records (oldest first: later runs win); with
     `units`, only keys those unit ids (and the files of those listings) landed.
 
@@ -280,13 +349,12 @@ def landed_sizes(records: list[dict[str, Any]], units: Collection[str] | None = 
     """
     sizes: dict[str, int] = {}
     for record in records:
-        for unit in record.get("units") or []:
-            if units is not None and not _owned(str(unit.get("unit", "")), units):
+        for unit in record.units:
+            if units is not None and not _owned(unit.unit, units):
                 continue
-            if unit.get("status") == "landed":
-                for obj in unit.get("objects") or []:
-                    if isinstance(obj, dict) and isinstance(obj.get("bytes"), int):
-                        sizes[obj["key"]] = obj["bytes"]
+            if unit.status == "landed":
+                for obj in unit.objects:
+                    sizes[obj.key] = obj.bytes
     return sizes
 
 

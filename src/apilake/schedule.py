@@ -29,12 +29,12 @@ from zoneinfo import ZoneInfo
 from croniter import CroniterBadDateError, croniter
 
 from apilake.dates import default_run_date
-from apilake.errors import InterruptedRun, JobFileError, StateFileError
+from apilake.errors import ExitCode, JobFileError, StateFileError
 from apilake.jobfile import Job
 
 log = logging.getLogger("apilake")
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _MARGIN = dt.timedelta(hours=3)  # > any DST shift, so walls just before `after` are reconsidered
 
 
@@ -175,8 +175,8 @@ class Scheduler:
     """Fires the job's schedules on time, one run at a time, with catch-up after downtime.
 
     `now` is the clock (aware datetimes), `sleep(seconds)` waits (default: the stop event's
-    wait, so a stop wakes it). A run returning exit code 130 (interrupted by a signal, the
-    runner's own handler) stops the scheduler (`interrupted` is then True) and leaves that fire
+    wait, so a stop wakes it). A run returning exit code 130 (interrupted by a signal: the
+    CLI's handlers interrupt a run while it goes) stops the scheduler (`interrupted` is then True) and leaves that fire
     unhandled, so the next start makes it up (if `catch_up` allows). A run that raises is logged
     and counts as handled.
     """
@@ -208,7 +208,6 @@ class Scheduler:
         self.interrupted = False  # a run was stopped by a signal: the CLI exits 130
         self.last_tick: dt.datetime | None = None  # the loop's last wake-up or finished run (health checks)
         self.running_since: dt.datetime | None = None  # the start of the run in progress, if any
-        self._signals = False
 
     # -- state ---------------------------------------------------------------------------------
     def _load(self) -> dict[str, dt.datetime]:
@@ -293,10 +292,8 @@ class Scheduler:
             code = 1
         finally:
             self.running_since, self.last_tick = None, self.now()
-            if self._signals:
-                self.install_signal_handlers()  # the runner's asyncio loop resets them on exit
         seconds = (self.now() - started).total_seconds()
-        if code == InterruptedRun.exit_code:  # the run was stopped by SIGINT/SIGTERM: stop too
+        if code == ExitCode.INTERRUPTED:  # the run was stopped by SIGINT/SIGTERM: stop too
             log.warning("schedule %r: the run for %s was interrupted; stopping", schedule.expression, run_date)
             self.interrupted = True
             self.stop.set()
@@ -326,7 +323,6 @@ class Scheduler:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, handler)
-        self._signals = True
 
 
 def _show(instant: dt.datetime) -> str:
@@ -493,7 +489,7 @@ def crontab(
     out = [f"# apilake schedules of {path} (job timezone {job.timezone}, host timezone {label})", ""]
     out += exact
     if fallback:
-        out += ["# CRON_TZ applies to every line below it in this crontab", f"CRON_TZ={job.timezone}"] + fallback
+        out += ["# CRON_TZ applies to every line below it in this crontab", f"CRON_TZ={job.timezone}", *fallback]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -9,33 +9,32 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
 
 from apilake.printable import printable
-from apilake.record import DID_NOT_LAND, UnitResult
+from apilake.record import UnitResult
 from apilake.sizes import human_bytes
+from apilake.vocabulary import DID_NOT_LAND
 
 
 def table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
 
-def wall_seconds(units: Iterable[UnitResult | dict[str, Any]]) -> float | None:
-    """First start to last end of some units (results or their record entries); None if none is timed.
+def wall_seconds(units: Iterable[UnitResult]) -> float | None:
+    """First start to last end of some units; None if none is timed.
 
     Units run concurrently, so this is what a person waited, unlike the sum of the units' own times.
     """
     starts, ends = [], []
     for unit in units:
-        started, finished = (unit.get("started"), unit.get("finished")) if isinstance(unit, dict) else (unit.started, unit.finished)
-        if started and finished:
-            starts.append(dt.datetime.fromisoformat(started))
-            ends.append(dt.datetime.fromisoformat(finished))
+        if unit.started and unit.finished:
+            starts.append(dt.datetime.fromisoformat(unit.started))
+            ends.append(dt.datetime.fromisoformat(unit.finished))
     return (max(ends) - min(starts)).total_seconds() if starts else None
 
 

@@ -19,9 +19,12 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from apilake.dashboard import charts
-from apilake.record import entry_bytes, entry_retries
-from apilake.status import Cell, RunSummary, StatusReport, fill_commands, summarize_run
-from apilake.summary import human_bytes, wall_seconds
+from apilake.record import RunRecord, UnitResult
+from apilake.sizes import human_bytes
+from apilake.status.gaps import Cell, fill_commands
+from apilake.status.report import StatusReport
+from apilake.status.text import RunSummary, summarize_run
+from apilake.summary import wall_seconds
 
 __all__ = ["render_page", "render_run"]
 
@@ -32,7 +35,7 @@ _env = Environment(loader=PackageLoader("apilake.dashboard", "templates"), autoe
                    trim_blocks=True, lstrip_blocks=True)
 _env.filters["bytes"] = human_bytes
 _env.filters["seconds"] = lambda s: "-" if s is None else f"{s:.1f}s"
-_env.filters["utc"] = lambda t: "-" if t is None else f"{t.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S}"
+_env.filters["utc"] = lambda t: "-" if t is None else f"{t.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}"
 
 
 def anchor(*parts: str) -> str:
@@ -56,10 +59,10 @@ def render_page(report: StatusReport, *, job_path: str, timezone: str, generated
     """The dashboard's main page; with `single_file`, also every run it refers to, as in-page sections."""
     records = report.records
     recent = [summarize_run(r) for r in reversed(records[-RECENT_RUNS:])]
-    detailed: list[dict[str, Any]] = []
+    detailed: list[RunRecord] = []
     if single_file:
         wanted = {r.run_id for r in recent} | {a.run_id for c in report.cells for _, a in c.attempts}  # every run linked to
-        detailed = [r for r in reversed(records) if str(r.get("run_id")) in wanted]
+        detailed = [r for r in reversed(records) if r.run_id in wanted]
     return _env.get_template("page.html").render(
         report=report,
         grid=Grid.of(report.cells),
@@ -76,29 +79,28 @@ def render_page(report: StatusReport, *, job_path: str, timezone: str, generated
     )
 
 
-def render_run(record: dict[str, Any], *, generated: dt.datetime) -> str:
+def render_run(record: RunRecord, *, generated: dt.datetime) -> str:
     """One run's page: every unit with its status, keys, bytes, seconds, attempts and error."""
     return _env.get_template("run.html").render(run=_run_view(record), generated=generated, anchor=anchor)
 
 
-def _run_view(record: dict[str, Any]) -> dict[str, Any]:
-    return {"summary": summarize_run(record), "job": record.get("job"), "units": record.get("units") or [],
-            "bytes": entry_bytes, "retries": entry_retries}
+def _run_view(record: RunRecord) -> dict[str, Any]:
+    return {"summary": summarize_run(record), "job": record.job, "units": record.units}
 
 
-def _charts(records: list[dict[str, Any]]) -> dict[str, Any]:
+def _charts(records: list[RunRecord]) -> dict[str, Any]:
     runs: list[RunSummary] = [summarize_run(r) for r in records]
     labels = [f"{r.started:%m-%d %H:%M}" if r.started else r.run_id for r in runs]
-    endpoints = sorted({f"{u['source']}/{u['endpoint']}" for r in records for u in r.get("units") or []})
+    endpoints = sorted({e for r in records for e in r.endpoints})
     per_endpoint_bytes: dict[str, list[float | None]] = {e: [] for e in endpoints}
     per_endpoint_time: dict[str, list[float | None]] = {e: [] for e in endpoints}
     for record in records:
-        mine: dict[str, list[dict[str, Any]]] = {}
-        for unit in record.get("units") or []:
-            mine.setdefault(f"{unit['source']}/{unit['endpoint']}", []).append(unit)
+        mine: dict[str, list[UnitResult]] = {}
+        for unit in record.units:
+            mine.setdefault(f"{unit.source}/{unit.endpoint}", []).append(unit)
         for endpoint in endpoints:
             units = mine.get(endpoint)
-            per_endpoint_bytes[endpoint].append(sum(entry_bytes(u) for u in units) if units else None)
+            per_endpoint_bytes[endpoint].append(sum(u.bytes for u in units) if units else None)
             per_endpoint_time[endpoint].append(wall_seconds(units) if units else None)
     seconds = lambda v: f"{v:.1f}s"  # noqa: E731
     count = lambda v: f"{v:.0f}"  # noqa: E731

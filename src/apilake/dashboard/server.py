@@ -47,7 +47,7 @@ class Dashboard:
     destination: str
     days: int = 14
     dates: list[dt.date] | None = None  # fixed run dates (--from/--to); default: the last `days` and today
-    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     cache: RecordCache = field(default_factory=dict)  # finished run records, read once
 
     def index(self, *, single_file: bool = False) -> str:
@@ -106,17 +106,17 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "apilake"
     sys_version = ""
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         self._answer(send_body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._answer(send_body=False)
 
     def _answer(self, *, send_body: bool) -> None:
         path = self.path.split("?", 1)[0]
         try:
             status, content_type, body = self.server.respond(path)
-        except Exception:  # noqa: BLE001 - one broken page never stops the server
+        except Exception:
             log.exception("dashboard: %s failed", path)
             status, content_type, body = 500, "text/plain; charset=utf-8", b"internal error; see the log\n"
         self.send_response(status)

@@ -24,13 +24,14 @@ def run_demo(dest: str, date: str | None) -> int:
     from apilake.jobfile import load_job
     from apilake.plan import plan
     from apilake.runner import run_job
-    from apilake.summary import human_bytes, summarize
+    from apilake.sizes import human_bytes
+    from apilake.summary import summarize
     from apilake.tables.query import run_query
 
     with Emulator() as emu:
         environ = {**os.environ, "DATAAI_BASE_URL": emu.api_url, "DATAAI_TOKEN": emu.config.token}
         job = load_job(JOB_FILE, environ=environ)
-        dates = run_dates(job.timezone, dt.datetime.now(dt.timezone.utc), date=date)
+        dates = run_dates(job.timezone, dt.datetime.now(dt.UTC), date=date)
         click.echo(f"emulator: {emu.api_url} (files from {emu.files_url}); job: {JOB_FILE}; date: {dates[0]}")
         logs.setup()
         logs.set_secrets(job.secrets())

@@ -15,10 +15,9 @@ from typing import BinaryIO
 from filelock import FileLock
 
 from apilake.destinations import Destination, ObjectInfo, Versioned
-from apilake.keys import LOCK_SUFFIX, TEMP_DIR, TEMP_MARK
 from apilake.destinations.folders import FolderJournal, sweep
 from apilake.errors import DestinationError
-
+from apilake.keys import LOCK_SUFFIX, TEMP_DIR, TEMP_MARK
 
 _WRITEBACK = 16 << 20  # start writing a file out every this many bytes: the final fsync finds little left
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import concurrent.futures
 import datetime as dt
 import hashlib
@@ -24,12 +25,14 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 from apilake.destinations import Destination, ObjectInfo, Versioned, s3_leftovers
 from apilake.errors import DestinationError
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
     from apilake.jobfile import S3Options
 
 log = logging.getLogger(__name__)
@@ -115,11 +118,11 @@ class S3Destination(Destination):
     """Objects are S3 objects under `s3://bucket/prefix/`; keys are relative to the prefix."""
 
     def __init__(self, url: str, options: S3Options) -> None:
-        self._opened = dt.datetime.now(dt.timezone.utc)
+        self._opened = dt.datetime.now(dt.UTC)
         self.url = url
         self.options = options
         self.bucket, self.root = parse_s3_url(url)
-        self._client: Any = None
+        self._client: S3Client | None = None
         self._client_lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._checksum_parts = False
@@ -145,14 +148,14 @@ class S3Destination(Destination):
         """The prefix in its store: one bucket name on two endpoints (AWS and a MinIO) is two places."""
         return f"{self._where()} at {self.options.endpoint_url or 'AWS S3'}"
 
-    def client(self) -> Any:
+    def client(self) -> S3Client:
         """The boto3 S3 client, created on first use (blocking: call it from a thread)."""
         with self._client_lock:
             if self._client is None:
                 self._client = self._make_client()
             return self._client
 
-    def _make_client(self) -> Any:
+    def _make_client(self) -> S3Client:
         import boto3
         from botocore.config import Config
 
@@ -297,7 +300,7 @@ class S3Destination(Destination):
             if _is_missing(exc):
                 return None
             raise self._error(exc, "read", key) from None
-        return int(answer["ContentLength"]), answer["Body"]
+        return int(answer["ContentLength"]), cast(BinaryIO, answer["Body"])  # botocore's StreamingBody reads as one
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """Objects under `prefix` (keys relative to the destination), in key order, page by page."""
@@ -341,11 +344,13 @@ class S3Destination(Destination):
     async def put_if(self, key: str, data: bytes, *, version: str | None) -> str | None:
         """S3 conditional writes: `If-None-Match: *` to create, `If-Match: <ETag>` to replace."""
         full = self._full_key(key)
-        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
 
         def put() -> str | None:
+            client = self.client()
             try:
-                return str(self.client().put_object(Bucket=self.bucket, Key=full, Body=data, **condition)["ETag"])
+                if version is None:
+                    return client.put_object(Bucket=self.bucket, Key=full, Body=data, IfNoneMatch="*")["ETag"]
+                return client.put_object(Bucket=self.bucket, Key=full, Body=data, IfMatch=version)["ETag"]
             except Exception as exc:
                 if _is_conflict(exc) or (version is not None and _is_missing(exc)):
                     return None
@@ -363,7 +368,7 @@ class S3Destination(Destination):
         if client is not None:
             client.close()
 
-    def open_multipart_uploads(self) -> list[str]:
+    def open_multipart_uploads(self) -> builtins.list[str]:
         """Keys (relative to the destination) of multipart uploads in progress under the prefix.
 
         Blocking; meant for tests and housekeeping (call it through `asyncio.to_thread` from async

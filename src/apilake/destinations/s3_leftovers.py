@@ -142,7 +142,7 @@ async def clear(dest: S3Destination, prefixes: Iterable[str], older_than: dt.tim
     """At a run's start: abort the uploads under the job's prefixes begun more than `older_than`
     ago, one prefix per thread, and say what went. What the store refuses is a warning, never
     the run's failure."""
-    cutoff = dt.datetime.now(dt.timezone.utc) - older_than
+    cutoff = dt.datetime.now(dt.UTC) - older_than
     minutes = f"{older_than.total_seconds() / 60:g} min"
     prefixes = list(prefixes)
     if "" in prefixes:  # a key template that starts with a placeholder: the job owns no folder of its own

@@ -26,20 +26,20 @@ from .server import Emulator, serve
 from .stats import RequestRecord, Stats
 
 __all__ = [
+    "FAULT_KINDS",
     "Acme",
     "AcmeConfig",
     "ApiError",
     "Emulator",
     "EmulatorConfig",
-    "FAULT_KINDS",
     "Fault",
     "RequestRecord",
     "Stats",
     "acme_items",
     "bulk_file_names",
-    "export_csv",
     "expected_file_names",
     "expected_records",
+    "export_csv",
     "file_bytes",
     "file_length",
     "file_rows",

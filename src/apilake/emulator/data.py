@@ -17,26 +17,26 @@ import random
 import re
 import struct
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = [
-    "ApiError",
     "CSV_HEADER",
-    "MARKETS",
     "ERROR_MESSAGES",
-    "expected_records",
-    "expected_file_names",
+    "MARKETS",
+    "ApiError",
     "bulk_file_names",
     "bundle_id",
     "dates_in_range",
+    "expected_file_names",
+    "expected_records",
     "file_bytes",
     "file_length",
     "file_sha256",
+    "gunzip_members",
     "iter_file_chunks",
     "iter_file_range",
-    "gunzip_members",
     "list_key",
     "member_boundaries",
     "name_signature",

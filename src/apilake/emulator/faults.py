@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["BODY_KINDS", "FAULT_KINDS", "FILE_KINDS", "Fault", "REPLACING_KINDS", "TRANSPORT_KINDS", "pick_fault"]
+__all__ = ["BODY_KINDS", "FAULT_KINDS", "FILE_KINDS", "REPLACING_KINDS", "TRANSPORT_KINDS", "Fault", "pick_fault"]
 
 #: kinds that replace the normal response entirely (no auth / routing happens)
 REPLACING_KINDS = frozenset({"status", "body", "deep_json", "huge_json", "echo_secret"})
@@ -76,9 +76,8 @@ class Fault:
         """Does this fault apply to a request (ignoring the remaining count)?"""
         if self.origin not in ("any", origin):
             return False
-        if self.origin == "any" and origin == "api":
-            if self.kind in FILE_KINDS or (self.kind in BODY_KINDS and target.startswith("/v2/bulk/data")):
-                return False
+        if self.origin == "any" and origin == "api" and (self.kind in FILE_KINDS or (self.kind in BODY_KINDS and target.startswith("/v2/bulk/data"))):
+            return False
         if self._rx.pattern != self.match:  # `match` was reassigned at runtime
             self._rx = re.compile(self.match)
         return any(self._rx.search(s) is not None for s in (target, *extra))

@@ -162,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
                         resp = self._api(cfg) if origin == "api" else self._files(cfg, fault)
                 except ApiError as e:
                     resp = _error(e.status, e.message)
-                except Exception as e:  # a bug in the emulator must still answer like a server
+                except Exception as e:  # noqa: BLE001 - a bug in the emulator must still answer like a server
                     resp = _error(500, f"emulator error: {type(e).__name__}")
             self._send(resp, fault, head, record=not internal)
         except (ConnectionError, TimeoutError, OSError):
@@ -427,7 +427,7 @@ class Emulator:
             return self
         self._stopping = threading.Event()
         try:
-            for origin, port in zip(("api", "files", "auth"), self._ports):
+            for origin, port in zip(("api", "files", "auth"), self._ports, strict=True):
                 self._servers[origin] = _Server((self.host, port), self, origin)
         except BaseException:
             for srv in self._servers.values():
@@ -469,8 +469,7 @@ class Emulator:
         srv = self._servers.get(origin)
         if srv is None:
             raise RuntimeError("emulator is not running; call start() first")
-        host, port = srv.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self.host}:{srv.server_port}"
 
     @property
     def api_url(self) -> str:
@@ -538,7 +537,7 @@ def serve(
         emu.acme.config.auth = acme_auth
     emu.start()
     done = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda *_: done.set())

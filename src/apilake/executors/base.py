@@ -27,16 +27,18 @@ from typing import TYPE_CHECKING
 from apilake.collisions import KeyClaims
 from apilake.destinations import Destination
 from apilake.errors import ApilakeError
-from apilake.executors.fanout import FanOut, Ready
 from apilake.executors.admission import FILE_RANK, Admission, rank
-from apilake.executors.work import endpoints, not_attempted, record_kind, unit_kind
+from apilake.executors.fanout import FanOut, Ready
+from apilake.executors.work import endpoints, not_attempted
 from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.json import landed_pages
 from apilake.jobfile import Endpoint, Job, Source
 from apilake.plan import Unit, expand_children
-from apilake.record import Status, UnitResult, landed_sizes, read_records
+from apilake.record import UnitResult, landed_sizes, read_records
 from apilake.redact import Redactor
-from apilake.status import Evidence, present_units
+from apilake.status.gaps import Evidence
+from apilake.status.report import present_units
+from apilake.vocabulary import ResultKind, UnitStatus, result_kind
 
 if TYPE_CHECKING:
     from apilake.tables.refresh import Writer
@@ -124,20 +126,19 @@ class Executor(abc.ABC):
 
     async def _unit(self, unit: Unit, group: asyncio.TaskGroup) -> None:
         if unit.id in self._landed_reports:
-            self.on_result(UnitResult(unit.id, unit.source, unit.endpoint, unit.date, "listing", "skipped",
-                                      url=self.redact(unit.request_url)))  # fmt: skip
+            self.on_result(UnitResult.for_unit(unit, "skipped", url=self.redact(unit.request_url)))
             return
+        files: list[FileTransfer] = []
         try:
             async with self._slots.slot(unit.source, rank(unit)):
                 if self.spent(unit.source):
-                    result, files = self._not_attempted(unit, unit_kind(unit), unit.id, unit.request_url), []
+                    result = self._not_attempted(unit, result_kind(unit.kind), unit.id, unit.request_url)
                 else:
                     result, files = await self.run_unit(unit)
                 for transfer in files:  # queued before this slot is let go: they continue its chain
                     group.create_task(self._file(unit, transfer, self._slots.ticket(unit.source, FILE_RANK)))
         except asyncio.CancelledError:  # the run stopped: named in the record with the run's reason (`runner`)
-            self.on_result(UnitResult(unit.id, unit.source, unit.endpoint, unit.date, unit_kind(unit), "interrupted",
-                                      url=self.redact(unit.request_url)))  # fmt: skip
+            self.on_result(UnitResult.for_unit(unit, "interrupted", url=self.redact(unit.request_url)))
             raise
         self.on_result(result)
         for ready in self._fan.finished(unit, result):
@@ -159,7 +160,7 @@ class Executor(abc.ABC):
         except (ApilakeError, ValueError, OSError, asyncio.CancelledError) as exc:
             stopped = isinstance(exc, asyncio.CancelledError)
             for s, endpoint in [(source, child), *self._fan.descendants(source.name, child.name)]:
-                status = "interrupted" if stopped else "not_attempted"
+                status: UnitStatus = "interrupted" if stopped else "not_attempted"
                 error = None if stopped else self.redact(f"not attempted: {exc}")
                 self.on_result(self._endpoint_result(s, endpoint, ready.run_date.isoformat(), status, error))
             if stopped:
@@ -181,15 +182,15 @@ class Executor(abc.ABC):
             # The run stopped (a signal, a lost lease): a listed file that did not land is named
             # in the record like a planned unit, with the run's reason (`runner`).
             url = self.redact(transfer.url)
-            self.on_result(UnitResult(transfer.unit, unit.source, unit.endpoint, unit.date, "file", "interrupted", url=url))
+            self.on_result(UnitResult.for_unit(unit, "interrupted", unit_id=transfer.unit, kind="file", url=url))
             raise
         self.on_result(result)
 
     @staticmethod
-    def _endpoint_result(source: Source, endpoint: Endpoint, run_date: str, status: Status, error: str | None = None) -> UnitResult:
+    def _endpoint_result(source: Source, endpoint: Endpoint, run_date: str, status: UnitStatus, error: str | None = None) -> UnitResult:
         """One entry for all units of a child endpoint and date that were never expanded."""
         return UnitResult(f"{source.name}/{endpoint.name}/{run_date}", source.name, endpoint.name, run_date,
-                          record_kind(endpoint.kind), status, error=error)  # type: ignore[arg-type]  # fmt: skip
+                          result_kind(endpoint.kind), status, error=error)  # fmt: skip
 
-    def _not_attempted(self, unit: Unit, kind: str, unit_id: str, url: str) -> UnitResult:
+    def _not_attempted(self, unit: Unit, kind: ResultKind, unit_id: str, url: str) -> UnitResult:
         return not_attempted(unit, kind, unit_id, url, self.redact, self._sources[unit.source])

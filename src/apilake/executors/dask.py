@@ -38,10 +38,10 @@ import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import distributed
 from distributed import Client, Semaphore, get_worker
@@ -49,7 +49,7 @@ from distributed import Client, Semaphore, get_worker
 from apilake.destinations import Destination, open_destination
 from apilake.errors import DestinationError, ExecutorError, TransferError
 from apilake.executors.base import Executor, OnResult
-from apilake.executors.work import UnitWork, endpoints, failed, unit_kind
+from apilake.executors.work import UnitWork, endpoints, failed
 from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.client import SourceClient
 from apilake.fetch.limits import DailyQuotaSpent, windows
@@ -58,8 +58,11 @@ from apilake.jobfile import Job, Source
 from apilake.plan import Unit, landing_keys
 from apilake.record import UnitResult, record_key
 from apilake.redact import Redactor
+from apilake.vocabulary import ResultKind, result_kind
 
 if TYPE_CHECKING:
+    from tornado.platform.asyncio import BaseAsyncIOLoop
+
     from apilake.tables.refresh import PartitionWork, Writer, Written
 
 log = logging.getLogger("apilake")
@@ -177,13 +180,13 @@ class DaskExecutor(Executor):
             s.name: RunPayload(run_id, job.model_copy(update={"sources": [s]}), dest.url, force, self.limits[s.name], level)
             for s in job.sources
         }
-        self._inflight: set[distributed.Future] = set()
+        self._inflight: set[distributed.Future[Any]] = set()
         self._numbers = itertools.count()
 
     async def __aenter__(self) -> DaskExecutor:
         client = Client(self.address, asynchronous=True, set_as_default=False, name="apilake")
         try:
-            self._client = await client  # type: ignore[misc]
+            self._client = await client
         except (OSError, TimeoutError, ValueError) as exc:
             await client.close()
             raise ExecutorError(
@@ -191,9 +194,11 @@ class DaskExecutor(Executor):
                 "check --scheduler / scheduler_address and that the scheduler is running"
             ) from None
         try:
+            scheduler = self._client.scheduler
+            assert scheduler is not None, "a connected client has the scheduler's address"
             for limits in self.limits.values():
                 for name, leases, timeout in limits.semaphores():
-                    await self._client.scheduler.semaphore_register(name=name, max_leases=leases, lease_timeout=timeout)
+                    await scheduler.semaphore_register(name=name, max_leases=leases, lease_timeout=timeout)
             workers: dict[str, int] = await self._client.nthreads()
             if not workers:  # an adaptive cluster may start workers only once there is work
                 log.warning("the Dask cluster at %s has no workers yet; units wait for some", self.address)
@@ -219,9 +224,11 @@ class DaskExecutor(Executor):
                     await client.cancel(list(self._inflight), force=True)
                     await asyncio.sleep(2 * CANCEL_POLL_S)
                 await client.run(_forget_run, self.run_id, on_error="ignore")
+                scheduler = client.scheduler
+                assert scheduler is not None, "a connected client has the scheduler's address"
                 for limits in self.limits.values():
                     for name, _leases, _timeout in limits.semaphores():
-                        await client.scheduler.semaphore_close(name=name)
+                        await scheduler.semaphore_close(name=name)
         except (OSError, TimeoutError) as exc:
             log.warning("could not clean up on the Dask cluster: %s", exc)
         finally:
@@ -236,8 +243,7 @@ class DaskExecutor(Executor):
         return {key: self.recorded[key] for key in keys if key in self.recorded}
 
     async def run_unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
-        kind = unit_kind(unit)
-        outcome = await self._submit(unit_task, unit, None, kind, unit.id, unit.request_url)
+        outcome = await self._submit(unit_task, unit, None, result_kind(unit.kind), unit.id, unit.request_url)
         return outcome.result, outcome.files
 
     async def run_file(self, unit: Unit, transfer: FileTransfer) -> UnitResult:
@@ -245,7 +251,7 @@ class DaskExecutor(Executor):
         return outcome.result
 
     async def _submit(
-        self, task: Callable[..., TaskOutcome], unit: Unit, transfer: FileTransfer | None, kind: str, unit_id: str, url: str
+        self, task: Callable[..., TaskOutcome], unit: Unit, transfer: FileTransfer | None, kind: ResultKind, unit_id: str, url: str
     ) -> TaskOutcome:
         assert self._client is not None, "use the executor as `async with executor:`"
         future = self._client.submit(
@@ -328,7 +334,7 @@ Recorded = dict[str, int]  # the size the run records say landed under the task'
 def unit_task(payload: RunPayload, sealed: Sealed[tuple[Unit, None, Recorded]]) -> TaskOutcome:
     """Dask task: one JSON unit, or one bulk listing (whose files come back as metadata)."""
     unit, _, recorded = sealed.value
-    return _run_task(payload, unit, (unit_kind(unit), unit.id, unit.request_url), lambda work: work.unit(unit), recorded)
+    return _run_task(payload, unit, (result_kind(unit.kind), unit.id, unit.request_url), lambda work: work.unit(unit), recorded)
 
 
 def file_task(payload: RunPayload, sealed: Sealed[tuple[Unit, FileTransfer, Recorded]]) -> TaskOutcome:
@@ -348,7 +354,7 @@ _RUNS_LOCK = threading.Lock()
 def _run_task(
     payload: RunPayload,
     unit: Unit,
-    what: tuple[str, str, str],
+    what: tuple[ResultKind, str, str],
     action: Callable[[UnitWork], Awaitable[tuple[UnitResult, list[FileTransfer]]]],
     recorded: Recorded,
 ) -> TaskOutcome:
@@ -370,7 +376,7 @@ class _WorkerRun:
 
     def __init__(self, worker: distributed.Worker, payload: RunPayload) -> None:
         self.worker = worker
-        self.loop = worker.loop.asyncio_loop
+        self.loop = cast("BaseAsyncIOLoop", worker.loop).asyncio_loop  # tornado's IOLoop runs on asyncio
         self.run_id = payload.run_id
         self.dest = open_destination(payload.dest_url, payload.job.s3)
         self.quotas = Quotas(payload.job, self.dest)
@@ -385,7 +391,7 @@ class _WorkerRun:
         payload: RunPayload,
         redact: Redactor,
         unit: Unit,
-        what: tuple[str, str, str],
+        what: tuple[ResultKind, str, str],
         action: Callable[[UnitWork], Awaitable[tuple[UnitResult, list[FileTransfer]]]],
         key: Any,
         recorded: Recorded,
@@ -398,7 +404,7 @@ class _WorkerRun:
             work = UnitWork(self.dest, redact, payload.force, endpoints(payload.job), {source.name: client}, recorded)
             return await self._unless_cancelled(action(work), key)
         except asyncio.CancelledError:
-            return UnitResult(unit_id, unit.source, unit.endpoint, unit.date, kind, "interrupted", error="cancelled"), []  # type: ignore[arg-type]
+            return UnitResult.for_unit(unit, "interrupted", unit_id=unit_id, kind=kind, error="cancelled"), []
         except DestinationError as exc:
             return failed(unit, kind, unit_id, exc, url, redact), []
         finally:
@@ -416,7 +422,7 @@ class _WorkerRun:
             )
         self._dest_checked = True
 
-    async def _unless_cancelled(self, work: Coroutine[Any, Any, T], key: Any) -> T:
+    async def _unless_cancelled(self, work: Awaitable[T], key: Any) -> T:
         """Run `work`, dropping it (and its in-flight transfer) if the client cancels the task."""
         task = asyncio.ensure_future(work)
         while True:
@@ -471,7 +477,11 @@ class _WorkerRun:
             future.add_done_callback(self._releases.discard)
 
         def schedule() -> None:
-            handle = self.loop.call_later(delay, lambda: (self._timers.discard(handle), release()))
+            def fire() -> None:
+                self._timers.discard(handle)
+                release()
+
+            handle = self.loop.call_later(delay, fire)
             self._timers.add(handle)
 
         self.loop.call_soon_threadsafe(schedule)

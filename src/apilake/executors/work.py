@@ -7,9 +7,11 @@ apart between them. Neither method raises for a unit's failure: it becomes a `Un
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from apilake.destinations import Destination
 from apilake.errors import DestinationError, TransferError
@@ -21,51 +23,48 @@ from apilake.fetch.paginate import paginator_for
 from apilake.fetch.report import fetch_report
 from apilake.jobfile import Endpoint, Job, Source
 from apilake.plan import Unit, typed_file_key
-from apilake.record import UnitResult, observed
+from apilake.record import UnitResult
 from apilake.redact import Redactor
+from apilake.traffic import observe
+from apilake.vocabulary import ResultKind, result_kind
 
 log = logging.getLogger("apilake")
 
-
-def unit_kind(unit: Unit) -> str:
-    """The record kind of a planned unit: `json`, `file`, or `listing` for a bulk or report unit."""
-    return record_kind(unit.kind)
+P = ParamSpec("P")
+Outcome = TypeVar("Outcome", UnitResult, tuple[UnitResult, list[FileTransfer]])
 
 
-def record_kind(kind: str) -> str:
-    """The record kind of an endpoint kind (`json`, `file`, `bulk`, `report`)."""
-    return kind if kind in ("json", "file") else "listing"
+def observed(work: Callable[P, Awaitable[Outcome]]) -> Callable[P, Awaitable[Outcome]]:
+    """Run a unit's work (returning its `UnitResult`, or that and the files it lists) under
+    `traffic.observe`, and stamp the result with what its requests met."""
+
+    @functools.wraps(work)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> Outcome:
+        with observe() as traffic:
+            outcome = await work(*args, **kwargs)
+        (outcome[0] if isinstance(outcome, tuple) else outcome).stamp(traffic)
+        return outcome
+
+    return run
 
 
 def endpoints(job: Job) -> dict[tuple[str, str], Endpoint]:
     return {(s.name, e.name): e for s in job.sources for e in s.endpoints}
 
 
-def failed(unit: Unit, kind: str, unit_id: str, exc: BaseException, url: str, redact: Redactor) -> UnitResult:
+def failed(unit: Unit, kind: ResultKind, unit_id: str, exc: BaseException, url: str, redact: Redactor) -> UnitResult:
     """The result of a unit that raised; anything but an expected error is reported as a bug."""
     if not isinstance(exc, (TransferError, DestinationError)):
         log.error("internal error in %s", unit_id, exc_info=exc)
         exc = TransferError(f"internal error ({type(exc).__name__}: {exc}); please report it")
-    return UnitResult(
-        unit_id,
-        unit.source,
-        unit.endpoint,
-        unit.date,
-        kind,  # type: ignore[arg-type]
-        "not_attempted" if isinstance(exc, DailyQuotaSpent) else "failed",
-        url=redact(url),
-        error=redact(str(exc)),
-        attempts=getattr(exc, "attempts", 0),
-    )
+    return UnitResult.for_unit(unit, "not_attempted" if isinstance(exc, DailyQuotaSpent) else "failed", unit_id=unit_id, kind=kind,
+                               url=redact(url), error=redact(str(exc)), attempts=getattr(exc, "attempts", 0))
 
 
-def not_attempted(unit: Unit, kind: str, unit_id: str, url: str, redact: Redactor, source: Source) -> UnitResult:
+def not_attempted(unit: Unit, kind: ResultKind, unit_id: str, url: str, redact: Redactor, source: Source) -> UnitResult:
     """The result of a unit that never started because its source's daily quota is spent."""
-    return UnitResult(
-        unit_id, unit.source, unit.endpoint, unit.date, kind, "not_attempted",  # type: ignore[arg-type]
-        url=redact(url),
-        error=f"not attempted: {DailyQuotaSpent.of(source)}",
-    )
+    return UnitResult.for_unit(unit, "not_attempted", unit_id=unit_id, kind=kind, url=redact(url),
+                               error=f"not attempted: {DailyQuotaSpent.of(source)}")
 
 
 @dataclass
@@ -88,7 +87,7 @@ class UnitWork:
     @observed
     async def unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
         """Land a JSON unit, or fetch a bulk unit's listing: its result and the files it lists."""
-        kind = unit_kind(unit)
+        kind = result_kind(unit.kind)
         if self._spent(unit):
             return not_attempted(unit, kind, unit.id, unit.request_url, self.redact, self._source(unit)), []
         client = self.clients[unit.source]

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from apilake import __version__
-from apilake.errors import TransferError
+from apilake.errors import TransferError, is_transient
 from apilake.jobfile import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2ClientCredentials, Source, Timeouts
 from apilake.redact import ERROR_DETAIL_CHARS, Redactor, learn
 
@@ -158,8 +158,7 @@ class OAuth2Credentials(Credentials):
         status = response.status_code
         if status != 200:
             detail = self.redact.cut(response.text.replace("\n", " "), ERROR_DETAIL_CHARS)
-            transient = status in (408, 429) or status >= 500
-            raise TransferError(f"token endpoint {spec.token_url} answered HTTP {status}: {detail}", status=status, transient=transient)
+            raise TransferError(f"token endpoint {spec.token_url} answered HTTP {status}: {detail}", status=status, transient=is_transient(status))
         try:
             doc = response.json()
             token = doc["access_token"]

@@ -25,7 +25,6 @@ from apilake.plan import Unit, file_key
 from apilake.record import LandedObject, UnitResult
 
 
-
 @dataclass(slots=True)
 class FileTransfer:
     """One file of a listing: where it comes from and where it lands."""
@@ -110,13 +109,10 @@ def listing_of(unit: Unit, endpoint: Endpoint, client: SourceClient, answer: Jso
         files[key] = file_transfer(f"{unit.id}/{values['url_path']}", url, key, endpoint, client.source, values["file_name"])
     if not files:
         raise TransferError(f"{unit.id}: none of the {len(unique)} listed files passes files/include/exclude")
-    result = UnitResult(
-        unit.id,
-        unit.source,
-        unit.endpoint,
-        unit.date,
-        "listing",
+    result = UnitResult.for_unit(
+        unit,
         "listed",
+        kind="listing",
         url=client.redact(unit.request_url),
         attempts=attempts,
         seconds=round(time.monotonic() - started, 3),
@@ -139,9 +135,7 @@ async def transfer_file(
 ) -> UnitResult:
     """Stream one file into its key; `recorded` holds the sizes the run records say landed."""
     started = time.monotonic()
-    result = UnitResult(
-        transfer.unit, unit.source, unit.endpoint, unit.date, "file", "landed", url=client.redact(transfer.url)
-    )
+    result = UnitResult.for_unit(unit, "landed", unit_id=transfer.unit, kind="file", url=client.redact(transfer.url))
     # A key typed by the Content-Type is known once the vendor answers; a rerun finds it in the records.
     landed = next((k for k in typed_keys(transfer.key) if k in recorded), transfer.key) if transfer.typed else transfer.key
     if await skip_if_landed(dest, landed, result, force=force, recorded=recorded.get(landed)):

@@ -22,23 +22,18 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_random_exponential
 
 from apilake import __version__
-from apilake.errors import IntegrityError, TransferError
+from apilake.errors import IntegrityError, TransferError, is_transient
 from apilake.fetch.auth import credentials_for
-from apilake.headers import header_problem
 from apilake.fetch.download import Download, Timeouts, Transport
 from apilake.fetch.limits import Budget
+from apilake.headers import header_problem
 from apilake.integrity import StreamCheck
 from apilake.jobfile import Retry, Source
-from apilake.record import count_request, count_response
 from apilake.redact import ERROR_DETAIL_CHARS, Redactor
+from apilake.traffic import count_request, count_response
 
 log = logging.getLogger("apilake")
 T = TypeVar("T")
-
-
-def is_transient(status: int) -> bool:
-    """Statuses worth another try: timeouts, rate limits, the vendor's 428 blacklisting, 5xx."""
-    return status in (408, 425, 428, 429) or status >= 500
 
 
 def wire_url(url: str) -> str:
@@ -223,7 +218,7 @@ class SourceClient:
                 raise TransferError(f"{what}: no complete response within {total:g} s (timeouts.total)", transient=True) from None
 
         try:
-            result = await retrying(bounded)
+            result: T = await retrying(bounded)
         except TransferError as exc:
             exc.attempts = retrying.statistics.get("attempt_number", 1)
             raise

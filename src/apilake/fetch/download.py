@@ -34,12 +34,15 @@ import concurrent.futures
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from http import HTTPStatus
 from dataclasses import dataclass
-from typing import Any
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
 
 from apilake.errors import IntegrityError, TransferError
 from apilake.integrity import StreamCheck
+
+if TYPE_CHECKING:
+    import pycurl  # imported where used: only a run that downloads a file pays for it
 
 BUFFER = 512 << 10  # libcurl's largest receive buffer: fewer callbacks per MiB
 BATCH = 1 << 20  # bytes gathered before the reader is woken: one write and one check hand-over per batch
@@ -352,7 +355,7 @@ class Download:
         try:
             self._curl.pause(pycurl.PAUSE_CONT)
         except pycurl.error as exc:
-            code, message = exc.args
+            code, message = _curl_args(exc)
             self._error = self._error or _curl_error(code, message, self.check)  # the check's own word first
 
     def _finished(self) -> bool:
@@ -373,7 +376,7 @@ class Download:
             raise TransferError("transfer stopped", transient=True)
         exc = self._done.exception()
         if isinstance(exc, pycurl.error):
-            code, message = exc.args
+            code, message = _curl_args(exc)
             if code == CURLE_WRITE_ERROR and self.error_body_cut:
                 return  # the error body was cut on purpose: the status is the answer
             raise _curl_error(code, message, self.check)
@@ -384,6 +387,15 @@ class Download:
         if self._curl is not None and (self._done is None or self._done.done()):
             self._curl.close()  # a fresh handle per request: connections live on in the multi handle
             self._curl = None
+
+
+def _curl_args(exc: pycurl.error) -> tuple[int, str]:
+    """A `pycurl.error`'s (code, message); an error of pycurl's own (a bad option) has a message only."""
+    match exc.args:
+        case (int() as code, str() as message):
+            return code, message
+        case _:
+            return 0, str(exc)
 
 
 def _curl_error(code: int, message: str, check: StreamCheck | None) -> TransferError:

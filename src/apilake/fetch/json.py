@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from apilake.destinations import Destination
-from apilake.errors import TransferError
+from apilake.errors import TransferError, is_transient
 from apilake.fetch import skip_if_landed
 from apilake.fetch.ahead import PagesAhead
-from apilake.fetch.client import SourceClient, is_transient, origin
+from apilake.fetch.client import SourceClient, origin
 from apilake.fetch.download import ERROR_BODY_BYTES
 from apilake.fetch.paginate import Page, Paginator
 from apilake.integrity import StreamCheck
@@ -43,7 +43,7 @@ async def get_json(
     limit: int | None = None,
     method: str = "GET",
     body: str | None = None,
-    expect: Callable[[Any], None] | None = None,
+    expect: Callable[[Any], object] | None = None,
     empty_ok: bool = False,
     fmt: str = "json",
 ) -> JsonAnswer:
@@ -173,9 +173,7 @@ async def fetch_json_unit(
     An empty page (no records, or with `empty_ok` an empty answer) ends paging; past page 1 it
     is not landed: it holds nothing, and the unit's pages are its data."""
     started = time.monotonic()
-    result = UnitResult(
-        unit.id, unit.source, unit.endpoint, unit.date, "json", "landed", url=client.redact(unit.request_url)
-    )
+    result = UnitResult.for_unit(unit, "landed", kind="json", url=client.redact(unit.request_url))
     if await skip_if_landed(dest, unit.key, result, force=force, recorded=recorded.get(unit.key)):
         return result
     pages: list[JsonAnswer] = []
@@ -221,10 +219,10 @@ async def fetch_json_unit(
     for number in range(len(pages), 0, -1):
         if number == 1 and unit.paginate != "none":
             await _remove_stale_pages(dest, unit.key, after=len(pages))
-        page = pages[number - 1]
+        kept = pages[number - 1]
         key = page_key(unit.key, number)
-        await dest.put(key, page.body)
-        result.objects.insert(0, LandedObject(key, len(page.body), page.sha256, page.status, page.attempts))
+        await dest.put(key, kept.body)
+        result.objects.insert(0, LandedObject(key, len(kept.body), kept.sha256, kept.status, kept.attempts))
     result.attempts = attempts
     result.seconds = round(time.monotonic() - started, 3)
     return result

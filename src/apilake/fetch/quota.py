@@ -46,7 +46,7 @@ class DailyQuotaSpent(TransferError):
 
     @classmethod
     def of(cls, source: Source) -> DailyQuotaSpent:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         resets = resets_at(source, now)
         hours, minutes = divmod(max(0, int((resets - now).total_seconds())) // 60, 60)
         return cls(
@@ -80,7 +80,7 @@ def ledger_key(source: Source) -> str:
 
 def quota_day(source: Source, now: dt.datetime | None = None) -> dt.date:
     """The vendor's quota day now: the date in `quota_timezone`."""
-    return (now or dt.datetime.now(dt.timezone.utc)).astimezone(zoneinfo.ZoneInfo(source.quota_timezone)).date()
+    return (now or dt.datetime.now(dt.UTC)).astimezone(zoneinfo.ZoneInfo(source.quota_timezone)).date()
 
 
 def resets_at(source: Source, now: dt.datetime | None = None) -> dt.datetime:

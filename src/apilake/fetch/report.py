@@ -92,7 +92,7 @@ async def _create(unit: Unit, endpoint: Endpoint, client: SourceClient, dest: De
     if not isinstance(found, (str, int)) or isinstance(found, bool) or found == "":
         raise TransferError(f"{unit.id}: the create answer has no report id at {endpoint.id_path!r} (set `id_path:`)")
     report_id = str(found)
-    state = {"unit": unit.id, "report_id": report_id, "created": dt.datetime.now(dt.timezone.utc).isoformat()}
+    state = {"unit": unit.id, "report_id": report_id, "created": dt.datetime.now(dt.UTC).isoformat()}
     await dest.put(key, json.dumps(state).encode())  # before the first poll: a kill from here on resumes it
     log.info("%s: created report %s", unit.id, report_id)
     return report_id

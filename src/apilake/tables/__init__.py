@@ -13,17 +13,20 @@ import logging
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from apilake.errors import ApilakeError, DestinationError, JobFileError, TableError
+from apilake.errors import ApilakeError, DestinationError, ExitCode, JobFileError, TableError
 from apilake.jobfile import Job
 from apilake.redact import Redactor
 from apilake.sizes import human_bytes
 from apilake.summary import table
 
+if TYPE_CHECKING:
+    from apilake.record import RunRecord, UnitResult
+
 log = logging.getLogger("apilake")
 
-__all__ = ["TablesReport", "build_tables", "refresh_landed", "table_status", "TableStatus"]
+__all__ = ["TableStatus", "TablesReport", "build_tables", "refresh_landed", "table_status"]
 
 
 @dataclass
@@ -45,8 +48,8 @@ class TablesReport:
     error: str | None = None  # why no table was refreshed (the catalog or the records unreadable)
 
     @property
-    def exit_code(self) -> int:
-        return 1 if self.error or self.errors or any(t.failed for t in self.tables) else 0
+    def exit_code(self) -> ExitCode:
+        return ExitCode.FAILED if self.error or self.errors or any(t.failed for t in self.tables) else ExitCode.OK
 
     def entry(self, redact: Callable[[str], str]) -> dict[str, Any]:
         """The `tables` section of a run record: per table what was rebuilt, left alone or failed."""
@@ -198,7 +201,7 @@ class TableStatus:
     behind: tuple[str, ...]  # dates whose partition differs from the raw zone (never built, or older)
 
 
-def table_status(job: Job, destination: str, records: list[dict[str, Any]] | None = None,
+def table_status(job: Job, destination: str, records: list[RunRecord] | None = None,
                  dates: Collection[str] | None = None) -> list[TableStatus]:
     """Per table: rows in its current snapshot and the dates whose partition is behind the raw
     zone. For `apilake status`, the dashboard and metrics; reads only metadata."""
@@ -224,7 +227,7 @@ def table_status(job: Job, destination: str, records: list[dict[str, Any]] | Non
     return out
 
 
-def refresh_landed(job: Job, destination: str, results: list[Any], *, stopped: Callable[[], str | None],
+def refresh_landed(job: Job, destination: str, results: list[UnitResult], *, stopped: Callable[[], str | None],
                    writer: Any = None) -> TablesReport | None:
     """A run's table stage, under the run's own lock and lease: the partitions of exactly the
     (endpoint, date)s it landed (by its results, whose objects its record already lists). Never
@@ -236,7 +239,7 @@ def refresh_landed(job: Job, destination: str, results: list[Any], *, stopped: C
     try:
         return build_tables(job, destination, dates={d for _, _, d in landed}, stopped=stopped, writer=writer,
                             selected=lambda source, endpoint, date: (source, endpoint, date) in landed)
-    except Exception as exc:  # the catalog, the records: a failure of the run's table stage, never of what landed
+    except Exception as exc:  # noqa: BLE001 - the catalog, the records: a failure of the run's table stage, never of what landed
         message = Redactor(job.secrets())(str(exc) if isinstance(exc, ApilakeError) else f"{type(exc).__name__}: {exc}")
         log.error("tables not refreshed: %s", message)
         return TablesReport(error=message)

@@ -75,7 +75,7 @@ def open_catalog(job: Job, destination: str) -> Catalog:
                          "(pip install 'apilake[catalogs]' brings PostgreSQL's and Glue's)")) from None
     except (ValueError, NotImplementedError) as exc:
         raise TableError(redact(f"tables.catalog: pyiceberg cannot open catalog {name!r} ({props.get('type', 'sql')}): {exc}")) from None
-    except Exception as exc:  # a catalog service that does not answer: its driver's own error type
+    except Exception as exc:  # noqa: BLE001 - a catalog service that does not answer: its driver's own error type
         raise TableError(redact(f"tables.catalog: cannot reach catalog {name!r} ({props.get('type', 'sql')}): {type(exc).__name__}: {exc}")) from None
 
 

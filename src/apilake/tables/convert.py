@@ -13,13 +13,13 @@ import datetime as dt
 import itertools
 import json
 import re
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, cast
 
 import jmespath
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from isal.igzip_lib import IsalError
+from isal import igzip_lib
 
 from apilake.errors import TableError
 from apilake.ndjson import ndjson_records
@@ -30,6 +30,7 @@ OBJECT_COLUMN = "_apilake_object"
 RUN_COLUMN = "_apilake_run_id"
 MAX_JSON_OBJECT_BYTES = 1 << 30  # a JSON raw object is parsed whole: past this it fails its date
 CSV_BLOCK_BYTES = 1 << 20  # a batch of ~20k rows of a bulk file: what a CSV reader thread holds
+IsalError = cast("type[Exception]", igzip_lib.IsalError)  # a class; isal's stub declares an instance
 
 
 def record_batches(obj: RawObject, date: str, stream: BinaryIO, csv_types: dict[str, pa.DataType] | None = None) -> Iterator[pa.RecordBatch]:
@@ -66,7 +67,8 @@ def _retype(obj: RawObject, exc: Exception, schema: pa.Schema | None) -> Retype 
     if found is None or schema is None or int(found[1]) >= len(schema):
         return None
     was, value = found[2], found[3]
-    wider = {"null": [(pa.int64(), int), (pa.float64(), float)], "int64": [(pa.float64(), float)]}.get(was, [])
+    parsers: list[tuple[pa.DataType, Callable[[str], object]]] = [(pa.int64(), int), (pa.float64(), float)]
+    wider = {"null": parsers, "int64": parsers[1:]}.get(was, [])
     kind = next((kind for kind, parse in wider if _parses(parse, value)), pa.string())
     return Retype(obj.key, schema.names[int(found[1])], was, kind)
 

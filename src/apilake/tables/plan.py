@@ -15,10 +15,11 @@ import json
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from apilake.jobfile import Endpoint, EndpointTable, Job, PagingStyle, Source
 from apilake.keys import file_values
+from apilake.record import RunRecord, UnitResult
 from apilake.templates import Value, render
 
 #: Changes whenever the same raw objects would give other rows: every partition is then rebuilt.
@@ -65,7 +66,7 @@ class Partition:
 @dataclass(slots=True)
 class _Landing:
     run_id: str
-    entry: dict[str, Any]
+    entry: UnitResult
     first_run: dict[str, str] = field(default_factory=dict)  # key → the run that first landed its current bytes
 
 
@@ -122,31 +123,26 @@ def unit_values(endpoint: Endpoint, combo: str) -> dict[str, str]:
     return values
 
 
-def latest_landings(records: Iterable[dict[str, Any]]) -> dict[str, _Landing]:
+def latest_landings(records: Iterable[RunRecord]) -> dict[str, _Landing]:
     """Per unit id, the entry of its latest landing (records oldest first, as `read_records` gives)."""
     found: dict[str, _Landing] = {}
     for record in records:
-        run_id = str(record.get("run_id", ""))
-        for entry in record.get("units") or []:
-            if entry.get("status") != "landed" or entry.get("kind") not in ("json", "file") or not entry.get("objects"):
+        for entry in record.units:
+            if entry.status != "landed" or entry.kind not in ("json", "file") or not entry.objects:
                 continue
-            before = found.get(entry["unit"])
+            before = found.get(entry.unit)
             first_run = {}
-            for obj in entry["objects"]:
-                earlier = before and next((o for o in before.entry["objects"] if o.get("key") == obj.get("key")), None)
-                same = earlier and _checksum(earlier) == _checksum(obj) and earlier.get("bytes") == obj.get("bytes")
-                first_run[obj["key"]] = before.first_run[obj["key"]] if same and before else run_id
-            found[entry["unit"]] = _Landing(run_id, entry, first_run)
+            for obj in entry.objects:
+                earlier = before and next((o for o in before.entry.objects if o.key == obj.key), None)
+                same = earlier and earlier.checksum == obj.checksum and earlier.bytes == obj.bytes
+                first_run[obj.key] = before.first_run[obj.key] if same and before else record.run_id
+            found[entry.unit] = _Landing(record.run_id, entry, first_run)
     return found
-
-
-def _checksum(obj: dict[str, Any]) -> str:
-    return str(obj.get("checksum") or (f"sha256:{obj['sha256']}" if obj.get("sha256") else ""))
 
 
 def plan_partitions(
     job: Job,
-    records: Iterable[dict[str, Any]],
+    records: Iterable[RunRecord],
     *,
     dates: Collection[str] | None = None,
     selected: Callable[[str, str, str], bool] = lambda source, endpoint, date: True,
@@ -158,23 +154,23 @@ def plan_partitions(
     chosen: set[tuple[str, str, str]] = set()
     for unit_id, landing in latest_landings(records).items():
         entry = landing.entry
-        found = endpoints.get((entry.get("source"), entry.get("endpoint")))
-        date = str(entry.get("date"))
+        found = endpoints.get((entry.source, entry.endpoint))
+        date = entry.date
         if found is None or (dates is not None and date not in dates):
             continue
         source, endpoint = found
         head = f"{source.name}/{endpoint.name}/{date}"
         file: dict[str, str] = {}
         tail = unit_id[len(head) + 1 :] if unit_id.startswith(head + "/") else ""
-        if entry.get("kind") == "file" and endpoint.kind in ("bulk", "report"):
-            file = file_values(str(entry.get("url", "")), dt.date.fromisoformat(date))
+        if entry.kind == "file" and endpoint.kind in ("bulk", "report"):
+            file = file_values(entry.url, dt.date.fromisoformat(date))
             tail = tail.removesuffix(file["url_path"]).removesuffix("/")
         values = unit_values(endpoint, tail)
         where = (namespace(job, source), table_name(source, endpoint, {**file, **values}), date)
-        for obj in entry["objects"]:
-            fmt = object_format(endpoint, obj["key"])
+        for obj in entry.objects:
+            fmt = object_format(endpoint, obj.key)
             objects.setdefault(where, []).append(
-                RawObject(obj["key"], int(obj.get("bytes", 0)), _checksum(obj), landing.first_run[obj["key"]], tuple(values.items()),
+                RawObject(obj.key, obj.bytes, obj.checksum or "", landing.first_run[obj.key], tuple(values.items()),
                           fmt, records_path(endpoint) if fmt == "json" else None)
             )
         if selected(source.name, endpoint.name, date):

@@ -62,7 +62,7 @@ def run_query(job: Job, destination: str, sql: str, fmt: str) -> str:
     names = [d[0] for d in cursor.description or []]
     rows = cursor.fetchall()
     if fmt == "json":
-        return json.dumps([dict(zip(names, row)) for row in rows], default=str, ensure_ascii=False, indent=1)
+        return json.dumps([dict(zip(names, row, strict=True)) for row in rows], default=str, ensure_ascii=False, indent=1)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

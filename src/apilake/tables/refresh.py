@@ -29,8 +29,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.noop import NoopCatalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError, ValidationError, ValidationException
 from pyiceberg.expressions import In
+from pyiceberg.io import load_file_io
+from pyiceberg.io.fileformat import FileFormatFactory
 from pyiceberg.io.pyarrow import (
     _get_parquet_writer_kwargs,
     _to_requested_schema,
@@ -39,15 +43,12 @@ from pyiceberg.io.pyarrow import (
     parquet_path_to_id_mapping,
     pyarrow_to_schema,
 )
-from pyiceberg.catalog.noop import NoopCatalog
-from pyiceberg.io import load_file_io
-from pyiceberg.io.fileformat import FileFormatFactory
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
 from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.schema import Schema, index_by_id
 from pyiceberg.table import Table, Transaction
-from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.locations import load_location_provider
+from pyiceberg.table.metadata import TableMetadata
 
 from apilake.errors import TableError
 from apilake.tables import TableResult
@@ -98,7 +99,7 @@ Writer = Callable[[list[PartitionWork]], list[Written]]  # writes partitions els
 
 
 def refresh_table(
-    catalog: Any,
+    catalog: Catalog,
     identifier: str,
     partitions: list[Partition],
     opener: Opener,
@@ -172,7 +173,7 @@ def _lean_memory() -> None:
         pass
 
 
-def _load(catalog: Any, identifier: str) -> Table | None:
+def _load(catalog: Catalog, identifier: str) -> Table | None:
     try:
         return catalog.load_table(identifier)
     except NoSuchTableError:
@@ -184,9 +185,10 @@ def _fingerprint(table: Table | None, date: str) -> str | None:
 
 
 class _Build:
-    """One table's transaction: the data files written for its dates, then one commit."""
+    """One table's transaction: the data files written for its dates, then one commit. On a
+    Dask worker there is no catalog: the table exists and the sender commits."""
 
-    def __init__(self, catalog: Any, identifier: str, table: Table | None, target_bytes: int, widen: dict[str, Any]) -> None:
+    def __init__(self, catalog: Catalog | None, identifier: str, table: Table | None, target_bytes: int, widen: dict[str, Any]) -> None:
         self.catalog, self.identifier, self.table = catalog, identifier, table
         self.target_bytes = target_bytes
         self.widen = widen
@@ -203,6 +205,7 @@ class _Build:
         if self.txn is not None:
             return self.txn
         if self.table is None:
+            assert self.catalog is not None, "a new table is created where the catalog is"
             namespace = self.identifier.rsplit(".", 1)[0]
             self.catalog.create_namespace_if_not_exists(namespace)
             self.txn = self.catalog.create_table_transaction(self.identifier, schema=schema, properties=TABLE_PROPERTIES)
@@ -362,7 +365,7 @@ class _Build:
         if self.table is None or self.table.current_snapshot() is None:
             return []
         rebuilt = [dt.date.fromisoformat(d) for d in dates] if not self.widen else None
-        scan = self.table.scan() if rebuilt is None else self.table.scan(row_filter=In(DATE_COLUMN, rebuilt))
+        scan = self.table.scan() if rebuilt is None else self.table.scan(row_filter=In(term=DATE_COLUMN, literals=rebuilt))
         return [task.file for task in scan.plan_files()]
 
     def discard(self) -> None:
