@@ -2,7 +2,7 @@
 
 Every unit and every listed file waits for a slot of its source (`sources[].concurrency`) and
 one of the job (`concurrency`) before it runs, and keeps both until its result is back. Slots
-go to the longest chains first (`admission`): listed files, bulk listings, paginated
+go to the longest chains first (`admission`): listed files, reports, bulk listings, paginated
 endpoints, then single requests. The slots live in the process that runs `apilake run`, which is also the only
 process that hands out work: so they bound what is in flight wherever the work runs, on one
 event loop here or on any number of Dask workers.
@@ -36,6 +36,8 @@ from apilake.jobfile import Endpoint, Job, Source
 from apilake.plan import Unit, expand_children
 from apilake.record import UnitResult, landed_sizes, read_records
 from apilake.redact import Redactor
+from apilake.status.gaps import Evidence
+from apilake.status.report import present_units
 from apilake.vocabulary import DONE, ResultKind, UnitStatus, result_kind
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ class Executor(abc.ABC):
         self._sources = {s.name: s for s in job.sources}
         self._slots = Admission(job.concurrency, {s.name: s.concurrency for s in job.sources})
         self.recorded: dict[str, int] = {}  # key → bytes landed, by the run records (`run` fills it)
+        self._landed_reports: set[str] = set()  # report units whose every file is still in place (`run` fills it)
 
     async def __aenter__(self) -> Executor:
         return self
@@ -73,9 +76,18 @@ class Executor(abc.ABC):
     async def _record_sizes(self, units: list[Unit]) -> None:
         """Fill `recorded`: key → bytes landed there by these units, by the run records. The skip
         check lands again an object whose size differs. Not needed with `--force`, which lands
-        everything again anyway."""
-        if not self.force:
-            self.recorded.update(landed_sizes(await read_records(self.dest), {u.id for u in units}))
+        everything again anyway.
+
+        Also find the report units whose latest complete report landed every file, all still
+        there at their recorded sizes: a rerun skips them without a request (not even a poll);
+        a report with a file missing is polled again, for fresh URLs."""
+        if self.force:
+            return
+        records = await read_records(self.dest)
+        self.recorded.update(landed_sizes(records, {u.id for u in units}))
+        evidence = Evidence(records)
+        reports = {u.id: evidence.required_keys(u.id, "listing") for u in units if u.kind == "report"}
+        self._landed_reports = await present_units(self.dest, reports, self.recorded) if reports else set()
 
     def table_writer(self) -> Writer | None:
         """Where a run's table stage writes data files (`tables.refresh.Writer`), called on the
@@ -113,6 +125,9 @@ class Executor(abc.ABC):
             raise
 
     async def _unit(self, unit: Unit, group: asyncio.TaskGroup) -> None:
+        if unit.id in self._landed_reports:
+            self.on_result(UnitResult.for_unit(unit, "skipped", url=self.redact(unit.request_url)))
+            return
         files: list[FileTransfer] = []
         try:
             async with self._slots.slot(unit.source, rank(unit)):
