@@ -32,7 +32,7 @@ class Gate:
 
 
 def test_ranks_put_longer_chains_first() -> None:
-    assert FILE_RANK < rank(unit("bulk")) < rank(unit("json", "next_page")) < rank(unit("json"))
+    assert FILE_RANK < rank(unit("report")) < rank(unit("bulk")) < rank(unit("json", "next_page")) < rank(unit("json"))
     assert rank(unit("json", "page_index")) == rank(unit("json", "next_page"))
 
 

@@ -252,7 +252,8 @@ class Hostile(BaseHTTPRequestHandler):
     """A vendor whose records the test sets (`server.records`), whatever the cursor asked."""
 
     def do_GET(self) -> None:
-        body = json.dumps(self.server.records).encode()  # type: ignore[attr-defined]
+        records = self.server.records  # type: ignore[attr-defined]
+        body = b"".join(json.dumps(r).encode() + b"\n" for r in records) if self.server.ndjson else json.dumps(records).encode()  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -267,6 +268,7 @@ class Hostile(BaseHTTPRequestHandler):
 def hostile() -> Iterator[ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
     server.records = []  # type: ignore[attr-defined]
+    server.ndjson = False  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -325,6 +327,19 @@ def test_a_window_an_on_response_rule_ignores_is_done_and_the_cursor_stays(tmp_p
     run(job, "2026-11-26")  # reads on from where the cursor stayed: nothing skipped
     state = states(lake)["vendor/items"]
     assert state["windows"]["2026-11-26"]["start"] == "2026-01-01T00:00:00Z" and state["cursor"] == "2026-06-01T00:00:00Z", state
+
+
+def test_an_ndjson_window_advances_the_cursor_from_its_lines(tmp_path: Path, hostile: ThreadingHTTPServer) -> None:
+    lake = tmp_path / "lake"
+    job = hostile_job(tmp_path, hostile)
+    doc = yaml.safe_load(job.read_text())
+    doc["sources"][0]["endpoints"][0]["format"] = "ndjson"
+    job.write_text(yaml.safe_dump(doc, sort_keys=False))
+    hostile.ndjson = True  # type: ignore[attr-defined]
+    hostile.records = [{"id": 1, "updated_at": "2026-06-01T00:00:00Z"}, {"id": 2, "updated_at": "2026-07-01T00:00:00Z"}]  # type: ignore[attr-defined]
+    run(job, "2026-11-25")
+    assert states(lake)["vendor/items"]["cursor"] == "2026-07-01T00:00:00Z"
+    assert [p.name for p in lake.rglob("*.ndjson")] == ["data.ndjson"]
 
 
 @pytest.mark.parametrize("mode", ["fail", "skip", "include"])

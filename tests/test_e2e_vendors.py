@@ -388,10 +388,11 @@ def test_report_is_created_once_polled_and_its_files_land(tmp_path: Path, emulat
     assert emulator.stats.count(path_contains="/acme/reports/rep-1") == 3  # pending, pending, done
     listing = next(u for u in records(tmp_path / "lake")[-1]["units"] if u["kind"] == "listing")
     assert listing["listing"]["report_id"] == "rep-1"
+    emulator.stats.reset()
     again = cli(job)
     assert again.returncode == 0
-    assert emulator.acme.reports_created == 1  # the rerun polled the same report, and skipped its files
-    assert records(tmp_path / "lake")[-1]["counts"] == {"listed": 1, "skipped": 2}
+    assert emulator.stats.requests == []  # every file of the report is in place: not even a poll
+    assert records(tmp_path / "lake")[-1]["counts"] == {"skipped": 1}
     assert cli(job, "--force").returncode == 0
     assert emulator.acme.reports_created == 2  # --force asks for a fresh report
     assert records(tmp_path / "lake")[-1]["counts"] == {"listed": 1, "landed": 2}
@@ -449,3 +450,32 @@ def test_a_stopped_run_names_the_fan_out_children_its_parents_never_reached(tmp_
     units = {u["unit"]: u for u in records(tmp_path / "lake")[-1]["units"]}
     for unit in (f"acme/accounts/{DATE}", f"acme/products/{DATE}", f"acme/stats/{DATE}"):
         assert units[unit]["status"] == "interrupted" and units[unit]["error"] == "run interrupted by SIGTERM", unit
+
+
+def test_a_rerun_polls_again_only_for_a_report_with_a_file_missing(tmp_path: Path, emulator: Emulator) -> None:
+    job = acme_job(tmp_path, emulator, [report()])
+    result = run_cli("run", str(job), "--from", DATE, "--to", "2026-11-26", env=ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lake = tmp_path / "lake"
+    gone = lake / f"acme/installs/dt={DATE}/part-1.csv.gz"
+    kept = lake_objects(lake)
+    gone.unlink()
+    emulator.stats.reset()
+    again = run_cli("run", str(job), "--from", DATE, "--to", "2026-11-26", env=ENV)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert lake_objects(lake) == kept
+    assert emulator.acme.reports_created == 2  # one per date, none created again
+    polled = [r.target for r in emulator.stats.requests if r.origin == "api"]
+    assert polled == ["/acme/reports/rep-1"] or polled == ["/acme/reports/rep-2"]  # only the report missing a file
+    assert emulator.stats.count(origin="files") == 1  # and only the missing file
+    counts = records(lake)[-1]["counts"]
+    assert counts == {"skipped": 2, "listed": 1, "landed": 1}
+
+
+def test_a_report_starts_before_single_requests_that_were_planned_first(tmp_path: Path, emulator: Emulator) -> None:
+    singles = [{"name": f"single{n}", "kind": "json", "path": "/accounts", "params": {"date": "{date}", "n": str(n)}} for n in range(3)]
+    job = acme_job(tmp_path, emulator, [*singles, report()], concurrency=1)
+    result = cli(job)
+    assert result.returncode == 0, result.stdout + result.stderr
+    first = next(r.target for r in emulator.stats.requests if r.origin == "api")
+    assert first == "/acme/reports"  # the longest chain (create, polls, files) took the one slot first

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from apilake.keys import default_json_key, file_selected, file_values, page_bases, page_key
+from apilake.keys import default_json_key, file_selected, file_values, page_bases, page_key, type_extension, typed_keys, url_extension
 
 D = dt.date(2026, 11, 25)
 METRIC = "http://h/v2/bulk/data?name=metrics/app_downloads/all/all/daily/2026-11-24/data.7.20261124.1.csv.gz&signature=ab"
@@ -75,3 +75,44 @@ def test_file_selected(url: str, files: str, include: list, exclude: list, selec
 def test_page_bases_invert_page_key(key: str, expected: list) -> None:
     assert page_bases(key) == expected
     assert all(page_key(base, page) == key for base, page in expected)
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("http://h/acme/export.csv.gz?x=1.json", ".csv.gz"),
+        ("http://h/bytes/65536", ""),
+        ("http://h/v1.2/data", ""),
+        ("http://h/files/report.2026.CSV", ".CSV"),
+        ("http://h/a.b.c.tar.gz", ".tar.gz"),  # two parts at most
+        ("http://h/.profile", ""),  # no stem
+        ("http://h/file.averyverylongextension", ""),
+        ("http://h/file.c%2F..", ""),
+    ],
+)
+def test_url_extension(url: str, expected: str) -> None:
+    assert url_extension(url) == expected
+
+
+@pytest.mark.parametrize(
+    "content_type, expected",
+    [
+        ("text/csv", ".csv"),
+        ("Text/CSV ; charset=utf-8", ".csv"),
+        ("application/octet-stream", ".bin"),
+        ("application/x-ndjson", ".ndjson"),
+        (None, ""),
+        ("", ""),
+        ("text/csv.exe", ""),
+        ("../../etc/passwd", ""),
+        ("image/svg+xml", ""),
+        ("application/x-" + "a" * 500, ""),
+    ],
+)
+def test_type_extension(content_type: str | None, expected: str) -> None:
+    assert type_extension(content_type) == expected
+
+
+def test_typed_keys_hold_the_bare_key_and_every_known_extension() -> None:
+    found = typed_keys("s/e/dt=2026-11-25/data")
+    assert found[0] == "s/e/dt=2026-11-25/data" and "s/e/dt=2026-11-25/data.csv" in found and len(found) == len(set(found))

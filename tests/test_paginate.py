@@ -129,3 +129,34 @@ def test_empty_page(paginate: Any, doc: Any, empty: bool) -> None:
 def test_first_page_url(paginate: Any, params: dict, first: str) -> None:
     unit, _ = unit_and_paginator(paginate, params)
     assert unit.request_url == first
+
+
+HEADER_OFFSET = {"type": "offset", "limit": 2, "records_path": "data", "total_header": "X-Total-Count"}
+
+
+@pytest.mark.parametrize(
+    "paginate, doc, headers, max_pages, expected",
+    [
+        (OFFSET, {"data": [1, 2], "total": 5}, {}, 9, ["?offset=2&limit=2", "?offset=4&limit=2"]),
+        (OFFSET, {"data": [1, 2], "total": 4}, {}, 9, ["?offset=2&limit=2"]),
+        (OFFSET, {"data": [1, 2], "total": 2}, {}, 9, []),
+        (OFFSET, {"data": [1], "total": 5}, {}, 9, []),  # a short first page is the last, whatever the total
+        (OFFSET, {"data": [1, 2], "total": None}, {}, 9, []),  # a null total: page by page
+        (OFFSET, {"data": [1, 2], "total": True}, {}, 9, []),
+        (OFFSET, {"data": [1, 2], "total": -4}, {}, 9, []),
+        (OFFSET, {"data": [1, 2], "total": "6"}, {}, 9, ["?offset=2&limit=2", "?offset=4&limit=2"]),
+        (OFFSET, {"data": [1, 2], "total": 10**12}, {}, 3, ["?offset=2&limit=2", "?offset=4&limit=2"]),  # max_pages caps it
+        ({**OFFSET, "total_path": None}, {"data": [1, 2], "total": 5}, {}, 9, []),
+        (HEADER_OFFSET, {"data": [1, 2]}, {"x-total-count": "5"}, 9, ["?offset=2&limit=2", "?offset=4&limit=2"]),
+        (HEADER_OFFSET, {"data": [1, 2]}, {"x-total-count": "many"}, 9, []),
+        (HEADER_OFFSET, {"data": [1, 2]}, {}, 9, []),
+        (PAGES, {"data": [1], "meta": {"pages": 3}}, {}, 9, ["?page=2", "?page=3"]),
+        (PAGES, {"data": [], "meta": {"pages": 3}}, {}, 9, []),
+        (PAGES, {"data": [1], "meta": {"pages": None}}, {}, 9, []),
+        (LINK, {"data": [1], "links": {"next": "?after=9"}}, {}, 9, []),  # only each page knows the next
+    ],
+)
+def test_planned_pages(paginate: Any, doc: Any, headers: dict, max_pages: int, expected: list[str]) -> None:
+    """The pages page 1 foretells are exactly those the page-by-page walk would reach."""
+    unit, paginator = unit_and_paginator(paginate)
+    assert paginator.planned(unit, Page(unit.request_url, 1, doc, headers), max_pages) == [URL + q for q in expected]

@@ -36,3 +36,12 @@ def test_a_gzip_json_bomb_fails_its_object_without_inflating_it_whole(monkeypatc
     small = gzip.compress(json.dumps([{"id": 1}, {"id": 2}]).encode())
     [batch] = record_batches(raw("s/e/dt=2026-11-25/data.json.gz"), "2026-11-25", io.BytesIO(small))
     assert batch.column("id").to_pylist() == [1, 2] and batch.column("market").to_pylist() == ["ios", "ios"]
+
+
+def test_ndjson_pages_are_read_as_rows_one_a_line() -> None:
+    obj = RawObject("s/e/dt=2026-11-25/data.ndjson", 0, "sha256:x", "run", (("market", "ios"),), "ndjson", None)
+    body = b'{"id": 1, "v": "a"}\r\n\n{"id": 2, "v": "b"}\n'  # CRLF, a blank line and the trailing newline hold no row
+    [batch] = record_batches(obj, "2026-11-25", io.BytesIO(body))
+    assert batch.column("id").to_pylist() == [1, 2] and batch.column("v").to_pylist() == ["a", "b"]
+    with pytest.raises(TableError, match=r"data\.ndjson: not NDJSON \(line 2 is not JSON"):
+        list(record_batches(obj, "2026-11-25", io.BytesIO(b'{"id": 1}\n{"id": \n')))

@@ -187,6 +187,13 @@ class OffsetPaging(PagingStyle):
     limit_param: str = "limit"
     start: int = Field(0, ge=0)
     total_path: JmesPath | None = None
+    total_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")] | None = None  # e.g. X-Total-Count
+
+    @model_validator(mode="after")
+    def _one_total(self) -> OffsetPaging:
+        if self.total_path is not None and self.total_header is not None:
+            raise ValueError("set total_path (the total in the body) or total_header (in a header), not both")
+        return self
 
 
 class PageNumberPaging(PagingStyle):
@@ -340,7 +347,7 @@ class EndpointTable(_Model):
 
     name: str | None = None  # default: the endpoint's name; files: a template over the file placeholders
     records: JmesPath | None = None  # where a JSON page's rows are (default: the paginator's records_path)
-    format: Literal["json", "csv"] | None = None  # default: json for kind json, else by the key's extension
+    format: Literal["json", "ndjson", "csv"] | None = None  # default: the endpoint's format for kind json, else by the key's extension
 
 
 class Tables(_Model):
@@ -396,7 +403,7 @@ class Incremental(_Model):
 KINDS_WITH_KEY = ("json", "file")  # one object per unit (page 1 of it) at a rendered key
 #: The endpoint keys that belong to some kinds only.
 KIND_SETTINGS: dict[str, set[str]] = {
-    "json": {"method", "body", "headers", "paginate", "empty", "incremental"},
+    "json": {"method", "body", "headers", "paginate", "empty", "format", "incremental"},
     "bulk": {"urls", "files", "include", "exclude", "checksum", "verify"},
     "file": {"checksum", "verify"},
     "report": {"create", "id_path", "poll", "urls", "files", "include", "exclude", "checksum", "verify"},
@@ -414,6 +421,7 @@ class Endpoint(_Model):
     matrix: dict[Name, list[Scalar]] = {}
     paginate: Literal["none", "next_page", "page_index"] | Paging = "none"
     empty: Literal["retry", "ok"] = Field("retry", description="ok: a 204 or an empty 200 means no data")
+    format: Literal["json", "ndjson"] = Field("json", description="ndjson: one JSON record a line, landed as answered")
     key: str | None = None
     lag: int = Field(0, ge=0, le=3650, description="days between the run date and the date requested")
     schedule: str | None = None

@@ -54,6 +54,60 @@ def extension(path: str | None) -> str:
     return found.group(0) if found else ""
 
 
+#: The extension a file without one in its URL takes from its Content-Type. A fixed map, never
+#: the host's `mimetypes` (keys must not depend on the machine), and never the header's own text:
+#: a type not named here adds nothing, so no vendor's header can put odd characters in a key.
+TYPE_EXTENSIONS = {
+    "application/json": ".json",
+    "application/x-ndjson": ".ndjson",
+    "application/ndjson": ".ndjson",
+    "application/jsonl": ".jsonl",
+    "text/csv": ".csv",
+    "text/tab-separated-values": ".tsv",
+    "text/plain": ".txt",
+    "application/xml": ".xml",
+    "text/xml": ".xml",
+    "text/html": ".html",
+    "application/yaml": ".yaml",
+    "application/gzip": ".gz",
+    "application/x-gzip": ".gz",
+    "application/zip": ".zip",
+    "application/x-tar": ".tar",
+    "application/zstd": ".zst",
+    "application/x-bzip2": ".bz2",
+    "application/pdf": ".pdf",
+    "application/octet-stream": ".bin",
+    "application/vnd.apache.parquet": ".parquet",
+    "application/x-parquet": ".parquet",
+    "application/avro": ".avro",
+    "application/vnd.ms-excel": ".xls",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+}
+
+_URL_EXTENSION = re.compile(r"(?:\.[A-Za-z][A-Za-z0-9]{0,7}){1,2}$")
+
+
+def url_extension(url: str) -> str:
+    """The extension at the end of a URL's path (`…/export.csv.gz?x=1` → `.csv.gz`): at most two
+    parts of a letter and up to seven letters or digits each, else ''."""
+    name = urlsplit(url).path.rsplit("/", 1)[-1]
+    found = _URL_EXTENSION.search(name)
+    return found.group(0) if found and found.start() > 0 else ""
+
+
+def type_extension(content_type: str | None) -> str:
+    """The extension of a Content-Type (`text/csv; charset=utf-8` → `.csv`) by `TYPE_EXTENSIONS`, or ''."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return TYPE_EXTENSIONS.get(media, "")
+
+
+def typed_keys(key: str) -> list[str]:
+    """Every key a file landed at whose key takes its extension from the Content-Type."""
+    return [key, *(key + ext for ext in sorted(set(TYPE_EXTENSIONS.values())))]
+
+
 def page_key(key: str, page: int) -> str:
     """Where page `page` (1-based) of a paginated unit lands: page 1 at the key, page n beside it.
 

@@ -232,9 +232,28 @@ def endpoint_key(endpoint: Endpoint) -> str:
     if endpoint.kind not in KINDS_WITH_KEY:
         return keys.DEFAULT_BULK_KEY
     matrix = [*([endpoint.for_each.as_] if endpoint.for_each else []), *endpoint.matrix]
-    if endpoint.incremental is not None:
-        return keys.default_json_key(dict.fromkeys(matrix)).replace("/dt={date}/", "/dt={date}/cursor={cursor}/")
-    return keys.default_json_key(dict.fromkeys(matrix), keys.extension(endpoint.path) if endpoint.kind == "file" else ".json")
+    key = keys.default_json_key(dict.fromkeys(matrix), keys.extension(endpoint.path) if endpoint.kind == "file" else f".{endpoint.format}")
+    return key.replace("/dt={date}/", "/dt={date}/cursor={cursor}/") if endpoint.incremental is not None else key
+
+
+def typed_file_key(unit: Unit, endpoint: Endpoint) -> tuple[str, bool]:
+    """A file unit's key, and whether it still wants an extension from the answer's Content-Type.
+
+    Only a default key whose endpoint path has no extension takes one: from the unit's own URL
+    (a placeholder in the path may hold it), else, once the vendor answers, from the Content-Type."""
+    if endpoint.key or keys.extension(endpoint.path):
+        return unit.key, False
+    extension = keys.url_extension(unit.url)
+    return unit.key + extension, not extension
+
+
+def landing_keys(unit: Unit, endpoint: Endpoint) -> list[str]:
+    """Every key a JSON or file unit may have landed at (page 1): one, but a file's whose
+    extension comes from the Content-Type may be any of `keys.typed_keys`."""
+    if unit.kind != "file":
+        return [unit.key]
+    key, typed = typed_file_key(unit, endpoint)
+    return keys.typed_keys(key) if typed else [key]
 
 
 def owned_prefixes(job: Job, only: Iterable[str] = ()) -> list[str]:

@@ -22,6 +22,7 @@
   under ``/acme/gh/``, ``/acme/stripe/``, ``/acme/zendesk/`` (see :mod:`.changes`).
 - Feedback (`acme_feedback`): ``/acme/limited/items`` with rate-limit headers and a limit it
   enforces, ``/acme/feedback/{account}`` with errors in a 200's body.
+- Totals up front, NDJSON and raw bytes of any Content-Type: see ``shapes``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 from . import data
 from .changes import Changes
 from .refresh import RefreshTokens
+from .shapes import shaped
 
 __all__ = ["Acme", "AcmeConfig", "AcmeResponse", "acme_items", "export_csv", "report_file_names"]
 
@@ -175,6 +177,8 @@ class Acme:
             return self.feedback.limited(params, self.config.items, self.config.page_size)
         if len(parts) == 2 and parts[0] == "feedback":
             return self.feedback.feedback(parts[1], params)
+        if (answer := shaped(parts, params, acme_items(self.config.items))) is not None:
+            return AcmeResponse(*answer)
         if parts[:1] == ["items"] and len(parts) == 2:
             return self._items(parts[1], params, api_url, files_url)
         if parts == ["accounts"]:

@@ -1,7 +1,8 @@
 """Admission by priority: the units with the longest chains start first.
 
-A run's wall time is at least its longest chain of dependent requests: a bulk listing and then
-its files, the pages of a paginated endpoint one after another. Started last, such a chain ends
+A run's wall time is at least its longest chain of dependent requests: a report's create, its
+polls (seconds apart) and then its files, a bulk listing and then its files, the pages of a
+paginated endpoint one after another. Started last, such a chain ends
 last, long after the single-request units are done; started first, it runs while they fill the
 other slots. So every slot is handed to the waiting work of the lowest rank (`rank`), and in
 arrival order within a rank.
@@ -21,10 +22,13 @@ FILE_RANK = 0  # a listed file continues a chain already under way
 
 
 def rank(unit: Unit) -> int:
-    """Lower starts first: bulk listings (then their files), paginated endpoints, single requests."""
-    if unit.kind == "bulk":
+    """Lower starts first: reports (create, polls, then files), bulk listings (then their files),
+    paginated endpoints, single requests."""
+    if unit.kind == "report":
         return 1
-    return 2 if unit.paginate != "none" else 3
+    if unit.kind == "bulk":
+        return 2
+    return 3 if unit.paginate != "none" else 4
 
 
 class Admission:

@@ -2,7 +2,7 @@
 
 Every unit and every listed file waits for a slot of its source (`sources[].concurrency`) and
 one of the job (`concurrency`) before it runs, and keeps both until its result is back. Slots
-go to the longest chains first (`admission`): listed files, bulk listings, paginated
+go to the longest chains first (`admission`): listed files, reports, bulk listings, paginated
 endpoints, then single requests. The slots live in the process that runs `apilake run`, which is also the only
 process that hands out work: so they bound what is in flight wherever the work runs, on one
 event loop here or on any number of Dask workers.
@@ -35,9 +35,12 @@ from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.json import landed_pages
 from apilake.incremental import advance, open_windows
 from apilake.jobfile import Endpoint, Job, Source
+from apilake.ndjson import ndjson_records
 from apilake.plan import Unit, expand_children, incremental_children
 from apilake.record import UnitResult, landed_sizes, read_records
 from apilake.redact import Redactor
+from apilake.status.gaps import Evidence
+from apilake.status.report import present_units
 from apilake.vocabulary import DONE, THERE, ResultKind, UnitStatus, result_kind
 
 if TYPE_CHECKING:
@@ -63,6 +66,7 @@ class Executor(abc.ABC):
         self._sources = {s.name: s for s in job.sources}
         self._slots = Admission(job.concurrency, {s.name: s.concurrency for s in job.sources})
         self.recorded: dict[str, int] = {}  # key → bytes landed, by the run records (`run` fills it)
+        self._landed_reports: set[str] = set()  # report units whose every file is still in place (`run` fills it)
 
     async def __aenter__(self) -> Executor:
         return self
@@ -75,9 +79,18 @@ class Executor(abc.ABC):
     async def _record_sizes(self, units: list[Unit]) -> None:
         """Fill `recorded`: key → bytes landed there by these units, by the run records. The skip
         check lands again an object whose size differs. Not needed with `--force`, which lands
-        everything again anyway."""
-        if not self.force:
-            self.recorded.update(landed_sizes(await read_records(self.dest), {u.id for u in units}))
+        everything again anyway.
+
+        Also find the report units whose latest complete report landed every file, all still
+        there at their recorded sizes: a rerun skips them without a request (not even a poll);
+        a report with a file missing is polled again, for fresh URLs."""
+        if self.force:
+            return
+        records = await read_records(self.dest)
+        self.recorded.update(landed_sizes(records, {u.id for u in units}))
+        evidence = Evidence(records)
+        reports = {u.id: evidence.required_keys(u.id, "listing") for u in units if u.kind == "report"}
+        self._landed_reports = await present_units(self.dest, reports, self.recorded) if reports else set()
 
     def table_writer(self) -> Writer | None:
         """Where a run's table stage writes data files (`tables.refresh.Writer`), called on the
@@ -115,6 +128,9 @@ class Executor(abc.ABC):
             raise
 
     async def _unit(self, unit: Unit, group: asyncio.TaskGroup) -> None:
+        if unit.id in self._landed_reports:
+            self.on_result(UnitResult.for_unit(unit, "skipped", url=self.redact(unit.request_url)))
+            return
         files: list[FileTransfer] = []
         try:
             async with self._slots.slot(unit.source, rank(unit)):
@@ -168,7 +184,8 @@ class Executor(abc.ABC):
         if endpoint.incremental is None or result.status not in DONE:
             return result
         try:
-            pages = [json.loads(body) for body in await landed_pages(self.dest, unit.key)] if result.status in THERE else []
+            bodies = await landed_pages(self.dest, unit.key) if result.status in THERE else []
+            pages = [ndjson_records(body) if endpoint.format == "ndjson" else json.loads(body) for body in bodies]
             await advance(self.dest, unit.source, endpoint, unit.variables, unit.run_date, unit.id, pages, dt.datetime.now(dt.UTC))
         except (ApilakeError, ValueError, OSError) as exc:
             result.status, result.error = "failed", self.redact(str(exc))

@@ -56,7 +56,7 @@ from apilake.fetch.limits import DailyQuotaSpent, windows
 from apilake.fetch.quota import Quotas
 from apilake.fetch.refresh import token_store
 from apilake.jobfile import Job, Source
-from apilake.plan import Unit
+from apilake.plan import Unit, landing_keys
 from apilake.record import UnitResult, record_key
 from apilake.redact import Redactor
 from apilake.vocabulary import ResultKind, result_kind
@@ -238,9 +238,10 @@ class DaskExecutor(Executor):
     def spent(self, source: str) -> bool:
         return source in self._spent
 
-    def _recorded_size(self, key: str) -> dict[str, int]:
+    def _recorded_size(self, unit: Unit, transfer: FileTransfer | None) -> dict[str, int]:
         """Only the task's own key travels with it, not the whole lake's index."""
-        return {key: self.recorded[key]} if key in self.recorded else {}
+        keys = landing_keys(unit, self._endpoints[unit.source, unit.endpoint]) if transfer is None else [transfer.key]
+        return {key: self.recorded[key] for key in keys if key in self.recorded}
 
     async def run_unit(self, unit: Unit) -> tuple[UnitResult, list[FileTransfer]]:
         outcome = await self._submit(unit_task, unit, None, result_kind(unit.kind), unit.id, unit.request_url)
@@ -257,7 +258,7 @@ class DaskExecutor(Executor):
         future = self._client.submit(
             task,
             self._payloads[unit.source],
-            Sealed((unit, transfer, self._recorded_size(unit.key if transfer is None else transfer.key))),
+            Sealed((unit, transfer, self._recorded_size(unit, transfer))),
             key=f"apilake_{kind}-{self.run_id}-{next(self._numbers)}",
             pure=False,
             retries=TASK_RETRIES,

@@ -23,7 +23,7 @@ from apilake.fetch.paginate import paginator_for
 from apilake.fetch.report import fetch_report
 from apilake.fetch.rules import Rules, applying
 from apilake.jobfile import Endpoint, Job, Source
-from apilake.plan import Unit
+from apilake.plan import Unit, typed_file_key
 from apilake.record import UnitResult
 from apilake.redact import Redactor
 from apilake.traffic import observe
@@ -114,10 +114,11 @@ class UnitWork:
                 paginator = paginator_for(endpoint)
                 return await fetch_json_unit(
                     unit, client, self.dest, force=self.force, paginator=paginator, max_pages=endpoint.max_pages,
-                    empty_ok=endpoint.empty == "ok", recorded=self.recorded,
+                    empty_ok=endpoint.empty == "ok" or endpoint.format == "ndjson", recorded=self.recorded, fmt=endpoint.format,
                 ), []
             if unit.kind == "file":
-                raw = file_transfer(unit.id, unit.request_url, unit.key, endpoint, client.source, unit.url.rsplit("/", 1)[-1])
+                key, typed = typed_file_key(unit, endpoint)
+                raw = file_transfer(unit.id, unit.request_url, key, endpoint, client.source, unit.url.rsplit("/", 1)[-1], typed=typed)
                 return await transfer_file(unit, raw, client, self.dest, force=self.force, recorded=self.recorded), []
             if unit.kind == "report":
                 listing = await fetch_report(unit, endpoint, client, self.dest, force=self.force)

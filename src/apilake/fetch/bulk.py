@@ -20,7 +20,7 @@ from apilake.fetch.client import SourceClient
 from apilake.fetch.json import JsonAnswer, get_json
 from apilake.integrity import StreamCheck
 from apilake.jobfile import Endpoint, Source
-from apilake.keys import file_selected, file_values
+from apilake.keys import file_selected, file_values, type_extension, typed_keys
 from apilake.plan import Unit, file_key
 from apilake.record import LandedObject, UnitResult
 
@@ -35,17 +35,20 @@ class FileTransfer:
     gzip: bool  # inflate it to its end before it may land: `verify: gzip` and a .gz name (URL or key)
     checksum: str = "crc32c"
     html: bool = False  # an HTML page is the file asked for (an .html or .htm name, URL or key)
+    typed: bool = False  # the key takes its extension from the answer's Content-Type (`keys.type_extension`)
 
 
 HTML_NAMES = (".html", ".htm")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
-def file_transfer(unit_id: str, url: str, key: str, endpoint: Endpoint, source: Source, file_name: str) -> FileTransfer:
+def file_transfer(
+    unit_id: str, url: str, key: str, endpoint: Endpoint, source: Source, file_name: str, *, typed: bool = False
+) -> FileTransfer:
     """A file's transfer with its checks: gzip (`verify: gzip` and a .gz name or key) and `checksum:`."""
     gzip = (endpoint.verify or source.verify) == "gzip" and (file_name.endswith(".gz") or key.endswith(".gz"))
     html = file_name.lower().endswith(HTML_NAMES) or key.lower().endswith(HTML_NAMES)
-    return FileTransfer(unit_id, url, key, gzip, endpoint.checksum or source.checksum, html)
+    return FileTransfer(unit_id, url, key, gzip, endpoint.checksum or source.checksum, html, typed)
 
 
 def refuse_html(transfer: FileTransfer, headers: Mapping[str, str]) -> None:
@@ -133,26 +136,29 @@ async def transfer_file(
     """Stream one file into its key; `recorded` holds the sizes the run records say landed."""
     started = time.monotonic()
     result = UnitResult.for_unit(unit, "landed", unit_id=transfer.unit, kind="file", url=client.redact(transfer.url))
-    if await skip_if_landed(dest, transfer.key, result, force=force, recorded=recorded.get(transfer.key)):
+    # A key typed by the Content-Type is known once the vendor answers; a rerun finds it in the records.
+    landed = next((k for k in typed_keys(transfer.key) if k in recorded), transfer.key) if transfer.typed else transfer.key
+    if await skip_if_landed(dest, landed, result, force=force, recorded=recorded.get(landed)):
         return result
 
     def make_check(length: int | None) -> StreamCheck:
         return StreamCheck(expected_length=length, gzip=transfer.gzip, checksum=transfer.checksum)
 
-    async def attempt() -> tuple[int, StreamCheck]:
+    async def attempt() -> tuple[int, StreamCheck, str]:
         # raw: the stored bytes are the served bytes, whatever the Content-Encoding
         async with client.download(transfer.url, make_check) as download:
             check = download.check
             assert check is not None  # a started download has its check
             refuse_html(transfer, download.headers)
-            async with dest.open_write(transfer.key, size_hint=check.expected_length) as writer:
+            key = transfer.key + (type_extension(download.headers.get("content-type")) if transfer.typed else "")
+            async with dest.open_write(key, size_hint=check.expected_length) as writer:
                 async for batch in download.batches():
                     await writer.write(*batch)
-            await dest.verify(transfer.key, size=check.size, sha256=check.sha256)  # what the store kept
-            return download.status_code, check
+            await dest.verify(key, size=check.size, sha256=check.sha256)  # what the store kept
+            return download.status_code, check, key
 
-    (status, check), attempts = await client.retrying(client.source.retry, attempt, what=transfer.unit)
-    result.objects.append(LandedObject(transfer.key, check.size, check.sha256, status, attempts, checksum=check.checksum.text))
+    (status, check, key), attempts = await client.retrying(client.source.retry, attempt, what=transfer.unit)
+    result.objects.append(LandedObject(key, check.size, check.sha256, status, attempts, checksum=check.checksum.text))
     result.attempts = attempts
     result.seconds = round(time.monotonic() - started, 3)
     return result

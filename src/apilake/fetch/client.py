@@ -67,6 +67,9 @@ class SourceClient:
         self._credentials = credentials_for(source, None, redact, tokens)
         self._transport = Transport(f"apilake/{__version__}", Timeouts(connect=t.connect, read=t.read), source.concurrency)
         self.pacing = Pacing(source.rate_limit_headers, source.retry)
+        # Admission lets `concurrency` units of the source run, each with one request at a time,
+        # but a unit's pages fetched ahead (`fetch.ahead`) are more: every request takes a place here.
+        self._in_flight = asyncio.Semaphore(source.concurrency)
 
     async def close(self) -> None:
         await self._credentials.aclose()
@@ -74,6 +77,21 @@ class SourceClient:
 
     @asynccontextmanager
     async def download(
+        self,
+        url: str,
+        make_check: Callable[[int | None], StreamCheck],
+        *,
+        method: str = "GET",
+        body: str | None = None,
+        decode: bool = False,
+        headers: Mapping[str, str] = {},
+    ) -> AsyncIterator[Download]:
+        """`_download`, while at most the source's `concurrency` requests are in flight in this process."""
+        async with self._in_flight, self._download(url, make_check, method=method, body=body, decode=decode, headers=headers) as response:
+            yield response
+
+    @asynccontextmanager
+    async def _download(
         self,
         url: str,
         make_check: Callable[[int | None], StreamCheck],

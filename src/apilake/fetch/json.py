@@ -14,12 +14,14 @@ from typing import Any, NamedTuple
 from apilake.destinations import Destination
 from apilake.errors import TransferError, is_transient
 from apilake.fetch import skip_if_landed
+from apilake.fetch.ahead import PagesAhead
 from apilake.fetch.client import SourceClient, origin
 from apilake.fetch.download import ERROR_BODY_BYTES
 from apilake.fetch.paginate import Page, Paginator
 from apilake.fetch.rules import Answer, active
 from apilake.integrity import StreamCheck
 from apilake.keys import page_key
+from apilake.ndjson import ndjson_records
 from apilake.plan import Unit
 from apilake.record import LandedObject, UnitResult
 from apilake.redact import ERROR_DETAIL_CHARS
@@ -45,6 +47,7 @@ async def get_json(
     expect: Callable[[Any], object] | None = None,
     empty_ok: bool = False,
     headers: Mapping[str, str] = {},
+    fmt: str = "json",
 ) -> JsonAnswer:
     """One JSON document with retries (GET, or POST with a JSON `body`).
 
@@ -53,14 +56,14 @@ async def get_json(
     parsed document's shape and raises a (transient) `TransferError` when it is not the answer
     asked for: a 2xx that is not the expected JSON is usually a proxy's maintenance page, gone on
     the next try. So is an empty answer (a 204, or a 200 without a body), unless `empty_ok`: then
-    it is an answer, with no document (`doc` None).
+    it is an answer, with no document (`doc` None). `fmt` `ndjson`: the document is the list of
+    the body's lines, each parsed.
     """
     mb = client.source.max_json_mb
     limit = int(mb * 1024 * 1024) if limit is None else limit
 
     def check(length: int | None) -> StreamCheck:
-        return CappedCheck(length, limit, f"{what}: response is larger than max_json_mb ({mb:g} MB), which counts all "
-                           "pages of a unit together; raise sources[].max_json_mb if such bodies are expected")
+        return CappedCheck(length, limit, too_large(what, mb))
 
     async def attempt() -> tuple[int, bytes, Any, Mapping[str, str], str]:
         async with client.download(url, check, method=method, body=body, decode=True, headers=headers) as response:
@@ -76,13 +79,18 @@ async def get_json(
                 f"{what}: the answer is empty (HTTP {response.status_code}); if that means no data, "
                 "say `empty: ok` on the endpoint", transient=True
             )
-        doc = parse_body(landed, what, client) if landed else None
+        doc = parse_body(landed, what, client, fmt) if landed else None
         if expect is not None:
             expect(doc)
         return response.status_code, landed, doc, response.headers, response.check.checksum.hex
 
     (status, data, doc, headers, sha256), attempts = await client.retrying(client.source.retry, attempt, what=what)
     return JsonAnswer(status, data, doc, attempts, headers, sha256)
+
+
+def too_large(what: str, mb: float) -> str:
+    return (f"{what}: response is larger than max_json_mb ({mb:g} MB), which counts all pages of a unit together; "
+            "raise sources[].max_json_mb if such bodies are expected")
 
 
 class CappedCheck(StreamCheck):
@@ -118,8 +126,9 @@ def parse_cost(body: bytes) -> int:
     return sum(body.count(token) * cost for token, cost in TOKEN_COST)
 
 
-def parse_body(body: bytes, what: str, client: SourceClient) -> Any:
-    """The parsed body, or a `TransferError` for bodies that are not a successful JSON answer.
+def parse_body(body: bytes, what: str, client: SourceClient, fmt: str = "json") -> Any:
+    """The parsed body (`fmt` `ndjson`: the list of its lines' values), or a `TransferError` for
+    bodies that are not a successful JSON answer.
 
     A 2xx body that is not JSON at all is transient (retried): proxies and load balancers answer
     maintenance pages with 200. JSON nested too deeply, or whose parse would take more than
@@ -133,13 +142,14 @@ def parse_body(body: bytes, what: str, client: SourceClient) -> Any:
             f"more than {PARSE_FACTOR} × max_json_mb ({mb:g} MB); raise sources[].max_json_mb if such answers are expected"
         )
     try:
-        doc = json.loads(body)
+        doc = ndjson_records(body) if fmt == "ndjson" else json.loads(body)
     except RecursionError:
         raise TransferError(f"{what}: JSON is nested too deeply to be data") from None
-    except ValueError:
+    except ValueError as exc:
         peek = body[:ERROR_BODY_BYTES]
         start = client.redact.cut(peek.decode("utf-8", "replace").replace("\n", " "), 60, truncated=len(body) > len(peek))
-        raise TransferError(client.redact(f"{what}: body is not JSON (it starts with {start!r})"), transient=True) from None
+        which = f"NDJSON: {exc};" if fmt == "ndjson" else "JSON"
+        raise TransferError(client.redact(f"{what}: body is not {which} (it starts with {start!r})"), transient=True) from None
     if isinstance(doc, dict) and "code" in doc and str(doc["code"]) not in ("200", "0"):
         code = doc["code"]
         status = code if isinstance(code, int) else None
@@ -158,8 +168,10 @@ async def fetch_json_unit(
     max_pages: int,
     empty_ok: bool = False,
     recorded: Mapping[str, int] = {},
+    fmt: str = "json",
 ) -> UnitResult:
-    """Fetch every page, then land them; `recorded` holds the sizes the run records say landed.
+    """Fetch every page, then land them; `recorded` holds the sizes the run records say landed;
+    `fmt` is the endpoint's `format` (`json`, `ndjson`).
 
     An empty page (no records, or with `empty_ok` an empty answer) ends paging; past page 1 it
     is not landed: it holds nothing, and the unit's pages are its data."""
@@ -173,28 +185,35 @@ async def fetch_json_unit(
     seen = set()
     attempts = 0
     budget = int(client.source.max_json_mb * 1024 * 1024)  # all pages are held until page 1 lands
-    while url is not None:
-        number = len(pages) + 1
-        if url in seen:
-            raise TransferError(client.redact(f"{unit.id}: pagination loop at page {number}: {url} was fetched before"))
-        if number > max_pages:
-            raise TransferError(f"{unit.id}: more than max_pages ({max_pages}) pages; raise paginate.max_pages if that is expected")
-        if origin(url) != home:
-            raise TransferError(
-                client.redact(f"{unit.id}: page {number} is on another origin ({url}); refused, the source's credentials stay home")
-            )
-        seen.add(url)
+
+    async def fetch(url: str, number: int) -> JsonAnswer:
         held = sum(len(p.body) for p in pages)
-        answer = await get_json(
-            client, url, f"{unit.id} page {number}", limit=budget - held, method=unit.method, body=unit.body, empty_ok=empty_ok,
-            headers=dict(unit.headers),
-        )
-        attempts += answer.attempts
-        page = Page(url, number, answer.doc, answer.headers)
-        if number > 1 and (not answer.body or paginator.empty(unit, page)):
-            break
-        url = paginator.next_url(unit, page) if answer.body else None
-        pages.append(answer._replace(doc=None))  # landing needs only the bytes: one parsed page is held at a time
+        return await get_json(client, url, f"{unit.id} page {number}", limit=budget - held, method=unit.method, body=unit.body,
+                              empty_ok=empty_ok, fmt=fmt, headers=dict(unit.headers))
+
+    async with PagesAhead(fetch, client.source.concurrency) as ahead:
+        while url is not None:
+            number = len(pages) + 1
+            if url in seen:
+                raise TransferError(client.redact(f"{unit.id}: pagination loop at page {number}: {url} was fetched before"))
+            if number > max_pages:
+                raise TransferError(f"{unit.id}: more than max_pages ({max_pages}) pages; raise paginate.max_pages if that is expected")
+            if origin(url) != home:
+                raise TransferError(
+                    client.redact(f"{unit.id}: page {number} is on another origin ({url}); refused, the source's credentials stay home")
+                )
+            seen.add(url)
+            answer = await ahead.page(url, number)
+            if sum(len(p.body) for p in pages) + len(answer.body) > budget:  # pages fetched ahead were capped one by one
+                raise TransferError(too_large(f"{unit.id} page {number}", client.source.max_json_mb))
+            attempts += answer.attempts
+            page = Page(url, number, answer.doc, answer.headers)
+            if number > 1 and (not answer.body or paginator.empty(unit, page)):
+                break
+            url = paginator.next_url(unit, page) if answer.body else None
+            if number == 1 and url is not None:
+                ahead.plan(paginator.planned(unit, page, max_pages))
+            pages.append(answer._replace(doc=None))  # landing needs only the bytes: parsed, only the pages not read yet are held
     if len(pages) > 1:
         # Pages land last to first, page 1 (the unit's key) last. Over an earlier landing of the
         # unit, page 1 goes first: a fetch cut short midway must read as missing, never as the

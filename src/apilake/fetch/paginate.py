@@ -47,6 +47,11 @@ class Paginator:
         """Whether a page holds no records: it ends paging, and past page 1 it is not landed."""
         return False
 
+    def planned(self, unit: Unit, first: Page, max_pages: int) -> list[str]:
+        """The URLs of pages 2, 3, … (up to `max_pages`) when page 1 tells how many there are
+        (fetched ahead, `fetch.ahead`); none when only each page tells where the next one is."""
+        return []
+
     @staticmethod
     def with_params(unit: Unit, **changed: str) -> str:
         """The unit's URL with some query parameters set (replacing the job file's own)."""
@@ -157,23 +162,50 @@ class Cursor(_Styled):
         return self.with_params(unit, **{self.spec.cursor_param: str(cursor)})
 
 
+def count(value: Any) -> int | None:
+    """A total as a vendor may give it (a JSON number, or a header's digits); None for anything
+    else (`null`, a string of words, a boolean), which leaves paging to the pages themselves."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 class Offset(_Styled):
-    """`offset` and `limit` parameters; a short page or the total ends it."""
+    """`offset` and `limit` parameters; a short or empty page, or the total, ends it."""
 
     spec: OffsetPaging
 
     def needs_records(self) -> bool:
         return True  # a short page ends it
 
+    def total(self, page: Page) -> int | None:
+        """The number of records, from the body (`total_path`) or a header (`total_header`)."""
+        if self.spec.total_header is not None:
+            return count(page.headers.get(self.spec.total_header.lower()))
+        return count(dig(page.doc, self.spec.total_path))
+
+    def at(self, unit: Unit, number: int) -> str:
+        """The URL of page `number` (1-based)."""
+        spec = self.spec
+        offset = spec.start + (number - 1) * spec.limit
+        return self.with_params(unit, **{spec.offset_param: str(offset), spec.limit_param: str(spec.limit)})
+
     def following(self, unit: Unit, page: Page, records: Any) -> str | None:
         spec = self.spec
         if len(records) < spec.limit:
             return None
-        offset = spec.start + page.number * spec.limit
-        total = dig(page.doc, spec.total_path)
-        if isinstance(total, int) and offset >= total:
+        total = self.total(page)
+        if total is not None and spec.start + page.number * spec.limit >= total:
             return None
-        return self.with_params(unit, **{spec.offset_param: str(offset), spec.limit_param: str(spec.limit)})
+        return self.at(unit, page.number + 1)
+
+    def planned(self, unit: Unit, first: Page, max_pages: int) -> list[str]:
+        total = self.total(first)
+        records = self.records(unit, first)
+        if total is None or records is None or len(records) < self.spec.limit:
+            return []
+        pages = -(-(total - self.spec.start) // self.spec.limit)  # the offsets below the total
+        return [self.at(unit, number) for number in range(2, min(pages, max_pages) + 1)]
 
 
 class PageNumber(_Styled):
@@ -185,11 +217,20 @@ class PageNumber(_Styled):
         return self.spec.total_pages_path is None  # then only an empty page ends it
 
     def following(self, unit: Unit, page: Page, records: Any) -> str | None:
-        spec = self.spec
-        pages = dig(page.doc, spec.total_pages_path)
-        if isinstance(pages, int) and page.number >= pages:
+        pages = count(dig(page.doc, self.spec.total_pages_path))
+        if pages is not None and page.number >= pages:
             return None
-        return self.with_params(unit, **{spec.page_param: str(spec.start + page.number)})
+        return self.at(unit, page.number + 1)
+
+    def at(self, unit: Unit, number: int) -> str:
+        """The URL of page `number` (1-based)."""
+        return self.with_params(unit, **{self.spec.page_param: str(self.spec.start + number - 1)})
+
+    def planned(self, unit: Unit, first: Page, max_pages: int) -> list[str]:
+        pages = count(dig(first.doc, self.spec.total_pages_path))
+        if pages is None or self.records(unit, first) == []:
+            return []
+        return [self.at(unit, number) for number in range(2, min(pages, max_pages) + 1)]
 
 
 STYLES: dict[type[PagingStyle], type[_Styled]] = {

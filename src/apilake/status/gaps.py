@@ -121,7 +121,7 @@ class Evidence:
 
     def required_keys(self, unit_id: str, kind: ResultKind) -> list[str] | None:
         """Keys that must exist for a unit to count as present; None when the records say it never completed."""
-        if kind == "json":
+        if kind != "listing":  # a JSON unit's pages, a raw file's key
             return self._keys(unit_id)
         files = self.listing_files.get(unit_id)
         keys = [self._keys(f) for f in files or []]

@@ -145,6 +145,14 @@ class StatusReport:
         return ExitCode.FAILED if self.gaps or self.behind or self.tables_error else ExitCode.OK
 
 
+def planned_keys(evidence: Evidence, unit_id: str, kind: EndpointKind, key: str) -> list[str] | None:
+    """The keys a planned unit needs: a JSON unit's planned key; a raw file's as it landed (its
+    extension may come from the answer's Content-Type), else as planned; a listing's files."""
+    if kind == "file":
+        return evidence.required_keys(unit_id, "file") or [key]
+    return [key] if kind in KINDS_WITH_KEY else evidence.required_keys(unit_id, "listing")
+
+
 async def build_report(
     dest: Destination, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None, cache: RecordCache | None = None
 ) -> StatusReport:
@@ -157,10 +165,7 @@ async def build_report(
 
         expected, planned = expected_from_job(job, run_dates, await recorded_windows(dest, incremental_units(job, run_dates)))
         await expect_children(dest, job, run_dates, expected, planned)
-        candidates = {
-            unit_id: [key] if kind in KINDS_WITH_KEY else evidence.required_keys(unit_id, "listing")
-            for unit_id, (kind, key) in planned.items()
-        }
+        candidates = {unit_id: planned_keys(evidence, unit_id, kind, key) for unit_id, (kind, key) in planned.items()}
     else:
         expected = expected_from_records(records, run_dates)
         kinds: dict[str, ResultKind] = {u.unit: u.kind for r in records for u in r.units if u.kind in ("json", "listing")}

@@ -1,4 +1,4 @@
-"""A raw object → Arrow record batches: JSON pages record by record, CSV block by block.
+"""A raw object → Arrow record batches: JSON (and NDJSON) pages record by record, CSV block by block.
 
 Memory stays bounded by one JSON page (a page is capped by the source's `max_json_mb`) or one
 CSV block, whatever the size of a file. Every value is kept: a column whose values share no one
@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 from isal import igzip_lib
 
 from apilake.errors import TableError
+from apilake.ndjson import ndjson_records
 from apilake.tables.plan import RawObject
 
 DATE_COLUMN = "_date"
@@ -42,7 +43,7 @@ def record_batches(obj: RawObject, date: str, stream: BinaryIO, csv_types: dict[
     if obj.format == "unknown":
         raise TableError(f"{obj.key}: cannot tell how to read it as rows (not .csv, .csv.gz or .json); set the endpoint's "
                          "`table: {format: csv}` or `json`, or `table: false` to leave the endpoint out")  # fmt: skip
-    rows = _json_rows(obj, stream) if obj.format == "json" else _csv_rows(obj, stream, csv_types or {})
+    rows = _json_rows(obj, stream) if obj.format in ("json", "ndjson") else _csv_rows(obj, stream, csv_types or {})
     for batch in rows:
         yield with_unit_columns(batch, obj, date)
 
@@ -80,9 +81,9 @@ def _json_rows(obj: RawObject, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
         raise TableError(f"{obj.key}: JSON of more than {MAX_JSON_OBJECT_BYTES >> 20} MiB{' inflated' if obj.key.endswith('.gz') else ''} "
                          "is not read as rows (a JSON object is parsed whole); land such data as CSV, or leave it out with `table: false`")  # fmt: skip
     try:
-        doc = json.loads(body)
+        doc = ndjson_records(body) if obj.format == "ndjson" else json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise TableError(f"{obj.key}: not JSON ({exc})") from None
+        raise TableError(f"{obj.key}: not {obj.format.upper()} ({exc})") from None
     rows = records_of(doc, obj.records, obj.key)
     if rows:
         yield rows_to_batch(rows)

@@ -25,9 +25,10 @@ from apilake.templates import Value, render
 #: Changes whenever the same raw objects would give other rows: every partition is then rebuilt.
 FORMAT_VERSION = "1"
 
-Format = Literal["json", "csv", "unknown"]  # unknown: the object fails its date (`convert.record_batches`)
+Format = Literal["json", "ndjson", "csv", "unknown"]  # unknown: the object fails its date (`convert.record_batches`)
 _CSV = re.compile(r"\.(csv|tsv)(\.gz)?$", re.IGNORECASE)
 _JSON = re.compile(r"\.(json|geojson)(\.gz)?$", re.IGNORECASE)
+_NDJSON = re.compile(r"\.(ndjson|jsonl)(\.gz)?$", re.IGNORECASE)
 _NOT_A_NAME = re.compile(r"[^A-Za-z0-9_]+")
 
 
@@ -90,11 +91,15 @@ def records_path(endpoint: Endpoint) -> str | None:
 
 
 def object_format(endpoint: Endpoint, key: str) -> Format:
-    """How to read a raw object: `table.format`, JSON for a JSON endpoint, else its extension;
-    `unknown` for a file of another kind (a vendor's listing may hold one among its CSVs)."""
+    """How to read a raw object: `table.format`, the `format` of a JSON endpoint, else its
+    extension; `unknown` for a file of another kind (a vendor's listing may hold one among its CSVs)."""
     if isinstance(endpoint.table, EndpointTable) and endpoint.table.format:
         return endpoint.table.format
-    if endpoint.kind == "json" or _JSON.search(key):
+    if endpoint.kind == "json":
+        return endpoint.format
+    if _NDJSON.search(key):
+        return "ndjson"
+    if _JSON.search(key):
         return "json"
     if _CSV.search(key):
         return "csv"
