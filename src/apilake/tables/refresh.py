@@ -64,6 +64,7 @@ GATHER_ROWS = 64 * 1024  # consecutive pages of one schema are fitted and writte
 TABLE_PROPERTIES = {"format-version": "2", "write.parquet.compression-codec": "zstd"}
 
 Opener = Callable[[RawObject, str], Any]  # (object, date) → a context manager yielding a binary stream
+Keep = Callable[[RawObject, pa.RecordBatch, int], pa.RecordBatch]  # (object, its batch, the batch's first row) → the rows written
 
 
 @dataclass(frozen=True, repr=False)
@@ -117,27 +118,35 @@ def refresh_table(
     `writer` writes the partitions' files elsewhere (not for a widening rebuild)."""
     _lean_memory()
     widen: dict[str, Any] = {}
+    keyed = any(p.primary_key for p in partitions)  # one row per key: rebuilt whole (`upsert`)
+    if keyed and writer is not None:
+        log.info("table %s has a primary key: built whole by this process, not by the cluster's workers", identifier)
     for attempt in range(ATTEMPTS):
         table = _load(catalog, identifier)
         todo = partitions if widen else [p for p in partitions if force or _fingerprint(table, p.date) != p.fingerprint]
-        result = TableResult(identifier, unchanged=sorted({p.date for p in partitions} - {p.date for p in todo}))
-        if widen:
+        if todo and (widen or keyed):
             todo = every_date()
+        result = TableResult(identifier, unchanged=sorted({p.date for p in partitions} - {p.date for p in todo}))
         if not todo:
             return result
         forget()  # before anything is written: a commit never leaves the state of the one before
-        build = _Build(catalog, identifier, table, target_bytes, widen)
+        build = _Build(catalog, identifier, table, target_bytes, widen, whole=keyed)
         try:
             try:
-                if writer is not None and not widen:
+                if writer is not None and not widen and not keyed:
                     build.take(writer, todo, opener, result, on_partition)
                 else:
+                    if keyed:
+                        from apilake.tables.upsert import latest
+
+                        build.keep = latest(identifier, todo, opener)
                     for partition in todo:
                         build.add(partition, opener, result)
                         on_partition(partition)
-                if widen and result.failed:  # a widening commit replaces every date's files: a failed one would lose its rows
+                if (widen or keyed) and result.failed:  # a commit that replaces every date's files: a failed one would lose its rows
                     date, reason = sorted(result.failed.items())[0]
-                    raise TableError(f"table {identifier}: widening {', '.join(sorted(widen))} rebuilds every date, but "
+                    why = f"widening {', '.join(sorted(widen))}" if widen else "a primary-keyed table"
+                    raise TableError(f"table {identifier}: {why} rebuilds every date, but "
                                      f"{len(result.failed)} failed ({date}: {reason}); nothing was committed")  # fmt: skip
             except BaseException:
                 build.discard()  # nothing written for a commit that will not happen stays in the warehouse
@@ -186,10 +195,13 @@ def _fingerprint(table: Table | None, date: str) -> str | None:
 class _Build:
     """One table's transaction: the data files written for its dates, then one commit."""
 
-    def __init__(self, catalog: Any, identifier: str, table: Table | None, target_bytes: int, widen: dict[str, Any]) -> None:
+    def __init__(self, catalog: Any, identifier: str, table: Table | None, target_bytes: int, widen: dict[str, Any],
+                 *, whole: bool = False) -> None:
         self.catalog, self.identifier, self.table = catalog, identifier, table
         self.target_bytes = target_bytes
         self.widen = widen
+        self.whole = whole  # the commit replaces every data file of the table (a primary-keyed one)
+        self.keep: Keep | None = None  # the rows of each raw object that are written (a primary-keyed table's latest versions)
         self.txn: Transaction | None = None
         self.files: dict[str, list[DataFile]] = {}  # date → data files written for it
         self.fingerprints: dict[str, str] = {}
@@ -234,7 +246,7 @@ class _Build:
         written: list[DataFile] = []
         rows = 0
         try:
-            for batch, key in _gathered(partition, opener, self.csv_types):
+            for batch, key in _gathered(partition, opener, self.csv_types, self.keep):
                 batch = self._fitted(batch, key)
                 if writer is not None and writer.schema_id != self.schema.schema_id:
                     written.append(writer.close())
@@ -361,7 +373,7 @@ class _Build:
     def _old_files(self, dates: list[str]) -> list[DataFile]:
         if self.table is None or self.table.current_snapshot() is None:
             return []
-        rebuilt = [dt.date.fromisoformat(d) for d in dates] if not self.widen else None
+        rebuilt = [dt.date.fromisoformat(d) for d in dates] if not (self.widen or self.whole) else None
         scan = self.table.scan() if rebuilt is None else self.table.scan(row_filter=In(DATE_COLUMN, rebuilt))
         return [task.file for task in scan.plan_files()]
 
@@ -404,16 +416,22 @@ def write_partition(work: PartitionWork, opener: Opener) -> Written:
         return Written(date, build.files.get(date, []), build.schema, result.rows, result.failed.get(date), pid=os.getpid())
 
 
-def _gathered(partition: Partition, opener: Opener, csv_types: dict[str, dict[str, pa.DataType]]) -> Iterator[tuple[pa.RecordBatch, str]]:
+def _gathered(partition: Partition, opener: Opener, csv_types: dict[str, dict[str, pa.DataType]],
+              keep: Keep | None = None) -> Iterator[tuple[pa.RecordBatch, str]]:
     """A partition's rows, consecutive batches of one Arrow schema (a JSON endpoint's pages,
     mostly) joined into batches of about `GATHER_ROWS` (a big batch passes as it is): the schema work and the conversion to
     the table's field ids are paid per batch, not per page. Each batch comes with the key of its
-    first raw object, which holds every column type of the batch (named in a schema error)."""
+    first raw object, which holds every column type of the batch (named in a schema error).
+    `keep` cuts each object's batches to the rows to write."""
     pending: list[pa.RecordBatch] = []
     rows, key = 0, ""
     for obj in partition.objects:
         with opener(obj, partition.date) as stream:
+            offset = 0
             for batch in record_batches(obj, partition.date, stream, csv_types.get(obj.key)):
+                offset += batch.num_rows
+                if keep is not None and not (batch := keep(obj, batch, offset - batch.num_rows)).num_rows:
+                    continue
                 if pending and (rows >= GATHER_ROWS or batch.num_rows >= GATHER_ROWS // 16 or batch.schema != pending[0].schema):
                     yield _joined(pending), key
                     pending, rows = [], 0
