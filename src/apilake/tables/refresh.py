@@ -8,6 +8,11 @@ objects fail to read is left as it was; the others go on. When another process c
 the table is read again and its work redone (`ATTEMPTS`): of two builders of one date, the
 second finds the date done.
 
+A table with `table.primary_key` keeps one row per key (`upsert`): when any of its dates
+changed, every date is rebuilt, each raw object cut to its latest versions, and the one snapshot
+replaces all the table's files; a date that fails then commits nothing. Its versions must meet
+in one place, so it is built here, never by a `writer`.
+
 With a `writer` (the Dask executor's), each changed date's files are written elsewhere
 (`write_partition`, on a worker) and come back as data file descriptions; this process fits
 their schemas into the commit's (`_Build.take`) and still makes the one commit. A partition whose
@@ -115,7 +120,8 @@ def refresh_table(
     """Rebuild the changed date partitions of one table in one commit; `every_date` gives all the
     table's partitions, for a rebuild with a widened column type. `forget` is called before a
     build and `remember` with the committed table after its commit (the lake's table state).
-    `writer` writes the partitions' files elsewhere (not for a widening rebuild)."""
+    `writer` writes the partitions' files elsewhere (not for a widening rebuild, nor a
+    primary-keyed table: any changed date rebuilds it whole)."""
     _lean_memory()
     widen: dict[str, Any] = {}
     keyed = any(p.primary_key for p in partitions)  # one row per key: rebuilt whole (`upsert`)
