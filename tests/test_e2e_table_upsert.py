@@ -95,6 +95,22 @@ def current(lake: Path) -> int:
     return catalog.load_table(TABLE).current_snapshot().snapshot_id
 
 
+def test_a_json_endpoint_without_a_cursor_keeps_each_records_version_of_the_latest_run_date(tmp_path: Path, emulator: Emulator) -> None:
+    changes = emulator.acme.changes
+    issues = {k: v for k, v in with_params(ISSUES, per_page=5).items() if k != "incremental"}  # every issue, every run
+    path = job_file(tmp_path, emulator, "github", [REPOS, {**issues, "table": {"primary_key": ["repo", "number"]}}])
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "tables": {}}, sort_keys=False))
+    run(path, "2026-11-26")
+    changes.touch(2, 7)
+    run(path, "2026-11-25")  # run later, for an earlier date: the later run date's version still wins
+    latest = {v.id: v.issue() for v in changes.versions}
+    first = {v.id: v.issue() for v in changes.versions[: len(changes.versions) - 2]}  # as the 2026-11-26 run saw them
+    found = rows(path)
+    assert sorted((r["repo"], r["number"]) for r in found) == sorted({(v.repo, v.id) for v in changes.versions})  # one row per key
+    assert {r["id"]: {k: r[k] for k in first[r["id"]]} for r in found} == first != latest
+    assert {r["_date"][:10] for r in found} == {"2026-11-26"}
+
+
 def test_a_key_column_the_records_lack_fails_the_refresh_and_leaves_the_table_as_it_was(tmp_path: Path, emulator: Emulator) -> None:
     job = keyed_job(tmp_path, emulator, ["id"])
     run(job, "2026-11-25")
