@@ -81,3 +81,13 @@ def test_a_compound_key_and_keys_compared_as_text() -> None:
 def test_a_record_without_a_usable_key_fails_the_table(records: list[dict[str, Any]], says: str) -> None:
     with pytest.raises(TableError, match=f"table ns.t: 2026-01-01/u/page-1.json: .*{says.replace('(', '.').replace(')', '.')}"):
         kept({"2026-01-01": [("u", 1, records)]})
+
+
+def test_endpoints_of_one_table_with_different_keys_fail_it() -> None:
+    objects = [RawObject(f"{i}.json", 2, "", "run", (), "json", None, key, None, "u", 0) for i, key in enumerate([("id",), ()])]
+
+    def opener(obj: RawObject, date: str) -> Any:
+        raise AssertionError("nothing is read")
+
+    with pytest.raises(TableError, match=r"table ns.t: its endpoints give it different table.primary_key values \(\['id'\] and \[\]\)"):
+        latest("ns.t", [Partition("ns", "t", "2026-01-01", tuple(objects))], opener)

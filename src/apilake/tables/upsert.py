@@ -58,11 +58,11 @@ def latest(identifier: str, partitions: list[Partition], opener: Opener) -> Kept
     (`TableError` naming the key, the column and the raw object): a row that cannot be told apart
     would otherwise be dropped or kept at random.
     """
-    keys = {p.primary_key for p in partitions}
-    if len(keys) != 1:
+    keys = {o.primary_key for p in partitions for o in p.objects}
+    if len(keys) > 1:  # two endpoints of one table (`table.name`), one without a key or with another
         raise TableError(f"table {identifier}: its endpoints give it different table.primary_key values "
                          f"({' and '.join(sorted(map(repr, map(list, keys))))}); give them one")  # fmt: skip
-    key = list(keys.pop())
+    key = list(keys.pop()) if keys else []
     objects = sorted(((p.date, o) for p in partitions for o in p.objects), key=lambda d_o: (d_o[0], d_o[1].unit, d_o[1].page, d_o[1].key))
     parts = []
     for number, (date, obj) in enumerate(objects):
