@@ -111,7 +111,7 @@ def test_a_json_endpoint_without_a_cursor_keeps_each_records_version_of_the_late
     assert {r["_date"][:10] for r in found} == {"2026-11-26"}
 
 
-def test_a_key_column_the_records_lack_fails_the_refresh_and_leaves_the_table_as_it_was(tmp_path: Path, emulator: Emulator) -> None:
+def test_a_key_column_the_records_lack_or_a_damaged_raw_object_fails_the_refresh_and_leaves_the_table_as_it_was(tmp_path: Path, emulator: Emulator) -> None:
     job = keyed_job(tmp_path, emulator, ["id"])
     run(job, "2026-11-25")
     emulator.acme.changes.touch(2)
@@ -121,6 +121,13 @@ def test_a_key_column_the_records_lack_fails_the_refresh_and_leaves_the_table_as
     result = run_cli("tables", str(job))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "primary key column 'ticket_id'" in result.stdout + result.stderr and "Traceback" not in result.stderr
+    assert rows(job) == before
+
+    keyed_job(tmp_path, emulator, ["id"])
+    page = next(p for p in sorted((tmp_path / "lake" / "github" / "issues").rglob("*.json")) if "2026-11-25" in p.as_posix())
+    page.write_bytes(page.read_bytes()[:-1])  # one raw object of one date damaged: the whole table keeps what it had
+    damaged = run_cli("tables", str(job), "--force")
+    assert damaged.returncode == 1 and "raw zone incomplete" in damaged.stdout + damaged.stderr, damaged.stdout + damaged.stderr
     assert rows(job) == before
 
 
