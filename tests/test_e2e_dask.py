@@ -450,3 +450,17 @@ def test_incremental_cursors_open_and_advance_on_the_client_while_pages_land_on_
         assert all(window["done"] for window in state["windows"].values())
     assert {json.dumps(r, sort_keys=True) for r in landed_records(tmp_path / "lake", "github/issues/")} == {
         json.dumps(v.issue(), sort_keys=True) for v in emulator.acme.changes.versions}
+
+
+def test_a_primary_keyed_table_is_built_whole_by_the_client_the_others_on_workers(tmp_path: Path, emulator, cluster) -> None:
+    from test_e2e_table_upsert import TABLE, keyed_job, rows
+
+    job = keyed_job(tmp_path, emulator)
+    for date, touched in (("2026-11-25", ()), ("2026-11-26", (1, 2))):
+        emulator.acme.changes.touch(*touched)
+        result = run_cli("run", str(job), "--date", date, "--executor", "dask", "--scheduler", cluster[0].scheduler_address)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"table {TABLE} has a primary key: built whole by this process" in result.stderr
+        assert re.search(r"table github\.repos, [0-9-]+: .* written by process", result.stderr), result.stderr  # a table without one: on the workers
+    latest = {v.id: v.issue() for v in emulator.acme.changes.versions}
+    assert [{k: row[k] for k in latest[row["id"]]} for row in rows(job)] == [latest[i] for i in sorted(latest)]

@@ -348,6 +348,13 @@ class EndpointTable(_Model):
     name: str | None = None  # default: the endpoint's name; files: a template over the file placeholders
     records: JmesPath | None = None  # where a JSON page's rows are (default: the paginator's records_path)
     format: Literal["json", "ndjson", "csv"] | None = None  # default: the endpoint's format for kind json, else by the key's extension
+    primary_key: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)  # the table keeps one row per key: its latest version
+
+    @field_validator("primary_key", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        """`primary_key: id` is short for `[id]`."""
+        return [value] if isinstance(value, str) else value
 
 
 class Tables(_Model):
@@ -471,6 +478,10 @@ class Endpoint(_Model):
             raise ValueError("body: only a POST sends a body (add method: POST)")
         if self.incremental is not None:
             _check_cursor_used(self)
+        if isinstance(self.table, EndpointTable) and self.table.primary_key and (self.kind != "json" or self.table.format == "csv"):
+            raise ValueError(f"table.primary_key {self.table.primary_key!r}: keeps the latest version of each JSON record, so only a kind: json "
+                             f"endpoint whose rows are JSON records may have one (this one is kind: {self.kind}"
+                             f"{', table.format: csv' if self.table.format == 'csv' else ''}); remove it, or read the data from a JSON endpoint")
         if self.for_each is not None and self.for_each.as_ in {*self.matrix, "date", "source", "endpoint", "report_id", *FILE_PLACEHOLDERS}:
             raise ValueError(f"for_each.as: {self.for_each.as_!r} clashes with a matrix variable or a built-in placeholder")
         return self

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from apilake.jobfile import Endpoint, EndpointTable, Job, PagingStyle, Source
 from apilake.keys import file_values
@@ -43,6 +43,16 @@ class RawObject:
     values: tuple[tuple[str, str], ...]  # the unit's matrix and for_each values, by name
     format: Format
     records: str | None  # JSON: where a page's rows are (JMESPath); None: the body itself
+    primary_key: tuple[str, ...] = ()  # the table's `table.primary_key`: it keeps one row per key (`tables.upsert`)
+    cursor: str | None = None  # a primary-keyed incremental endpoint's `cursor_path`: what orders versions of one date
+    unit: str = ""  # the unit that landed it, and its page's position there: what orders versions of one cursor value
+    page: int = 0
+
+    @property
+    def reading(self) -> list[Any]:
+        """What the rows of the object depend on (the fingerprint's part of it)."""
+        found: list[Any] = [self.key, self.bytes, self.checksum, self.values, self.format, self.records]
+        return [*found, self.primary_key, self.cursor, self.unit, self.page] if self.primary_key else found
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +67,13 @@ class Partition:
         return f"{self.namespace}.{self.table}"
 
     @property
+    def primary_key(self) -> tuple[str, ...]:
+        return next((o.primary_key for o in self.objects if o.primary_key), ())
+
+    @property
     def fingerprint(self) -> str:
         """Equal for two builds that would write the same rows: what an unchanged date is."""
-        parts = [FORMAT_VERSION, *sorted(json.dumps([o.key, o.bytes, o.checksum, o.values, o.format, o.records]) for o in self.objects)]
+        parts = [FORMAT_VERSION, *sorted(json.dumps(o.reading) for o in self.objects)]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
@@ -167,11 +181,13 @@ def plan_partitions(
             tail = tail.removesuffix(file["url_path"]).removesuffix("/")
         values = unit_values(endpoint, tail)
         where = (namespace(job, source), table_name(source, endpoint, {**file, **values}), date)
-        for obj in entry.objects:
+        key = tuple(endpoint.table.primary_key or ()) if isinstance(endpoint.table, EndpointTable) else ()
+        cursor = endpoint.incremental.cursor_path if key and endpoint.incremental else None
+        for page, obj in enumerate(entry.objects):
             fmt = object_format(endpoint, obj.key)
             objects.setdefault(where, []).append(
                 RawObject(obj.key, obj.bytes, obj.checksum or "", landing.first_run[obj.key], tuple(values.items()),
-                          fmt, records_path(endpoint) if fmt == "json" else None)
+                          fmt, records_path(endpoint) if fmt == "json" else None, key, cursor, unit_id if key else "", page if key else 0)
             )
         if selected(source.name, endpoint.name, date):
             chosen.add(where)

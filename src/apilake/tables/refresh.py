@@ -8,6 +8,11 @@ objects fail to read is left as it was; the others go on. When another process c
 the table is read again and its work redone (`ATTEMPTS`): of two builders of one date, the
 second finds the date done.
 
+A table with `table.primary_key` keeps one row per key (`upsert`): when any of its dates
+changed, every date is rebuilt, each raw object cut to its latest versions, and the one snapshot
+replaces all the table's files; a date that fails then commits nothing. Its versions must meet
+in one place, so it is built here, never by a `writer`.
+
 With a `writer` (the Dask executor's), each changed date's files are written elsewhere
 (`write_partition`, on a worker) and come back as data file descriptions; this process fits
 their schemas into the commit's (`_Build.take`) and still makes the one commit. A partition whose
@@ -65,6 +70,7 @@ GATHER_ROWS = 64 * 1024  # consecutive pages of one schema are fitted and writte
 TABLE_PROPERTIES = {"format-version": "2", "write.parquet.compression-codec": "zstd"}
 
 Opener = Callable[[RawObject, str], Any]  # (object, date) → a context manager yielding a binary stream
+Keep = Callable[[RawObject, pa.RecordBatch, int], pa.RecordBatch]  # (object, its batch, the batch's first row) → the rows written
 
 
 @dataclass(frozen=True, repr=False)
@@ -115,30 +121,39 @@ def refresh_table(
     """Rebuild the changed date partitions of one table in one commit; `every_date` gives all the
     table's partitions, for a rebuild with a widened column type. `forget` is called before a
     build and `remember` with the committed table after its commit (the lake's table state).
-    `writer` writes the partitions' files elsewhere (not for a widening rebuild)."""
+    `writer` writes the partitions' files elsewhere (not for a widening rebuild, nor a
+    primary-keyed table: any changed date rebuilds it whole)."""
     _lean_memory()
     widen: dict[str, Any] = {}
+    keyed = any(p.primary_key for p in partitions)  # one row per key: rebuilt whole (`upsert`)
+    if keyed and writer is not None:
+        log.info("table %s has a primary key: built whole by this process, not by the cluster's workers", identifier)
     for attempt in range(ATTEMPTS):
         table = _load(catalog, identifier)
         todo = partitions if widen else [p for p in partitions if force or _fingerprint(table, p.date) != p.fingerprint]
-        result = TableResult(identifier, unchanged=sorted({p.date for p in partitions} - {p.date for p in todo}))
-        if widen:
+        if todo and (widen or keyed):
             todo = every_date()
+        result = TableResult(identifier, unchanged=sorted({p.date for p in partitions} - {p.date for p in todo}))
         if not todo:
             return result
         forget()  # before anything is written: a commit never leaves the state of the one before
-        build = _Build(catalog, identifier, table, target_bytes, widen)
+        build = _Build(catalog, identifier, table, target_bytes, widen, whole=keyed)
         try:
             try:
-                if writer is not None and not widen:
+                if writer is not None and not widen and not keyed:
                     build.take(writer, todo, opener, result, on_partition)
                 else:
+                    if keyed:
+                        from apilake.tables.upsert import latest
+
+                        build.keep = latest(identifier, todo, opener)
                     for partition in todo:
                         build.add(partition, opener, result)
                         on_partition(partition)
-                if widen and result.failed:  # a widening commit replaces every date's files: a failed one would lose its rows
+                if (widen or keyed) and result.failed:  # a commit that replaces every date's files: a failed one would lose its rows
                     date, reason = sorted(result.failed.items())[0]
-                    raise TableError(f"table {identifier}: widening {', '.join(sorted(widen))} rebuilds every date, but "
+                    why = f"widening {', '.join(sorted(widen))}" if widen else "a primary-keyed table"
+                    raise TableError(f"table {identifier}: {why} rebuilds every date, but "
                                      f"{len(result.failed)} failed ({date}: {reason}); nothing was committed")  # fmt: skip
             except BaseException:
                 build.discard()  # nothing written for a commit that will not happen stays in the warehouse
@@ -188,10 +203,13 @@ class _Build:
     """One table's transaction: the data files written for its dates, then one commit. On a
     Dask worker there is no catalog: the table exists and the sender commits."""
 
-    def __init__(self, catalog: Catalog | None, identifier: str, table: Table | None, target_bytes: int, widen: dict[str, Any]) -> None:
+    def __init__(self, catalog: Catalog | None, identifier: str, table: Table | None, target_bytes: int, widen: dict[str, Any],
+                 *, whole: bool = False) -> None:
         self.catalog, self.identifier, self.table = catalog, identifier, table
         self.target_bytes = target_bytes
         self.widen = widen
+        self.whole = whole  # the commit replaces every data file of the table (a primary-keyed one)
+        self.keep: Keep | None = None  # the rows of each raw object that are written (a primary-keyed table's latest versions)
         self.txn: Transaction | None = None
         self.files: dict[str, list[DataFile]] = {}  # date → data files written for it
         self.fingerprints: dict[str, str] = {}
@@ -237,7 +255,7 @@ class _Build:
         written: list[DataFile] = []
         rows = 0
         try:
-            for batch, key in _gathered(partition, opener, self.csv_types):
+            for batch, key in _gathered(partition, opener, self.csv_types, self.keep):
                 batch = self._fitted(batch, key)
                 if writer is not None and writer.schema_id != self.schema.schema_id:
                     written.append(writer.close())
@@ -364,7 +382,7 @@ class _Build:
     def _old_files(self, dates: list[str]) -> list[DataFile]:
         if self.table is None or self.table.current_snapshot() is None:
             return []
-        rebuilt = [dt.date.fromisoformat(d) for d in dates] if not self.widen else None
+        rebuilt = [dt.date.fromisoformat(d) for d in dates] if not (self.widen or self.whole) else None
         scan = self.table.scan() if rebuilt is None else self.table.scan(row_filter=In(term=DATE_COLUMN, literals=rebuilt))
         return [task.file for task in scan.plan_files()]
 
@@ -407,16 +425,22 @@ def write_partition(work: PartitionWork, opener: Opener) -> Written:
         return Written(date, build.files.get(date, []), build.schema, result.rows, result.failed.get(date), pid=os.getpid())
 
 
-def _gathered(partition: Partition, opener: Opener, csv_types: dict[str, dict[str, pa.DataType]]) -> Iterator[tuple[pa.RecordBatch, str]]:
+def _gathered(partition: Partition, opener: Opener, csv_types: dict[str, dict[str, pa.DataType]],
+              keep: Keep | None = None) -> Iterator[tuple[pa.RecordBatch, str]]:
     """A partition's rows, consecutive batches of one Arrow schema (a JSON endpoint's pages,
     mostly) joined into batches of about `GATHER_ROWS` (a big batch passes as it is): the schema work and the conversion to
     the table's field ids are paid per batch, not per page. Each batch comes with the key of its
-    first raw object, which holds every column type of the batch (named in a schema error)."""
+    first raw object, which holds every column type of the batch (named in a schema error).
+    `keep` cuts each object's batches to the rows to write."""
     pending: list[pa.RecordBatch] = []
     rows, key = 0, ""
     for obj in partition.objects:
         with opener(obj, partition.date) as stream:
+            offset = 0
             for batch in record_batches(obj, partition.date, stream, csv_types.get(obj.key)):
+                offset += batch.num_rows
+                if keep is not None and not (batch := keep(obj, batch, offset - batch.num_rows)).num_rows:
+                    continue
                 if pending and (rows >= GATHER_ROWS or batch.num_rows >= GATHER_ROWS // 16 or batch.schema != pending[0].schema):
                     yield _joined(pending), key
                     pending, rows = [], 0
