@@ -18,7 +18,7 @@ touch $(1)/.installed
 endef
 
 $(VENV)/.installed: pyproject.toml
-	$(call venv,$(VENV),test$(comma)lint)
+	$(call venv,$(VENV),test$(comma)lint$(comma)docs)
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/apilake demo
@@ -34,11 +34,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 # The manual (docs/, mkdocs.yml), built strictly: a broken link or anchor fails the build.
-$(VENV)/.docs-installed: $(VENV)/.installed
-	$(VENV)/bin/pip install --quiet -e '.[test,docs]'
-	touch $@
-
-docs: $(VENV)/.docs-installed
+docs: $(VENV)/.installed
 	$(VENV)/bin/mkdocs build --strict  # not --quiet: it hides the warnings that --strict counts
 
 $(BENCH_VENV)/.installed: pyproject.toml

@@ -28,15 +28,23 @@ from apilake.plan import plan
 from apilake.record import LandedObject, RunRecord, UnitResult, write_record
 from apilake.status import inspect, window
 
-ENDPOINTS = {f"e{i}": {"name": f"e{i}", "kind": "json", "path": "/v1/{market}/{n}",
-                       "matrix": {"market": ["ios", "android"], "n": [1, 2, 3, 4, 5]}} for i in range(2)}
+ENDPOINTS = {
+    f"e{i}": {"name": f"e{i}", "kind": "json", "path": "/v1/{market}/{n}", "matrix": {"market": ["ios", "android"], "n": [1, 2, 3, 4, 5]}} for i in range(2)
+}
 
 
 def build(root: Path, records: int) -> tuple[Path, Path]:
     lake = root / "lake"
     job_path = root / "job.yaml"
-    job_path.write_text(yaml.safe_dump({"timezone": "UTC", "destination": str(lake), "sources": [
-        {"name": "vendor", "base_url": "https://api.example.com", "endpoints": list(ENDPOINTS.values())}]}))
+    job_path.write_text(
+        yaml.safe_dump(
+            {
+                "timezone": "UTC",
+                "destination": str(lake),
+                "sources": [{"name": "vendor", "base_url": "https://api.example.com", "endpoints": list(ENDPOINTS.values())}],
+            }
+        )
+    )
     job = load_job(job_path)
     now = dt.datetime.now(dt.UTC)
     last = window("UTC", now, 1)[0]
@@ -50,20 +58,41 @@ def build(root: Path, records: int) -> tuple[Path, Path]:
                 results = []
                 for n, unit in enumerate(plan(job, [date])):
                     failed = (i + n) % 17 == 0
-                    result = UnitResult(unit.id, unit.source, unit.endpoint, unit.date, "json", "failed" if failed else "landed",
-                                        url=unit.request_url, attempts=1 if failed else 2, seconds=0.4,
-                                        error="HTTP 500 Internal Server Error from https://api.example.com/v1" if failed else None,
-                                        started=started.isoformat(), finished=(started + dt.timedelta(seconds=2)).isoformat(),
-                                        http={"500": 1} if failed else {"200": 1, "429": 1}, requests=2)
+                    result = UnitResult(
+                        unit.id,
+                        unit.source,
+                        unit.endpoint,
+                        unit.date,
+                        "json",
+                        "failed" if failed else "landed",
+                        url=unit.request_url,
+                        attempts=1 if failed else 2,
+                        seconds=0.4,
+                        error="HTTP 500 Internal Server Error from https://api.example.com/v1" if failed else None,
+                        started=started.isoformat(),
+                        finished=(started + dt.timedelta(seconds=2)).isoformat(),
+                        http={"500": 1} if failed else {"200": 1, "429": 1},
+                        requests=2,
+                    )
                     if not failed:
                         result.objects.append(LandedObject(unit.key, 40_000 + n, "0" * 64, 200, 2, 0.4))
                         if (last - date).days < 14:
                             await dest.put(unit.key, b"{}")
                     results.append(result)
-                await write_record(dest, RunRecord(
-                    run_id=f"{started:%Y%m%dT%H%M%S.%fZ}-{i:06x}", job=str(job_path), destination=str(lake), dates=[date.isoformat()],
-                    started=started, finished=started + dt.timedelta(seconds=3), status="failed" if any(r.error for r in results) else "succeeded",
-                    units=results, version="bench"))
+                await write_record(
+                    dest,
+                    RunRecord(
+                        run_id=f"{started:%Y%m%dT%H%M%S.%fZ}-{i:06x}",
+                        job=str(job_path),
+                        destination=str(lake),
+                        dates=[date.isoformat()],
+                        started=started,
+                        finished=started + dt.timedelta(seconds=3),
+                        status="failed" if any(r.error for r in results) else "succeeded",
+                        units=results,
+                        version="bench",
+                    ),
+                )
         finally:
             await dest.close()
 
@@ -97,8 +126,11 @@ def main() -> None:
             ("served page: read records + status model + render", timed(board.index, args.repeat), len(board.index())),
             ("status model only (read records, check keys)", timed(lambda: inspect(str(lake), job, dates, dates[-2]), args.repeat), 0),
             ("render only (HTML from the model)", timed(lambda: render_page(report, job_path="job.yaml", timezone="UTC", generated=now), args.repeat), 0),
-            ("--html single file (render)", timed(lambda: render_page(report, job_path="job.yaml", timezone="UTC", generated=now, single_file=True), args.repeat),
-             len(render_page(report, job_path="job.yaml", timezone="UTC", generated=now, single_file=True))),
+            (
+                "--html single file (render)",
+                timed(lambda: render_page(report, job_path="job.yaml", timezone="UTC", generated=now, single_file=True), args.repeat),
+                len(render_page(report, job_path="job.yaml", timezone="UTC", generated=now, single_file=True)),
+            ),
             ("one run's page", timed(lambda: board.run(run_id), args.repeat), 0),
         ]
     print(f"dashboard with {args.records} run records (20 units each), 2 endpoints × 15 run dates, median of {args.repeat}:")

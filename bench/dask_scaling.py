@@ -53,9 +53,7 @@ def main() -> None:
     from distributed import LocalCluster
 
     size = int(args.size_mib * MIB)
-    emulator = subprocess.Popen(
-        [sys.executable, "-c", EMULATOR, str(size), str(args.files - 2), str(args.mib_per_s)], stdout=subprocess.PIPE, text=True
-    )
+    emulator = subprocess.Popen([sys.executable, "-c", EMULATOR, str(size), str(args.files - 2), str(args.mib_per_s)], stdout=subprocess.PIPE, text=True)
     work = Path(tempfile.mkdtemp(prefix="apilake-dask-bench-"))
     try:
         assert emulator.stdout is not None
@@ -66,14 +64,12 @@ def main() -> None:
         rows: list[tuple[str, int, float]] = []
         rows.append(("local", 0, timed(job, work / "lake", expected, args.rounds, [])))
         for n in [int(w) for w in args.workers.split(",")]:
-            with LocalCluster(n_workers=n, processes=True, threads_per_worker=1, host="127.0.0.1",
-                              dashboard_address=None) as cluster:
+            with LocalCluster(n_workers=n, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster:
                 extra = ["--executor", "dask", "--scheduler", cluster.scheduler_address]
                 rows.append(("dask", n, timed(job, work / "lake", expected, args.rounds, extra)))
         total = args.files * size / MIB
         cap = f"{args.mib_per_s:g} MiB/s per connection" if args.mib_per_s else "uncapped"
-        print(f"\n{args.files} × {args.size_mib:g} MiB .csv.gz (file server {cap}), local lake, "
-              f"median of {args.rounds}, {os.cpu_count()} CPU(s)\n")
+        print(f"\n{args.files} × {args.size_mib:g} MiB .csv.gz (file server {cap}), local lake, median of {args.rounds}, {os.cpu_count()} CPU(s)\n")
         print("| executor | workers × threads | wall time | throughput | vs 1 worker |")
         print("|---|---|---|---|---|")
         one = next((t for kind, n, t in rows if kind == "dask" and n == 1), None)
@@ -91,19 +87,23 @@ def job_document(api_url: str, lake: Path) -> dict:
     return {
         "destination": str(lake),
         "concurrency": 16,
-        "sources": [{
-            "name": "vendor",
-            "base_url": api_url,
-            "token": "${BENCH_TOKEN}",
-            "concurrency": 16,
-            "endpoints": [{
-                "name": "bulk",
-                "kind": "bulk",
-                "path": "/v2/bulk/get-bulk-urls",
-                "params": {"metric_bundles": "app_downloads", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"},
-                "key": "{file_name}",
-            }],
-        }],
+        "sources": [
+            {
+                "name": "vendor",
+                "base_url": api_url,
+                "token": "${BENCH_TOKEN}",
+                "concurrency": 16,
+                "endpoints": [
+                    {
+                        "name": "bulk",
+                        "kind": "bulk",
+                        "path": "/v2/bulk/get-bulk-urls",
+                        "params": {"metric_bundles": "app_downloads", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"},
+                        "key": "{file_name}",
+                    }
+                ],
+            }
+        ],
     }
 
 
@@ -121,8 +121,9 @@ def timed(job: Path, lake: Path, expected: dict[str, str], rounds: int, extra: l
     for _ in range(rounds):
         shutil.rmtree(lake, ignore_errors=True)
         started = time.perf_counter()
-        result = subprocess.run([str(VENV_BIN / "apilake"), "run", str(job), "--date", DATE, "-q", *extra],
-                                capture_output=True, text=True, env={**os.environ, "BENCH_TOKEN": TOKEN})
+        result = subprocess.run(
+            [str(VENV_BIN / "apilake"), "run", str(job), "--date", DATE, "-q", *extra], capture_output=True, text=True, env={**os.environ, "BENCH_TOKEN": TOKEN}
+        )
         seconds = time.perf_counter() - started
         if result.returncode != 0:
             raise SystemExit(f"run failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")

@@ -44,16 +44,26 @@ def job(api_url: str, lake: Path, concurrency: int, limit: int, ahead: bool) -> 
     """The job; `ahead`: it says where page 1 tells the total."""
     offset = {"type": "offset", "limit": limit, "records_path": "data", **({"total_path": "total"} if ahead else {})}
     pages = {"type": "page_number", "records_path": "data", **({"total_pages_path": "meta.pages"} if ahead else {})}
-    endpoints = [{"name": "offset", "kind": "json", "path": "/items/counted", "paginate": offset},
-                 {"name": "pages", "kind": "json", "path": "/items/pages", "paginate": pages}]
-    source = {"name": "acme", "base_url": api_url + "/acme", "concurrency": concurrency,
-              "auth": {"type": "api_key", "name": "X-Api-Key", "value": "${ACME_KEY}"}, "endpoints": endpoints}
+    endpoints = [
+        {"name": "offset", "kind": "json", "path": "/items/counted", "paginate": offset},
+        {"name": "pages", "kind": "json", "path": "/items/pages", "paginate": pages},
+    ]
+    source = {
+        "name": "acme",
+        "base_url": api_url + "/acme",
+        "concurrency": concurrency,
+        "auth": {"type": "api_key", "name": "X-Api-Key", "value": "${ACME_KEY}"},
+        "endpoints": endpoints,
+    }
     return {"timezone": "UTC", "destination": str(lake), "sources": [source]}
 
 
 def lake_bytes(lake: Path) -> dict[str, bytes]:
-    return {p.relative_to(lake).as_posix(): p.read_bytes() for p in sorted(lake.rglob("*"))
-            if p.is_file() and not p.relative_to(lake).as_posix().startswith("_apilake/")}
+    return {
+        p.relative_to(lake).as_posix(): p.read_bytes()
+        for p in sorted(lake.rglob("*"))
+        if p.is_file() and not p.relative_to(lake).as_posix().startswith("_apilake/")
+    }
 
 
 def timed_run(work: Path, api_url: str, concurrency: int, limit: int, ahead: bool, round_: int) -> tuple[float, dict[str, bytes]]:
@@ -99,23 +109,45 @@ def main() -> None:
 
     one, many = statistics.median(times[False]), statistics.median(times[True])
     latency = args.latency_ms / 1000
-    command = (f"`bench/parallel_pages.py --latency-ms {args.latency_ms:g} --pages {args.pages} --concurrency {args.concurrency} "
-               f"--rounds {args.rounds}`, {dt.date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores, "
-               f"Python {platform.python_version()}.")
-    setting = (f"Two endpoints of {args.pages} pages each (`offset`, `page_number`), {args.latency_ms:g} ms added to every "
-               f"answer of the emulator, the source's `concurrency: {args.concurrency}` in both runs. Both landed the same "
-               f"{len(landed[True])} keys with the same bytes (checked every round). Wall time of `apilake run`, start-up included.")
-    chain = (f"| no total: page after page, to the empty page | {2 * (args.pages + 1)} | {one:.2f} s | "
-             f"{min(times[False]):.2f}–{max(times[False]):.2f} s | 1.0× |")
-    ahead = (f"| `total_path`, `total_pages_path`: fetched ahead | {2 * args.pages} | {many:.2f} s | "
-             f"{min(times[True]):.2f}–{max(times[True]):.2f} s | {one / many:.1f}× |")
+    command = (
+        f"`bench/parallel_pages.py --latency-ms {args.latency_ms:g} --pages {args.pages} --concurrency {args.concurrency} "
+        f"--rounds {args.rounds}`, {dt.date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}."
+    )
+    setting = (
+        f"Two endpoints of {args.pages} pages each (`offset`, `page_number`), {args.latency_ms:g} ms added to every "
+        f"answer of the emulator, the source's `concurrency: {args.concurrency}` in both runs. Both landed the same "
+        f"{len(landed[True])} keys with the same bytes (checked every round). Wall time of `apilake run`, start-up included."
+    )
+    chain = (
+        f"| no total: page after page, to the empty page | {2 * (args.pages + 1)} | {one:.2f} s | {min(times[False]):.2f}–{max(times[False]):.2f} s | 1.0× |"
+    )
+    ahead = (
+        f"| `total_path`, `total_pages_path`: fetched ahead | {2 * args.pages} | {many:.2f} s | "
+        f"{min(times[True]):.2f}–{max(times[True]):.2f} s | {one / many:.1f}× |"
+    )
     share = max(1, args.concurrency // 2)  # the source's slots, shared by both endpoints
-    floors = (f"Page after page, an endpoint's {args.pages + 1} requests form a chain of at least "
-              f"{(args.pages + 1) * latency:.1f} s of latency; fetched ahead, its first page, then the other {args.pages - 1} "
-              f"in flight together within the source's `concurrency` (shared by both endpoints: about {share} each), at least "
-              f"{(1 + -(-(args.pages - 1) // share)) * latency:.1f} s.")
-    lines = ["# Pages fetched ahead vs one after another", "", command, "", setting, "",
-             "| job file | requests | wall time (median) | min–max | speed-up |", "|---|---|---|---|---|", chain, ahead, "", floors, ""]
+    floors = (
+        f"Page after page, an endpoint's {args.pages + 1} requests form a chain of at least "
+        f"{(args.pages + 1) * latency:.1f} s of latency; fetched ahead, its first page, then the other {args.pages - 1} "
+        f"in flight together within the source's `concurrency` (shared by both endpoints: about {share} each), at least "
+        f"{(1 + -(-(args.pages - 1) // share)) * latency:.1f} s."
+    )
+    lines = [
+        "# Pages fetched ahead vs one after another",
+        "",
+        command,
+        "",
+        setting,
+        "",
+        "| job file | requests | wall time (median) | min–max | speed-up |",
+        "|---|---|---|---|---|",
+        chain,
+        ahead,
+        "",
+        floors,
+        "",
+    ]
     RESULTS.write_text("\n".join(lines))
     print("\n".join(lines))
 

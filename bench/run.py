@@ -219,8 +219,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--scenario", action="append", metavar="NAME", help="run only this scenario (repeatable)")
     p.add_argument("--contender", action="append", metavar="NAME", help="apilake, original, rclone, limit (repeatable)")
     p.add_argument("--apilake-concurrency", type=int, help="set the source's `concurrency` in apilake's job (default: apilake's default)")
-    p.add_argument("--patch", action="append", metavar="NAME",
-                   help="add a contender: apilake with the experiment bench/patches/NAME loaded")
+    p.add_argument("--patch", action="append", metavar="NAME", help="add a contender: apilake with the experiment bench/patches/NAME loaded")
     p.add_argument("--workdir", type=Path, help="where lakes and temp files go (default: a new folder under $TMPDIR)")
     p.add_argument("--out", help="results file stem under bench/results (default: latest; quick with --quick)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -259,8 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="apilake-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     command = "bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv) if (argv or sys.argv[1:]) else "make bench"
-    settings = {"command": command.strip(), "rounds": rounds, "quick": args.quick,
-                "apilake_concurrency": args.apilake_concurrency, "patches": args.patch or []}
+    settings = {"command": command.strip(), "rounds": rounds, "quick": args.quick, "apilake_concurrency": args.apilake_concurrency, "patches": args.patch or []}
     machine = describe_machine(workdir)
     compile_apilake()
     started = time.monotonic()

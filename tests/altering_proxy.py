@@ -23,9 +23,7 @@ CHECKSUM_HEADERS = ("content-md5", "x-amz-checksum-", "x-amz-sdk-checksum-", "x-
 
 
 class AlteringProxy:
-    def __init__(
-        self, upstream: str, *, match: str = "/dataai/", junk: bytes = b"0\r\n" * 189 + b"\r\n", drop_conditions: bool = False
-    ) -> None:
+    def __init__(self, upstream: str, *, match: str = "/dataai/", junk: bytes = b"0\r\n" * 189 + b"\r\n", drop_conditions: bool = False) -> None:
         self.upstream = urlsplit(upstream)
         self.match = match
         self.junk = junk  # 569 bytes, like the framing a real store kept

@@ -38,8 +38,7 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-            preexec_fn: Any = None) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120, preexec_fn: Any = None) -> subprocess.CompletedProcess[str]:
     """Run the installed `apilake` command as a user would, in a fresh process (`preexec_fn`:
     e.g. a resource limit set in the child before it starts)."""
     return subprocess.run([APILAKE, *args], capture_output=True, text=True, env=_environ(env), timeout=timeout, preexec_fn=preexec_fn)
@@ -87,8 +86,7 @@ def source(emu: Emulator, endpoints: list[dict[str, Any]], **settings: Any) -> d
 def write_job(tmp_path: Path, emu: Emulator, endpoints: list[dict[str, Any]], **top: Any) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     src_settings = top.pop("source", {})
-    job = {"timezone": "Asia/Seoul", "destination": str(tmp_path / "lake"), **top,
-           "sources": [source(emu, endpoints, **src_settings)]}
+    job = {"timezone": "Asia/Seoul", "destination": str(tmp_path / "lake"), **top, "sources": [source(emu, endpoints, **src_settings)]}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     return path
@@ -145,8 +143,12 @@ def bulk_endpoint(bundles: str = "app_downloads,usage", **overrides: Any) -> dic
 
 def details_endpoint(markets: tuple[str, ...] = ("ios", "google-play"), products: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     """A JSON endpoint with one small unit per market and product."""
-    return {"name": "details", "kind": "json", "path": "/v1.3/apps/{market}/app/{product_id}/details",
-            "matrix": {"market": list(markets), "product_id": list(products)}}
+    return {
+        "name": "details",
+        "kind": "json",
+        "path": "/v1.3/apps/{market}/app/{product_id}/details",
+        "matrix": {"market": list(markets), "product_id": list(products)},
+    }
 
 
 def temp_files(lake: Path) -> list[Path]:

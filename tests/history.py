@@ -22,8 +22,13 @@ from apilake.emulator import Emulator, Fault
 from conftest import run_cli, write_job
 
 ZONE = "Asia/Seoul"
-DETAILS = {"name": "details", "kind": "json", "path": "/v1.3/apps/{market}/app/{product_id}/details",
-           "params": {"start_date": "{date}"}, "matrix": {"market": ["ios", "google-play"], "product_id": [1]}}
+DETAILS = {
+    "name": "details",
+    "kind": "json",
+    "path": "/v1.3/apps/{market}/app/{product_id}/details",
+    "params": {"start_date": "{date}"},
+    "matrix": {"market": ["ios", "google-play"], "product_id": [1]},
+}
 COUNTRIES = {"name": "countries", "kind": "json", "path": "/v1.3/meta/countries", "params": {"start_date": "{date}"}}
 
 
@@ -37,11 +42,16 @@ class History:
     def expected_states(self) -> dict[tuple[str, str], str]:
         landed, failed, partly, missing, future = self.dates
         return {
-            ("dataai/details", landed): "landed", ("dataai/countries", landed): "landed",
-            ("dataai/details", failed): "failed", ("dataai/countries", failed): "landed",
-            ("dataai/details", partly): "partly landed", ("dataai/countries", partly): "landed",
-            ("dataai/details", missing): "missing", ("dataai/countries", missing): "missing",
-            ("dataai/details", future): "not yet due", ("dataai/countries", future): "not yet due",
+            ("dataai/details", landed): "landed",
+            ("dataai/countries", landed): "landed",
+            ("dataai/details", failed): "failed",
+            ("dataai/countries", failed): "landed",
+            ("dataai/details", partly): "partly landed",
+            ("dataai/countries", partly): "landed",
+            ("dataai/details", missing): "missing",
+            ("dataai/countries", missing): "missing",
+            ("dataai/details", future): "not yet due",
+            ("dataai/countries", future): "not yet due",
         }
 
 

@@ -103,7 +103,6 @@ class MotoServer(ServerContext[str]):
             log.close()
 
 
-
 def use_dummy_aws_env(monkeypatch: pytest.MonkeyPatch, config_dir: Path) -> None:
     """Point the AWS credential chain at dummy keys only: no ~/.aws files, no instance metadata."""
     for name in AWS_ENV_TO_CLEAR:

@@ -78,10 +78,7 @@ class PostgresServer(ServerContext["PostgresServer"]):
     def __init__(self, bindir: Path | None = None, *, startup_timeout: float = 30.0) -> None:
         found = bindir or postgres_bindir()
         if found is None:
-            raise RuntimeError(
-                "PostgreSQL's server binaries (initdb, postgres) were not found: install Debian's "
-                "`postgresql` package (`.ci/run` does)"
-            )
+            raise RuntimeError("PostgreSQL's server binaries (initdb, postgres) were not found: install Debian's `postgresql` package (`.ci/run` does)")
         self.bindir = found
         self.startup_timeout = startup_timeout
         self.folder: Path | None = None
@@ -201,7 +198,6 @@ class PostgresServer(ServerContext["PostgresServer"]):
             return {}
         uid, gid = self._unprivileged_ids()
         return {"user": uid, "group": gid, "extra_groups": [], "env": {**os.environ, "HOME": str(self.folder)}}
-
 
 
 @pytest.fixture(scope="session")

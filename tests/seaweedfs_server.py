@@ -84,7 +84,9 @@ class SeaweedFS(ServerContext[str]):
                 *(f"-{name}={port}" for name, port in ports.items()),
             ]  # fmt: skip
             with log.open("wb") as out:
-                self._process = subprocess.Popen(args, env={**os.environ, **DUMMY_AWS_ENV, "TMPDIR": self._dir.name}, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                self._process = subprocess.Popen(
+                    args, env={**os.environ, **DUMMY_AWS_ENV, "TMPDIR": self._dir.name}, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                )
             url = f"http://127.0.0.1:{ports['s3.port']}"
             if self._wait_until_answering(url):
                 self.endpoint_url = url
@@ -117,7 +119,6 @@ class SeaweedFS(ServerContext[str]):
         for name, port in self._ports.items():  # the gRPC sockets are always made in /tmp, and left there
             if name.endswith(".grpc"):
                 Path(f"/tmp/seaweedfs-{name.split('.')[0]}-grpc-{port}.sock").unlink(missing_ok=True)
-
 
 
 def empty(endpoint: str) -> None:

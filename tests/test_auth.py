@@ -24,8 +24,9 @@ def no_cached_tokens() -> None:
 
 
 def source(auth: dict[str, Any] | None = None, **settings: Any) -> Source:
-    return Source.model_validate({"name": "s", "base_url": "https://api.test", "auth": auth,
-                                  "endpoints": [{"name": "e", "kind": "json", "path": "/x"}], **settings})
+    return Source.model_validate(
+        {"name": "s", "base_url": "https://api.test", "auth": auth, "endpoints": [{"name": "e", "kind": "json", "path": "/x"}], **settings}
+    )
 
 
 async def signed(src: Source) -> tuple[dict[str, str], str]:

@@ -23,14 +23,23 @@ def test_a_bad_port_is_a_transfer_error_not_a_crash() -> None:
         origin("https://h:99999/x?signature=abc")
 
 
-@pytest.mark.parametrize("status, transient", [(400, False), (401, False), (403, False), (404, False), (408, True), (428, True), (429, True), (500, True), (503, True), (507, True)])
+@pytest.mark.parametrize(
+    "status, transient", [(400, False), (401, False), (403, False), (404, False), (408, True), (428, True), (429, True), (500, True), (503, True), (507, True)]
+)
 def test_is_transient(status: int, transient: bool) -> None:
     assert is_transient(status) is transient
 
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(None, None), ("", None), ("7", 7.0), ("soon", None), (email.utils.formatdate(1_000_030, usegmt=True), 30.0), (email.utils.formatdate(999_000, usegmt=True), 0.0)],
+    [
+        (None, None),
+        ("", None),
+        ("7", 7.0),
+        ("soon", None),
+        (email.utils.formatdate(1_000_030, usegmt=True), 30.0),
+        (email.utils.formatdate(999_000, usegmt=True), 0.0),
+    ],
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert parse_retry_after(value, now=1_000_000) == expected

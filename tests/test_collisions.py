@@ -20,8 +20,14 @@ def unit(endpoint: str, key: str, paginate: str = "none", kind: str = "json", da
     [
         ([unit("a", "x/a.json"), unit("b", "x/b.json")], None),
         ([unit("a", "x/d.json"), unit("b", "x/d.json")], "units 's/a/2026-11-25' (s/a) and 's/b/2026-11-25' (s/b) would both land on key 'x/d.json'"),
-        ([unit("a", "x/d.json", "next_page"), unit("b", "x/d.page-0002.json")], "page 2 of 's/a/2026-11-25' (s/a) lands on key 'x/d.page-0002.json', the key of 's/b/2026-11-25' (s/b)"),
-        ([unit("b", "x/d.page-0002.json"), unit("a", "x/d.json", "next_page")], "page 2 of 's/a/2026-11-25' (s/a) lands on key 'x/d.page-0002.json'"),  # either order
+        (
+            [unit("a", "x/d.json", "next_page"), unit("b", "x/d.page-0002.json")],
+            "page 2 of 's/a/2026-11-25' (s/a) lands on key 'x/d.page-0002.json', the key of 's/b/2026-11-25' (s/b)",
+        ),
+        (
+            [unit("b", "x/d.page-0002.json"), unit("a", "x/d.json", "next_page")],
+            "page 2 of 's/a/2026-11-25' (s/a) lands on key 'x/d.page-0002.json'",
+        ),  # either order
         ([unit("a", "x/d.json"), unit("b", "x/d.page-0002.json")], None),  # no pages beside an unpaginated key
         ([unit("a", "x/d.json", "next_page"), unit("b", "x/d.page-0002.json", kind="bulk")], None),  # a bulk key is a template
         ([unit("a", "x/d.json", "cursor"), unit("a", "x/d.page-0107.json", date="2026-11-26")], "put what tells them apart"),

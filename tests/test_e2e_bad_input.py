@@ -36,10 +36,16 @@ def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 
 JOB_FILE_CASES = [
     pytest.param(lambda text: text.replace("kind: json", "kind: [json"), "not valid YAML", id="malformed-yaml"),
-    pytest.param(lambda text: text.replace("kind: json", "kind: json\n    paginte: next_page"), "sources[0].endpoints[0].paginte: unknown key", id="unknown-key"),
+    pytest.param(
+        lambda text: text.replace("kind: json", "kind: json\n    paginte: next_page"), "sources[0].endpoints[0].paginte: unknown key", id="unknown-key"
+    ),
     pytest.param(lambda text: text.replace("concurrency: 4", "concurrency: lots"), "sources[0].concurrency: Input should be a valid integer", id="wrong-type"),
     pytest.param(lambda text: text.replace("kind: json", "kind: xml"), "sources[0].endpoints[0].kind: got 'xml'", id="unknown-kind"),
-    pytest.param(lambda text: text.replace("${DATAAI_TOKEN}", "${NOT_SET_ANYWHERE}"), "sources[0].token: environment variable NOT_SET_ANYWHERE is not set", id="missing-var"),
+    pytest.param(
+        lambda text: text.replace("${DATAAI_TOKEN}", "${NOT_SET_ANYWHERE}"),
+        "sources[0].token: environment variable NOT_SET_ANYWHERE is not set",
+        id="missing-var",
+    ),
     pytest.param(lambda text: text.replace("path: /v1.3", "key: '{product_id}'\n    path: /v1.3"), "empty key", id="key-renders-empty"),
     pytest.param(lambda text: text.replace("path: /v1.3", "key: _apilake/{product_id}.json\n    path: /v1.3"), "_apilake/", id="key-inside-apilake"),
 ]
@@ -58,6 +64,7 @@ def test_bad_job_file_exits_2_naming_file_and_key(tmp_path: Path, emulator, edit
 
 
 # -- the network: the unit fails (exit 1), the message names the host --------------------------------
+
 
 def closed_port() -> int:
     with socket.socket() as s:
@@ -91,6 +98,7 @@ def test_tls_error_fails_without_retrying(tmp_path: Path, emulator) -> None:
 
 
 # -- the destination ------------------------------------------------------------------------------
+
 
 def test_destination_that_is_not_writable_exits_2(tmp_path: Path, emulator) -> None:
     blocker = tmp_path / "a-file"
@@ -129,6 +137,7 @@ def test_disk_full_fails_the_unit_and_leaves_no_partial_file(tmp_path: Path, emu
 
 # -- what the vendor sends ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "fault, message",
     [
@@ -149,8 +158,11 @@ def test_bad_listings_fail_their_unit(tmp_path: Path, emulator, fault: Fault, me
 def test_duplicate_urls_in_a_listing_land_once(tmp_path: Path, emulator) -> None:
     import httpx
 
-    real = httpx.get(f"{emulator.api_url}/v2/bulk/get-bulk-urls", params=BULK["params"] | {"start_date": DATE, "end_date": DATE},
-                     headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    real = httpx.get(
+        f"{emulator.api_url}/v2/bulk/get-bulk-urls",
+        params=BULK["params"] | {"start_date": DATE, "end_date": DATE},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ).json()
     urls = real["data"]["urls"]
     emulator.config.faults = [Fault(match="get-bulk-urls", kind="body", body=json.dumps({"code": 200, "data": {"urls": urls + urls[:2]}}).encode())]
     emulator.stats.reset()
@@ -240,8 +252,14 @@ def test_a_gzip_bomb_and_a_parse_bomb_fail_their_units_and_memory_stays_bounded(
     endpoints = [{"name": name, "kind": "json", "path": f"/{name}"} for name in ("bomb", "objects", "fine")]
     retry = {"attempts": 3, "backoff_initial": 0.05, "backoff_max": 0.2}
     job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump({"destination": str(tmp_path / "lake"), "sources": [
-        {"name": "hostile", "base_url": hostile_vendor, "max_json_mb": 2, "retry": retry, "endpoints": endpoints}]}))
+    job.write_text(
+        yaml.safe_dump(
+            {
+                "destination": str(tmp_path / "lake"),
+                "sources": [{"name": "hostile", "base_url": hostile_vendor, "max_json_mb": 2, "retry": retry, "endpoints": endpoints}],
+            }
+        )
+    )
     result, peak = run_measured("run", str(job), "--date", DATE, out=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     no_traceback(result)
@@ -266,6 +284,7 @@ def test_secret_in_a_query_string_is_masked_everywhere(tmp_path: Path, emulator)
 
 
 # -- hostile job files and hostile values --------------------------------------------------------
+
 
 def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path, emulator) -> None:
     job = write_job(tmp_path, emulator, [DETAILS])
@@ -332,15 +351,16 @@ def test_control_characters_from_a_server_cannot_forge_log_lines(tmp_path: Path,
 
 
 def test_a_key_that_is_another_endpoints_page_2_is_refused_before_any_request(tmp_path: Path, emulator) -> None:
-    paged = {**DETAILS, "matrix": {"product_id": [1]}, "key": "{source}/app/{date}.json",
-             "paginate": {"type": "json_link", "next_url_path": "links.next"}}
+    paged = {**DETAILS, "matrix": {"product_id": [1]}, "key": "{source}/app/{date}.json", "paginate": {"type": "json_link", "next_url_path": "links.next"}}
     other = {**DETAILS, "name": "other", "matrix": {"product_id": [2]}, "key": "{source}/app/{date}.page-0002.json"}
     job = write_job(tmp_path, emulator, [paged, other])
     for extra in ([], ["--force"], ["--dry-run"]):
         result = run_cli("run", str(job), "--date", DATE, *extra)
         assert result.returncode == 2, result.stdout
-        assert f"page 2 of 'dataai/details/{DATE}/product_id=1' (dataai/details) lands on key 'dataai/app/{DATE}.page-0002.json', " \
-               f"the key of 'dataai/other/{DATE}/product_id=2' (dataai/other)" in result.stderr
+        assert (
+            f"page 2 of 'dataai/details/{DATE}/product_id=1' (dataai/details) lands on key 'dataai/app/{DATE}.page-0002.json', "
+            f"the key of 'dataai/other/{DATE}/product_id=2' (dataai/other)" in result.stderr
+        )
         no_traceback(result)
     assert emulator.stats.count() == 0
     assert run_cli("run", str(job), "--date", DATE, "--only", "other").returncode == 0  # each alone is fine

@@ -41,8 +41,10 @@ def cell(browser, endpoint: str, date: str):  # type: ignore[no-untyped-def]
 
 def check_page(browser, lake: history.History) -> None:  # type: ignore[no-untyped-def]
     """What both forms of the dashboard must show, on the page the browser has open."""
-    states = {(c.get_attribute("data-endpoint"), c.get_attribute("data-date")): c.get_attribute("data-state")
-              for c in browser.find_elements(By.CSS_SELECTOR, "td.cell")}
+    states = {
+        (c.get_attribute("data-endpoint"), c.get_attribute("data-date")): c.get_attribute("data-state")
+        for c in browser.find_elements(By.CSS_SELECTOR, "td.cell")
+    }
     assert states == lake.expected_states
     landed, failed, partly, missing, _ = lake.dates
     assert cell(browser, "dataai/details", failed).text == "0/2"
@@ -65,7 +67,8 @@ def check_page(browser, lake: history.History) -> None:  # type: ignore[no-untyp
     assert "HTTP 404 Not Found" in missing_rows[0].text
 
     assert [r.get_attribute("data-unit") for r in partial.find_elements(By.CSS_SELECTOR, "tr.present-unit")] == [
-        f"dataai/details/{partly}/market=google-play,product_id=1"]
+        f"dataai/details/{partly}/market=google-play,product_id=1"
+    ]
 
     missing_cell = browser.find_element(By.ID, f"cell-dataai-countries-{missing}")
     cell(browser, "dataai/countries", missing).find_element(By.TAG_NAME, "a").click()
@@ -75,8 +78,7 @@ def check_page(browser, lake: history.History) -> None:  # type: ignore[no-untyp
     assert not cell(browser, "dataai/details", lake.dates[-1]).find_elements(By.TAG_NAME, "a")  # not yet due: nothing to see
 
     fill = browser.find_element(By.CSS_SELECTOR, "pre.fill").text.splitlines()
-    assert fill == [f"apilake run {lake.job} --date {missing} --only countries",
-                    f"apilake run {lake.job} --from {failed} --to {missing} --only details"]
+    assert fill == [f"apilake run {lake.job} --date {missing} --only countries", f"apilake run {lake.job} --from {failed} --to {missing} --only details"]
     assert len(browser.find_elements(By.CSS_SELECTOR, "tr.run")) == 3
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart")) == 5
     # nothing to fetch from anywhere: no scripts, style sheets, images or frames
@@ -91,9 +93,11 @@ def open_failed_run(browser, lake: history.History) -> None:  # type: ignore[no-
     browser.find_element(By.ID, f"cell-dataai-details-{failed}").find_element(By.CSS_SELECTOR, "a").click()
     run = next(d for d in browser.find_elements(By.CSS_SELECTOR, "section.run-detail") if d.is_displayed())
     units = {r.get_attribute("data-unit"): r.get_attribute("data-status") for r in run.find_elements(By.CSS_SELECTOR, "tr.unit")}
-    assert units == {f"dataai/details/{failed}/market=ios,product_id=1": "failed",
-                     f"dataai/details/{failed}/market=google-play,product_id=1": "failed",
-                     f"dataai/countries/{failed}": "landed"}
+    assert units == {
+        f"dataai/details/{failed}/market=ios,product_id=1": "failed",
+        f"dataai/details/{failed}/market=google-play,product_id=1": "failed",
+        f"dataai/countries/{failed}": "landed",
+    }
     assert "HTTP 400 Bad Request" in run.text and f"dataai/countries/dt={failed}/data.json" in run.text
     assert TOKEN not in browser.page_source
 

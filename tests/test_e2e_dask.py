@@ -51,15 +51,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any
         "AWS_SHARED_CREDENTIALS_FILE": str(no_aws / "credentials"),
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    with distributed.LocalCluster(
-        n_workers=WORKERS,
-        processes=True,
-        threads_per_worker=1,
-        host="127.0.0.1",
-        scheduler_port=0,
-        dashboard_address=None,
-        env=env,
-    ) as local_cluster, distributed.Client(local_cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=WORKERS,
+            processes=True,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            scheduler_port=0,
+            dashboard_address=None,
+            env=env,
+        ) as local_cluster,
+        distributed.Client(local_cluster) as client,
+    ):
         client.get_task_stream()  # installs the scheduler's task-stream plugin: which worker ran what
         yield local_cluster, client
 
@@ -137,8 +140,9 @@ def test_rerun_skips_what_landed_and_force_lands_again(tmp_path: Path, emulator,
 def test_requests_per_second_holds_across_the_cluster(tmp_path: Path, emulator, cluster) -> None:
     emulator.config.requests_per_minute = 5  # the vendor's quota: 5 calls ...
     emulator.config.quota_window_s = 1.0  # ... in any 1 s window, else 429
-    job = write_job(tmp_path, emulator, [{**DETAILS, "matrix": {"market": ["ios"], "product_id": list(range(1, 17))}}],
-                    source={"concurrency": 16, "requests_per_second": 5})
+    job = write_job(
+        tmp_path, emulator, [{**DETAILS, "matrix": {"market": ["ios"], "product_id": list(range(1, 17))}}], source={"concurrency": 16, "requests_per_second": 5}
+    )
     result = run_dask(cluster, job)
     assert result.returncode == 0, result.stdout + result.stderr
     assert emulator.stats.count(status=429) == 0
@@ -147,8 +151,9 @@ def test_requests_per_second_holds_across_the_cluster(tmp_path: Path, emulator, 
 
 
 def test_daily_quota_holds_across_the_cluster(tmp_path: Path, emulator, cluster) -> None:
-    job = write_job(tmp_path, emulator, [{**DETAILS, "matrix": {"market": ["ios"], "product_id": list(range(1, 9))}}],
-                    source={"concurrency": 4, "requests_per_day": 5})
+    job = write_job(
+        tmp_path, emulator, [{**DETAILS, "matrix": {"market": ["ios"], "product_id": list(range(1, 9))}}], source={"concurrency": 4, "requests_per_day": 5}
+    )
     result = run_dask(cluster, job)
     assert result.returncode == 1
     assert emulator.stats.count(origin="api") == 5  # not one more, with 3 workers drawing from it
@@ -225,15 +230,14 @@ def s3_objects(endpoint: str, prefix: str = "raw/") -> dict[str, bytes]:
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     pages = client.get_paginator("list_objects_v2").paginate(Bucket="lake", Prefix=prefix)
     keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
-    return {k[len(prefix):]: client.get_object(Bucket="lake", Key=k)["Body"].read() for k in keys}
+    return {k[len(prefix) :]: client.get_object(Bucket="lake", Key=k)["Body"].read() for k in keys}
 
 
 def test_s3_destination_through_the_cluster(tmp_path: Path, emulator, moto_endpoint: str, cluster) -> None:
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket="lake")
     emulator.config.file_sizes = {"data.": 6 * 1024 * 1024}  # metric files go up in two 5 MiB parts
-    job = write_job(tmp_path, emulator, [DETAILS, BULK], destination="s3://lake/raw",
-                    s3={"endpoint_url": moto_endpoint, "part_size_mb": 5})
+    job = write_job(tmp_path, emulator, [DETAILS, BULK], destination="s3://lake/raw", s3={"endpoint_url": moto_endpoint, "part_size_mb": 5})
     result = run_dask(cluster, job)
     assert result.returncode == 0, result.stdout + result.stderr
     landed = s3_objects(moto_endpoint)
@@ -285,8 +289,7 @@ def test_without_the_dask_extra_the_error_is_clear_and_exit_2(tmp_path: Path, em
         f"sys.argv = ['apilake', 'run', {str(job)!r}, '--date', {DATE!r}, '--executor', 'dask', '--scheduler', 'tcp://127.0.0.1:9']\n"
         "main()\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "DATAAI_TOKEN": TOKEN})
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, "DATAAI_TOKEN": TOKEN})
     assert result.returncode == 2, result.stderr
     assert "pip install 'apilake[dask]'" in result.stderr and "Traceback" not in result.stderr
     assert emulator.stats.count() == 0
@@ -295,8 +298,7 @@ def test_without_the_dask_extra_the_error_is_clear_and_exit_2(tmp_path: Path, em
 
 def test_unreachable_scheduler_exits_2_and_writes_no_record(tmp_path: Path, emulator) -> None:
     job = write_job(tmp_path, emulator, [DETAILS])
-    result = run_cli("run", str(job), "--date", DATE, "--scheduler", "tcp://127.0.0.1:9",
-                     env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
+    result = run_cli("run", str(job), "--date", DATE, "--scheduler", "tcp://127.0.0.1:9", env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
     assert result.returncode == 2
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
     assert emulator.stats.count() == 0
@@ -368,10 +370,14 @@ def test_the_workers_of_a_cluster_spend_one_rotating_refresh_token_once(tmp_path
 def test_a_local_run_and_a_dask_run_sharing_a_credential_send_at_most_the_daily_quota(tmp_path: Path, emulator, cluster) -> None:
     ledger = tmp_path / "ledger"
     endpoint = {**DETAILS, "matrix": {"market": ["ios"], "product_id": list(range(1, 71))}}
-    jobs = [write_job(tmp_path / name, emulator, [endpoint], quota_ledger=str(ledger), source={"concurrency": 4, "requests_per_day": 100})
-            for name in ("local", "dask")]
-    runs = [start_cli("run", str(jobs[0]), "--date", DATE),
-            start_cli("run", str(jobs[1]), "--date", DATE, "--executor", "dask", "--scheduler", cluster[0].scheduler_address)]
+    jobs = [
+        write_job(tmp_path / name, emulator, [endpoint], quota_ledger=str(ledger), source={"concurrency": 4, "requests_per_day": 100})
+        for name in ("local", "dask")
+    ]
+    runs = [
+        start_cli("run", str(jobs[0]), "--date", DATE),
+        start_cli("run", str(jobs[1]), "--date", DATE, "--executor", "dask", "--scheduler", cluster[0].scheduler_address),
+    ]
     outputs = [process.communicate(timeout=120) for process in runs]
     codes = [process.returncode for process in runs]
     assert 1 in codes and set(codes) <= {0, 1}, outputs  # 140 units, 100 requests a day: one run at least runs out
@@ -449,7 +455,8 @@ def test_incremental_cursors_open_and_advance_on_the_client_while_pages_land_on_
         assert {q["since"] for q in sent(emulator, f"/repos/acme/{repo}/issues")} == {state["windows"]["2026-11-26"]["start"]}
         assert all(window["done"] for window in state["windows"].values())
     assert {json.dumps(r, sort_keys=True) for r in landed_records(tmp_path / "lake", "github/issues/")} == {
-        json.dumps(v.issue(), sort_keys=True) for v in emulator.acme.changes.versions}
+        json.dumps(v.issue(), sort_keys=True) for v in emulator.acme.changes.versions
+    }
 
 
 def test_a_primary_keyed_table_is_built_whole_by_the_client_the_others_on_workers(tmp_path: Path, emulator, cluster) -> None:

@@ -154,7 +154,6 @@ def test_daily_quota_stops_new_units_and_exits_1(tmp_path: Path, emulator) -> No
     assert "daily request quota" in result.stdout
 
 
-
 @pytest.mark.parametrize(
     "body, content_type",
     [
@@ -162,9 +161,7 @@ def test_daily_quota_stops_new_units_and_exits_1(tmp_path: Path, emulator) -> No
         pytest.param(b'{"code": 200, "data": {}}', "application/json", id="no-urls"),
     ],
 )
-def test_a_listing_answered_once_with_a_transient_body_is_retried_and_the_lake_completes(
-    tmp_path: Path, emulator, body: bytes, content_type: str
-) -> None:
+def test_a_listing_answered_once_with_a_transient_body_is_retried_and_the_lake_completes(tmp_path: Path, emulator, body: bytes, content_type: str) -> None:
     emulator.config.faults = [Fault(match="get-bulk-urls", kind="body", body=body, content_type=content_type, times=1)]
     job = write_job(tmp_path, emulator, [bulk_endpoint("app_downloads")])
     result = run_cli("run", str(job), "--date", DATE)

@@ -43,14 +43,18 @@ def with_params(endpoint: dict[str, Any], **params: Any) -> dict[str, Any]:
     return {**endpoint, "params": {**endpoint["params"], **params}}
 
 
-def job_file(tmp_path: Path, emu: Emulator, vendor: str, endpoints: list[dict[str, Any]], name: str = "job.yaml",
-             lake: Path | None = None) -> Path:
+def job_file(tmp_path: Path, emu: Emulator, vendor: str, endpoints: list[dict[str, Any]], name: str = "job.yaml", lake: Path | None = None) -> Path:
     """A recipe's source against the emulator: its base URL and credential swapped, no rate limits."""
     emu.acme.config.auth = "bearer"
     recipe = {k: v for k, v in RECIPES[vendor].items() if not k.startswith("requests_per_")}
     prefix = {"github": "gh"}.get(vendor, vendor)
-    source = {**recipe, "base_url": f"{emu.api_url}/acme/{prefix}", "auth": {"type": "bearer", "token": "${DATAAI_TOKEN}"},
-              "retry": RETRY, "endpoints": endpoints}
+    source = {
+        **recipe,
+        "base_url": f"{emu.api_url}/acme/{prefix}",
+        "auth": {"type": "bearer", "token": "${DATAAI_TOKEN}"},
+        "retry": RETRY,
+        "endpoints": endpoints,
+    }
     job = {"timezone": "UTC", "destination": str(lake or tmp_path / "lake"), "sources": [source]}
     path = tmp_path / name
     path.write_text(yaml.safe_dump(job, sort_keys=False))
@@ -226,8 +230,7 @@ def two_hosts_share_one_cursor_per_parent(tmp_path: Path, emulator: Emulator, la
         assert {q["since"] for q in sent(emulator, f"/repos/acme/{repo}/issues")} == {window["start"]}
         assert window["base"] == states_now[f"github/issues/repo={repo}"]["cursor"]
     pages = [json.loads(body) for key, body in objects().items() if key.startswith("github/issues/")]
-    assert {json.dumps(r, sort_keys=True) for page in pages for r in page} == {
-        json.dumps(v.issue(), sort_keys=True) for v in emulator.acme.changes.versions}
+    assert {json.dumps(r, sort_keys=True) for page in pages for r in page} == {json.dumps(v.issue(), sort_keys=True) for v in emulator.acme.changes.versions}
 
 
 def test_two_hosts_share_one_cursor_per_parent(tmp_path: Path, emulator: Emulator) -> None:
@@ -279,8 +282,13 @@ def hostile() -> Iterator[ThreadingHTTPServer]:
 
 def hostile_job(tmp_path: Path, server: ThreadingHTTPServer, **incremental: Any) -> Path:
     spec = {"cursor_path": "updated_at", "initial_value": "2026-01-01T00:00:00Z", "param": "since", **incremental}
-    source = {"name": "vendor", "base_url": f"http://127.0.0.1:{server.server_address[1]}", "token": "${DATAAI_TOKEN}", "retry": RETRY,
-              "endpoints": [{"name": "items", "kind": "json", "path": "/items", "incremental": spec}]}
+    source = {
+        "name": "vendor",
+        "base_url": f"http://127.0.0.1:{server.server_address[1]}",
+        "token": "${DATAAI_TOKEN}",
+        "retry": RETRY,
+        "endpoints": [{"name": "items", "kind": "json", "path": "/items", "incremental": spec}],
+    }
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump({"timezone": "UTC", "destination": str(tmp_path / "lake"), "sources": [source]}, sort_keys=False))
     return path
@@ -396,10 +404,20 @@ def test_the_cursor_in_an_endpoint_header(tmp_path: Path) -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        endpoint = {"name": "items", "kind": "json", "path": "/items", "headers": {"X-Changed-Since": "{cursor}"},
-                    "incremental": {"cursor_path": "changed", "initial_value": 1764700000, "lag": 60}}
-        source = {"name": "vendor", "base_url": f"http://127.0.0.1:{server.server_address[1]}", "token": "${DATAAI_TOKEN}",
-                  "retry": RETRY, "endpoints": [endpoint]}
+        endpoint = {
+            "name": "items",
+            "kind": "json",
+            "path": "/items",
+            "headers": {"X-Changed-Since": "{cursor}"},
+            "incremental": {"cursor_path": "changed", "initial_value": 1764700000, "lag": 60},
+        }
+        source = {
+            "name": "vendor",
+            "base_url": f"http://127.0.0.1:{server.server_address[1]}",
+            "token": "${DATAAI_TOKEN}",
+            "retry": RETRY,
+            "endpoints": [endpoint],
+        }
         job = tmp_path / "job.yaml"
         job.write_text(yaml.safe_dump({"timezone": "UTC", "destination": str(tmp_path / "lake"), "sources": [source]}))
         run(job, "2026-11-25")

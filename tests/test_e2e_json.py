@@ -181,8 +181,7 @@ def test_bad_job_file_exits_2_with_the_key_path(tmp_path: Path, emulator) -> Non
 
 
 def test_hostile_parameter_value_stays_inside_the_destination(tmp_path: Path, emulator) -> None:
-    hostile = {**REVIEWS, "matrix": {"market": ["ios"], "product_id": ["../../../etc", "..", "a/../../b"]},
-               "key": "{source}/{market}/{product_id}/data.json"}
+    hostile = {**REVIEWS, "matrix": {"market": ["ios"], "product_id": ["../../../etc", "..", "a/../../b"]}, "key": "{source}/{market}/{product_id}/data.json"}
     job = write_job(tmp_path, emulator, [hostile])
     run_cli("run", str(job), "--date", DATE)
     outside = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(tmp_path / "lake") and p.name != "job.yaml"]

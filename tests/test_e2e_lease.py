@@ -56,8 +56,10 @@ def data_keys(endpoint: str) -> set[str]:
 
 def test_two_runs_started_together_on_two_hosts_exactly_one_runs_20_times(tmp_path: Path, emulator, bucket: str) -> None:
     pairs = 4  # four jobs at a time (each its own lease), five rounds: 20 races
-    jobs = [[s3_job(tmp_path / f"pair{p}" / host, emulator, bucket, [details_endpoint(("ios",), (1,))], name=f"job{p}")
-             for host in ("a", "b")] for p in range(pairs)]
+    jobs = [
+        [s3_job(tmp_path / f"pair{p}" / host, emulator, bucket, [details_endpoint(("ios",), (1,))], name=f"job{p}") for host in ("a", "b")]
+        for p in range(pairs)
+    ]
     for _round in range(5):
         # --force: every round fetches again, so each pair's winner is held until its loser is done
         for outcomes in race(emulator, jobs, "--force"):
@@ -133,8 +135,10 @@ def test_a_run_that_loses_its_lease_stops_and_exits_1(tmp_path: Path, emulator, 
 
 def test_a_shared_folder_with_lease_mode_always_keeps_two_hosts_apart(tmp_path: Path, emulator) -> None:
     lake = tmp_path / "shared-lake"  # as a folder on NFS, mounted by both hosts
-    jobs = [write_job(tmp_path / host, emulator, [details_endpoint(("ios",), (1,))], destination=str(lake), lease={**LEASE, "mode": "always"})
-            for host in ("a", "b")]
+    jobs = [
+        write_job(tmp_path / host, emulator, [details_endpoint(("ios",), (1,))], destination=str(lake), lease={**LEASE, "mode": "always"})
+        for host in ("a", "b")
+    ]
     [outcomes] = race(emulator, [jobs])
     assert sorted(code for code, _err, _pid in outcomes) == [0, 3], outcomes
     assert any(HOLDER.search(err) for _code, err, _pid in outcomes)

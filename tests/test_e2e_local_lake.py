@@ -192,8 +192,11 @@ def test_failed_file_units_leave_no_empty_folder_and_the_users_folders_stay(tmp_
     assert not (lake / "dataai" / "raw" / "dt=2026-11-25").exists()
     assert empty_folders(lake) == [lake / "mine" / "empty"]
     assert TOKEN not in all_text(lake, result)
-    assert sorted(lake_objects(lake)) == sorted(f"dataai/raw/dt=2026-11-24/market={m},product_id={p}.json"  # by its Content-Type
-                                                for m in ("ios", "google-play") for p in (1, 2))
+    assert sorted(lake_objects(lake)) == sorted(
+        f"dataai/raw/dt=2026-11-24/market={m},product_id={p}.json"  # by its Content-Type
+        for m in ("ios", "google-play")
+        for p in (1, 2)
+    )
 
 
 def test_the_next_run_removes_the_empty_temporary_folders_of_a_killed_one(tmp_path: Path, emulator) -> None:

@@ -87,8 +87,10 @@ def test_metrics_file_after_each_run(tmp_path: Path, emulator) -> None:
     job = write_job(tmp_path, emulator, [DETAILS, COUNTRIES], source={"requests_per_day": 100})
     prom = tmp_path / "textfile" / "apilake.prom"
     prom.parent.mkdir()
-    emulator.config.faults = [Fault(match="apps/ios/app/1/details", kind="status", status=429, retry_after="0", times=1),
-                              Fault(match="apps/google-play/app/1/details", kind="status", status=404)]
+    emulator.config.faults = [
+        Fault(match="apps/ios/app/1/details", kind="status", status=429, retry_after="0", times=1),
+        Fault(match="apps/google-play/app/1/details", kind="status", status=404),
+    ]
     assert run_cli("run", str(job), "--date", DATE, "--metrics-file", str(prom)).returncode == 1
     first = records(tmp_path / "lake")[-1]
     found = samples(prom.read_text())
@@ -183,8 +185,12 @@ def test_healthz_answers_during_a_run_and_metrics_follow_it(tmp_path: Path, emul
 
         wait_for(in_a_run, timeout=20)
         assert during[-1].status_code == 200 and during[-1].json()["status"] == "ok"
-        wait_for(lambda: (tmp_path / "lake" / "_apilake" / "runs").exists() and records(tmp_path / "lake")
-                 and records(tmp_path / "lake")[-1]["finished"] is not None, timeout=30)
+        wait_for(
+            lambda: (
+                (tmp_path / "lake" / "_apilake" / "runs").exists() and records(tmp_path / "lake") and records(tmp_path / "lake")[-1]["finished"] is not None
+            ),
+            timeout=30,
+        )
         record = records(tmp_path / "lake")[-1]
         wait_for(lambda: httpx.get(base + "healthz").json()["running_since"] is None, timeout=10)
         check_last_run(samples(httpx.get(base + "metrics").text), record)  # refreshed after the run

@@ -42,14 +42,19 @@ def test_a_store_that_alters_the_lease_object_is_named_with_its_fix_not_as_anoth
     assert TOKEN not in result.stdout + result.stderr
 
 
-def test_lease_mode_off_runs_on_a_store_that_ignores_conditions_warns_every_run_and_counts_quota_per_host(
-    tmp_path: Path, emulator, bucket: str
-) -> None:
+def test_lease_mode_off_runs_on_a_store_that_ignores_conditions_warns_every_run_and_counts_quota_per_host(tmp_path: Path, emulator, bucket: str) -> None:
     host = {"APILAKE_QUOTA_DIR": str(tmp_path / "host-quota")}
     gate = Fault(match="/details", kind="drip", chunk=1, interval=0.1)
     with AlteringProxy(bucket, match="(nothing)", drop_conditions=True) as proxy_url:
-        job = write_job(tmp_path, emulator, [details_endpoint(("ios",), (1, 2))], destination="s3://lake/raw",
-                        s3={"endpoint_url": proxy_url}, lease={"mode": "off"}, source={"requests_per_day": PER_DAY})
+        job = write_job(
+            tmp_path,
+            emulator,
+            [details_endpoint(("ios",), (1, 2))],
+            destination="s3://lake/raw",
+            s3={"endpoint_url": proxy_url},
+            lease={"mode": "off"},
+            source={"requests_per_day": PER_DAY},
+        )
         job.write_text(job.read_text().replace("mode: 'off'", "mode: off"))  # as a user writes it: YAML's boolean false
         runs = []
         for _ in range(2):  # every run warns

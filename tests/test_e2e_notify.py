@@ -100,29 +100,41 @@ def test_an_undeliverable_notification_is_a_warning(tmp_path: Path, emulator, we
 
 
 def record(run_id: str, status: str, endpoints: tuple[str, ...], finished: bool = True) -> RunRecord:
-    units = [{"unit": f"s/{e}/{DATE}", "source": "s", "endpoint": e, "date": DATE, "kind": "json",
-              "status": "landed" if status == "succeeded" else "failed", "error": None if status == "succeeded" else "HTTP 500"}
-             for e in endpoints]
-    return parse_record({"run_id": run_id, "status": status, "finished": "2026-11-26T09:00:00+00:00" if finished else None,
-                         "dates": [DATE], "units": units})
+    units = [
+        {
+            "unit": f"s/{e}/{DATE}",
+            "source": "s",
+            "endpoint": e,
+            "date": DATE,
+            "kind": "json",
+            "status": "landed" if status == "succeeded" else "failed",
+            "error": None if status == "succeeded" else "HTTP 500",
+        }
+        for e in endpoints
+    ]
+    return parse_record({"run_id": run_id, "status": status, "finished": "2026-11-26T09:00:00+00:00" if finished else None, "dates": [DATE], "units": units})
 
 
-@pytest.mark.parametrize("history, current, expected", [
-    ([], record("2", "failed", ("a",)), "failure"),
-    ([record("1", "failed", ("a",))], record("2", "succeeded", ("a",)), "recovery"),
-    ([record("1", "failed", ("b",))], record("2", "succeeded", ("a",)), None),  # another endpoint's failure
-    ([record("0", "failed", ("a",)), record("1", "succeeded", ("a",))], record("2", "succeeded", ("a",)), None),
-    ([record("1", "failed", ("a",))], record("2", "interrupted", ("a",)), None),
-    ([record("1", "failed", ("a",)), record("1b", "running", ("a",), finished=False)], record("2", "succeeded", ("a",)), "recovery"),
-])
+@pytest.mark.parametrize(
+    "history, current, expected",
+    [
+        ([], record("2", "failed", ("a",)), "failure"),
+        ([record("1", "failed", ("a",))], record("2", "succeeded", ("a",)), "recovery"),
+        ([record("1", "failed", ("b",))], record("2", "succeeded", ("a",)), None),  # another endpoint's failure
+        ([record("0", "failed", ("a",)), record("1", "succeeded", ("a",))], record("2", "succeeded", ("a",)), None),
+        ([record("1", "failed", ("a",))], record("2", "interrupted", ("a",)), None),
+        ([record("1", "failed", ("a",)), record("1b", "running", ("a",), finished=False)], record("2", "succeeded", ("a",)), "recovery"),
+    ],
+)
 def test_which_runs_are_news(history: list[RunRecord], current: RunRecord, expected: str | None) -> None:
     found = event([*history, current], current.run_id)
     assert (found[0] if found else None) == expected
 
 
 def test_failure_message_counts_what_it_does_not_list() -> None:
-    job = Job.model_validate({"sources": [{"name": "s", "base_url": "https://x", "endpoints": [
-        {"name": f"e{i}", "kind": "json", "path": "/", "lag": 1} for i in range(25)]}]})
+    job = Job.model_validate(
+        {"sources": [{"name": "s", "base_url": "https://x", "endpoints": [{"name": f"e{i}", "kind": "json", "path": "/", "lag": 1} for i in range(25)]}]}
+    )
     current = record("2", "failed", tuple(f"e{i}" for i in range(25)))
     message = compose(job, "job.yaml", [current], "2")
     assert message is not None and message.event == "failure"

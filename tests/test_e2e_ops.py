@@ -10,8 +10,7 @@ import yaml
 
 from conftest import TOKEN, lake_objects, records, run_cli, write_job
 
-DETAILS = {"name": "details", "kind": "json", "path": "/v1.3/apps/ios/app/{product_id}/details",
-           "params": {"day": "{date}"}, "matrix": {"product_id": [1, 2]}}
+DETAILS = {"name": "details", "kind": "json", "path": "/v1.3/apps/ios/app/{product_id}/details", "params": {"day": "{date}"}, "matrix": {"product_id": [1, 2]}}
 COUNTRIES = {"name": "countries", "kind": "json", "path": "/v1.3/meta/countries"}
 
 

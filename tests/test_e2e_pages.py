@@ -19,10 +19,14 @@ OFFSET = {"type": "offset", "limit": 10, "records_path": "data"}
 #: Endpoints whose first page tells how many pages there are: total in the body, in a header, pages.
 KNOWN_TOTAL = [
     {"name": "body_total", "kind": "json", "path": "/items/counted", "paginate": {**OFFSET, "total_path": "total"}},
-    {"name": "header_total", "kind": "json", "path": "/items/counted", "params": {"total_in": "header"},
-     "paginate": {**OFFSET, "total_header": "X-Total-Count"}},
-    {"name": "pages", "kind": "json", "path": "/items/pages",
-     "paginate": {"type": "page_number", "records_path": "data", "total_pages_path": "meta.pages"}},
+    {
+        "name": "header_total",
+        "kind": "json",
+        "path": "/items/counted",
+        "params": {"total_in": "header"},
+        "paginate": {**OFFSET, "total_header": "X-Total-Count"},
+    },
+    {"name": "pages", "kind": "json", "path": "/items/pages", "paginate": {"type": "page_number", "records_path": "data", "total_pages_path": "meta.pages"}},
 ]
 
 
@@ -67,17 +71,18 @@ def test_pages_fetched_ahead_stay_within_the_sources_concurrency(tmp_path: Path,
     assert most == 2  # two at a time (the source's concurrency), not two per unit
 
 
-def test_offset_paging_ends_on_an_empty_page_when_the_total_overstates_and_copes_with_a_null_total(
-    tmp_path: Path, emulator: Emulator
-) -> None:
+def test_offset_paging_ends_on_an_empty_page_when_the_total_overstates_and_copes_with_a_null_total(tmp_path: Path, emulator: Emulator) -> None:
     emulator.acme.config.items = 20  # two full pages; the totals claim more, or none
     endpoints = [
-        {"name": "overstated", "kind": "json", "path": "/items/counted", "params": {"claim": "45"},
-         "paginate": {**OFFSET, "total_path": "total"}},
-        {"name": "null_total", "kind": "json", "path": "/items/counted", "params": {"claim": "null"},
-         "paginate": {**OFFSET, "total_path": "total"}},
-        {"name": "no_header", "kind": "json", "path": "/items/counted", "params": {"claim": "null", "total_in": "header"},
-         "paginate": {**OFFSET, "total_header": "X-Total-Count"}},
+        {"name": "overstated", "kind": "json", "path": "/items/counted", "params": {"claim": "45"}, "paginate": {**OFFSET, "total_path": "total"}},
+        {"name": "null_total", "kind": "json", "path": "/items/counted", "params": {"claim": "null"}, "paginate": {**OFFSET, "total_path": "total"}},
+        {
+            "name": "no_header",
+            "kind": "json",
+            "path": "/items/counted",
+            "params": {"claim": "null", "total_in": "header"},
+            "paginate": {**OFFSET, "total_header": "X-Total-Count"},
+        },
     ]
     sequential = landed_by(tmp_path, emulator, endpoints, 1, "sequential")
     parallel = landed_by(tmp_path, emulator, endpoints, 4, "parallel")
@@ -91,8 +96,7 @@ def test_offset_paging_ends_on_an_empty_page_when_the_total_overstates_and_copes
 
 
 def test_a_total_and_a_total_header_together_are_refused(tmp_path: Path, emulator: Emulator) -> None:
-    endpoint = {"name": "both", "kind": "json", "path": "/items/counted",
-                "paginate": {**OFFSET, "total_path": "total", "total_header": "X-Total-Count"}}
+    endpoint = {"name": "both", "kind": "json", "path": "/items/counted", "paginate": {**OFFSET, "total_path": "total", "total_header": "X-Total-Count"}}
     result = cli(acme_job(tmp_path, emulator, [endpoint]))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "set total_path (the total in the body) or total_header (in a header), not both" in result.stderr
@@ -108,9 +112,11 @@ def test_ndjson_pages_land_byte_exact_and_page_like_json(tmp_path: Path, emulato
     assert result.returncode == 0, result.stdout + result.stderr
     items = acme_items(23)
     folder = f"acme/events/dt={DATE}/"
-    assert lake_objects(tmp_path / "lake") == {folder + "data.ndjson": ndjson_page(items, 0, 10),
-                                               folder + "data.page-0002.ndjson": ndjson_page(items, 10, 10),
-                                               folder + "data.page-0003.ndjson": ndjson_page(items, 20, 10)}  # a short page ends it
+    assert lake_objects(tmp_path / "lake") == {
+        folder + "data.ndjson": ndjson_page(items, 0, 10),
+        folder + "data.page-0002.ndjson": ndjson_page(items, 10, 10),
+        folder + "data.page-0003.ndjson": ndjson_page(items, 20, 10),
+    }  # a short page ends it
     emulator.stats.reset()
     assert cli(job).returncode == 0 and emulator.stats.requests == []  # a rerun skips it
     assert_no_secret(tmp_path / "lake", result, emulator)
@@ -124,8 +130,11 @@ def test_ndjson_pages_become_table_rows_one_a_line(tmp_path: Path, emulator: Emu
     assert rows.returncode == 0, rows.stdout + rows.stderr
     found = json.loads(rows.stdout)
     assert [{k: r[k] for k in ("id", "n", "value")} for r in found] == acme_items(23)  # every record once
-    assert {r["_apilake_object"] for r in found} == {f"acme/events/dt={DATE}/data.ndjson", f"acme/events/dt={DATE}/data.page-0002.ndjson",
-                                                      f"acme/events/dt={DATE}/data.page-0003.ndjson"}
+    assert {r["_apilake_object"] for r in found} == {
+        f"acme/events/dt={DATE}/data.ndjson",
+        f"acme/events/dt={DATE}/data.page-0002.ndjson",
+        f"acme/events/dt={DATE}/data.page-0003.ndjson",
+    }
 
 
 def test_an_empty_ndjson_page_holds_no_records_and_ends_the_paging(tmp_path: Path, emulator: Emulator) -> None:
@@ -134,14 +143,12 @@ def test_an_empty_ndjson_page_holds_no_records_and_ends_the_paging(tmp_path: Pat
     assert result.returncode == 0, result.stdout + result.stderr
     items = acme_items(20)
     folder = f"acme/events/dt={DATE}/"
-    assert lake_objects(tmp_path / "lake") == {folder + "data.ndjson": ndjson_page(items, 0, 10),
-                                               folder + "data.page-0002.ndjson": ndjson_page(items, 10, 10)}
+    assert lake_objects(tmp_path / "lake") == {folder + "data.ndjson": ndjson_page(items, 0, 10), folder + "data.page-0002.ndjson": ndjson_page(items, 10, 10)}
     assert emulator.stats.count(path_contains="/acme/items/ndjson") == 3  # the empty page once: not retried
 
 
 def test_an_ndjson_page_with_a_line_that_is_not_json_fails_its_unit_naming_the_line(tmp_path: Path, emulator: Emulator) -> None:
-    emulator.config.faults = [Fault(match="/acme/items/ndjson", kind="body", body=b'{"id": 1}\n<html>busy</html>\n',
-                                    content_type="application/x-ndjson")]
+    emulator.config.faults = [Fault(match="/acme/items/ndjson", kind="body", body=b'{"id": 1}\n<html>busy</html>\n', content_type="application/x-ndjson")]
     result = cli(acme_job(tmp_path, emulator, [NDJSON]))
     assert result.returncode == 1
     [unit] = records(tmp_path / "lake")[-1]["units"]
@@ -167,11 +174,10 @@ TYPES = {
 
 
 def test_a_raw_file_takes_its_extension_from_the_url_or_else_a_known_content_type(tmp_path: Path, emulator: Emulator) -> None:
-    endpoints: list[dict[str, Any]] = [
-        {"name": f"type{n}", "kind": "file", "path": "/bytes/65536", "params": {"type": kind}} for n, kind in enumerate(TYPES)
-    ]
-    endpoints.append({"name": "named", "kind": "file", "path": "/bytes/{name}", "matrix": {"name": ["report.tsv"]},
-                      "params": {"type": "text/plain"}})  # the URL's extension wins over the Content-Type
+    endpoints: list[dict[str, Any]] = [{"name": f"type{n}", "kind": "file", "path": "/bytes/65536", "params": {"type": kind}} for n, kind in enumerate(TYPES)]
+    endpoints.append(
+        {"name": "named", "kind": "file", "path": "/bytes/{name}", "matrix": {"name": ["report.tsv"]}, "params": {"type": "text/plain"}}
+    )  # the URL's extension wins over the Content-Type
     job = acme_job(tmp_path, emulator, endpoints)
     result = cli(job)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -189,11 +195,11 @@ def test_a_raw_file_takes_its_extension_from_the_url_or_else_a_known_content_typ
 
 
 @pytest.mark.parametrize("path, extension", [("/bytes/65536", ".bin"), ("/export.csv", ".csv")])
-def test_a_raw_file_with_its_own_key_or_an_extension_in_its_path_is_not_retyped(
-    tmp_path: Path, emulator: Emulator, path: str, extension: str
-) -> None:
-    endpoints = [{"name": "plain", "kind": "file", "path": path, "params": {"date": "{date}"}},
-                 {"name": "keyed", "kind": "file", "path": path, "params": {"date": "{date}"}, "key": "{source}/{endpoint}/{date}/raw"}]
+def test_a_raw_file_with_its_own_key_or_an_extension_in_its_path_is_not_retyped(tmp_path: Path, emulator: Emulator, path: str, extension: str) -> None:
+    endpoints = [
+        {"name": "plain", "kind": "file", "path": path, "params": {"date": "{date}"}},
+        {"name": "keyed", "kind": "file", "path": path, "params": {"date": "{date}"}, "key": "{source}/{endpoint}/{date}/raw"},
+    ]
     result = cli(acme_job(tmp_path, emulator, endpoints))
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(lake_objects(tmp_path / "lake")) == [f"acme/keyed/{DATE}/raw", f"acme/plain/dt={DATE}/data{extension}"]

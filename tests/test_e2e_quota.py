@@ -19,8 +19,7 @@ PER_DAY = 100
 
 def quota_job(folder: Path, emulator, ledger: Path, products: int = 70, **source) -> Path:
     endpoint = details_endpoint(("ios",), tuple(range(1, products + 1)))
-    return write_job(folder, emulator, [endpoint], quota_ledger=str(ledger),
-                     source={"requests_per_day": PER_DAY, "concurrency": 4, **source})
+    return write_job(folder, emulator, [endpoint], quota_ledger=str(ledger), source={"requests_per_day": PER_DAY, "concurrency": 4, **source})
 
 
 def ledger_used(ledger: Path) -> int:
@@ -33,9 +32,18 @@ def ledger_used(ledger: Path) -> int:
 def test_two_s3_jobs_sharing_a_credential_and_an_s3_ledger_send_at_most_the_daily_quota(tmp_path: Path, emulator, moto_endpoint: str) -> None:
     boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket="lake")
     endpoint = details_endpoint(("ios",), tuple(range(1, 71)))
-    jobs = [write_job(tmp_path / name, emulator, [endpoint], destination=f"s3://lake/{name}", quota_ledger="s3://lake/shared",
-                      s3={"endpoint_url": moto_endpoint}, source={"requests_per_day": PER_DAY, "concurrency": 4})
-            for name in ("first", "second")]
+    jobs = [
+        write_job(
+            tmp_path / name,
+            emulator,
+            [endpoint],
+            destination=f"s3://lake/{name}",
+            quota_ledger="s3://lake/shared",
+            s3={"endpoint_url": moto_endpoint},
+            source={"requests_per_day": PER_DAY, "concurrency": 4},
+        )
+        for name in ("first", "second")
+    ]
     runs = [start_cli("run", str(job), "--date", DATE) for job in jobs]
     outputs = [process.communicate(timeout=120) for process in runs]
     assert 1 in [process.returncode for process in runs], outputs

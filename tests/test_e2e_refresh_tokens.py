@@ -21,15 +21,26 @@ DATES = ["2026-11-23", "2026-11-24", "2026-11-25", "2026-11-26"]
 
 
 def refresh_auth(emu: Emulator) -> dict[str, Any]:
-    return {"type": "oauth2_refresh_token", "token_url": emu.auth_url + "/oauth/token", "client_id": "acme-client",
-            "client_secret": "${ACME_SECRET}", "refresh_token": "${ACME_REFRESH_TOKEN}"}
+    return {
+        "type": "oauth2_refresh_token",
+        "token_url": emu.auth_url + "/oauth/token",
+        "client_id": "acme-client",
+        "client_secret": "${ACME_SECRET}",
+        "refresh_token": "${ACME_REFRESH_TOKEN}",
+    }
 
 
-def job_file(path: Path, emu: Emulator, destination: str, endpoints: list[dict[str, Any]] | None = None,
-             source: dict[str, Any] | None = None, **top: Any) -> Path:
-    source = {"name": "acme", "base_url": emu.api_url + "/acme", "auth": refresh_auth(emu),
-              "retry": {"attempts": 2, "backoff_initial": 0.05, "backoff_max": 0.1, "budget_seconds": 10},
-              "endpoints": endpoints or [ACCOUNTS], **(source or {})}
+def job_file(
+    path: Path, emu: Emulator, destination: str, endpoints: list[dict[str, Any]] | None = None, source: dict[str, Any] | None = None, **top: Any
+) -> Path:
+    source = {
+        "name": "acme",
+        "base_url": emu.api_url + "/acme",
+        "auth": refresh_auth(emu),
+        "retry": {"attempts": 2, "backoff_initial": 0.05, "backoff_max": 0.1, "budget_seconds": 10},
+        "endpoints": endpoints or [ACCOUNTS],
+        **(source or {}),
+    }
     path.write_text(yaml.safe_dump({"timezone": "UTC", "destination": destination, **top, "sources": [source]}, sort_keys=False))
     return path
 

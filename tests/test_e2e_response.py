@@ -30,16 +30,21 @@ def body(obj: Any) -> bytes:
 
 def acme_job(tmp_path: Path, emu: Emulator, endpoints: list[dict[str, Any]], **settings: Any) -> Path:
     emu.acme.config.auth = "bearer"
-    source = {"name": "acme", "base_url": emu.api_url + "/acme", "token": "${DATAAI_TOKEN}", "retry": RETRY,
-              "endpoints": endpoints, **settings}
+    source = {"name": "acme", "base_url": emu.api_url + "/acme", "token": "${DATAAI_TOKEN}", "retry": RETRY, "endpoints": endpoints, **settings}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump({"timezone": "UTC", "destination": str(tmp_path / "lake"), "sources": [source]}, sort_keys=False))
     return path
 
 
 def feedback(accounts: list[str], rules: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"name": "figures", "kind": "json", "path": "/feedback/{account}", "params": {"date": "{date}"},
-            "matrix": {"account": accounts}, "on_response": rules}
+    return {
+        "name": "figures",
+        "kind": "json",
+        "path": "/feedback/{account}",
+        "params": {"date": "{date}"},
+        "matrix": {"account": accounts},
+        "on_response": rules,
+    }
 
 
 def run(job: Path, *args: str) -> Any:
@@ -118,8 +123,14 @@ def test_without_rules_the_built_in_ones_still_decide(tmp_path: Path, emulator: 
 
 
 def limited(copies: int) -> dict[str, Any]:
-    return {"name": "items", "kind": "json", "path": "/limited/items", "params": {"copy": "{copy}"},
-            "matrix": {"copy": list(range(copies))}, "paginate": {"type": "page_number", "total_pages_path": "meta.pages"}}
+    return {
+        "name": "items",
+        "kind": "json",
+        "path": "/limited/items",
+        "params": {"copy": "{copy}"},
+        "matrix": {"copy": list(range(copies))},
+        "paginate": {"type": "page_number", "total_pages_path": "meta.pages"},
+    }
 
 
 @pytest.mark.parametrize("style", ["x", "ietf", "structured"])
@@ -183,8 +194,11 @@ def test_a_retry_after_beyond_the_cap_fails_the_unit_at_once(tmp_path: Path, emu
     [
         ("endpoint", {"on_response": [{"action": "retry"}]}, "sources[0].endpoints[0].on_response[0]: the rule matches every response"),
         ("source", {"on_response": [{"status": "4xx", "action": "ignore"}]}, "sources[0].on_response[0]: action: ignore on a 401"),
-        ("endpoint", {"on_response": [{"status": 503, "action": "retry_after", "after": 900}]},
-         "endpoints[0].on_response[0].after: 900 s is beyond retry.max_retry_after (300 s)"),
+        (
+            "endpoint",
+            {"on_response": [{"status": 503, "action": "retry_after", "after": 900}]},
+            "endpoints[0].on_response[0].after: 900 s is beyond retry.max_retry_after (300 s)",
+        ),
         ("source", {"rate_limit_headers": {"margin": -1}}, "sources[0].rate_limit_headers.margin"),
     ],
 )
@@ -228,10 +242,19 @@ def test_the_rate_limit_headers_recipe_runs_against_the_emulator_as_written(tmp_
 
 
 def test_an_ignored_parent_has_no_children_and_the_run_succeeds(tmp_path: Path, emulator: Emulator) -> None:
-    accounts = {"name": "accounts", "kind": "json", "path": "/accounts", "params": {"date": "{date}"},
-                "on_response": [{"status": 200, "body_contains": '"accounts":[{"id":"a1"}', "action": "ignore"}]}
-    products = {"name": "products", "kind": "json", "path": "/accounts/{account_id}/products",
-                "for_each": {"endpoint": "accounts", "values": "accounts[].id", "as": "account_id"}}
+    accounts = {
+        "name": "accounts",
+        "kind": "json",
+        "path": "/accounts",
+        "params": {"date": "{date}"},
+        "on_response": [{"status": 200, "body_contains": '"accounts":[{"id":"a1"}', "action": "ignore"}],
+    }
+    products = {
+        "name": "products",
+        "kind": "json",
+        "path": "/accounts/{account_id}/products",
+        "for_each": {"endpoint": "accounts", "values": "accounts[].id", "as": "account_id"},
+    }
     result = run(acme_job(tmp_path, emulator, [accounts, products]))
     assert result.returncode == 0, result.stdout + result.stderr
     assert lake_objects(tmp_path / "lake") == {}

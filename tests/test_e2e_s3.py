@@ -22,7 +22,7 @@ DETAILS = details_endpoint()
 def bucket_objects(endpoint: str, bucket: str = "lake", prefix: str = "raw/") -> dict[str, bytes]:
     client = s3(endpoint)
     keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])]
-    return {k[len(prefix):]: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+    return {k[len(prefix) :]: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
 
 
 def data_objects(endpoint: str) -> dict[str, bytes]:
@@ -166,9 +166,7 @@ def test_status_reads_records_from_s3_and_reports_a_deleted_object_as_a_gap(tmp_
     assert "2026-11-25" not in gap.stdout.split("gaps for run dates", 1)[1].split("\n", 1)[1]
 
 
-def test_fan_out_and_a_report_on_s3_a_rerun_reads_the_parent_and_the_report_state_from_the_bucket(
-    tmp_path: Path, emulator, s3_bucket: str
-) -> None:
+def test_fan_out_and_a_report_on_s3_a_rerun_reads_the_parent_and_the_report_state_from_the_bucket(tmp_path: Path, emulator, s3_bucket: str) -> None:
     from test_e2e_vendors import ACCOUNTS, ENV, PRODUCTS, acme_job, expected_report, report
 
     top = {"destination": "s3://lake/raw", "s3": {"endpoint_url": s3_bucket}}
@@ -207,9 +205,7 @@ def run_records(endpoint: str) -> list[dict]:
     return [json.loads(v) for k, v in sorted(bucket_objects(endpoint).items()) if k.startswith("_apilake/runs/")]
 
 
-def test_status_after_a_forced_rerun_stopped_by_sigterm_counts_the_files_that_landed_before(
-    tmp_path: Path, emulator, s3_bucket: str
-) -> None:
+def test_status_after_a_forced_rerun_stopped_by_sigterm_counts_the_files_that_landed_before(tmp_path: Path, emulator, s3_bucket: str) -> None:
     job = s3_job(tmp_path, emulator, s3_bucket, [BULK])
     assert run_cli("run", str(job), "--date", DATE).returncode == 0
     landed = data_objects(s3_bucket)

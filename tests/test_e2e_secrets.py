@@ -116,7 +116,7 @@ def test_a_secret_across_the_cut_of_an_error_message_is_masked_whole(tmp_path: P
         result = run(job_file(tmp_path, server.url, [json_endpoint("echo", "/echo")]))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "***" in result.stdout  # the message shows where the secret was
-    assert_nowhere(tmp_path / "lake", result, TOKEN[:SHOWN], TOKEN[:SHOWN - 1])
+    assert_nowhere(tmp_path / "lake", result, TOKEN[:SHOWN], TOKEN[: SHOWN - 1])
 
 
 CLIENT_SECRET = "client-secret-7h6g5f4e3d"
@@ -153,6 +153,7 @@ def test_a_fetched_access_token_echoed_across_the_cut_is_masked(tmp_path: Path) 
 
 
 # -- 2. a secret in a key or a matrix value -------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "settings, where",
@@ -213,6 +214,7 @@ def test_a_secret_echoed_encoded_is_masked_in_every_form(tmp_path: Path) -> None
 
 # -- 4. a 307/308 to another origin with a body ---------------------------------------------------
 
+
 @pytest.mark.parametrize("status", [307, 308])
 def test_a_redirect_that_would_resend_a_post_body_to_another_origin_is_refused(tmp_path: Path, status: int) -> None:
     with (
@@ -241,6 +243,7 @@ def test_a_redirect_within_the_origin_keeps_the_post_body(tmp_path: Path) -> Non
 
 # -- 5. what masking leaves alone -----------------------------------------------------------------
 
+
 def test_a_short_password_is_masked_as_a_word_not_inside_words(tmp_path: Path) -> None:
     with serving(lambda method, path, body: (401, {}, b'{"error": "password wrong for user me"}')) as server:
         auth = {"type": "basic", "username": "me", "password": "${PASS}"}
@@ -262,6 +265,7 @@ def test_a_variable_named_like_a_credential_is_not_masked_where_it_is_a_url(tmp_
 
 
 # -- 17. the redirect limit -----------------------------------------------------------------------
+
 
 def chain(method: str, path: str, body: bytes) -> Answer:
     """`/redirect/N`: N 302s, then a JSON body (the httpbin route)."""

@@ -21,10 +21,15 @@ from conftest import TOKEN, all_text, bulk_endpoint, lake_objects, run_cli, writ
 from moto_server import s3
 
 DATE = "2026-11-25"
-HISTORY = {"name": "history", "kind": "json", "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
-           "matrix": {"market": ["ios"], "product_id": [7]}, "paginate": "next_page",
-           "params": {"start_date": "{date}", "end_date": "{date}", "countries": "US+FR", "page_size": 2},
-           "table": {"records": "list"}}
+HISTORY = {
+    "name": "history",
+    "kind": "json",
+    "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
+    "matrix": {"market": ["ios"], "product_id": [7]},
+    "paginate": "next_page",
+    "params": {"start_date": "{date}", "end_date": "{date}", "countries": "US+FR", "page_size": 2},
+    "table": {"records": "list"},
+}
 BULK = bulk_endpoint("app_downloads", files="metrics", table={"name": "bulk_{file_kind}"})
 # One `apilake query` each (each opens the catalog: seconds of CPU), both tables in one statement.
 ROWS = "SELECT date, country, device, _apilake_object, _date, (SELECT count(*) FROM dataai.bulk_metrics) AS bulk_rows FROM dataai.history"
@@ -88,14 +93,15 @@ def test_sql_catalog_on_postgres_for_a_local_lake(tmp_path: Path, emulator: Emul
 def bucket_objects(endpoint: str, bucket: str, prefix: str = "") -> dict[str, bytes]:
     client = s3(endpoint)
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return {o["Key"][len(prefix):]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for page in pages for o in page.get("Contents", [])}
+    return {o["Key"][len(prefix) :]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for page in pages for o in page.get("Contents", [])}
 
 
 def test_s3_lake_with_glue_catalog_on_moto(tmp_path: Path, emulator: Emulator, bucket: str, glue_catalog_properties: dict[str, str]) -> None:
     emulator.config.file_size = 4096
     catalog = {k: v for k, v in glue_catalog_properties.items() if not k.startswith("client.") or k == "client.region"}  # keys: the AWS chain
-    job = write_job(tmp_path, emulator, [HISTORY, BULK], destination="s3://lake/raw", s3={"endpoint_url": bucket, "part_size_mb": 5},
-                    tables={"catalog": catalog})
+    job = write_job(
+        tmp_path, emulator, [HISTORY, BULK], destination="s3://lake/raw", s3={"endpoint_url": bucket, "part_size_mb": 5}, tables={"catalog": catalog}
+    )
     result = run_cli("run", str(job), "--date", DATE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "dataai.history" in result.stdout and "dataai.bulk_metrics" in result.stdout

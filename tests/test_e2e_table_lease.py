@@ -20,10 +20,15 @@ from conftest import TOKEN, run_cli, start_cli, wait_for, write_job
 
 DATE = "2026-11-25"
 LEASE = {"mode": "always", "expiry_seconds": 5, "renew_seconds": 1}
-HISTORY = {"name": "history", "kind": "json", "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
-           "matrix": {"market": ["ios"], "product_id": [7]}, "paginate": "next_page",
-           "params": {"start_date": "{date}", "end_date": "{date}", "countries": "US+FR", "page_size": 2},
-           "table": {"records": "list"}}
+HISTORY = {
+    "name": "history",
+    "kind": "json",
+    "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
+    "matrix": {"market": ["ios"], "product_id": [7]},
+    "paginate": "next_page",
+    "params": {"start_date": "{date}", "end_date": "{date}", "countries": "US+FR", "page_size": 2},
+    "table": {"records": "list"},
+}
 
 
 def lease_doc(lake: Path) -> dict[str, Any]:
@@ -43,8 +48,17 @@ def test_tables_is_refused_while_another_host_holds_the_jobs_lease(tmp_path: Pat
     lake = tmp_path / "lake"
     assert run_cli("run", str(job), "--date", DATE).returncode == 0
     now = dt.datetime.now(dt.UTC)
-    held = {"job": "job", "run_id": "20261125T000000.000000Z-other", "host": "elsewhere", "pid": 4242, "lock": "/nonexistent",
-            "since": now.isoformat(), "renewed": now.isoformat(), "expires": (now + dt.timedelta(minutes=10)).isoformat(), "released": False}
+    held = {
+        "job": "job",
+        "run_id": "20261125T000000.000000Z-other",
+        "host": "elsewhere",
+        "pid": 4242,
+        "lock": "/nonexistent",
+        "since": now.isoformat(),
+        "renewed": now.isoformat(),
+        "expires": (now + dt.timedelta(minutes=10)).isoformat(),
+        "released": False,
+    }
     (lake / "_apilake" / "leases" / "job.json").write_text(json.dumps(held))
 
     refused = run_cli("tables", str(job), "--force")

@@ -63,8 +63,7 @@ def test_dataai_bulk_files_become_a_metrics_table_and_a_table_per_dimension(tmp_
     got: dict[tuple[str, str], list[Any]] = {}
     for row in rows:
         assert (row["_date"], row["_apilake_run_id"]) == (DATE, run_id)
-        got.setdefault((row["kind"], row["_apilake_object"]), []).append(
-            (row["date"], row["country"], row["product_id"], row["metric"], row["value"]))
+        got.setdefault((row["kind"], row["_apilake_object"]), []).append((row["date"], row["country"], row["product_id"], row["metric"], row["value"]))
     assert {k: sorted(v) for k, v in got.items()} == expected  # every row of every file, in its table, once
     assert TOKEN not in all_text(lake, landed)
 
@@ -73,10 +72,12 @@ def test_acme_list_fan_out_and_report_become_tables_with_the_units_values(tmp_pa
     emulator.acme.config.report_polls = 0  # done at the first poll: the recipe's default interval is not waited
     lake = tmp_path / "lake"
     env = {"ACME_BASE_URL": emulator.api_url + "/acme", "ACME_TOKEN_URL": emulator.auth_url + "/oauth/token", "ACME_SECRET": ACME_SECRET}
-    sql = ("SELECT 'items' AS t, to_json(struct_pack(id, n, value)) AS row FROM acme.items UNION ALL "
-           "SELECT 'products', to_json(struct_pack(account_id, id)) FROM acme.products UNION ALL "
-           "SELECT 'stats', to_json(struct_pack(product_id, product, date, installs)) FROM acme.stats UNION ALL "
-           "SELECT 'installs', to_json(struct_pack(_apilake_object, n := count(*))) FROM acme.installs GROUP BY _apilake_object")
+    sql = (
+        "SELECT 'items' AS t, to_json(struct_pack(id, n, value)) AS row FROM acme.items UNION ALL "
+        "SELECT 'products', to_json(struct_pack(account_id, id)) FROM acme.products UNION ALL "
+        "SELECT 'stats', to_json(struct_pack(product_id, product, date, installs)) FROM acme.stats UNION ALL "
+        "SELECT 'installs', to_json(struct_pack(_apilake_object, n := count(*))) FROM acme.installs GROUP BY _apilake_object"
+    )
     landed, rows = land_and_query(recipe(tmp_path, "acme"), lake, sql, env)
     got: dict[str, list[Any]] = {}
     for row in rows:

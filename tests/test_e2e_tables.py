@@ -24,12 +24,22 @@ from conftest import TOKEN, all_text, lake_objects, run_cli, start_cli, write_jo
 
 DATE = "2026-11-25"
 ACME_ENV = {"ACME_SECRET": "acme-secret-a1b2c3d4"}
-HISTORY = {"name": "history", "kind": "json", "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
-           "matrix": {"market": ["ios", "google-play"], "product_id": [7]}, "paginate": "next_page",
-           "params": {"start_date": "{date}", "end_date": "{date}", "countries": "US+FR+DE", "page_size": 4},
-           "table": {"records": "list"}}
-BULK = {"name": "bulk_daily", "kind": "bulk", "path": "/v2/bulk/get-bulk-urls", "table": {"name": "bulk_{file_kind}_{dimension}"},
-        "params": {"metric_bundles": "usage", "country_codes": "all", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"}}
+HISTORY = {
+    "name": "history",
+    "kind": "json",
+    "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
+    "matrix": {"market": ["ios", "google-play"], "product_id": [7]},
+    "paginate": "next_page",
+    "params": {"start_date": "{date}", "end_date": "{date}", "countries": "US+FR+DE", "page_size": 4},
+    "table": {"records": "list"},
+}
+BULK = {
+    "name": "bulk_daily",
+    "kind": "bulk",
+    "path": "/v2/bulk/get-bulk-urls",
+    "table": {"name": "bulk_{file_kind}_{dimension}"},
+    "params": {"metric_bundles": "usage", "country_codes": "all", "granularity": "daily", "start_date": "{date}", "end_date": "{date}"},
+}
 
 
 def catalog(lake: Path) -> Any:
@@ -94,7 +104,9 @@ def test_every_landed_record_is_in_its_table_once_with_unit_values_and_lineage(t
     # pyiceberg in this process reads the same rows as DuckDB in `apilake query`'s
     table = catalog(lake).load_table("dataai.history")
     arrow = table.scan().to_arrow()
-    assert sorted(zip(arrow["market"].to_pylist(), arrow["date"].to_pylist(), arrow["country"].to_pylist(), arrow["device"].to_pylist(), strict=True)) == history_rows(lake)
+    assert sorted(
+        zip(arrow["market"].to_pylist(), arrow["date"].to_pylist(), arrow["country"].to_pylist(), arrow["device"].to_pylist(), strict=True)
+    ) == history_rows(lake)
     files = table.inspect.files()
     assert all(codec == "ZSTD" for codec in _codecs(files["file_path"].to_pylist()))
     assert TOKEN not in all_text(lake, result)
@@ -168,8 +180,15 @@ def _land(lake: Path, date: str, body: Any, name: str = "data.json", raw: bytes 
     runs = lake / "_apilake" / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     run_id = f"20261126T0000{len(list(runs.iterdir())):02d}.000000Z-abcdef"
-    unit = {"unit": f"acme/items/{date}", "source": "acme", "endpoint": "items", "date": date, "kind": "json", "status": "landed",
-            "objects": [{"key": key, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}]}
+    unit = {
+        "unit": f"acme/items/{date}",
+        "source": "acme",
+        "endpoint": "items",
+        "date": date,
+        "kind": "json",
+        "status": "landed",
+        "objects": [{"key": key, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}],
+    }
     (runs / f"{run_id}.json").write_text(json.dumps({"run_id": run_id, "status": "succeeded", "units": [unit]}))
 
 
@@ -177,18 +196,30 @@ def _local_json_job(tmp_path: Path, pages: dict[str, Any], table: dict[str, Any]
     lake = tmp_path / "lake"
     for date, body in pages.items():
         _land(lake, date, body)
-    job = {"destination": str(lake), "tables": {}, "sources": [{"name": "acme", "base_url": "http://127.0.0.1:9",
-           "endpoints": [{"name": "items", "kind": "json", "path": "/items", **({"table": table} if table else {})}]}]}
+    job = {
+        "destination": str(lake),
+        "tables": {},
+        "sources": [
+            {
+                "name": "acme",
+                "base_url": "http://127.0.0.1:9",
+                "endpoints": [{"name": "items", "kind": "json", "path": "/items", **({"table": table} if table else {})}],
+            }
+        ],
+    }
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     return path
 
 
-@pytest.mark.parametrize("damage, says", [
-    ("json", "not JSON"),
-    ("missing", "raw zone incomplete"),
-    ("scalar", "finds a int"),
-])
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        ("json", "not JSON"),
+        ("missing", "raw zone incomplete"),
+        ("scalar", "finds a int"),
+    ],
+)
 def test_a_bad_raw_object_fails_only_its_date_and_leaves_the_partition_as_it_was(tmp_path: Path, damage: str, says: str) -> None:
     lake = tmp_path / "lake"
     job = _local_json_job(tmp_path, {"2026-11-24": {"rows": [{"id": 1}]}, DATE: {"rows": [{"id": 2}]}}, table={"records": "rows"})
@@ -218,8 +249,11 @@ def test_records_path_finding_nothing_is_zero_rows_not_an_error(tmp_path: Path) 
 def test_acme_csv_files_ragged_lines_and_broken_gzip(tmp_path: Path, emulator: Emulator) -> None:
     from test_e2e_vendors import acme_job, report
 
-    endpoints = [{"name": "csv", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}},
-                 {"name": "gz", "kind": "file", "path": "/export.csv.gz", "params": {"date": "{date}"}}, report()]
+    endpoints = [
+        {"name": "csv", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}},
+        {"name": "gz", "kind": "file", "path": "/export.csv.gz", "params": {"date": "{date}"}},
+        report(),
+    ]
     job = acme_job(tmp_path, emulator, endpoints, top={"tables": {}})
     result = run_cli("run", str(job), "--date", DATE, env=ACME_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -268,8 +302,11 @@ def test_two_builders_of_one_table_both_finish_and_rows_stay_once(tmp_path: Path
 
 
 def test_job_file_and_catalog_errors_are_clear(tmp_path: Path) -> None:
-    job = {"destination": "s3://bucket/lake", "tables": {}, "sources": [{"name": "acme", "base_url": "http://127.0.0.1:9",
-           "endpoints": [{"name": "items", "kind": "json", "path": "/items"}]}]}
+    job = {
+        "destination": "s3://bucket/lake",
+        "tables": {},
+        "sources": [{"name": "acme", "base_url": "http://127.0.0.1:9", "endpoints": [{"name": "items", "kind": "json", "path": "/items"}]}],
+    }
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     result = run_cli("query", str(path), "SELECT 1")
@@ -346,8 +383,10 @@ def test_a_raw_object_of_an_unknown_kind_fails_only_its_own_table(tmp_path: Path
     the other tables are built."""
     from test_e2e_vendors import acme_job
 
-    endpoints = [{"name": "csv", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}},
-                 {"name": "txt", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}, "key": "{source}/{endpoint}/dt={date}/data.txt"}]
+    endpoints = [
+        {"name": "csv", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}},
+        {"name": "txt", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}, "key": "{source}/{endpoint}/dt={date}/data.txt"},
+    ]
     job = acme_job(tmp_path, emulator, endpoints, top={"tables": {}})
     result = run_cli("run", str(job), "--date", DATE, env=ACME_ENV)
     assert result.returncode == 1, result.stdout + result.stderr

@@ -21,29 +21,57 @@ RETRY = {"attempts": 3, "backoff_initial": 0.05, "backoff_max": 0.2, "budget_sec
 ENV = {"ACME_KEY": "acme-key-5e4d3c2b1a", "ACME_PASS": "acme-pass-0f1e2d3c", "ACME_SECRET": "acme-secret-a1b2c3d4"}
 
 ACCOUNTS = {"name": "accounts", "kind": "json", "path": "/accounts", "params": {"date": "{date}"}}
-PRODUCTS = {"name": "products", "kind": "json", "path": "/accounts/{account_id}/products",
-            "for_each": {"endpoint": "accounts", "values": "accounts[].id", "as": "account_id"}}
-STATS = {"name": "stats", "kind": "json", "path": "/products/{product_id}/stats", "params": {"date": "{date}"},
-         "for_each": {"endpoint": "products", "values": "products[].id", "as": "product_id"}}
-POLL = {"path": "/reports/{report_id}", "status_path": "status", "done": ["done"], "failed": ["failed", "expired"],
-        "message_path": "message", "interval_seconds": 0.05, "timeout_seconds": 20}
+PRODUCTS = {
+    "name": "products",
+    "kind": "json",
+    "path": "/accounts/{account_id}/products",
+    "for_each": {"endpoint": "accounts", "values": "accounts[].id", "as": "account_id"},
+}
+STATS = {
+    "name": "stats",
+    "kind": "json",
+    "path": "/products/{product_id}/stats",
+    "params": {"date": "{date}"},
+    "for_each": {"endpoint": "products", "values": "products[].id", "as": "product_id"},
+}
+POLL = {
+    "path": "/reports/{report_id}",
+    "status_path": "status",
+    "done": ["done"],
+    "failed": ["failed", "expired"],
+    "message_path": "message",
+    "interval_seconds": 0.05,
+    "timeout_seconds": 20,
+}
 
 
 def report(kind: str = "installs") -> dict[str, Any]:
-    return {"name": "installs", "kind": "report", "id_path": "report_id", "poll": POLL, "urls": "result.urls",
-            "create": {"method": "POST", "path": "/reports", "body": {"type": kind, "from": "{date}", "to": "{date}"}},
-            "key": "{source}/{endpoint}/dt={date}/{file_name}"}
+    return {
+        "name": "installs",
+        "kind": "report",
+        "id_path": "report_id",
+        "poll": POLL,
+        "urls": "result.urls",
+        "create": {"method": "POST", "path": "/reports", "body": {"type": kind, "from": "{date}", "to": "{date}"}},
+        "key": "{source}/{endpoint}/dt={date}/{file_name}",
+    }
 
 
 def oauth2(emu: Emulator, **extra: Any) -> dict[str, Any]:
-    return {"type": "oauth2_client_credentials", "token_url": emu.auth_url + "/oauth/token",
-            "client_id": "acme-client", "client_secret": "${ACME_SECRET}", "scope": "reports.read", **extra}
+    return {
+        "type": "oauth2_client_credentials",
+        "token_url": emu.auth_url + "/oauth/token",
+        "client_id": "acme-client",
+        "client_secret": "${ACME_SECRET}",
+        "scope": "reports.read",
+        **extra,
+    }
 
 
-def acme_job(tmp_path: Path, emu: Emulator, endpoints: list[dict[str, Any]], auth: dict[str, Any] | None = None,
-             top: dict[str, Any] | None = None, **settings: Any) -> Path:
-    source = {"name": "acme", "base_url": emu.api_url + "/acme", "auth": auth or oauth2(emu), "retry": RETRY,
-              "endpoints": endpoints, **settings}
+def acme_job(
+    tmp_path: Path, emu: Emulator, endpoints: list[dict[str, Any]], auth: dict[str, Any] | None = None, top: dict[str, Any] | None = None, **settings: Any
+) -> Path:
+    source = {"name": "acme", "base_url": emu.api_url + "/acme", "auth": auth or oauth2(emu), "retry": RETRY, "endpoints": endpoints, **settings}
     job = {"timezone": "UTC", "destination": str(tmp_path / "lake"), **(top or {}), "sources": [source]}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
@@ -91,8 +119,20 @@ def test_each_auth_scheme_lands_and_no_secret_leaks(tmp_path: Path, emulator: Em
     emulator.acme.config.auth = scheme
     if scheme == "oauth2":
         auth = oauth2(emulator, **(auth or {}))
-    job = acme_job(tmp_path, emulator, [ACCOUNTS, {"name": "items", "kind": "json", "path": "/items/cursor",
-                                                   "paginate": {"type": "cursor", "cursor_path": "meta.next_cursor", "cursor_param": "cursor"}}], auth)
+    job = acme_job(
+        tmp_path,
+        emulator,
+        [
+            ACCOUNTS,
+            {
+                "name": "items",
+                "kind": "json",
+                "path": "/items/cursor",
+                "paginate": {"type": "cursor", "cursor_path": "meta.next_cursor", "cursor_param": "cursor"},
+            },
+        ],
+        auth,
+    )
     result = cli(job, "--verbose")
     assert result.returncode == 0, result.stdout + result.stderr
     lake = tmp_path / "lake"
@@ -157,18 +197,22 @@ STYLES = {
     "link": ("/items/link", {"type": "json_link", "next_url_path": "links.next"}, {}),
     "header": ("/items/header", {"type": "header_link"}, {}),
     "cursor": ("/items/cursor", {"type": "cursor", "cursor_path": "meta.next_cursor", "cursor_param": "cursor"}, {}),
-    "stripe": ("/items/starting_after", {"type": "cursor", "cursor_path": "data[-1].id", "cursor_param": "starting_after",
-                                         "has_more_path": "has_more"}, {"limit": 10}),
-    "offset": ("/items/offset", {"type": "offset", "limit": 10, "offset_param": "offset", "limit_param": "limit",
-                                 "records_path": "data", "total_path": "total"}, {}),
-    "pages": ("/items/pages", {"type": "page_number", "page_param": "page", "start": 1, "records_path": "data",
-                               "total_pages_path": "meta.pages"}, {}),
+    "stripe": (
+        "/items/starting_after",
+        {"type": "cursor", "cursor_path": "data[-1].id", "cursor_param": "starting_after", "has_more_path": "has_more"},
+        {"limit": 10},
+    ),
+    "offset": (
+        "/items/offset",
+        {"type": "offset", "limit": 10, "offset_param": "offset", "limit_param": "limit", "records_path": "data", "total_path": "total"},
+        {},
+    ),
+    "pages": ("/items/pages", {"type": "page_number", "page_param": "page", "start": 1, "records_path": "data", "total_pages_path": "meta.pages"}, {}),
 }
 
 
 def test_every_pagination_style_lands_every_record_once(tmp_path: Path, emulator: Emulator) -> None:
-    endpoints = [{"name": name, "kind": "json", "path": path, "params": params, "paginate": paginate}
-                 for name, (path, paginate, params) in STYLES.items()]
+    endpoints = [{"name": name, "kind": "json", "path": path, "params": params, "paginate": paginate} for name, (path, paginate, params) in STYLES.items()]
     result = cli(acme_job(tmp_path, emulator, endpoints))
     assert result.returncode == 0, result.stdout + result.stderr
     objects = lake_objects(tmp_path / "lake")
@@ -181,9 +225,7 @@ def test_every_pagination_style_lands_every_record_once(tmp_path: Path, emulator
     assert emulator.stats.count(origin="api") == 18  # 6 styles x 3 pages: no page fetched twice, none past the end
 
 
-def test_paging_that_ends_on_an_empty_page_lands_the_pages_before_it_and_a_bare_array_needs_no_records_path(
-    tmp_path: Path, emulator: Emulator
-) -> None:
+def test_paging_that_ends_on_an_empty_page_lands_the_pages_before_it_and_a_bare_array_needs_no_records_path(tmp_path: Path, emulator: Emulator) -> None:
     emulator.acme.config.items = 20  # two full pages of ten: the third page asked for is empty
     endpoints = [
         {"name": "offset", "kind": "json", "path": "/items/offset", "paginate": {"type": "offset", "limit": 10, "records_path": "data"}},
@@ -209,15 +251,23 @@ def test_an_empty_answer_means_no_data_where_the_endpoint_says_empty_ok(tmp_path
         Fault(match="/acme/items/cursor", kind="body", body=b""),  # an empty 200 where no one said it may be
     ]
     link = {"type": "json_link", "next_url_path": "links.next"}
-    endpoints = [{**ACCOUNTS, "empty": "ok"}, PRODUCTS,
-                 {"name": "link", "kind": "json", "path": "/items/link", "paginate": link, "empty": "ok"},
-                 {"name": "cursor", "kind": "json", "path": "/items/cursor"}]
+    endpoints = [
+        {**ACCOUNTS, "empty": "ok"},
+        PRODUCTS,
+        {"name": "link", "kind": "json", "path": "/items/link", "paginate": link, "empty": "ok"},
+        {"name": "cursor", "kind": "json", "path": "/items/cursor"},
+    ]
     job = acme_job(tmp_path, emulator, endpoints)
     result = cli(job)
     assert result.returncode == 1
     objects = lake_objects(tmp_path / "lake")
-    assert objects == {f"acme/accounts/dt={DATE}/data.json": b"",  # as answered: no data, and no products fanned out of it
-                       f"acme/link/dt={DATE}/data.json": body({"data": ITEMS[:10], "links": {"next": emulator.api_url + "/acme/items/link?page=2"}})}
+    assert (
+        objects
+        == {
+            f"acme/accounts/dt={DATE}/data.json": b"",  # as answered: no data, and no products fanned out of it
+            f"acme/link/dt={DATE}/data.json": body({"data": ITEMS[:10], "links": {"next": emulator.api_url + "/acme/items/link?page=2"}}),
+        }
+    )
     units = {u["endpoint"]: u for u in records(tmp_path / "lake")[-1]["units"]}
     assert units["accounts"]["status"] == units["link"]["status"] == "landed"
     assert units["accounts"]["attempts"] == 1 and units["link"]["attempts"] == 2
@@ -253,8 +303,14 @@ def test_a_pagination_loop_a_foreign_next_link_and_max_pages_fail_their_units(tm
 
 def test_post_json_body_with_placeholders_is_sent_and_retried(tmp_path: Path, emulator: Emulator) -> None:
     emulator.config.faults = [Fault(match="/acme/search", kind="status", status=503, times=1)]
-    search = {"name": "search", "kind": "json", "path": "/search", "method": "POST",
-              "body": {"filter": {"from": "{date-6}", "to": "{date}"}, "q": "{country}"}, "matrix": {"country": ["US"]}}
+    search = {
+        "name": "search",
+        "kind": "json",
+        "path": "/search",
+        "method": "POST",
+        "body": {"filter": {"from": "{date-6}", "to": "{date}"}, "q": "{country}"},
+        "matrix": {"country": ["US"]},
+    }
     result = cli(acme_job(tmp_path, emulator, [search]))
     assert result.returncode == 0, result.stdout + result.stderr
     landed = lake_objects(tmp_path / "lake")["acme/search/dt=2026-11-25/country=US.json"]
@@ -264,8 +320,10 @@ def test_post_json_body_with_placeholders_is_sent_and_retried(tmp_path: Path, em
 
 
 def test_raw_file_endpoints_land_bytes_as_served_and_a_cut_body_lands_nothing(tmp_path: Path, emulator: Emulator) -> None:
-    endpoints = [{"name": "csv", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}},
-                 {"name": "gz", "kind": "file", "path": "/export.csv.gz", "params": {"date": "{date}"}}]
+    endpoints = [
+        {"name": "csv", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}},
+        {"name": "gz", "kind": "file", "path": "/export.csv.gz", "params": {"date": "{date}"}},
+    ]
     job = acme_job(tmp_path, emulator, endpoints)
     result = cli(job)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -285,11 +343,14 @@ MAINTENANCE = b"<html><body>Down for maintenance</body></html>"
 
 
 def test_an_html_page_where_a_file_is_expected_is_retried_and_never_lands(tmp_path: Path, emulator: Emulator) -> None:
-    endpoints = [{"name": "csv", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}},
-                 {"name": "gz", "kind": "file", "path": "/export.csv.gz", "params": {"date": "{date}"}, "verify": "length"}]
+    endpoints = [
+        {"name": "csv", "kind": "file", "path": "/export.csv", "params": {"date": "{date}"}},
+        {"name": "gz", "kind": "file", "path": "/export.csv.gz", "params": {"date": "{date}"}, "verify": "length"},
+    ]
     job = acme_job(tmp_path, emulator, endpoints)
-    emulator.config.faults = [Fault(match=rf"/acme/export\.{name}\?", kind="body", body=MAINTENANCE, content_type="text/html; charset=utf-8",
-                                    times=1) for name in ("csv", r"csv\.gz")]
+    emulator.config.faults = [
+        Fault(match=rf"/acme/export\.{name}\?", kind="body", body=MAINTENANCE, content_type="text/html; charset=utf-8", times=1) for name in ("csv", r"csv\.gz")
+    ]
     result = cli(job)  # each file meets the page once, and lands on its second attempt
     assert result.returncode == 0, result.stdout + result.stderr
     expected = {"acme/csv/dt=2026-11-25/data.csv": export_csv(DATE), "acme/gz/dt=2026-11-25/data.csv.gz": gzip.compress(export_csv(DATE), mtime=0)}
@@ -320,8 +381,9 @@ def test_fan_out_chain_lands_every_child_once(tmp_path: Path, emulator: Emulator
     result = cli(job)
     assert result.returncode == 0, result.stdout + result.stderr
     objects = lake_objects(tmp_path / "lake")
-    products = {f"acme/products/dt={DATE}/account_id={a}.json": body({"account": a, "products": [{"id": f"{a}-p1"}, {"id": f"{a}-p2"}]})
-                for a in ("a1", "a2")}  # a1 is listed twice: one unit
+    products = {
+        f"acme/products/dt={DATE}/account_id={a}.json": body({"account": a, "products": [{"id": f"{a}-p1"}, {"id": f"{a}-p2"}]}) for a in ("a1", "a2")
+    }  # a1 is listed twice: one unit
     assert {k: v for k, v in objects.items() if "/products/" in k} == products
     stats = sorted(k for k in objects if "/stats/" in k)
     assert stats == [f"acme/stats/dt={DATE}/product_id={p}.json" for p in ("a1-p1", "a1-p2", "a2-p1", "a2-p2")]
@@ -375,8 +437,10 @@ def test_a_fan_out_cycle_is_a_job_file_error(tmp_path: Path, emulator: Emulator)
 
 
 def expected_report(emu: Emulator, kind: str = "installs") -> dict[str, bytes]:
-    return {f"acme/installs/dt={DATE}/{name.rsplit('/', 1)[1]}": emu.file_bytes_for(name)
-            for name in report_file_names(kind, DATE, DATE, emu.acme.config.report_files)}
+    return {
+        f"acme/installs/dt={DATE}/{name.rsplit('/', 1)[1]}": emu.file_bytes_for(name)
+        for name in report_file_names(kind, DATE, DATE, emu.acme.config.report_files)
+    }
 
 
 def test_report_is_created_once_polled_and_its_files_land(tmp_path: Path, emulator: Emulator) -> None:

@@ -449,9 +449,7 @@ def test_context_manager_and_standalone_serve() -> None:
         assert httpx.get(f"{emu.api_url}/v1.3/meta/countries", headers={"Authorization": "Bearer demo-token"}).status_code == 200
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "apilake.emulator", "--port", "0"], stdout=subprocess.PIPE, text=True, env=env
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "apilake.emulator", "--port", "0"], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline().strip() for _ in range(3)]

@@ -54,9 +54,14 @@ def test_the_token_endpoint_retries_what_a_source_s_api_retries(status: int) -> 
     """A vendor that answers its token endpoint 428 (its blacklisting) or 425 is tried again, as its API would be."""
     forget_tokens()
     http = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: httpx.Response(status, text="no")))
-    source = Source.model_validate({"name": "s", "base_url": "https://api.test", "endpoints": [{"name": "e", "kind": "json", "path": "/x"}],
-                                    "auth": {"type": "oauth2_client_credentials", "token_url": "https://auth.test/token",
-                                             "client_id": "id", "client_secret": "s3cret"}})
+    source = Source.model_validate(
+        {
+            "name": "s",
+            "base_url": "https://api.test",
+            "endpoints": [{"name": "e", "kind": "json", "path": "/x"}],
+            "auth": {"type": "oauth2_client_credentials", "token_url": "https://auth.test/token", "client_id": "id", "client_secret": "s3cret"},
+        }
+    )
 
     async def token() -> None:
         try:

@@ -96,8 +96,14 @@ def test_bad_incremental_settings_are_refused(settings: dict, message: str) -> N
 
 def test_a_window_goes_into_param_end_param_path_body_and_the_default_key() -> None:
     spec = {"cursor_path": "updated_at", "initial_value": 0, "param": "since", "end_param": "until"}
-    posted = endpoint(path="/t/{cursor}", method="POST", body={"start_time": "{cursor}", "end_time": "{cursor_end}", "note": "from {cursor}"},
-                      incremental=spec, matrix={"repo": ["a/b"]}, headers={"X-Window": "{cursor}..{cursor_end}", "X-Repo": "{repo}"})
+    posted = endpoint(
+        path="/t/{cursor}",
+        method="POST",
+        body={"start_time": "{cursor}", "end_time": "{cursor_end}", "note": "from {cursor}"},
+        incremental=spec,
+        matrix={"repo": ["a/b"]},
+        headers={"X-Window": "{cursor}..{cursor_end}", "X-Repo": "{repo}"},
+    )
     variables = (("repo", "a/b"),)
     windows = {window_key("gh", "issues", variables, D.isoformat()): Window("1764766400", "1764770000", "1764770000")}
     [unit] = plan(job(posted), [D], windows=windows)
@@ -146,15 +152,16 @@ def test_newest_cursor_refuses_a_missing_or_bad_value(record: dict, message: str
         newest(incremental_endpoint(), [{"data": [record]}], "gh/issues/2026-11-25")
 
 
-
 @pytest.mark.parametrize(
     "state, line",
     [
         ({"cursor": None, "windows": {}}, "none yet"),
         ({"cursor": "2026-12-03T10:00:00Z", "advanced": "2026-12-03T15:00:12+00:00", "windows": {}}, "2026-12-03T10:00:00Z, advanced 30 min ago"),
         ({"cursor": 1764770000, "advanced": "2026-12-03T03:30:12", "windows": {}}, "1764770000, advanced 12.0 h ago"),  # no zone: UTC
-        ({"cursor": 5, "advanced": "yesterday", "windows": {"2026-11-24": {"done": True}, "2026-11-25": {"done": False}, "x": 3}},
-         "5; window of 2026-11-25 not finished"),  # a hand-edited state shows what it can
+        (
+            {"cursor": 5, "advanced": "yesterday", "windows": {"2026-11-24": {"done": True}, "2026-11-25": {"done": False}, "x": 3}},
+            "5; window of 2026-11-25 not finished",
+        ),  # a hand-edited state shows what it can
         ({"cursor": "a\x1b[2Jb", "advanced": "2026-11-20T15:30:12+00:00", "windows": {}}, "a\\x1b[2Jb, advanced 13 days ago"),
     ],
 )

@@ -69,7 +69,11 @@ def test_profile_from_environment(tmp_path: Path) -> None:
         (GOOD.replace("{market: [ios]}", "{file_name: [a]}").replace("{market}", "{file_name}"), {"TOKEN": "x"}, "clashes with a built-in placeholder"),
         (GOOD.replace("Asia/Seoul", "America"), {"TOKEN": "x"}, "unknown time zone 'America'"),
         (GOOD.replace("kind: json", "kind: bulk\n        key: '{file_name:%Y}'"), {"TOKEN": "x"}, r"key: \{file_name\} is not a date"),
-        (GOOD.replace('dataai: {base_url: "http://127.0.0.1:9999", requests_per_minute: 5}', "dataai:"), {"TOKEN": "x", "APILAKE_PROFILE": "dev"}, "profiles.dev.sources.dataai: expected a mapping"),
+        (
+            GOOD.replace('dataai: {base_url: "http://127.0.0.1:9999", requests_per_minute: 5}', "dataai:"),
+            {"TOKEN": "x", "APILAKE_PROFILE": "dev"},
+            "profiles.dev.sources.dataai: expected a mapping",
+        ),
     ],
 )
 def test_errors_name_file_and_key_path(tmp_path: Path, text: str, environ: dict, message: str) -> None:
@@ -184,16 +188,20 @@ def test_a_job_with_the_new_kinds_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "old, new, message",
     [
-        ("cursor_param: cursor}", "cursor_param: cursor, cursor_path: \"a[\"}", "is not a JMESPath expression"),
-        ("cursor_param: cursor}", "cursor_param: cursor, max_pages: 0}", r"endpoints\[0\].paginate.cursor.max_pages: Input should be greater than or equal to 1"),
+        ("cursor_param: cursor}", 'cursor_param: cursor, cursor_path: "a["}', "is not a JMESPath expression"),
+        (
+            "cursor_param: cursor}",
+            "cursor_param: cursor, max_pages: 0}",
+            r"endpoints\[0\].paginate.cursor.max_pages: Input should be greater than or equal to 1",
+        ),
         ("type: cursor,", "type: sideways,", r"endpoints\[0\].paginate: Input tag 'sideways' .* expected tags: 'json_link', 'header_link'"),
         ("endpoint: accounts,", "endpoint: nowhere,", "for_each.endpoint: no endpoint 'nowhere'"),
         ("endpoint: accounts,", "endpoint: products,", "for_each forms a cycle: products -> products"),
         ("as: account_id", "as: date", "clashes with a matrix variable or a built-in placeholder"),
         ("        id_path: report_id\n", "", "id_path: required for kind: report"),
         ("urls: result.urls", "urls: result.urls\n        path: /x", "a report has no path of its own"),
-        ("path: /reports,", "path: \"/reports/{report_id}\",", r"create.path: unknown placeholder \{report_id\}"),
-        ("{from: \"{date}\"}", "{from: \"{dat}\"}", r"create.body.from: unknown placeholder \{dat\}"),
+        ("path: /reports,", 'path: "/reports/{report_id}",', r"create.path: unknown placeholder \{report_id\}"),
+        ('{from: "{date}"}', '{from: "{dat}"}', r"create.body.from: unknown placeholder \{dat\}"),
         ("kind: json\n        path: /accounts\n", "kind: json\n        path: /accounts\n        body: {a: 1}\n", "only a POST sends a body"),
         ("client_secret: s3cret}", "client_secret: s3cret}\n    token: t", "token: and auth: both given"),
         ("type: oauth2_client_credentials,", "type: kerberos,", r"auth: .*kerberos"),
@@ -247,7 +255,7 @@ def test_alias_nodes_walks_deep_graphs_without_recursion() -> None:
     node = yaml.ScalarNode("tag:yaml.org,2002:str", "leaf")
     for _ in range(5_000):
         node = yaml.SequenceNode("tag:yaml.org,2002:seq", [node, node])  # each level doubles the tree
-    assert alias_nodes(node) == 2 ** 5_001 - 1 - 5_001
+    assert alias_nodes(node) == 2**5_001 - 1 - 5_001
 
 
 def test_alias_nodes_refuses_a_recursive_anchor() -> None:
@@ -258,7 +266,10 @@ def test_alias_nodes_refuses_a_recursive_anchor() -> None:
 def test_an_alias_bomb_is_refused_and_merge_keys_still_work(tmp_path: Path) -> None:
     with pytest.raises(JobFileError, match=r"YAML aliases \(\*name\) would add [\d,]+ nodes to this file, past the limit of 100,000"):
         load_job(write(tmp_path, GOOD + bomb(9)), environ={"TOKEN": "x"})
-    text = GOOD.replace("        matrix: {market: [ios]}\n", "        matrix: &markets {market: [ios, gp]}\n      - {name: other, kind: json, path: '/y/{market}', matrix: *markets}\n")
+    text = GOOD.replace(
+        "        matrix: {market: [ios]}\n",
+        "        matrix: &markets {market: [ios, gp]}\n      - {name: other, kind: json, path: '/y/{market}', matrix: *markets}\n",
+    )
     job = load_job(write(tmp_path, text), environ={"TOKEN": "x"})
     assert [e.matrix for e in job.sources[0].endpoints] == [{"market": ["ios", "gp"]}] * 2
 

@@ -61,7 +61,9 @@ def test_a_holder_on_this_host_whose_lock_is_free_is_dead_at_once(tmp_path: Path
 
 def test_lease_timings_are_checked(tmp_path: Path) -> None:
     path = tmp_path / "job.yaml"
-    path.write_text("lease: {expiry_seconds: 10, renew_seconds: 8}\nsources: [{name: s, base_url: 'https://x', endpoints: [{name: e, kind: json, path: /e}]}]\n")
+    path.write_text(
+        "lease: {expiry_seconds: 10, renew_seconds: 8}\nsources: [{name: s, base_url: 'https://x', endpoints: [{name: e, kind: json, path: /e}]}]\n"
+    )
     with pytest.raises(JobFileError, match="renew at least twice per expiry_seconds"):
         load_job(path)
 

@@ -31,8 +31,17 @@ def test_link_header(header: str, rel: str, expected: str | None) -> None:
 
 
 def unit_and_paginator(paginate: Any, params: dict | None = None):
-    job = Job.model_validate({"sources": [{"name": "s", "base_url": "http://api.test", "endpoints": [
-        {"name": "e", "kind": "json", "path": "/v1/items", "params": params or {}, "paginate": paginate}]}]})
+    job = Job.model_validate(
+        {
+            "sources": [
+                {
+                    "name": "s",
+                    "base_url": "http://api.test",
+                    "endpoints": [{"name": "e", "kind": "json", "path": "/v1/items", "params": params or {}, "paginate": paginate}],
+                }
+            ]
+        }
+    )
     [unit] = plan(job, [dt.date(2026, 11, 25)])
     return unit, paginator_for(job.sources[0].endpoints[0])
 

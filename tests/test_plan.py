@@ -15,15 +15,17 @@ D = dt.date(2026, 11, 25)
 
 def job(**endpoint) -> Job:
     base = {"name": "hist", "kind": "json", "path": "/v1/{market}/{product_id}"}
-    return Job.model_validate(
-        {"sources": [{"name": "src", "base_url": "http://api.test/", "token": "t0k3n", "endpoints": [{**base, **endpoint}]}]}
-    )
+    return Job.model_validate({"sources": [{"name": "src", "base_url": "http://api.test/", "token": "t0k3n", "endpoints": [{**base, **endpoint}]}]})
 
 
 @pytest.mark.parametrize(
     "endpoint, dates, expected_ids",
     [
-        ({"matrix": {"market": ["ios", "gp"], "product_id": [1]}}, [D], ["src/hist/2026-11-25/market=ios,product_id=1", "src/hist/2026-11-25/market=gp,product_id=1"]),
+        (
+            {"matrix": {"market": ["ios", "gp"], "product_id": [1]}},
+            [D],
+            ["src/hist/2026-11-25/market=ios,product_id=1", "src/hist/2026-11-25/market=gp,product_id=1"],
+        ),
         ({"path": "/v1/x"}, [D, D + dt.timedelta(days=1)], ["src/hist/2026-11-25", "src/hist/2026-11-26"]),
         ({"path": "/v1/x", "lag": 2}, [D], ["src/hist/2026-11-23"]),
     ],
@@ -158,8 +160,14 @@ def test_bulk_key_with_a_date_format_keeps_its_slashes() -> None:
 def fan_out_job(**child: object) -> Job:
     endpoints = [
         {"name": "accounts", "kind": "json", "path": "/accounts"},
-        {"name": "products", "kind": "json", "path": "/accounts/{account_id}/products", "matrix": {"market": ["ios", "gp"]},
-         "for_each": {"endpoint": "accounts", "values": "accounts[].id", "as": "account_id"}, **child},
+        {
+            "name": "products",
+            "kind": "json",
+            "path": "/accounts/{account_id}/products",
+            "matrix": {"market": ["ios", "gp"]},
+            "for_each": {"endpoint": "accounts", "values": "accounts[].id", "as": "account_id"},
+            **child,
+        },
     ]
     return Job.model_validate({"sources": [{"name": "src", "base_url": "http://api.test", "endpoints": endpoints}]})
 
@@ -167,8 +175,10 @@ def fan_out_job(**child: object) -> Job:
 @pytest.mark.parametrize(
     "pages, ids",
     [
-        ([{"accounts": [{"id": "a1"}, {"id": "a2"}]}, {"accounts": [{"id": "a1"}, {"id": 3}]}],
-         ["a1,market=ios", "a1,market=gp", "a2,market=ios", "a2,market=gp", "3,market=ios", "3,market=gp"]),
+        (
+            [{"accounts": [{"id": "a1"}, {"id": "a2"}]}, {"accounts": [{"id": "a1"}, {"id": 3}]}],
+            ["a1,market=ios", "a1,market=gp", "a2,market=ios", "a2,market=gp", "3,market=ios", "3,market=gp"],
+        ),
         ([{"accounts": []}], []),
         ([{"accounts": [{"id": None}, {"id": {"nested": 1}}, {"name": "no id"}]}], []),
         ([{"other": 1}], []),
@@ -204,8 +214,11 @@ def test_post_body_placeholders_are_rendered_into_json() -> None:
 
 @pytest.mark.parametrize(
     "path, key",
-    [("/export.csv", "src/hist/dt=2026-11-25/data.csv"), ("/export.csv.gz", "src/hist/dt=2026-11-25/data.csv.gz"),
-     ("/download", "src/hist/dt=2026-11-25/data")],
+    [
+        ("/export.csv", "src/hist/dt=2026-11-25/data.csv"),
+        ("/export.csv.gz", "src/hist/dt=2026-11-25/data.csv.gz"),
+        ("/download", "src/hist/dt=2026-11-25/data"),
+    ],
 )
 def test_file_endpoint_default_key_keeps_the_extension(path: str, key: str) -> None:
     [unit] = plan(job(kind="file", path=path), [D])

@@ -17,8 +17,13 @@ TOKEN = "tok-quota-8d7c6b"
 
 
 def source(**settings) -> Source:
-    base = {"name": "dataai", "base_url": "https://api.example.com", "token": TOKEN, "requests_per_day": 10,
-            "endpoints": [{"name": "e", "kind": "json", "path": "/e"}]}
+    base = {
+        "name": "dataai",
+        "base_url": "https://api.example.com",
+        "token": TOKEN,
+        "requests_per_day": 10,
+        "endpoints": [{"name": "e", "kind": "json", "path": "/e"}],
+    }
     return Source.model_validate({**base, **settings})
 
 

@@ -103,8 +103,11 @@ def load(tmp_path: Path, title: str) -> Job:
 
 def first_windows(wanted: list[Wanted]) -> dict[str, Window]:
     """The windows a first run opens at OPENED: from each cursor's `initial_value` (`incremental.open_windows`)."""
-    return {window_key(w.source, w.endpoint.name, w.variables, w.run_date): window_for(w.endpoint.incremental, None, OPENED)
-            for w in wanted if w.endpoint.incremental is not None}
+    return {
+        window_key(w.source, w.endpoint.name, w.variables, w.run_date): window_for(w.endpoint.incremental, None, OPENED)
+        for w in wanted
+        if w.endpoint.incremental is not None
+    }
 
 
 def test_every_recipe_has_its_expectation() -> None:

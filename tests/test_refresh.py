@@ -84,8 +84,14 @@ class Vendor:
 
 
 def credentials(vendor: Vendor, store: LocalDestination, refresh_token: str = "rt-0") -> Any:
-    source = Source.model_validate({"name": "s", "base_url": "https://api.test", "auth": SPEC.model_dump() | {"refresh_token": refresh_token},
-                                    "endpoints": [{"name": "e", "kind": "json", "path": "/x"}]})
+    source = Source.model_validate(
+        {
+            "name": "s",
+            "base_url": "https://api.test",
+            "auth": SPEC.model_dump() | {"refresh_token": refresh_token},
+            "endpoints": [{"name": "e", "kind": "json", "path": "/x"}],
+        }
+    )
     return credentials_for(source, httpx.AsyncClient(transport=httpx.MockTransport(vendor)), Redactor(source.secrets()), store)
 
 
@@ -168,8 +174,13 @@ def test_invalid_grant_names_the_source_and_is_asked_once(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     "stored",
-    [b"not json", b"[1, 2]", b'{"spent": "rt-0", "claim": "mine", "sealed": "garbage"}', b'{"sealed": 42, "spent": [1]}',
-     b'{"claim": {"id": "x", "until": "forever"}}'],
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"spent": "rt-0", "claim": "mine", "sealed": "garbage"}',
+        b'{"sealed": 42, "spent": [1]}',
+        b'{"claim": {"id": "x", "until": "forever"}}',
+    ],
 )
 def test_a_damaged_token_object_is_read_as_no_chain(tmp_path: Path, stored: bytes) -> None:
     vendor, store = Vendor(), LocalDestination(tmp_path)
@@ -182,7 +193,12 @@ def test_a_damaged_token_object_is_read_as_no_chain(tmp_path: Path, stored: byte
 
 @pytest.mark.parametrize(
     "settings, where",
-    [({}, "lake"), ({"token_store": "{tmp}/shared"}, "shared"), ({"lease": {"mode": "off"}}, "host"), ({"lease": {"mode": "off"}, "token_store": "{tmp}/shared"}, "shared")],
+    [
+        ({}, "lake"),
+        ({"token_store": "{tmp}/shared"}, "shared"),
+        ({"lease": {"mode": "off"}}, "host"),
+        ({"lease": {"mode": "off"}, "token_store": "{tmp}/shared"}, "shared"),
+    ],
 )
 def test_where_refresh_tokens_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any], where: str) -> None:
     from apilake.fetch.refresh import token_store
@@ -190,8 +206,13 @@ def test_where_refresh_tokens_are_kept(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setenv("APILAKE_TOKEN_DIR", str(tmp_path / "host"))
     settings = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in settings.items()}
-    job = Job.model_validate({"destination": str(tmp_path / "lake"), **settings, "sources": [{"name": "s", "base_url": "https://api.test",
-                              "auth": SPEC.model_dump(), "endpoints": [{"name": "e", "kind": "json", "path": "/x"}]}]})
+    job = Job.model_validate(
+        {
+            "destination": str(tmp_path / "lake"),
+            **settings,
+            "sources": [{"name": "s", "base_url": "https://api.test", "auth": SPEC.model_dump(), "endpoints": [{"name": "e", "kind": "json", "path": "/x"}]}],
+        }
+    )
     dest = LocalDestination(tmp_path / "lake")
     store = token_store(job, dest)
     assert store is dest if where == "lake" else store.url == str(tmp_path / where)

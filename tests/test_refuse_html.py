@@ -8,8 +8,7 @@ from apilake.errors import TransferError
 from apilake.fetch.bulk import file_transfer, refuse_html
 from apilake.jobfile import Job
 
-JOB = Job.model_validate({"sources": [{"name": "s", "base_url": "http://vendor.test", "endpoints": [
-    {"name": "e", "kind": "file", "path": "/export"}]}]})
+JOB = Job.model_validate({"sources": [{"name": "s", "base_url": "http://vendor.test", "endpoints": [{"name": "e", "kind": "file", "path": "/export"}]}]})
 
 
 @pytest.mark.parametrize(

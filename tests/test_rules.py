@@ -116,8 +116,19 @@ NOW = 1_800_000_000.0
 
 @pytest.mark.parametrize(
     "value, seconds",
-    [(None, None), ("", None), ("30", 30.0), ("0", 0.0), ("2.5", 2.5), (str(int(NOW) + 42), 42.0), (str(int(NOW) - 5), 0.0),
-     (email.utils.formatdate(NOW + 60, usegmt=True), 60.0), ("soon", None), ("-3", None), ("nan", None)],
+    [
+        (None, None),
+        ("", None),
+        ("30", 30.0),
+        ("0", 0.0),
+        ("2.5", 2.5),
+        (str(int(NOW) + 42), 42.0),
+        (str(int(NOW) - 5), 0.0),
+        (email.utils.formatdate(NOW + 60, usegmt=True), 60.0),
+        ("soon", None),
+        ("-3", None),
+        ("nan", None),
+    ],
 )
 def test_parse_reset(value: str | None, seconds: float | None) -> None:
     assert parse_reset(value, now=NOW) == seconds

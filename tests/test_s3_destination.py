@@ -301,9 +301,7 @@ def test_bad_url(url: str) -> None:
         S3Destination(url, S3Options())
 
 
-@pytest.mark.parametrize(
-    ("url", "root"), [("s3://b", ""), ("s3://b/", ""), ("s3://b/p", "p/"), ("s3://b/p/q/", "p/q/")]
-)
+@pytest.mark.parametrize(("url", "root"), [("s3://b", ""), ("s3://b/", ""), ("s3://b/p", "p/"), ("s3://b/p/q/", "p/q/")])
 def test_url_prefix(url: str, root: str) -> None:
     dest = S3Destination(url, S3Options())
     assert (dest.bucket, dest.root, dest.url) == ("b", root, url)

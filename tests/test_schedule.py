@@ -65,18 +65,19 @@ def test_fire_times_in_the_jobs_zone(zone: str, after: dt.datetime, expected: li
     ("zone", "expression", "after", "until", "expected"),
     [
         # spring forward: 02:30 does not exist on 2026-03-08 in New York; fires once at 03:00 EDT
-        ("America/New_York", "30 2 * * *", utc(2026, 3, 7, 12), utc(2026, 3, 9, 12),
-         ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]),
+        ("America/New_York", "30 2 * * *", utc(2026, 3, 7, 12), utc(2026, 3, 9, 12), ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]),
         # every 30 min through the gap: 02:00 and 02:30 collapse into 03:00, which fires once
-        ("America/New_York", "*/30 * * * *", utc(2026, 3, 8, 6, 15), utc(2026, 3, 8, 7, 45),
-         ["2026-03-08T01:30:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-08T03:30:00-04:00"]),
+        (
+            "America/New_York",
+            "*/30 * * * *",
+            utc(2026, 3, 8, 6, 15),
+            utc(2026, 3, 8, 7, 45),
+            ["2026-03-08T01:30:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-08T03:30:00-04:00"],
+        ),
         # fall back: 01:30 happens twice on 2026-11-01; fires once, at the first (EDT)
-        ("America/New_York", "30 1 * * *", utc(2026, 10, 31, 12), utc(2026, 11, 2, 12),
-         ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]),
-        ("Europe/Berlin", "30 2 * * *", utc(2026, 3, 28, 12), utc(2026, 3, 30, 12),
-         ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]),
-        ("Europe/Berlin", "30 2 * * *", utc(2026, 10, 24, 12), utc(2026, 10, 26, 12),
-         ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]),
+        ("America/New_York", "30 1 * * *", utc(2026, 10, 31, 12), utc(2026, 11, 2, 12), ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]),
+        ("Europe/Berlin", "30 2 * * *", utc(2026, 3, 28, 12), utc(2026, 3, 30, 12), ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]),
+        ("Europe/Berlin", "30 2 * * *", utc(2026, 10, 24, 12), utc(2026, 10, 26, 12), ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]),
     ],
 )
 def test_dst_gap_and_overlap_fire_once(zone: str, expression: str, after: dt.datetime, until: dt.datetime, expected: list[str]) -> None:
@@ -196,7 +197,9 @@ def test_overrun_with_catch_up_makes_up_the_latest_missed_fire(tmp_path: Path) -
     assert [t.strftime("%H:%M") for t, _, _ in rec.calls] == ["01:00", "03:30"]
 
 
-@pytest.mark.parametrize(("catch_up", "expected"), [(0, []), (2, [dt.date(2026, 11, 23), dt.date(2026, 11, 24)]), (9, [dt.date(2026, 11, d) for d in range(20, 25)])])
+@pytest.mark.parametrize(
+    ("catch_up", "expected"), [(0, []), (2, [dt.date(2026, 11, 23), dt.date(2026, 11, 24)]), (9, [dt.date(2026, 11, d) for d in range(20, 25)])]
+)
 def test_catch_up_after_downtime_from_the_state_file(tmp_path: Path, catch_up: int, expected: list[dt.date]) -> None:
     job = make_job(catch_up=catch_up)
     state = tmp_path / "state.json"

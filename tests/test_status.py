@@ -62,8 +62,15 @@ def unit(unit_id: str, kind: str, status: str = "landed", keys: tuple[str, ...] 
 def record(run_id: str, dates: list[str], results: list[UnitResult]) -> RunRecord:
     started = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
     return RunRecord(
-        run_id=run_id, job="job.yaml", destination="lake", dates=dates, started=started,
-        finished=started + dt.timedelta(seconds=3), status="succeeded", units=results, version="test",
+        run_id=run_id,
+        job="job.yaml",
+        destination="lake",
+        dates=dates,
+        started=started,
+        finished=started + dt.timedelta(seconds=3),
+        status="succeeded",
+        units=results,
+        version="test",
     )
 
 
@@ -151,9 +158,7 @@ WHOLE = bulk_run({"1.gz": "landed", "2.gz": "landed"})
         ([bulk_run({"1.gz": "landed", "2.gz": "failed"}), bulk_run({"1.gz": "skipped", "2.gz": "landed"})], True),
     ],
 )
-def test_a_bulk_date_counts_by_the_latest_complete_knowledge_of_its_listing_and_files(
-    tmp_path: Path, runs: list[list[UnitResult]], present: bool
-) -> None:
+def test_a_bulk_date_counts_by_the_latest_complete_knowledge_of_its_listing_and_files(tmp_path: Path, runs: list[list[UnitResult]], present: bool) -> None:
     dest = LocalDestination(tmp_path)
 
     async def scenario() -> list[Gap]:
@@ -187,9 +192,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             "      - name: bulk_daily\n        kind: bulk\n        path: /v2/bulk/get-bulk-urls\n"
             "        params: {metric_bundles: app_downloads, country_codes: all, granularity: daily, start_date: '{date}', end_date: '{date}'}\n"
         )
-        run = subprocess.run(
-            [str(APILAKE), "run", str(job), "--from", "2026-11-20", "--to", "2026-11-22"], capture_output=True, text=True, timeout=120
-        )
+        run = subprocess.run([str(APILAKE), "run", str(job), "--from", "2026-11-20", "--to", "2026-11-22"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     return job, root / "lake"
 
@@ -238,8 +241,7 @@ def test_status_text_does_not_count_dates_not_yet_due_as_there() -> None:
     from apilake.status import Cell, StatusReport, render
 
     cells = [Cell("s/e", "2026-11-25", ("a",), ("a",), True), Cell("s/e", "2026-11-26", ("b",), (), False)]
-    report = StatusReport("./lake", [], [dt.date(2026, 11, 25), dt.date(2026, 11, 26)],
-                          {("s/e", "2026-11-25"): {"a"}, ("s/e", "2026-11-26"): {"b"}}, [], cells)
+    report = StatusReport("./lake", [], [dt.date(2026, 11, 25), dt.date(2026, 11, 26)], {("s/e", "2026-11-25"): {"a"}, ("s/e", "2026-11-26"): {"b"}}, [], cells)
     text = render(report, runs=5, job_path="job.yaml", timezone="UTC")
     assert "none: all 1 expected unit(s) are in the destination (1 not yet due)" in text
     assert [c.state for c in cells] == ["landed", "not yet due"]
@@ -250,16 +252,30 @@ def test_landed_sizes_take_the_latest_landing_of_the_run_s_units_only() -> None:
 
     def unit(unit_id: str, status: str, key: str, size: int) -> dict[str, object]:
         source, endpoint, date = unit_id.split("/")[:3]
-        return {"unit": unit_id, "source": source, "endpoint": endpoint, "date": date, "kind": "json", "status": status,
-                "objects": [{"key": key, "bytes": size, "sha256": None}]}
+        return {
+            "unit": unit_id,
+            "source": source,
+            "endpoint": endpoint,
+            "date": date,
+            "kind": "json",
+            "status": status,
+            "objects": [{"key": key, "bytes": size, "sha256": None}],
+        }
 
     listing = "dataai/bulk/2026-11-25"
-    records = [parse_record({"run_id": str(i), "status": "succeeded", "units": units}) for i, units in enumerate([
-        [unit("dataai/a/2026-11-25", "landed", "a.json", 10), unit(f"{listing}/metrics/x.csv.gz", "landed", "x.csv.gz", 7)],
-        [unit("dataai/a/2026-11-25", "landed", "a.json", 12),  # a later landing wins
-         unit("dataai/a/2026-11-25", "skipped", "a.json", 99),  # a skip only saw what was there
-         unit("dataai/b/2026-11-25", "landed", "b.json", 5)],
-    ])]
+    records = [
+        parse_record({"run_id": str(i), "status": "succeeded", "units": units})
+        for i, units in enumerate(
+            [
+                [unit("dataai/a/2026-11-25", "landed", "a.json", 10), unit(f"{listing}/metrics/x.csv.gz", "landed", "x.csv.gz", 7)],
+                [
+                    unit("dataai/a/2026-11-25", "landed", "a.json", 12),  # a later landing wins
+                    unit("dataai/a/2026-11-25", "skipped", "a.json", 99),  # a skip only saw what was there
+                    unit("dataai/b/2026-11-25", "landed", "b.json", 5),
+                ],
+            ]
+        )
+    ]
     assert landed_sizes(records) == {"a.json": 12, "x.csv.gz": 7, "b.json": 5}
     assert landed_sizes(records, {"dataai/a/2026-11-25", listing}) == {"a.json": 12, "x.csv.gz": 7}
     assert landed_sizes(records, {"dataai/a/2026-11"}) == {}  # a prefix of an id is not the unit

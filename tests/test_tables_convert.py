@@ -18,11 +18,14 @@ def raw(key: str, records: str | None = None) -> RawObject:
     return RawObject(key, 0, "sha256:x", "run", (("market", "ios"),), "json", records)
 
 
-@pytest.mark.parametrize("rows, columns, count", [
-    ([{"a": 1}, {"a": None}], ["a"], 2),
-    ([{"a": None}, {"b": None}], [], 2),  # fields of no value at all: the rows stay
-    ([], [], 0),
-])
+@pytest.mark.parametrize(
+    "rows, columns, count",
+    [
+        ([{"a": 1}, {"a": None}], ["a"], 2),
+        ([{"a": None}, {"b": None}], [], 2),  # fields of no value at all: the rows stay
+        ([], [], 0),
+    ],
+)
 def test_rows_to_batch_keeps_every_row(rows: list[dict], columns: list[str], count: int) -> None:
     batch = rows_to_batch(rows)
     assert (batch.schema.names, batch.num_rows) == (columns, count)

@@ -37,7 +37,11 @@ def kept(pages: Pages, key: tuple[str, ...] = ("id",), cursor: str | None = "at"
     return [r for name in sorted(rows) for i, r in enumerate(json.loads(bodies[name])) if i in rows[name]]
 
 
-A1, A2, A3 = {"id": 1, "at": "2026-01-01T00:00:00Z", "v": "a1"}, {"id": 1, "at": "2026-01-02T00:00:00Z", "v": "a2"}, {"id": 1, "at": "2026-01-03T00:00:00+00:00", "v": "a3"}
+A1, A2, A3 = (
+    {"id": 1, "at": "2026-01-01T00:00:00Z", "v": "a1"},
+    {"id": 1, "at": "2026-01-02T00:00:00Z", "v": "a2"},
+    {"id": 1, "at": "2026-01-03T00:00:00+00:00", "v": "a3"},
+)
 B1 = {"id": 2, "at": "2026-01-01T00:00:00Z", "v": "b1"}
 
 
@@ -52,10 +56,18 @@ B1 = {"id": 2, "at": "2026-01-01T00:00:00Z", "v": "b1"}
         pytest.param({"2026-01-01": [("u", 1, [A2, A1])]}, None, [A1], id="no cursor: the last in its page"),
         pytest.param({"2026-01-01": [("u", 1, [{"id": 1, "v": "x"}, A1])]}, "at", [A1], id="a record with no cursor comes first"),
         pytest.param({"2026-01-01": [("u", 1, [{"id": "1", **B1}])], "2026-01-02": [("u", 1, [])]}, "at", [{"id": "1", **B1}], id="an empty page"),
-        pytest.param({"2026-01-01": [("u", 1, [{"id": 1, "m": {"n": 9}}, {"id": 1, "m": {"n": 10}}, {"id": 1, "m": {"n": 2}}])]}, "m.n",
-                     [{"id": 1, "m": {"n": 10}}], id="a nested number cursor"),
-        pytest.param({"2026-01-01": [("u", 1, [{"id": 1, "at": "2026-01-02T00:00:00"}, {"id": 1, "at": "2026-01-01T00:00:00"}])]}, "at",
-                     [{"id": 1, "at": "2026-01-02T00:00:00"}], id="date-times without a zone"),
+        pytest.param(
+            {"2026-01-01": [("u", 1, [{"id": 1, "m": {"n": 9}}, {"id": 1, "m": {"n": 10}}, {"id": 1, "m": {"n": 2}}])]},
+            "m.n",
+            [{"id": 1, "m": {"n": 10}}],
+            id="a nested number cursor",
+        ),
+        pytest.param(
+            {"2026-01-01": [("u", 1, [{"id": 1, "at": "2026-01-02T00:00:00"}, {"id": 1, "at": "2026-01-01T00:00:00"}])]},
+            "at",
+            [{"id": 1, "at": "2026-01-02T00:00:00"}],
+            id="date-times without a zone",
+        ),
         pytest.param({"2026-01-01": [("u", 1, [{"id": 1, "at": "20"}, {"id": 1, "at": "3"}])]}, "at", [{"id": 1, "at": "20"}], id="numbers as text"),
         pytest.param({"2026-01-01": [("u", 1, [{"id": 1, "b": 5}, {"id": 1, "at": 3}])]}, "at || b", [{"id": 1, "b": 5}], id="any JMESPath"),
         pytest.param({"2026-01-01": [("u", 1, [A2, {"id": 1, "v": "no cursor"}])]}, "m.n", [{"id": 1, "v": "no cursor"}], id="no such field: by position"),

@@ -59,6 +59,4 @@ def run_measured(
         for name in probes
         if before[name] is not None and after[name] is not None
     }
-    return Measurement(
-        usage["wall_s"], usage["user_s"], usage["sys_s"], usage["peak_rss_bytes"], usage["exit_code"], tail, server_cpu
-    )
+    return Measurement(usage["wall_s"], usage["user_s"], usage["sys_s"], usage["peak_rss_bytes"], usage["exit_code"], tail, server_cpu)

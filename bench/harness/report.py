@@ -109,7 +109,13 @@ def targets(reports: list[ScenarioReport], startup: StartupResult | None) -> lis
             ))  # fmt: skip
         elif isinstance(sc, JsonScenario) and me is not None:
             factor = me.wall_s.median / sc.floor_s
-            rows.append(Target(f"{sc.name}: wall ≤ {JSON_FLOOR_FACTOR}× quota floor ({sc.floor_s:g} s)", f"{me.wall_s.median:.2f} s = {factor:.2f}×", factor <= JSON_FLOOR_FACTOR))
+            rows.append(
+                Target(
+                    f"{sc.name}: wall ≤ {JSON_FLOOR_FACTOR}× quota floor ({sc.floor_s:g} s)",
+                    f"{me.wall_s.median:.2f} s = {factor:.2f}×",
+                    factor <= JSON_FLOOR_FACTOR,
+                )
+            )
             if me.http_429 is not None:
                 rows.append(Target(f"{sc.name}: zero 429s", f"{me.http_429.high:.0f} (max of rounds)", me.http_429.high == 0))
     if startup is not None:
@@ -190,9 +196,7 @@ def _startup_table(startup: StartupResult) -> list[str]:
     return lines
 
 
-def render_markdown(
-    machine: dict[str, Any], settings: dict[str, Any], reports: list[ScenarioReport], startup: StartupResult | None
-) -> str:
+def render_markdown(machine: dict[str, Any], settings: dict[str, Any], reports: list[ScenarioReport], startup: StartupResult | None) -> str:
     out = ["# apilake benchmark", ""]
     out += _machine_lines(machine)
     out += [f"- **Run:** `{settings['command']}`: {settings['rounds']} rounds, contenders alternating in each round; "
@@ -250,9 +254,7 @@ def render_markdown(
     return "\n".join(out)
 
 
-def render_json(
-    machine: dict[str, Any], settings: dict[str, Any], reports: list[ScenarioReport], startup: StartupResult | None
-) -> str:
+def render_json(machine: dict[str, Any], settings: dict[str, Any], reports: list[ScenarioReport], startup: StartupResult | None) -> str:
     doc = {
         "machine": machine,
         "settings": settings,
@@ -276,6 +278,7 @@ def render_json(
 
 
 NOTES = Path(__file__).resolve().parent.parent / "results" / "notes.md"  # hand-written, profile-based
+
 
 def update_readme(readme: Path, markdown: str, section: str = "latest") -> None:
     """Replace a section's results between its markers in bench/README.md (headings shifted down)."""

@@ -200,6 +200,4 @@ def default_scenarios(*, quick: bool = False) -> list[Scenario]:
 
 
 def _into_s3(scenario: BulkScenario) -> BulkScenario:
-    return replace(
-        scenario, name=scenario.name.replace("-local", "-s3"), title=scenario.title.replace("the local lake", "S3 (moto)"), dest="s3"
-    )
+    return replace(scenario, name=scenario.name.replace("-local", "-s3"), title=scenario.title.replace("the local lake", "S3 (moto)"), dest="s3")

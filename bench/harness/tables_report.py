@@ -98,8 +98,15 @@ def render_tables_json(machine: dict[str, Any], settings: dict[str, Any], report
         "settings": settings,
         "targets": [t.__dict__ for t in tables_targets(reports)],
         "scenarios": [
-            {"name": rep.scenario.name, "title": rep.scenario.title, "input_bytes": rep.input_bytes, "rows": rep.rows,
-             "summaries": [s.to_json() for s in rep.summaries], "runs": [r.to_json() for r in rep.runs], "notes": rep.notes}
+            {
+                "name": rep.scenario.name,
+                "title": rep.scenario.title,
+                "input_bytes": rep.input_bytes,
+                "rows": rep.rows,
+                "summaries": [s.to_json() for s in rep.summaries],
+                "runs": [r.to_json() for r in rep.runs],
+                "notes": rep.notes,
+            }
             for rep in reports
         ],
         "notes": NOTES.read_text() if NOTES.exists() else None,

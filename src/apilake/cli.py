@@ -135,15 +135,38 @@ def _load(job_file: str, profile: str | None, *, offline: bool = False) -> Any:
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Also log to this file, rotated daily.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every landed object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no info lines: warnings, errors and the summary only (for cron).")
-@click.option("--executor", type=click.Choice(["local", "dask"]),
-              help="Where units run: this process, or a Dask cluster (default: the job's `executor`, else local).")
-@click.option("--scheduler", metavar="ADDRESS",
-              help="Dask scheduler to submit units to, e.g. tcp://HOST:8786 (default: the job's `scheduler_address`); implies --executor dask.")
-@click.option("--metrics-file", type=click.Path(dir_okay=False), metavar="PATH",
-              help="After the run, write Prometheus metrics here, atomically (node_exporter's textfile collector: *.prom).")
-def run(job_file: str, date: str | None, start: str | None, end: str | None, only: tuple[str, ...], dest: str | None,
-        dry_run: bool, force: bool, profile: str | None, log_format: str, log_file: str | None, verbose: bool, quiet: bool,
-        executor: str | None, scheduler: str | None, metrics_file: str | None) -> None:
+@click.option(
+    "--executor", type=click.Choice(["local", "dask"]), help="Where units run: this process, or a Dask cluster (default: the job's `executor`, else local)."
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Dask scheduler to submit units to, e.g. tcp://HOST:8786 (default: the job's `scheduler_address`); implies --executor dask.",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="After the run, write Prometheus metrics here, atomically (node_exporter's textfile collector: *.prom).",
+)
+def run(
+    job_file: str,
+    date: str | None,
+    start: str | None,
+    end: str | None,
+    only: tuple[str, ...],
+    dest: str | None,
+    dry_run: bool,
+    force: bool,
+    profile: str | None,
+    log_format: str,
+    log_file: str | None,
+    verbose: bool,
+    quiet: bool,
+    executor: str | None,
+    scheduler: str | None,
+    metrics_file: str | None,
+) -> None:
     """Fetch every unit of JOB.yaml for the run date(s) and land it in the destination."""
     from apilake import logs
     from apilake.dates import run_dates
@@ -165,15 +188,27 @@ def run(job_file: str, date: str | None, start: str | None, end: str | None, onl
     progress = Progress(len(units), quiet=quiet)
     _freeze_imports()
     try:
-        report = _run_in_process(job, units, job_path=job_file, dates=dates, destination=dest, force=force, on_result=progress.on_result,
-                                 executor=executor, scheduler=scheduler, only=only)
+        report = _run_in_process(
+            job,
+            units,
+            job_path=job_file,
+            dates=dates,
+            destination=dest,
+            force=force,
+            on_result=progress.on_result,
+            executor=executor,
+            scheduler=scheduler,
+            only=only,
+        )
     finally:
         progress.close()
     click.echo(summarize(report.results))
     record = f"{report.destination.rstrip('/')}/{report.record_key}"
     if report.record_error:
-        record += (f" could not be finished ({report.record_error}): it stays 'running' and 'apilake status' shows the run "
-                   "as abandoned; what landed above is in the destination, and a rerun skips it")
+        record += (
+            f" could not be finished ({report.record_error}): it stays 'running' and 'apilake status' shows the run "
+            "as abandoned; what landed above is in the destination, and a rerun skips it"
+        )
     if report.tables is not None:
         if report.tables.error:
             click.echo(f"apilake: error: tables not refreshed: {report.tables.error}", err=True)
@@ -215,8 +250,9 @@ def _print_plan(units: list[Any], destination: str, redact: Any, pending: list[s
 @dest_option
 @profile_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def tables(job_file: str, date: str | None, start: str | None, end: str | None, only: tuple[str, ...], force: bool,
-           dest: str | None, profile: str | None, quiet: bool) -> None:
+def tables(
+    job_file: str, date: str | None, start: str | None, end: str | None, only: tuple[str, ...], force: bool, dest: str | None, profile: str | None, quiet: bool
+) -> None:
     """Build or refresh JOB.yaml's Iceberg tables from what is in the lake (all landed dates by default).
 
     Each date's partition is rebuilt from all its raw objects and replaced in one commit per
@@ -242,8 +278,7 @@ def tables(job_file: str, date: str | None, start: str | None, end: str | None, 
     bar = _PartitionBar(quiet)
     try:
         with job_hold(job, job_file, destination, "tables-" + new_run_id(dt.datetime.now(dt.UTC))) as held:
-            report = build_tables(job, url, dates=dates, selected=selected, force=force, on_plan=bar.start, on_partition=bar.advance,
-                                  stopped=held.why_lost)
+            report = build_tables(job, url, dates=dates, selected=selected, force=force, on_plan=bar.start, on_partition=bar.advance, stopped=held.why_lost)
     finally:
         bar.close()
     click.echo(report.summary())
@@ -263,8 +298,7 @@ class _PartitionBar:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("[bold]partitions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=Console(file=sys.stderr))
+        self.bar = Progress(TextColumn("[bold]partitions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(file=sys.stderr))
         self.task = self.bar.add_task("tables", total=total)
         self.bar.start()
 
@@ -322,10 +356,14 @@ def demo(dest: str, date: str | None) -> None:
 @click.option("--requests-per-minute", type=int, help="Answer 429 above this many calls in any 60 s.")
 @click.option("--file-size", default=64 * 1024, show_default=True, type=int, help="Bytes per bulk file.")
 @click.option("--metric-files", default=2, show_default=True, type=int, help="Metric files per bundle and date.")
-@click.option("--acme-auth", type=click.Choice(["bearer", "api_key_header", "api_key_query", "basic", "oauth2"]), default="oauth2",
-              show_default=True, help="The auth scheme the second vendor (Acme, under /acme/) accepts.")
-def emulator(port: int, files_port: int, latency_ms: float, requests_per_minute: int | None, file_size: int, metric_files: int,
-             acme_auth: str) -> None:
+@click.option(
+    "--acme-auth",
+    type=click.Choice(["bearer", "api_key_header", "api_key_query", "basic", "oauth2"]),
+    default="oauth2",
+    show_default=True,
+    help="The auth scheme the second vendor (Acme, under /acme/) accepts.",
+)
+def emulator(port: int, files_port: int, latency_ms: float, requests_per_minute: int | None, file_size: int, metric_files: int, acme_auth: str) -> None:
     """Serve the vendor emulator on 127.0.0.1 until stopped (token: demo-token)."""
     from apilake.emulator import EmulatorConfig, serve
 
@@ -337,15 +375,18 @@ def emulator(port: int, files_port: int, latency_ms: float, requests_per_minute:
 @job_argument
 @profile_option
 @dest_option
-@click.option("--state-file", type=click.Path(dir_okay=False), metavar="PATH",
-              help="Where the last handled fire of each schedule is kept "
-                   "(default: $XDG_STATE_HOME or ~/.local/state, apilake/schedule-<hash>.json).")
+@click.option(
+    "--state-file",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Where the last handled fire of each schedule is kept (default: $XDG_STATE_HOME or ~/.local/state, apilake/schedule-<hash>.json).",
+)
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Also log to this file, rotated daily.")
-@click.option("--http", "http_address", metavar="HOST:PORT",
-              help="Serve /metrics (Prometheus), /healthz and the dashboard here, e.g. 127.0.0.1:9464.")
-def schedule(job_file: str, profile: str | None, dest: str | None, state_file: str | None, log_format: str, log_file: str | None,
-             http_address: str | None) -> None:
+@click.option("--http", "http_address", metavar="HOST:PORT", help="Serve /metrics (Prometheus), /healthz and the dashboard here, e.g. 127.0.0.1:9464.")
+def schedule(
+    job_file: str, profile: str | None, dest: str | None, state_file: str | None, log_format: str, log_file: str | None, http_address: str | None
+) -> None:
     """Run JOB.yaml on its `schedule:` crons (in the job's timezone) until SIGTERM/SIGINT.
 
     Runs are sequential; each is for yesterday in the job's timezone at its fire time. After
@@ -379,8 +420,9 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     def run_once(only: list[str] | None, run_date: dt.date) -> int:
         try:
             selection = tuple(only or ())
-            report = _run_in_process(job, _plan(job, [run_date], selection, destination), job_path=job_file, dates=[run_date],
-                                     destination=destination, only=selection)
+            report = _run_in_process(
+                job, _plan(job, [run_date], selection, destination), job_path=job_file, dates=[run_date], destination=destination, only=selection
+            )
         except ApilakeError as exc:
             log.error("run for %s: %s", run_date, exc)
             return exc.exit_code
@@ -417,8 +459,7 @@ def schedule(job_file: str, profile: str | None, dest: str | None, state_file: s
     sys.exit(ExitCode.INTERRUPTED if scheduler.interrupted else ExitCode.OK)
 
 
-def _schedule_server(address: str, job: Any, job_file: str, destination: str, scheduler: Any,
-                     records: Callable[[], list[RunRecord]]) -> Any:
+def _schedule_server(address: str, job: Any, job_file: str, destination: str, scheduler: Any, records: Callable[[], list[RunRecord]]) -> Any:
     """The scheduler's HTTP server: /metrics, /healthz and the dashboard."""
     import json
 
@@ -456,8 +497,7 @@ def cron(job_file: str, profile: str | None, host_timezone: str | None) -> None:
 
     job = _load(job_file, profile, offline=True)
     program = Path(sys.executable).parent / "apilake"
-    click.echo(crontab(job, job_file, host_timezone=host_timezone, profile=profile,
-                       program=str(program) if program.exists() else "apilake"), nl=False)
+    click.echo(crontab(job, job_file, host_timezone=host_timezone, profile=profile, program=str(program) if program.exists() else "apilake"), nl=False)
 
 
 @main.command()
@@ -467,10 +507,10 @@ def cron(job_file: str, profile: str | None, host_timezone: str | None) -> None:
 @click.option("--from", "start", metavar="YYYY-MM-DD", help="First run date of the gap report (inclusive).")
 @click.option("--to", "end", metavar="YYYY-MM-DD", help="Last run date of the gap report (inclusive).")
 @click.option("--runs", default=10, show_default=True, type=click.IntRange(min=0), help="How many recent runs to list.")
-@click.option("--html", "html_file", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Also write the dashboard as one self-contained HTML file (needs JOB.yaml).")
-def status(job_file: str | None, dest: str | None, profile: str | None, start: str | None, end: str | None, runs: int,
-           html_file: str | None) -> None:
+@click.option(
+    "--html", "html_file", type=click.Path(dir_okay=False), metavar="FILE", help="Also write the dashboard as one self-contained HTML file (needs JOB.yaml)."
+)
+def status(job_file: str | None, dest: str | None, profile: str | None, start: str | None, end: str | None, runs: int, html_file: str | None) -> None:
     """Recent runs, the latest failures, and the dates of each endpoint missing from the destination.
 
     Gaps cover the last 7 run dates ending yesterday in the job's timezone (UTC without a job

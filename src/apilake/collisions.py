@@ -71,10 +71,14 @@ def _collision(first: Unit, second: Unit, key: str, page: int = 1) -> JobFileErr
     """`first` writes `key` (as its page `page`), and so would `second` (as its own key)."""
     owner = f"{first.source}/{first.endpoint}"
     other = f"{second.source}/{second.endpoint}"
-    how = f"page {page} of {first.id!r} ({owner}) lands on key {key!r}, the key of {second.id!r} ({other})" if page > 1 else (
-        f"units {first.id!r} ({owner}) and {second.id!r} ({other}) would both land on key {key!r}"
+    how = (
+        f"page {page} of {first.id!r} ({owner}) lands on key {key!r}, the key of {second.id!r} ({other})"
+        if page > 1
+        else (f"units {first.id!r} ({owner}) and {second.id!r} ({other}) would both land on key {key!r}")
     )
-    fix = "put what tells them apart ({date}, matrix variables) into the endpoint's key" if owner == other else (
-        "give each endpoint a key of its own (e.g. with {endpoint} in it)"
+    fix = (
+        "put what tells them apart ({date}, matrix variables) into the endpoint's key"
+        if owner == other
+        else ("give each endpoint a key of its own (e.g. with {endpoint} in it)")
     )
     return JobFileError(f"{how}: one would overwrite the other; {fix}")

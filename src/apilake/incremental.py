@@ -267,8 +267,16 @@ async def _open(dest: Destination, key: str, wants: list[Wanted], now: dt.dateti
     return await _swap(dest, key, change)
 
 
-async def advance(dest: Destination, source: str, endpoint: Endpoint, variables: tuple[tuple[str, str], ...], run_date: str,
-                  unit_id: str, pages: Iterable[Any], now: dt.datetime) -> None:
+async def advance(
+    dest: Destination,
+    source: str,
+    endpoint: Endpoint,
+    variables: tuple[tuple[str, str], ...],
+    run_date: str,
+    unit_id: str,
+    pages: Iterable[Any],
+    now: dt.datetime,
+) -> None:
     """After every page of a unit landed: move its cursor to the newest among its records and
     mark its window done. A cursor before the window's start (the vendor went backwards) fails
     with `CursorError` and leaves the stored cursor as it was; no record leaves it as it was."""

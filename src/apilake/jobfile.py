@@ -203,9 +203,7 @@ class PageNumberPaging(PagingStyle):
     total_pages_path: JmesPath | None = None
 
 
-Paging = Annotated[
-    JsonLinkPaging | HeaderLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging, Field(discriminator="type")
-]
+Paging = Annotated[JsonLinkPaging | HeaderLinkPaging | CursorPaging | OffsetPaging | PageNumberPaging, Field(discriminator="type")]
 
 
 class Retry(_Model):
@@ -479,9 +477,11 @@ class Endpoint(_Model):
         if self.incremental is not None:
             _check_cursor_used(self)
         if isinstance(self.table, EndpointTable) and self.table.primary_key and (self.kind != "json" or self.table.format == "csv"):
-            raise ValueError(f"table.primary_key {self.table.primary_key!r}: keeps the latest version of each JSON record, so only a kind: json "
-                             f"endpoint whose rows are JSON records may have one (this one is kind: {self.kind}"
-                             f"{', table.format: csv' if self.table.format == 'csv' else ''}); remove it, or read the data from a JSON endpoint")
+            raise ValueError(
+                f"table.primary_key {self.table.primary_key!r}: keeps the latest version of each JSON record, so only a kind: json "
+                f"endpoint whose rows are JSON records may have one (this one is kind: {self.kind}"
+                f"{', table.format: csv' if self.table.format == 'csv' else ''}); remove it, or read the data from a JSON endpoint"
+            )
         if self.for_each is not None and self.for_each.as_ in {*self.matrix, "date", "source", "endpoint", "report_id", *FILE_PLACEHOLDERS}:
             raise ValueError(f"for_each.as: {self.for_each.as_!r} clashes with a matrix variable or a built-in placeholder")
         return self
@@ -547,8 +547,9 @@ class Source(_Model):
         for where, rules in places:
             for n, rule in enumerate(rules):
                 if isinstance(rule.after, (int, float)) and rule.after > cap:
-                    raise ValueError(f"{where}on_response[{n}].after: {rule.after:g} s is beyond retry.max_retry_after ({cap:g} s); "
-                                     "raise max_retry_after or wait less")
+                    raise ValueError(
+                        f"{where}on_response[{n}].after: {rule.after:g} s is beyond retry.max_retry_after ({cap:g} s); raise max_retry_after or wait less"
+                    )
         return self
 
     @property
@@ -975,15 +976,10 @@ def _overlay_sources(sources: Any, overlay: Any, path: Path, profile: str) -> An
             raise JobFileError(f"{path}: profiles.{profile}.sources.{name}: no source named {name!r} in the job")
         if not isinstance(settings, dict):
             raise JobFileError(f"{path}: profiles.{profile}.sources.{name}: expected a mapping of settings")
-    return [
-        {**source, **overlay[source["name"]]} if isinstance(source, dict) and source.get("name") in overlay else source
-        for source in sources
-    ]
+    return [{**source, **overlay[source["name"]]} if isinstance(source, dict) and source.get("name") in overlay else source for source in sources]
 
 
-def substitute_env(
-    node: Any, environ: dict[str, str], path: Path, where: str = "", *, used: list[tuple[str, str, str | None]], offline: bool = False
-) -> Any:
+def substitute_env(node: Any, environ: dict[str, str], path: Path, where: str = "", *, used: list[tuple[str, str, str | None]], offline: bool = False) -> Any:
     """Replace `${VAR}` (and `${VAR:-default}`) in every string; `$$` is a literal `$`.
 
     `used` collects (key path, name, value) of each variable read (value None: unset, offline), so
@@ -1048,7 +1044,7 @@ def format_validation_error(path: Path, exc: ValidationError) -> str:
         for part in error["loc"]:
             if isinstance(part, str) and _UNION_BRANCH.match(part):
                 continue  # `paginate.tagged-union[...]`: pydantic's name of a branch, not a key
-            where += f"[{part}]" if isinstance(part, int) else _join(where, str(part))[len(where):]
+            where += f"[{part}]" if isinstance(part, int) else _join(where, str(part))[len(where) :]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key (a typo? see docs/job-file.md)"

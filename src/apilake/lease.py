@@ -75,8 +75,7 @@ def unleased_warning(job: Job, dest: Destination) -> str | None:
     )
     if not job.token_store and any(isinstance(s.credentials, OAuth2RefreshToken) for s in job.sources):
         counted += (
-            f". Rotated OAuth2 refresh tokens are kept per host (in {host_token_folder()}): a run on another host "
-            "would spend a token this one already spent"
+            f". Rotated OAuth2 refresh tokens are kept per host (in {host_token_folder()}): a run on another host would spend a token this one already spent"
         )
     return (
         f"lease: {{mode: off}}: no lease in {dest.url}, so overlapping runs of this job are kept apart only on this "

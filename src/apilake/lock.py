@@ -48,8 +48,7 @@ def run_lock(job_path: str, destination: str, place: str) -> Iterator[Path]:
     except Timeout:
         who = holder.read_text().strip() if holder.exists() else "another process"
         raise RunLockedError(
-            f"another run of job {job_id(job_path)!r} into {place} is still going ({who}); "
-            "this run did nothing. Wait for it, or stop it first."
+            f"another run of job {job_id(job_path)!r} into {place} is still going ({who}); this run did nothing. Wait for it, or stop it first."
         ) from None
     try:
         holder.write_text(f"pid {os.getpid()}, {Path(job_path).absolute()} into {destination}")

@@ -61,8 +61,14 @@ def quota_today(job: Job, destination: str) -> QuotaUse | None:
 class RunCollector(Collector):
     """The metric families of a job's runs; `records()` and `quota()` are asked on every collection."""
 
-    def __init__(self, job: Job, job_path: str, records: Callable[[], list[RunRecord]],
-                 quota: Callable[[], QuotaUse | None], tables: Callable[[], list[Any] | None] = lambda: None) -> None:
+    def __init__(
+        self,
+        job: Job,
+        job_path: str,
+        records: Callable[[], list[RunRecord]],
+        quota: Callable[[], QuotaUse | None],
+        tables: Callable[[], list[Any] | None] = lambda: None,
+    ) -> None:
         self.job = job
         self.job_path = job_path
         self.records = records
@@ -76,8 +82,9 @@ class RunCollector(Collector):
         records = self.records()
         finished = [r for r in records if r.finished]
         job = self.job_path
-        success = self._family("apilake_last_success_timestamp_seconds",
-                               "When the latest run in which every unit of the endpoint landed ended (Unix time)", "endpoint")
+        success = self._family(
+            "apilake_last_success_timestamp_seconds", "When the latest run in which every unit of the endpoint landed ended (Unix time)", "endpoint"
+        )
         for endpoint, when in sorted(last_success(records).items()):
             success.add_metric([job, endpoint], when)
         yield success
@@ -114,8 +121,15 @@ class RunCollector(Collector):
             (self._family("apilake_last_run_units", "Units of the last finished run by endpoint and status", "endpoint", "status"), units),
             (self._family("apilake_last_run_bytes", "Bytes the last finished run landed, by endpoint", "endpoint"), size),
             (self._family("apilake_last_run_retries", "Requests the last finished run repeated, by endpoint", "endpoint"), retries),
-            (self._family("apilake_last_run_responses", "HTTP responses of the last finished run by endpoint and status code "
-                          "(every attempt and redirect)", "endpoint", "code"), requests),
+            (
+                self._family(
+                    "apilake_last_run_responses",
+                    "HTTP responses of the last finished run by endpoint and status code (every attempt and redirect)",
+                    "endpoint",
+                    "code",
+                ),
+                requests,
+            ),
         ]
         for family, values in families:
             for labels, value in sorted(values.items()):
@@ -127,10 +141,12 @@ class RunCollector(Collector):
         used: dict[str, int] = {}
         for unit in record.units:
             used[unit.source] = used.get(unit.source, 0) + unit.requests
-        used_family = self._family("apilake_last_run_quota_requests_used",
-                                   "Requests the last finished run sent to the source's own origin (what requests_per_day counts)", "source")
-        left_family = self._family("apilake_last_run_quota_requests_left",
-                                   "requests_per_day minus the requests of the last finished run (sources with a daily quota)", "source")
+        used_family = self._family(
+            "apilake_last_run_quota_requests_used", "Requests the last finished run sent to the source's own origin (what requests_per_day counts)", "source"
+        )
+        left_family = self._family(
+            "apilake_last_run_quota_requests_left", "requests_per_day minus the requests of the last finished run (sources with a daily quota)", "source"
+        )
         for source in self.job.sources:
             used_family.add_metric([job, source.name], used.get(source.name, 0))
             if source.requests_per_day is not None:
@@ -145,10 +161,13 @@ class RunCollector(Collector):
             return
         job = self.job_path
         limits = {source.name: source.requests_per_day for source in self.job.sources}
-        used_family = self._family("apilake_quota_requests_used", "Requests of the source's credential used or reserved on "
-                                   "today's quota day, by every run, process and host (its quota ledger)", "source", "quota_day")
-        left_family = self._family("apilake_quota_requests_left", "requests_per_day minus apilake_quota_requests_used",
-                                   "source", "quota_day")
+        used_family = self._family(
+            "apilake_quota_requests_used",
+            "Requests of the source's credential used or reserved on today's quota day, by every run, process and host (its quota ledger)",
+            "source",
+            "quota_day",
+        )
+        left_family = self._family("apilake_quota_requests_left", "requests_per_day minus apilake_quota_requests_used", "source", "quota_day")
         for source, day, entry in use:
             used = int(entry.get("used", 0))
             labels = [job, source, day.split(" ", 1)[0]]
@@ -157,7 +176,6 @@ class RunCollector(Collector):
                 left_family.add_metric(labels, max(limit - used, 0))
         yield used_family
         yield left_family
-
 
     def _tables(self) -> Iterator[Metric]:
         """Rows per table (current snapshot) and its dates behind the raw zone: a refresh that failed
@@ -196,8 +214,7 @@ def registry(*collectors: Collector) -> CollectorRegistry:
     return found
 
 
-def write_file(path: str, job: Job, job_path: str, records: list[RunRecord], quota: QuotaUse | None,
-               tables: list[Any] | None = None) -> None:
+def write_file(path: str, job: Job, job_path: str, records: list[RunRecord], quota: QuotaUse | None, tables: list[Any] | None = None) -> None:
     """Write the metrics atomically (a temporary file renamed over `path`), as the textfile collector needs."""
     write_to_textfile(path, registry(RunCollector(job, job_path, lambda: records, lambda: quota, lambda: tables)))
 
@@ -205,20 +222,23 @@ def write_file(path: str, job: Job, job_path: str, records: list[RunRecord], quo
 class SchedulerCollector(Collector):
     """`apilake schedule`'s own families: when each schedule fires next, and the loop's last tick."""
 
-    def __init__(self, job_path: str, upcoming: Callable[[], list[tuple[str, dt.datetime]]],
-                 last_tick: Callable[[], dt.datetime | None]) -> None:
+    def __init__(self, job_path: str, upcoming: Callable[[], list[tuple[str, dt.datetime]]], last_tick: Callable[[], dt.datetime | None]) -> None:
         self.job_path = job_path
         self.upcoming = upcoming
         self.last_tick = last_tick
 
     def collect(self) -> Iterator[Metric]:
-        fires = GaugeMetricFamily("apilake_schedule_next_fire_timestamp_seconds", "When the schedule fires next (Unix time)",
-                                  labels=["apilake_job", "schedule"])
+        fires = GaugeMetricFamily(
+            "apilake_schedule_next_fire_timestamp_seconds", "When the schedule fires next (Unix time)", labels=["apilake_job", "schedule"]
+        )
         for schedule, fire in self.upcoming():
             fires.add_metric([self.job_path, schedule], fire.timestamp())
         yield fires
-        tick = GaugeMetricFamily("apilake_scheduler_last_tick_timestamp_seconds",
-                                 "When the scheduler's loop last woke up, or a run last finished (Unix time)", labels=["apilake_job"])
+        tick = GaugeMetricFamily(
+            "apilake_scheduler_last_tick_timestamp_seconds",
+            "When the scheduler's loop last woke up, or a run last finished (Unix time)",
+            labels=["apilake_job"],
+        )
         if (when := self.last_tick()) is not None:
             tick.add_metric([self.job_path], when.timestamp())
         yield tick

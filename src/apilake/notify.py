@@ -97,10 +97,13 @@ def send(job: Job, message: Message) -> bool:
     with apprise.LogCapture(level=logging.WARNING) as captured:
         usable = [i for i, url in enumerate(job.notify.urls, 1) if sender.add(url)]
         try:
-            delivered = bool(usable) and bool(sender.notify(
-                body=redact(message.body), title=redact(message.title),
-                notify_type=apprise.NotifyType.FAILURE if message.event == "failure" else apprise.NotifyType.SUCCESS,
-            ))
+            delivered = bool(usable) and bool(
+                sender.notify(
+                    body=redact(message.body),
+                    title=redact(message.title),
+                    notify_type=apprise.NotifyType.FAILURE if message.event == "failure" else apprise.NotifyType.SUCCESS,
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - a notifier's bug must not fail the run
             captured.write(f"{type(exc).__name__}: {exc}\n")
             delivered = False

@@ -16,8 +16,7 @@ from apilake.record import RunRecord, load_records
 log = logging.getLogger("apilake")
 
 
-def follow_up(job: Job, job_path: str, run_id: str, destination: str, *, metrics_file: str | None = None,
-              records: list[RunRecord] | None = None) -> None:
+def follow_up(job: Job, job_path: str, run_id: str, destination: str, *, metrics_file: str | None = None, records: list[RunRecord] | None = None) -> None:
     """Write `metrics_file` and send the job's notifications for run `run_id`."""
     if not metrics_file and job.notify is None:
         return

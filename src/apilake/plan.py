@@ -151,9 +151,7 @@ def _lag(source: Source, endpoint: str) -> int:
     return next(e.lag for e in source.endpoints if e.name == endpoint)
 
 
-def expand_children(
-    source: Source, child: Endpoint, run_date: dt.date, pages: Iterable[Any], windows: Mapping[str, Window] = {}
-) -> list[Unit]:
+def expand_children(source: Source, child: Endpoint, run_date: dt.date, pages: Iterable[Any], windows: Mapping[str, Window] = {}) -> list[Unit]:
     """The units of a fan-out child for one run date, from every page of its parent for that date
     (`windows`: as for `plan`)."""
     units = expand(source, child, run_date, fan_out=fan_out_values(child, pages), windows=windows)
@@ -185,9 +183,7 @@ def combinations(endpoint: Endpoint, fan_out: list[str] | None = None) -> list[t
     return [tuple((axis, _text(value)) for axis, value in zip(axes, combo, strict=True)) for combo in combos]
 
 
-def expand(
-    source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[str] | None = None, windows: Mapping[str, Window] = {}
-) -> list[Unit]:
+def expand(source: Source, endpoint: Endpoint, run_date: dt.date, fan_out: list[str] | None = None, windows: Mapping[str, Window] = {}) -> list[Unit]:
     """The units of one endpoint for one run date: one per matrix combination (and fan-out value)."""
     date = run_date - dt.timedelta(days=endpoint.lag)
     key_template = endpoint_key(endpoint)

@@ -72,10 +72,7 @@ class Progress:
         return self.bytes / elapsed if elapsed > 0 else 0.0
 
     def line(self) -> str:
-        return (
-            f"progress: {self.done}/{self.total} units, {self.failed} failed, "
-            f"{human_bytes(self.bytes)}, {human_bytes(self.rate)}/s"
-        )
+        return f"progress: {self.done}/{self.total} units, {self.failed} failed, {human_bytes(self.bytes)}, {human_bytes(self.rate)}/s"
 
     def on_result(self, result: UnitResult) -> None:
         self.done += 1

@@ -67,8 +67,15 @@ class LandedObject:
     @classmethod
     def parse(cls, entry: Mapping[str, Any]) -> LandedObject:
         status = entry.get("http_status")
-        return cls(str(entry["key"]), int(entry.get("bytes") or 0), _text(entry.get("sha256")), None if status is None else int(status),
-                   int(entry.get("attempts") or 0), float(entry.get("seconds") or 0.0), _text(entry.get("checksum")))
+        return cls(
+            str(entry["key"]),
+            int(entry.get("bytes") or 0),
+            _text(entry.get("sha256")),
+            None if status is None else int(status),
+            int(entry.get("attempts") or 0),
+            float(entry.get("seconds") or 0.0),
+            _text(entry.get("checksum")),
+        )
 
 
 @dataclass(slots=True)
@@ -94,20 +101,45 @@ class UnitResult:
     requests: int = 0  # requests to the source's own origin: what its quota counts
 
     @classmethod
-    def for_unit(cls, unit: Unit, status: UnitStatus, *, unit_id: str | None = None, kind: ResultKind | None = None,
-                 url: str = "", error: str | None = None, attempts: int = 0, seconds: float = 0.0,
-                 listing: dict[str, Any] | None = None) -> UnitResult:
+    def for_unit(
+        cls,
+        unit: Unit,
+        status: UnitStatus,
+        *,
+        unit_id: str | None = None,
+        kind: ResultKind | None = None,
+        url: str = "",
+        error: str | None = None,
+        attempts: int = 0,
+        seconds: float = 0.0,
+        listing: dict[str, Any] | None = None,
+    ) -> UnitResult:
         """The result of planned `unit` (or, with `unit_id` and `kind`, of one file of its listing)."""
-        return cls(unit_id or unit.id, unit.source, unit.endpoint, unit.date, kind or result_kind(unit.kind), status,
-                   url=url, error=error, attempts=attempts, seconds=seconds, listing=listing)
+        return cls(
+            unit_id or unit.id,
+            unit.source,
+            unit.endpoint,
+            unit.date,
+            kind or result_kind(unit.kind),
+            status,
+            url=url,
+            error=error,
+            attempts=attempts,
+            seconds=seconds,
+            listing=listing,
+        )
 
     @classmethod
     def parse(cls, entry: Mapping[str, Any]) -> UnitResult:
         """A run record's unit entry; ValueError, KeyError or TypeError when it is not one."""
         listing, http = entry.get("listing"), entry.get("http") or {}
         return cls(
-            str(entry["unit"]), str(entry["source"]), str(entry["endpoint"]), str(entry["date"]),
-            _one_of(entry.get("kind"), RESULT_KINDS, "kind"), _one_of(entry.get("status"), UNIT_STATUSES, "status"),
+            str(entry["unit"]),
+            str(entry["source"]),
+            str(entry["endpoint"]),
+            str(entry["date"]),
+            _one_of(entry.get("kind"), RESULT_KINDS, "kind"),
+            _one_of(entry.get("status"), UNIT_STATUSES, "status"),
             url=str(entry.get("url") or ""),
             objects=[LandedObject.parse(o) for o in entry.get("objects") or []],
             error=_text(entry.get("error")),

@@ -95,8 +95,22 @@ def run_job(
     control: RunControl | None = None,
 ) -> RunReport:
     """`arun_job` on an event loop of its own, for synchronous callers (it must not run inside one)."""
-    return asyncio.run(arun_job(job, units, job_path=job_path, dates=dates, destination=destination, force=force, on_result=on_result,
-                                now=now, executor=executor, scheduler=scheduler, only=only, control=control))
+    return asyncio.run(
+        arun_job(
+            job,
+            units,
+            job_path=job_path,
+            dates=dates,
+            destination=destination,
+            force=force,
+            on_result=on_result,
+            now=now,
+            executor=executor,
+            scheduler=scheduler,
+            only=only,
+            control=control,
+        )
+    )
 
 
 async def arun_job(
@@ -132,8 +146,7 @@ async def arun_job(
     dest = open_destination(destination or job.destination, job.s3)
     with run_lock(job_path, dest.url, dest.place) as lock:
         holder = Holder(socket.gethostname(), os.getpid(), str(lock), lease_key(job_path) if wanted(dest, job.lease) else None)
-        run = Run(job, units, dest, job_path=job_path, dates=dates, force=force, on_result=on_result or (lambda r: None), now=now,
-                  holder=holder, only=only)
+        run = Run(job, units, dest, job_path=job_path, dates=dates, force=force, on_result=on_result or (lambda r: None), now=now, holder=holder, only=only)
         return await run.execute(factory, control or RunControl())
 
 
@@ -146,8 +159,20 @@ class Run:
     that did not finish with the reason.
     """
 
-    def __init__(self, job: Job, units: list[Unit], dest: Destination, *, job_path: str, dates: list[dt.date], force: bool,
-                 on_result: OnResult, now: Clock, holder: Holder, only: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        job: Job,
+        units: list[Unit],
+        dest: Destination,
+        *,
+        job_path: str,
+        dates: list[dt.date],
+        force: bool,
+        on_result: OnResult,
+        now: Clock,
+        holder: Holder,
+        only: tuple[str, ...] = (),
+    ) -> None:
         self.job = job
         self.units = units
         self.dest = dest
@@ -277,8 +302,9 @@ class Run:
         except DestinationError as exc:
             self.report.tables = TablesReport(error=f"the run record could not be written before the refresh: {exc}")
             return
-        self.report.tables = await asyncio.to_thread(refresh_landed, self.job, self.dest.url, self.report.results,
-                                                     stopped=lambda: self.stopped, writer=executor.table_writer())
+        self.report.tables = await asyncio.to_thread(
+            refresh_landed, self.job, self.dest.url, self.report.results, stopped=lambda: self.stopped, writer=executor.table_writer()
+        )
 
     async def _finish_record(self) -> None:
         """Write the final record. When the destination refuses it (a full disk) the objects that

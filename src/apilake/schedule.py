@@ -145,9 +145,7 @@ def job_schedules(job: Job) -> list[Schedule]:
             mine = [e.name for e in source.endpoints if (source.name, e.name) in members]
             names += [source.name] if len(mine) == len(source.endpoints) else mine
         names = list(dict.fromkeys(names))
-        selected = {
-            (s.name, e.name) for s in job.sources for e in s.endpoints if e.name in names or s.name in names
-        }
+        selected = {(s.name, e.name) for s in job.sources for e in s.endpoints if e.name in names or s.name in names}
         if selected != set(members):
             extra = sorted(f"{s}/{e}" for s, e in selected - set(members))
             raise JobFileError(
@@ -269,8 +267,12 @@ class Scheduler:
             if len(missed) > len(kept):
                 log.warning(
                     "schedule %r (%s): skipping %d missed fire(s) from %s to %s (catch_up: %d)",
-                    schedule.expression, schedule.describe(), len(missed) - len(kept),
-                    _show(missed[0]), _show(missed[len(missed) - len(kept) - 1]), self.job.catch_up,
+                    schedule.expression,
+                    schedule.describe(),
+                    len(missed) - len(kept),
+                    _show(missed[0]),
+                    _show(missed[len(missed) - len(kept) - 1]),
+                    self.job.catch_up,
                 )
             if not kept and not on_time:
                 self.last[schedule.key] = fires[-1]
@@ -282,7 +284,11 @@ class Scheduler:
         run_date = default_run_date(self.job.timezone, fire)
         log.info(
             "schedule %r (%s): %s fire %s, run date %s",
-            schedule.expression, schedule.describe(), "catch-up" if late else "on-time", _show(fire), run_date,
+            schedule.expression,
+            schedule.describe(),
+            "catch-up" if late else "on-time",
+            _show(fire),
+            run_date,
         )
         started = self.running_since = self.now()
         try:
@@ -390,9 +396,7 @@ def _render(values: Sequence[int], full: int, original: str | None = None, origi
     return ",".join(parts)
 
 
-def convert_expression(
-    expression: str, job_zone: dt.tzinfo, host: dt.tzinfo, now: dt.datetime
-) -> tuple[list[str] | None, str]:
+def convert_expression(expression: str, job_zone: dt.tzinfo, host: dt.tzinfo, now: dt.datetime) -> tuple[list[str] | None, str]:
     """Crontab expressions for the host zone firing at exactly the job's instants, or None and why."""
     expanded = croniter(expression).expanded
     if len(expanded) != 5:
@@ -471,16 +475,16 @@ def crontab(
         shell = " ".join(shlex.quote(part) for part in command).replace("%", "\\%")
         lines, why = convert_expression(schedule.expression, job_zone, host, now)
         when = _clock(schedule.expression)
-        k8s = f"# Kubernetes CronJob: schedule: \"{schedule.expression}\" with spec.timeZone: {job.timezone}"
+        k8s = f'# Kubernetes CronJob: schedule: "{schedule.expression}" with spec.timeZone: {job.timezone}'
         if lines is not None:
             if when and len(lines) == 1 and _clock(lines[0]):
                 head = f"# {when} {job.timezone} = {_clock(lines[0])} {label} (host zone); {schedule.describe()}"
             else:
-                head = f"# \"{schedule.expression}\" in {job.timezone} = \"{' / '.join(lines)}\" in {label} (host zone); {schedule.describe()}"
+                head = f'# "{schedule.expression}" in {job.timezone} = "{" / ".join(lines)}" in {label} (host zone); {schedule.describe()}'
             exact += [head, k8s] + [f"{line} {shell}" for line in lines] + [""]
         else:
             fallback += [
-                f"# \"{schedule.expression}\" in {job.timezone} has no exact equivalent in {label} (host zone): {why};",
+                f'# "{schedule.expression}" in {job.timezone} has no exact equivalent in {label} (host zone): {why};',
                 f"# kept in the job's zone with CRON_TZ (cronie; other crons ignore it); {schedule.describe()}",
                 k8s,
                 f"{schedule.expression} {shell}",

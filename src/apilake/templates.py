@@ -26,9 +26,7 @@ from apilake.keys import disarm_markers
 
 Value = str | int | float | dt.date
 
-_PLACEHOLDER = re.compile(
-    r"\{\{|\}\}|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<offset>[+-]\d+)?(?::(?P<fmt>[^{}]*))?\}|[{}]"
-)
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<offset>[+-]\d+)?(?::(?P<fmt>[^{}]*))?\}|[{}]")
 MAX_KEY_BYTES = 1024
 
 
@@ -58,9 +56,7 @@ def check(template: str, names: Collection[str], dates: Collection[str]) -> None
         if placeholder.name not in names:
             raise TemplateError(f"unknown placeholder {{{placeholder.name}}} (known here: {', '.join(sorted(names))})")
         if placeholder.name not in dates and (placeholder.offset is not None or placeholder.fmt is not None):
-            raise TemplateError(
-                f"{{{placeholder.name}}} is not a date: offsets and formats apply to {', '.join(sorted(dates))} only"
-            )
+            raise TemplateError(f"{{{placeholder.name}}} is not a date: offsets and formats apply to {', '.join(sorted(dates))} only")
 
 
 def render(

@@ -31,8 +31,7 @@ __all__ = ["render_page", "render_run"]
 RECENT_RUNS = 30  # listed under "recent runs"
 CHART_RUNS = 60  # the newest runs drawn in the charts
 
-_env = Environment(loader=PackageLoader("apilake.dashboard", "templates"), autoescape=select_autoescape(["html"]),
-                   trim_blocks=True, lstrip_blocks=True)
+_env = Environment(loader=PackageLoader("apilake.dashboard", "templates"), autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
 _env.filters["bytes"] = human_bytes
 _env.filters["seconds"] = lambda s: "-" if s is None else f"{s:.1f}s"
 _env.filters["utc"] = lambda t: "-" if t is None else f"{t.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}"
@@ -109,8 +108,7 @@ def _charts(records: list[RunRecord]) -> dict[str, Any]:
         "endpoints": charts.legend(endpoints),
         "bytes": charts.bars("bytes landed per run", labels, {"bytes": [r.bytes for r in runs]}, human_bytes),
         "duration": charts.bars("duration per run", labels, {"duration": [r.seconds or 0 for r in runs]}, seconds),
-        "retries": charts.bars("retries and 429s per run", labels,
-                               {"retries": [r.retries for r in runs], "429s": [r.throttled for r in runs]}, count),
+        "retries": charts.bars("retries and 429s per run", labels, {"retries": [r.retries for r in runs], "429s": [r.throttled for r in runs]}, count),
         "retries_legend": charts.legend(["retries", "429s"]),
         "endpoint_bytes": charts.lines("bytes per endpoint per run", labels, per_endpoint_bytes, human_bytes),
         "endpoint_time": charts.lines("wall time per endpoint per run", labels, per_endpoint_time, seconds),

@@ -66,14 +66,11 @@ def lines(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float
             x, y = LEFT + i * step, TOP + plot_h - plot_h * value / top
             runs[-1].append(f"{x:.1f},{y:.1f}")
             body.append(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}">'
-                f"<title>{escape(labels[i])} {escape(name)}: {escape(fmt(value))}</title></circle>"
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"><title>{escape(labels[i])} {escape(name)}: {escape(fmt(value))}</title></circle>'
             )
         body += [f'<polyline points="{" ".join(r)}" fill="none" stroke="{colour}" stroke-width="1.5"/>' for r in runs if len(r) > 1]
     return _frame(title, top, fmt, body, labels)
 
 
 def legend(names: Sequence[str]) -> Markup:
-    return Markup("".join(
-        f'<span class="key"><i style="background:{PALETTE[i % len(PALETTE)]}"></i>{escape(n)}</span>' for i, n in enumerate(names)
-    ))
+    return Markup("".join(f'<span class="key"><i style="background:{PALETTE[i % len(PALETTE)]}"></i>{escape(n)}</span>' for i, n in enumerate(names)))

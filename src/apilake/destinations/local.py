@@ -102,10 +102,7 @@ class LocalDestination(Destination):
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise DestinationError(
-                f"destination {self.root} is not writable: {exc.strerror or exc}; "
-                "choose another --dest or fix its permissions"
-            ) from None
+            raise DestinationError(f"destination {self.root} is not writable: {exc.strerror or exc}; choose another --dest or fix its permissions") from None
 
     @asynccontextmanager
     async def open_write(self, key: str, *, size_hint: int | None = None) -> AsyncIterator[_FileWriter]:
@@ -204,7 +201,6 @@ class LocalDestination(Destination):
                 if key.startswith(prefix):
                     yield ObjectInfo(key, path.stat().st_size)
 
-
     async def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
@@ -235,9 +231,7 @@ class LocalDestination(Destination):
         await asyncio.to_thread(self._folders.close)
 
 
-NETWORK_FILESYSTEMS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs", "beegfs", "ocfs2", "gfs2"}
-)
+NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "afs", "beegfs", "ocfs2", "gfs2"})
 
 
 def network_filesystem(path: Path, mounts: str) -> str | None:

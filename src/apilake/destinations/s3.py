@@ -227,9 +227,7 @@ class S3Destination(Destination):
             code = str(error.get("Code", "?"))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in _NO_BUCKET_CODES or (action == "access" and status == 404):
-                return DestinationError(
-                    f"bucket {self.bucket!r} does not exist at {self._endpoint()}; create it or fix the destination URL"
-                )
+                return DestinationError(f"bucket {self.bucket!r} does not exist at {self._endpoint()}; create it or fix the destination URL")
             if code in _AUTH_CODES:
                 return DestinationError(f"S3 rejected the credentials ({code}) trying to {action} {where}; {CREDENTIALS_HELP}")
             if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled") or status == 403:

@@ -48,6 +48,7 @@ class S3Destination(Protocol):
     async def _run(self, fn: Callable[..., T], /, *args: Any) -> T: ...
     def _where(self, key: str | None = None) -> str: ...
 
+
 LIFECYCLE_HINT = "an S3 lifecycle rule AbortIncompleteMultipartUpload removes such leftovers"
 
 

@@ -72,13 +72,13 @@ class AcmeFeedback:
     def _headers(self, remaining: int, reset_in: float, now: float) -> list[tuple[str, str]]:
         cfg = self.config
         if cfg.style == "structured":  # the IETF draft from its version 08 on
-            return [("RateLimit", f'"default";r={remaining};t={math.ceil(reset_in)}'),
-                    ("RateLimit-Policy", f'"default";q={cfg.limit};w={math.ceil(cfg.window_s)}')]
+            return [
+                ("RateLimit", f'"default";r={remaining};t={math.ceil(reset_in)}'),
+                ("RateLimit-Policy", f'"default";q={cfg.limit};w={math.ceil(cfg.window_s)}'),
+            ]
         if cfg.style == "ietf":
-            return [("RateLimit-Limit", str(cfg.limit)), ("RateLimit-Remaining", str(remaining)),
-                    ("RateLimit-Reset", str(math.ceil(reset_in)))]
-        return [("X-RateLimit-Limit", str(cfg.limit)), ("X-RateLimit-Remaining", str(remaining)),
-                ("X-RateLimit-Reset", str(math.ceil(now + reset_in)))]
+            return [("RateLimit-Limit", str(cfg.limit)), ("RateLimit-Remaining", str(remaining)), ("RateLimit-Reset", str(math.ceil(reset_in)))]
+        return [("X-RateLimit-Limit", str(cfg.limit)), ("X-RateLimit-Remaining", str(remaining)), ("X-RateLimit-Reset", str(math.ceil(now + reset_in)))]
 
     def feedback(self, account: str, params: dict[str, str]) -> AcmeResponse:
         with self._lock:

@@ -41,8 +41,14 @@ class Record:
     value: int
 
     def issue(self) -> dict[str, Any]:
-        return {"id": self.id, "number": self.id, "title": f"issue {self.id}", "value": self.value,
-                "created_at": iso(self.created), "updated_at": iso(self.updated)}
+        return {
+            "id": self.id,
+            "number": self.id,
+            "title": f"issue {self.id}",
+            "value": self.value,
+            "created_at": iso(self.created),
+            "updated_at": iso(self.updated),
+        }
 
     def charge(self) -> dict[str, Any]:
         return {"id": f"ch_{self.id:04d}", "object": "charge", "amount": self.value, "created": self.created}
@@ -132,5 +138,14 @@ class Changes:
         chunk = found[(page - 1) * size : page * size]
         last = page * size >= len(found)
         following = None if last else f"{api_url}/acme/zendesk/incremental/tickets?{urlencode({'page': page + 1})}"
-        return 200, {"tickets": [r.ticket() for r in chunk], "count": len(chunk), "end_time": chunk[-1].updated if chunk else start,
-                     "end_of_stream": last, "next_page": following}, []
+        return (
+            200,
+            {
+                "tickets": [r.ticket() for r in chunk],
+                "count": len(chunk),
+                "end_time": chunk[-1].updated if chunk else start,
+                "end_of_stream": last,
+                "next_page": following,
+            },
+            [],
+        )

@@ -62,9 +62,7 @@ ERROR_MESSAGES: dict[int, str] = {
     503: "service under maintenance",
 }
 
-MARKETS: frozenset[str] = frozenset(
-    {"ios", "google-play", "all-android", "amazon-appstore", "mac", "windows-store", "all"}
-)
+MARKETS: frozenset[str] = frozenset({"ios", "google-play", "all-android", "amazon-appstore", "mac", "windows-store", "all"})
 
 MAX_PAGE_SIZE = 100  # the vendor caps the `page_size` query parameter at 100
 
@@ -154,19 +152,60 @@ def _market(market: str) -> str:
 # --------------------------------------------------------------------------
 
 COUNTRIES: tuple[tuple[str, str], ...] = (
-    ("US", "United States"), ("GB", "United Kingdom"), ("FR", "France"), ("DE", "Germany"),
-    ("JP", "Japan"), ("KR", "South Korea"), ("CN", "China"), ("BR", "Brazil"),
-    ("IN", "India"), ("CA", "Canada"), ("AU", "Australia"), ("IT", "Italy"),
-    ("ES", "Spain"), ("MX", "Mexico"), ("RU", "Russia"), ("NL", "Netherlands"),
-    ("SE", "Sweden"), ("CH", "Switzerland"), ("TR", "Turkey"), ("ID", "Indonesia"),
-    ("TW", "Taiwan"), ("HK", "Hong Kong"), ("SG", "Singapore"), ("TH", "Thailand"),
-    ("VN", "Vietnam"), ("PL", "Poland"), ("SA", "Saudi Arabia"), ("AE", "United Arab Emirates"),
-    ("ZA", "South Africa"), ("AR", "Argentina"), ("WW", "Worldwide"),
+    ("US", "United States"),
+    ("GB", "United Kingdom"),
+    ("FR", "France"),
+    ("DE", "Germany"),
+    ("JP", "Japan"),
+    ("KR", "South Korea"),
+    ("CN", "China"),
+    ("BR", "Brazil"),
+    ("IN", "India"),
+    ("CA", "Canada"),
+    ("AU", "Australia"),
+    ("IT", "Italy"),
+    ("ES", "Spain"),
+    ("MX", "Mexico"),
+    ("RU", "Russia"),
+    ("NL", "Netherlands"),
+    ("SE", "Sweden"),
+    ("CH", "Switzerland"),
+    ("TR", "Turkey"),
+    ("ID", "Indonesia"),
+    ("TW", "Taiwan"),
+    ("HK", "Hong Kong"),
+    ("SG", "Singapore"),
+    ("TH", "Thailand"),
+    ("VN", "Vietnam"),
+    ("PL", "Poland"),
+    ("SA", "Saudi Arabia"),
+    ("AE", "United Arab Emirates"),
+    ("ZA", "South Africa"),
+    ("AR", "Argentina"),
+    ("WW", "Worldwide"),
 )
 
 _WORDS = (
-    "great", "app", "love", "crash", "update", "slow", "fast", "ads", "useful", "fun",
-    "battery", "login", "sync", "design", "price", "support", "bug", "feature", "daily", "best",
+    "great",
+    "app",
+    "love",
+    "crash",
+    "update",
+    "slow",
+    "fast",
+    "ads",
+    "useful",
+    "fun",
+    "battery",
+    "login",
+    "sync",
+    "design",
+    "price",
+    "support",
+    "bug",
+    "feature",
+    "daily",
+    "best",
 )
 
 RecordFn = Callable[[int], dict[str, Any]]
@@ -483,9 +522,7 @@ def bulk_file_names(
     return names
 
 
-def expected_file_names(
-    bundles: Iterable[str] | str, start: str | dt.date, end: str | dt.date, granularity: str, config: Any
-) -> list[str]:
+def expected_file_names(bundles: Iterable[str] | str, start: str | dt.date, end: str | dt.date, granularity: str, config: Any) -> list[str]:
     """File names the emulator lists for these params under ``config`` (an EmulatorConfig)."""
     return bulk_file_names(bundles, start, end, granularity, config.metric_files, tuple(config.dimensions))
 
@@ -515,8 +552,7 @@ def _body_member() -> bytes:
         d = dt.date(2024, 1, 1) + dt.timedelta(days=rng.randrange(28))
         c = COUNTRIES[rng.randrange(len(COUNTRIES) - 1)][0]
         rows.append(
-            f"{d.isoformat()},{c},{rng.randrange(300_000_000, 1_700_000_000)},"
-            f"{_METRICS[rng.randrange(len(_METRICS))]},{int(rng.paretovariate(1.2) * 10)}\n"
+            f"{d.isoformat()},{c},{rng.randrange(300_000_000, 1_700_000_000)},{_METRICS[rng.randrange(len(_METRICS))]},{int(rng.paretovariate(1.2) * 10)}\n"
         )
     member = _gzip_member("".join(rows).encode())
     assert len(member) + _TAIL_MIN + _TAIL_ROW < 65535, "tail must fit one stored block"

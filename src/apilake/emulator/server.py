@@ -173,7 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
         """On the files origin, let fault regexes see the object name as ``name=<name>``."""
         path = urlsplit(target).path
         if origin == "files" and path.startswith("/objects/"):
-            return (f"name={unquote(path[len('/objects/'):])}",)
+            return (f"name={unquote(path[len('/objects/') :])}",)
         return ()
 
     def _abort(self) -> None:
@@ -435,9 +435,7 @@ class Emulator:
             self._servers.clear()
             raise
         for origin, srv in self._servers.items():
-            t = threading.Thread(
-                target=srv.serve_forever, kwargs={"poll_interval": 0.05}, name=f"emulator-{origin}", daemon=True
-            )
+            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, name=f"emulator-{origin}", daemon=True)
             t.start()
             self._threads.append(t)
         return self
@@ -459,9 +457,7 @@ class Emulator:
     def __enter__(self) -> Emulator:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     # -- addresses ------------------------------------------------------------

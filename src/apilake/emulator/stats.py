@@ -46,9 +46,7 @@ class Stats:
         return sum(
             1
             for r in self.requests
-            if (origin is None or r.origin == origin)
-            and (path_contains is None or path_contains in r.target)
-            and (status is None or r.status == status)
+            if (origin is None or r.origin == origin) and (path_contains is None or path_contains in r.target) and (status is None or r.status == status)
         )
 
     def auth_headers(self, origin: str) -> int:
@@ -57,10 +55,7 @@ class Stats:
 
     def max_in_window(self, seconds: float = 60, origin: str | None = "api", status: int | None = None) -> int:
         """Most requests seen in any sliding window of ``seconds`` (to check quota compliance)."""
-        times = sorted(
-            r.mono for r in self.requests
-            if (origin is None or r.origin == origin) and (status is None or r.status == status)
-        )
+        times = sorted(r.mono for r in self.requests if (origin is None or r.origin == origin) and (status is None or r.status == status))
         best, lo = 0, 0
         for hi, t in enumerate(times):
             while t - times[lo] >= seconds:
@@ -86,9 +81,5 @@ class Stats:
             "max_api_per_minute": self.max_in_window(60, "api"),
         }
         if include_requests:
-            out["requests"] = [
-                {"t": r.wall, "origin": r.origin, "target": r.target, "status": r.status,
-                 "auth": r.authorization is not None}
-                for r in recs
-            ]
+            out["requests"] = [{"t": r.wall, "origin": r.origin, "target": r.target, "status": r.status, "auth": r.authorization is not None} for r in recs]
         return out

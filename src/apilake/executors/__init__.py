@@ -23,9 +23,7 @@ DASK_HINT = "pip install 'apilake[dask]'"
 
 
 class ExecutorFactory(Protocol):
-    def __call__(
-        self, job: Job, dest: Destination, redact: Redactor, *, force: bool, on_result: OnResult, run_id: str
-    ) -> Executor: ...
+    def __call__(self, job: Job, dest: Destination, redact: Redactor, *, force: bool, on_result: OnResult, run_id: str) -> Executor: ...
 
 
 def executor_factory(job: Job, executor: str | None = None, scheduler: str | None = None) -> ExecutorFactory:
@@ -43,14 +41,11 @@ def executor_factory(job: Job, executor: str | None = None, scheduler: str | Non
     try:
         import distributed  # noqa: F401
     except ImportError:
-        raise MissingExtraError(
-            f"the dask executor needs the optional Dask dependencies, which are not installed: {DASK_HINT}"
-        ) from None
+        raise MissingExtraError(f"the dask executor needs the optional Dask dependencies, which are not installed: {DASK_HINT}") from None
     address = scheduler or job.scheduler_address or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if not address:
         raise JobFileError(
-            "the dask executor needs a scheduler address: --scheduler tcp://HOST:8786, "
-            "`scheduler_address:` in the job file, or $DASK_SCHEDULER_ADDRESS"
+            "the dask executor needs a scheduler address: --scheduler tcp://HOST:8786, `scheduler_address:` in the job file, or $DASK_SCHEDULER_ADDRESS"
         )
     from apilake.executors.dask import DaskExecutor
 

@@ -71,9 +71,7 @@ class Executor(abc.ABC):
     async def __aenter__(self) -> Executor:
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         return None
 
     async def _record_sizes(self, units: list[Unit]) -> None:

@@ -167,9 +167,7 @@ class TaskOutcome:
 class DaskExecutor(Executor):
     """Submits units to the cluster at `address`; see the module docstring."""
 
-    def __init__(
-        self, job: Job, dest: Destination, redact: Redactor, *, force: bool, on_result: OnResult, address: str, run_id: str
-    ) -> None:
+    def __init__(self, job: Job, dest: Destination, redact: Redactor, *, force: bool, on_result: OnResult, address: str, run_id: str) -> None:
         super().__init__(job, dest, redact, force=force, on_result=on_result)
         self.address = address
         self.run_id = run_id
@@ -177,10 +175,7 @@ class DaskExecutor(Executor):
         self._spent: set[str] = set()
         self._client: Client | None = None
         level = logging.getLogger("apilake").getEffectiveLevel()
-        self._payloads = {
-            s.name: RunPayload(run_id, job.model_copy(update={"sources": [s]}), dest.url, force, self.limits[s.name], level)
-            for s in job.sources
-        }
+        self._payloads = {s.name: RunPayload(run_id, job.model_copy(update={"sources": [s]}), dest.url, force, self.limits[s.name], level) for s in job.sources}
         self._inflight: set[distributed.Future[Any]] = set()
         self._numbers = itertools.count()
 
@@ -191,8 +186,7 @@ class DaskExecutor(Executor):
         except (OSError, TimeoutError, ValueError) as exc:
             await client.close()
             raise ExecutorError(
-                f"cannot reach the Dask scheduler at {self.address} ({exc}); "
-                "check --scheduler / scheduler_address and that the scheduler is running"
+                f"cannot reach the Dask scheduler at {self.address} ({exc}); check --scheduler / scheduler_address and that the scheduler is running"
             ) from None
         try:
             scheduler = self._client.scheduler
@@ -210,9 +204,7 @@ class DaskExecutor(Executor):
             raise
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         await self._close()
 
     async def _close(self) -> None:
@@ -282,7 +274,6 @@ class DaskExecutor(Executor):
             self._spent.add(unit.source)
         return outcome
 
-
     def table_writer(self) -> Writer:
         """The run's table stage converts on the workers: one task per (table, date) partition
         streams its raw objects into Parquet data files in the warehouse (which every worker
@@ -300,8 +291,15 @@ class DaskExecutor(Executor):
 
         assert self._client is not None, "use the executor as `async with executor:`"
         futures = [
-            self._client.submit(partition_task, self.dest.url, Sealed(self.job.s3), Sealed(work),
-                                key=f"apilake_table-{self.run_id}-{next(self._numbers)}", pure=False, retries=TASK_RETRIES)
+            self._client.submit(
+                partition_task,
+                self.dest.url,
+                Sealed(self.job.s3),
+                Sealed(work),
+                key=f"apilake_table-{self.run_id}-{next(self._numbers)}",
+                pure=False,
+                retries=TASK_RETRIES,
+            )
             for work in works
         ]
         self._inflight.update(futures)
@@ -449,9 +447,7 @@ class _WorkerRun:
     def _semaphore(self, name: str, leases: int) -> Semaphore:
         sem = self._semaphores.get(name)
         if sem is None:
-            sem = self._semaphores[name] = Semaphore(
-                max_leases=leases, name=name, scheduler_rpc=self.worker.scheduler, loop=self.worker.loop
-            )
+            sem = self._semaphores[name] = Semaphore(max_leases=leases, name=name, scheduler_rpc=self.worker.scheduler, loop=self.worker.loop)
             sem.refresh_leases = False  # leases end by release or by the timeout the client registered
         return sem
 

@@ -42,9 +42,7 @@ class LocalExecutor(Executor):
         self._work = UnitWork(self.dest, self.redact, self.force, self._endpoints, clients, self.recorded)
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         await self._stack.aclose()
 
     @property

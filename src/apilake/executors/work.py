@@ -62,14 +62,20 @@ def failed(unit: Unit, kind: ResultKind, unit_id: str, exc: BaseException, url: 
     if not isinstance(exc, (TransferError, DestinationError)):
         log.error("internal error in %s", unit_id, exc_info=exc)
         exc = TransferError(f"internal error ({type(exc).__name__}: {exc}); please report it")
-    return UnitResult.for_unit(unit, "not_attempted" if isinstance(exc, DailyQuotaSpent) else "failed", unit_id=unit_id, kind=kind,
-                               url=redact(url), error=redact(str(exc)), attempts=getattr(exc, "attempts", 0))
+    return UnitResult.for_unit(
+        unit,
+        "not_attempted" if isinstance(exc, DailyQuotaSpent) else "failed",
+        unit_id=unit_id,
+        kind=kind,
+        url=redact(url),
+        error=redact(str(exc)),
+        attempts=getattr(exc, "attempts", 0),
+    )
 
 
 def not_attempted(unit: Unit, kind: ResultKind, unit_id: str, url: str, redact: Redactor, source: Source) -> UnitResult:
     """The result of a unit that never started because its source's daily quota is spent."""
-    return UnitResult.for_unit(unit, "not_attempted", unit_id=unit_id, kind=kind, url=redact(url),
-                               error=f"not attempted: {DailyQuotaSpent.of(source)}")
+    return UnitResult.for_unit(unit, "not_attempted", unit_id=unit_id, kind=kind, url=redact(url), error=f"not attempted: {DailyQuotaSpent.of(source)}")
 
 
 def judged(work: Callable[Concatenate[UnitWork, Unit, P], Awaitable[R]]) -> Callable[Concatenate[UnitWork, Unit, P], Awaitable[R]]:
@@ -113,8 +119,15 @@ class UnitWork:
             if unit.kind == "json":
                 paginator = paginator_for(endpoint)
                 return await fetch_json_unit(
-                    unit, client, self.dest, force=self.force, paginator=paginator, max_pages=endpoint.max_pages,
-                    empty_ok=endpoint.empty == "ok" or endpoint.format == "ndjson", recorded=self.recorded, fmt=endpoint.format,
+                    unit,
+                    client,
+                    self.dest,
+                    force=self.force,
+                    paginator=paginator,
+                    max_pages=endpoint.max_pages,
+                    empty_ok=endpoint.empty == "ok" or endpoint.format == "ndjson",
+                    recorded=self.recorded,
+                    fmt=endpoint.format,
                 ), []
             if unit.kind == "file":
                 key, typed = typed_file_key(unit, endpoint)

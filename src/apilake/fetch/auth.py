@@ -117,9 +117,7 @@ class OAuth2Credentials(Credentials):
     source's own requests), with a client made on the first fetch unless one is given (tests
     give one with a mock transport)."""
 
-    def __init__(
-        self, headers: dict[str, str], spec: OAuth2Client, http: httpx.AsyncClient | None, redact: Redactor, timeouts: Timeouts
-    ) -> None:
+    def __init__(self, headers: dict[str, str], spec: OAuth2Client, http: httpx.AsyncClient | None, redact: Redactor, timeouts: Timeouts) -> None:
         super().__init__(headers)
         self.spec = spec
         self.http = http
@@ -240,4 +238,3 @@ def credentials_for(source: Source, http: httpx.AsyncClient | None, redact: Reda
             raise ValueError("an oauth2_refresh_token source needs a token store")
         return RefreshTokenCredentials(headers, source, scheme, http, redact, tokens)
     return Credentials(headers)
-

@@ -42,9 +42,7 @@ HTML_NAMES = (".html", ".htm")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
-def file_transfer(
-    unit_id: str, url: str, key: str, endpoint: Endpoint, source: Source, file_name: str, *, typed: bool = False
-) -> FileTransfer:
+def file_transfer(unit_id: str, url: str, key: str, endpoint: Endpoint, source: Source, file_name: str, *, typed: bool = False) -> FileTransfer:
     """A file's transfer with its checks: gzip (`verify: gzip` and a .gz name or key) and `checksum:`."""
     gzip = (endpoint.verify or source.verify) == "gzip" and (file_name.endswith(".gz") or key.endswith(".gz"))
     html = file_name.lower().endswith(HTML_NAMES) or key.lower().endswith(HTML_NAMES)
@@ -56,8 +54,7 @@ def refuse_html(transfer: FileTransfer, headers: Mapping[str, str]) -> None:
     login page, not the file: transient, like a JSON endpoint's, and never landed under its key."""
     media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media in HTML_TYPES and not transfer.html:
-        raise TransferError(f"{transfer.unit}: answered an HTML page ({media}) where a file was expected "
-                            "(a maintenance page?); nothing landed", transient=True)
+        raise TransferError(f"{transfer.unit}: answered an HTML page ({media}) where a file was expected (a maintenance page?); nothing landed", transient=True)
 
 
 @dataclass(slots=True)
@@ -70,7 +67,9 @@ async def fetch_listing(unit: Unit, endpoint: Endpoint, client: SourceClient) ->
     """GET the listing and choose its files; the listing's facts go into the run record."""
     started = time.monotonic()
     answer = await get_json(
-        client, unit.request_url, f"{unit.id} listing",
+        client,
+        unit.request_url,
+        f"{unit.id} listing",
         expect=lambda doc: listed_urls(unit, endpoint, doc, transient=True),  # a half-deployed API answers so for a moment
     )
     return listing_of(unit, endpoint, client, answer, started)
@@ -103,9 +102,7 @@ def listing_of(unit: Unit, endpoint: Endpoint, client: SourceClient, answer: Jso
         except TemplateError as exc:
             raise TransferError(f"{unit.id}: {client.redact(url)}: {exc}") from None
         if key in files:
-            raise TransferError(
-                f"{unit.id}: two listed files would land on key {key!r}; use {{url_path}} or {{file_name}} in the key"
-            )
+            raise TransferError(f"{unit.id}: two listed files would land on key {key!r}; use {{url_path}} or {{file_name}} in the key")
         files[key] = file_transfer(f"{unit.id}/{values['url_path']}", url, key, endpoint, client.source, values["file_name"])
     if not files:
         raise TransferError(f"{unit.id}: none of the {len(unique)} listed files passes files/include/exclude")

@@ -138,9 +138,7 @@ class SourceClient:
         finally:
             await response.aclose()
 
-    async def _follow(
-        self, url: str, send: Callable[[str, dict[str, str], str], Awaitable[Download]], method: str, *, body: bool
-    ) -> Download:
+    async def _follow(self, url: str, send: Callable[[str, dict[str, str], str], Awaitable[Download]], method: str, *, body: bool) -> Download:
         """Send a request hop by hop: redirects are followed here so that credentials reach only
         the source's origin (a body neither: a 307 or 308 that would re-send it elsewhere is
         refused), at most `max_redirects` of them; a 401 there renews them once; a non-2xx answer
@@ -232,11 +230,10 @@ class SourceClient:
             stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.budget_seconds),
             wait=_RetryAfterOrBackoff(policy),
             retry=retry_if_exception(lambda exc: isinstance(exc, TransferError) and exc.transient),
-            before_sleep=lambda state: log.warning(
-                "retrying %s after attempt %d: %s", what, state.attempt_number, state.outcome and state.outcome.exception()
-            ),
+            before_sleep=lambda state: log.warning("retrying %s after attempt %d: %s", what, state.attempt_number, state.outcome and state.outcome.exception()),
             reraise=True,
         )
+
         async def bounded() -> T:
             try:
                 async with asyncio.timeout(total):

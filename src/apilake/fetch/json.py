@@ -76,8 +76,7 @@ async def get_json(
         active().judge(Answer(response.status_code, response.headers, landed), f"{what}: HTTP {response.status_code}", client.redact)
         if not landed and not empty_ok:
             raise TransferError(
-                f"{what}: the answer is empty (HTTP {response.status_code}); if that means no data, "
-                "say `empty: ok` on the endpoint", transient=True
+                f"{what}: the answer is empty (HTTP {response.status_code}); if that means no data, say `empty: ok` on the endpoint", transient=True
             )
         doc = parse_body(landed, what, client, fmt) if landed else None
         if expect is not None:
@@ -89,8 +88,10 @@ async def get_json(
 
 
 def too_large(what: str, mb: float) -> str:
-    return (f"{what}: response is larger than max_json_mb ({mb:g} MB), which counts all pages of a unit together; "
-            "raise sources[].max_json_mb if such bodies are expected")
+    return (
+        f"{what}: response is larger than max_json_mb ({mb:g} MB), which counts all pages of a unit together; "
+        "raise sources[].max_json_mb if such bodies are expected"
+    )
 
 
 class CappedCheck(StreamCheck):
@@ -188,8 +189,17 @@ async def fetch_json_unit(
 
     async def fetch(url: str, number: int) -> JsonAnswer:
         held = sum(len(p.body) for p in pages)
-        return await get_json(client, url, f"{unit.id} page {number}", limit=budget - held, method=unit.method, body=unit.body,
-                              empty_ok=empty_ok, fmt=fmt, headers=dict(unit.headers))
+        return await get_json(
+            client,
+            url,
+            f"{unit.id} page {number}",
+            limit=budget - held,
+            method=unit.method,
+            body=unit.body,
+            empty_ok=empty_ok,
+            fmt=fmt,
+            headers=dict(unit.headers),
+        )
 
     async with PagesAhead(fetch, client.source.concurrency) as ahead:
         while url is not None:
@@ -199,9 +209,7 @@ async def fetch_json_unit(
             if number > max_pages:
                 raise TransferError(f"{unit.id}: more than max_pages ({max_pages}) pages; raise paginate.max_pages if that is expected")
             if origin(url) != home:
-                raise TransferError(
-                    client.redact(f"{unit.id}: page {number} is on another origin ({url}); refused, the source's credentials stay home")
-                )
+                raise TransferError(client.redact(f"{unit.id}: page {number} is on another origin ({url}); refused, the source's credentials stay home"))
             seen.add(url)
             answer = await ahead.page(url, number)
             if sum(len(p.body) for p in pages) + len(answer.body) > budget:  # pages fetched ahead were capped one by one

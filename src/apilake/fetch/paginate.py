@@ -248,4 +248,3 @@ def paginator_for(endpoint: Endpoint | None, style: str = "none") -> Paginator:
     if isinstance(spec, PagingStyle):
         return STYLES[type(spec)](spec)
     return {"next_page": NextPage, "page_index": PageIndex}.get(spec, Paginator)()
-

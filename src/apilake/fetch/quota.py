@@ -179,9 +179,7 @@ class DailyQuota:
             if await self.store.put_if(self.key, data, version=found.version if found else None) is not None:
                 return abs(change)
             await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
-        raise TransferError(
-            f"could not update the quota ledger {self.key} in {self.store.url}: {CAS_TRIES} writers got there first; try again"
-        )
+        raise TransferError(f"could not update the quota ledger {self.key} in {self.store.url}: {CAS_TRIES} writers got there first; try again")
 
 
 class Quotas:

@@ -82,8 +82,7 @@ def beyond_cap(exc: TransferError, policy: Retry) -> TransferError:
     if not exc.transient or exc.retry_after is None or exc.retry_after <= policy.max_retry_after:
         return exc
     final = TransferError(
-        f"{exc} — the vendor asks to wait {exc.retry_after:.0f} s, beyond retry.max_retry_after "
-        f"({policy.max_retry_after:g} s); raise it to wait that long",
+        f"{exc} — the vendor asks to wait {exc.retry_after:.0f} s, beyond retry.max_retry_after ({policy.max_retry_after:g} s); raise it to wait that long",
         status=exc.status,
     )
     final.attempts = exc.attempts

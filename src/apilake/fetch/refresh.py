@@ -284,9 +284,7 @@ class RefreshTokenCredentials(OAuth2Credentials):
                 learn(secret)
         return chain
 
-    async def _write(
-        self, chain: Chain, refresh: str | None, access: AccessToken | None, spent: list[str], claim: dict[str, Any] | None
-    ) -> str | None:
+    async def _write(self, chain: Chain, refresh: str | None, access: AccessToken | None, spent: list[str], claim: dict[str, Any] | None) -> str | None:
         """Compare-and-swap the chain's object at `chain.version`; its new version, or None."""
         sealed = {
             "refresh_token": refresh,

@@ -13,6 +13,21 @@ from apilake.status.report import StatusReport, build_report, inspect, tables_of
 from apilake.status.text import RunSummary, render, summarize_run
 
 __all__ = [
-    "Attempt", "Cell", "Evidence", "Gap", "Problem", "RunSummary", "StatusReport", "build_report", "cells", "expected_from_records",
-    "fill_commands", "find_gaps", "inspect", "render", "summarize_run", "tables_of", "window",
+    "Attempt",
+    "Cell",
+    "Evidence",
+    "Gap",
+    "Problem",
+    "RunSummary",
+    "StatusReport",
+    "build_report",
+    "cells",
+    "expected_from_records",
+    "fill_commands",
+    "find_gaps",
+    "inspect",
+    "render",
+    "summarize_run",
+    "tables_of",
+    "window",
 ]

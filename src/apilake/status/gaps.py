@@ -194,9 +194,7 @@ class Cell:
         return "failed" if self.problems else "missing"
 
 
-def cells(
-    expected: Mapping[tuple[str, str], Collection[str]], present: Collection[str], evidence: Evidence, last_due: dt.date
-) -> list[Cell]:
+def cells(expected: Mapping[tuple[str, str], Collection[str]], present: Collection[str], evidence: Evidence, last_due: dt.date) -> list[Cell]:
     """Pure: the grid of endpoints × run dates behind both the gap report and the dashboard."""
     present = set(present)
     grid = []

@@ -91,9 +91,7 @@ def covered_out(units: list[Unit], windows: Mapping[str, Window | None]) -> list
     return [u for u in units if windows.get(window_key(u.source, u.endpoint, u.variables, u.run_date), UNOPENED) is not None]
 
 
-async def expect_children(
-    dest: Destination, job: Job, run_dates: list[dt.date], expected: dict[tuple[str, str], set[str]], units: Planned
-) -> None:
+async def expect_children(dest: Destination, job: Job, run_dates: list[dt.date], expected: dict[tuple[str, str], set[str]], units: Planned) -> None:
     """Add the fan-out children to `expected` and `units`: the ones their landed parent implies.
 
     A child date whose parent has not (all) landed is expected as one unit named after the date
@@ -169,17 +167,23 @@ async def build_report(
     else:
         expected = expected_from_records(records, run_dates)
         kinds: dict[str, ResultKind] = {u.unit: u.kind for r in records for u in r.units if u.kind in ("json", "listing")}
-        candidates = {
-            unit_id: evidence.required_keys(unit_id, kinds.get(unit_id, "json"))
-            for units in expected.values()
-            for unit_id in units
-        }
+        candidates = {unit_id: evidence.required_keys(unit_id, kinds.get(unit_id, "json")) for units in expected.values() for unit_id in units}
     present = await present_units(dest, candidates, landed_sizes(records)) | evidence.ignored
     quota = await job_quota_use(job, dest)
     due = {key: units for key, units in expected.items() if dt.date.fromisoformat(key[1]) <= last_due}
     tables, tables_error = await asyncio.to_thread(tables_of, job, dest.url, records) if job and job.tables else (None, None)
-    return StatusReport(dest.url, records, run_dates, expected, find_gaps(due, present), cells(expected, present, evidence, last_due), quota,
-                        tables, tables_error, await cursors(dest))
+    return StatusReport(
+        dest.url,
+        records,
+        run_dates,
+        expected,
+        find_gaps(due, present),
+        cells(expected, present, evidence, last_due),
+        quota,
+        tables,
+        tables_error,
+        await cursors(dest),
+    )
 
 
 def tables_of(job: Job, url: str, records: list[RunRecord]) -> tuple[list[Any], str | None]:
@@ -193,9 +197,7 @@ def tables_of(job: Job, url: str, records: list[RunRecord]) -> tuple[list[Any], 
         return [], Redactor(job.secrets())(str(exc) if isinstance(exc, ApilakeError) else f"{type(exc).__name__}: {exc}")
 
 
-def inspect(
-    url: str, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None, cache: RecordCache | None = None
-) -> StatusReport:
+def inspect(url: str, job: Job | None, run_dates: list[dt.date], last_due: dt.date | None = None, cache: RecordCache | None = None) -> StatusReport:
     """`build_report` on the destination at `url`, opened and closed here (for synchronous callers)."""
     return on_destination(url, job.s3 if job else None, lambda dest: build_report(dest, job, run_dates, last_due, cache))
 

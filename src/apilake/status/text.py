@@ -111,8 +111,7 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
             problems = record.failures()
             out.append("")
             if record.status == "abandoned":
-                out.append(f"run {record.run_id} was abandoned: its process died before it finished "
-                           "(its lock or lease is free); a rerun lands what it did not")
+                out.append(f"run {record.run_id} was abandoned: its process died before it finished (its lock or lease is free); a rerun lands what it did not")
                 continue
             if record.status == "running" and not record.finished:
                 out.append(f"run {record.run_id} is still running")
@@ -149,8 +148,10 @@ def render(report: StatusReport, *, runs: int, job_path: str | None, timezone: s
     if report.tables is not None:
         out += ["", "tables (rows in the current snapshot; dates whose partition is behind the raw zone):"]
         out += [f"  cannot read them: {report.tables_error}"] if report.tables_error else []
-        out += [f"  {t.identifier}: {'not built' if t.rows is None else f'{t.rows:,} rows'}, "
-                + (f"behind on {_dates(t.behind)}" if t.behind else "up to date") for t in report.tables]
+        out += [
+            f"  {t.identifier}: {'not built' if t.rows is None else f'{t.rows:,} rows'}, " + (f"behind on {_dates(t.behind)}" if t.behind else "up to date")
+            for t in report.tables
+        ]
         if report.behind and job_path:
             out.append(f"  to bring them up to date: apilake tables {job_path}")
     if report.cursors:

@@ -53,10 +53,24 @@ class TablesReport:
 
     def entry(self, redact: Callable[[str], str]) -> dict[str, Any]:
         """The `tables` section of a run record: per table what was rebuilt, left alone or failed."""
-        rows = [{"table": t.identifier, "built": t.built, "unchanged": t.unchanged, "failed": {d: redact(w) for d, w in t.failed.items()},
-                 "rows": t.rows, "files": t.files, "bytes": t.bytes, "snapshot": t.snapshot} for t in self.tables]
-        entry: dict[str, Any] = {"status": "failed" if self.exit_code else "succeeded", "tables": rows,
-                                 "errors": {name: redact(why) for name, why in self.errors.items()}}
+        rows = [
+            {
+                "table": t.identifier,
+                "built": t.built,
+                "unchanged": t.unchanged,
+                "failed": {d: redact(w) for d, w in t.failed.items()},
+                "rows": t.rows,
+                "files": t.files,
+                "bytes": t.bytes,
+                "snapshot": t.snapshot,
+            }
+            for t in self.tables
+        ]
+        entry: dict[str, Any] = {
+            "status": "failed" if self.exit_code else "succeeded",
+            "tables": rows,
+            "errors": {name: redact(why) for name, why in self.errors.items()},
+        }
         if self.error:
             entry["error"] = redact(self.error)
         return entry
@@ -121,6 +135,7 @@ def build_tables(
     opener = raw_opener(job.s3, destination)
     target = job.tables.target_file_mb << 20 if job.tables else 128 << 20
     for identifier, mine in by_table.items():
+
         def every_date(identifier: str = identifier) -> list[Any]:
             return [p for p in plan_partitions(job, records) if p.identifier == identifier]
 
@@ -138,9 +153,21 @@ def build_tables(
                 log.warning("table %s: its state for quick no-op refreshes was not written: %s", identifier, exc)
 
         try:
-            report.tables.append(refresh_table(catalog, identifier, mine, opener, force=force, every_date=every_date,
-                                               target_bytes=target, on_partition=on_partition, forget=forget, remember=remember,
-                                               writer=writer))
+            report.tables.append(
+                refresh_table(
+                    catalog,
+                    identifier,
+                    mine,
+                    opener,
+                    force=force,
+                    every_date=every_date,
+                    target_bytes=target,
+                    on_partition=on_partition,
+                    forget=forget,
+                    remember=remember,
+                    writer=writer,
+                )
+            )
         except (TableError, OSError, DestinationError) as exc:
             report.errors[identifier] = redact(str(exc))
         except Exception as exc:  # a catalog's or a driver's own error (pyiceberg, SQLAlchemy, botocore): this table fails, the others go on
@@ -169,8 +196,9 @@ def known_unchanged(job: Job, destination: str, by_table: dict[str, list[Any]]) 
     def location(identifier: str) -> str | None:  # None: a shared catalog, not read here
         return locations.get(identifier, "") if local else None
 
-    return [identifier for identifier, mine in by_table.items()
-            if unchanged({p.date: p.fingerprint for p in mine}, states.get(identifier), location(identifier))]
+    return [
+        identifier for identifier, mine in by_table.items() if unchanged({p.date: p.fingerprint for p in mine}, states.get(identifier), location(identifier))
+    ]
 
 
 def raw_opener(s3_options: Any, destination: str) -> Callable[[Any, str], Any]:
@@ -201,8 +229,7 @@ class TableStatus:
     behind: tuple[str, ...]  # dates whose partition differs from the raw zone (never built, or older)
 
 
-def table_status(job: Job, destination: str, records: list[RunRecord] | None = None,
-                 dates: Collection[str] | None = None) -> list[TableStatus]:
+def table_status(job: Job, destination: str, records: list[RunRecord] | None = None, dates: Collection[str] | None = None) -> list[TableStatus]:
     """Per table: rows in its current snapshot and the dates whose partition is behind the raw
     zone. For `apilake status`, the dashboard and metrics; reads only metadata."""
     from apilake.record import load_records
@@ -227,8 +254,7 @@ def table_status(job: Job, destination: str, records: list[RunRecord] | None = N
     return out
 
 
-def refresh_landed(job: Job, destination: str, results: list[UnitResult], *, stopped: Callable[[], str | None],
-                   writer: Any = None) -> TablesReport | None:
+def refresh_landed(job: Job, destination: str, results: list[UnitResult], *, stopped: Callable[[], str | None], writer: Any = None) -> TablesReport | None:
     """A run's table stage, under the run's own lock and lease: the partitions of exactly the
     (endpoint, date)s it landed (by its results, whose objects its record already lists). Never
     raises for the tables' own failures: they fail the run, and leave what landed as it is.
@@ -237,8 +263,14 @@ def refresh_landed(job: Job, destination: str, results: list[UnitResult], *, sto
     if not landed:
         return None
     try:
-        return build_tables(job, destination, dates={d for _, _, d in landed}, stopped=stopped, writer=writer,
-                            selected=lambda source, endpoint, date: (source, endpoint, date) in landed)
+        return build_tables(
+            job,
+            destination,
+            dates={d for _, _, d in landed},
+            stopped=stopped,
+            writer=writer,
+            selected=lambda source, endpoint, date: (source, endpoint, date) in landed,
+        )
     except Exception as exc:  # noqa: BLE001 - the catalog, the records: a failure of the run's table stage, never of what landed
         message = Redactor(job.secrets())(str(exc) if isinstance(exc, ApilakeError) else f"{type(exc).__name__}: {exc}")
         log.error("tables not refreshed: %s", message)

@@ -71,8 +71,12 @@ def open_catalog(job: Job, destination: str) -> Catalog:
         with FileLock(uri.removeprefix("sqlite:///") + ".lock"):
             return load_catalog(name, **props)
     except (ImportError, NotInstalledError) as exc:
-        raise TableError(redact(f"tables.catalog: the driver of catalog {name!r} ({props.get('type', 'sql')}) is not installed: {exc} "
-                         "(pip install 'apilake[catalogs]' brings PostgreSQL's and Glue's)")) from None
+        raise TableError(
+            redact(
+                f"tables.catalog: the driver of catalog {name!r} ({props.get('type', 'sql')}) is not installed: {exc} "
+                "(pip install 'apilake[catalogs]' brings PostgreSQL's and Glue's)"
+            )
+        ) from None
     except (ValueError, NotImplementedError) as exc:
         raise TableError(redact(f"tables.catalog: pyiceberg cannot open catalog {name!r} ({props.get('type', 'sql')}): {exc}")) from None
     except Exception as exc:  # noqa: BLE001 - a catalog service that does not answer: its driver's own error type

@@ -186,12 +186,20 @@ def plan_partitions(
         for page, obj in enumerate(entry.objects):
             fmt = object_format(endpoint, obj.key)
             objects.setdefault(where, []).append(
-                RawObject(obj.key, obj.bytes, obj.checksum or "", landing.first_run[obj.key], tuple(values.items()),
-                          fmt, records_path(endpoint) if fmt == "json" else None, key, cursor, unit_id if key else "", page if key else 0)
+                RawObject(
+                    obj.key,
+                    obj.bytes,
+                    obj.checksum or "",
+                    landing.first_run[obj.key],
+                    tuple(values.items()),
+                    fmt,
+                    records_path(endpoint) if fmt == "json" else None,
+                    key,
+                    cursor,
+                    unit_id if key else "",
+                    page if key else 0,
+                )
             )
         if selected(source.name, endpoint.name, date):
             chosen.add(where)
-    return [
-        Partition(ns, table, date, tuple(sorted(objects[ns, table, date], key=lambda o: o.key)))
-        for ns, table, date in sorted(chosen)
-    ]
+    return [Partition(ns, table, date, tuple(sorted(objects[ns, table, date], key=lambda o: o.key))) for ns, table, date in sorted(chosen)]

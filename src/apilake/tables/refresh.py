@@ -203,8 +203,7 @@ class _Build:
     """One table's transaction: the data files written for its dates, then one commit. On a
     Dask worker there is no catalog: the table exists and the sender commits."""
 
-    def __init__(self, catalog: Catalog | None, identifier: str, table: Table | None, target_bytes: int, widen: dict[str, Any],
-                 *, whole: bool = False) -> None:
+    def __init__(self, catalog: Catalog | None, identifier: str, table: Table | None, target_bytes: int, widen: dict[str, Any], *, whole: bool = False) -> None:
         self.catalog, self.identifier, self.table = catalog, identifier, table
         self.target_bytes = target_bytes
         self.widen = widen
@@ -285,8 +284,7 @@ class _Build:
             raise
         self._built(partition, written, rows, result)
 
-    def take(self, writer: Writer, todo: list[Partition], opener: Opener, result: TableResult,
-             on_partition: Callable[[Partition], None]) -> None:
+    def take(self, writer: Writer, todo: list[Partition], opener: Opener, result: TableResult, on_partition: Callable[[Partition], None]) -> None:
         """The partitions written by `writer`, taken into this commit: their schemas united with
         the commit's; one whose field ids or types then differ from the commit's is written again here."""
         txn = self._begin(_BASE)
@@ -304,8 +302,9 @@ class _Build:
                 result.failed[partition.date] = written.failed
                 log.error("table %s, %s: %s", self.identifier, partition.date, written.failed)
             elif self._fits(written):
-                log.info("table %s, %s: %d row(s) in %d data file(s) written by process %d",
-                         self.identifier, partition.date, written.rows, len(files), written.pid)
+                log.info(
+                    "table %s, %s: %d row(s) in %d data file(s) written by process %d", self.identifier, partition.date, written.rows, len(files), written.pid
+                )
                 self._built(partition, files, written.rows, result)
             else:
                 log.info("table %s, %s: its files do not fit the commit's columns: written again here", self.identifier, partition.date)
@@ -425,8 +424,9 @@ def write_partition(work: PartitionWork, opener: Opener) -> Written:
         return Written(date, build.files.get(date, []), build.schema, result.rows, result.failed.get(date), pid=os.getpid())
 
 
-def _gathered(partition: Partition, opener: Opener, csv_types: dict[str, dict[str, pa.DataType]],
-              keep: Keep | None = None) -> Iterator[tuple[pa.RecordBatch, str]]:
+def _gathered(
+    partition: Partition, opener: Opener, csv_types: dict[str, dict[str, pa.DataType]], keep: Keep | None = None
+) -> Iterator[tuple[pa.RecordBatch, str]]:
     """A partition's rows, consecutive batches of one Arrow schema (a JSON endpoint's pages,
     mostly) joined into batches of about `GATHER_ROWS` (a big batch passes as it is): the schema work and the conversion to
     the table's field ids are paid per batch, not per page. Each batch comes with the key of its
