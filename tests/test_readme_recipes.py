@@ -26,10 +26,10 @@ Fanned = dict[str, tuple[Any, list[str]]]  # child endpoint → (a page of its p
 
 EXPECTED: dict[str, tuple[Planned, Fanned]] = {
     "Link-header paging, like GitHub's REST API": ([
-        ("github/issues/2026-11-25/repo=octo-org/api", "https://api.github.com/repos/octo-org%2Fapi/issues?state=all&since=2026-11-25T00:00:00Z&per_page=100",
-         "github/issues/dt=2026-11-25/octo-org%2Fapi.json"),
-        ("github/issues/2026-11-25/repo=octo-org/web", "https://api.github.com/repos/octo-org%2Fweb/issues?state=all&since=2026-11-25T00:00:00Z&per_page=100",
-         "github/issues/dt=2026-11-25/octo-org%2Fweb.json"),
+        ("github/issues/2026-11-25/owner=octo-org,repo=api", "https://api.github.com/repos/octo-org/api/issues?state=all&since=2026-11-25T00:00:00Z&per_page=100",
+         "github/issues/dt=2026-11-25/octo-org/api.json"),
+        ("github/issues/2026-11-25/owner=octo-org,repo=web", "https://api.github.com/repos/octo-org/web/issues?state=all&since=2026-11-25T00:00:00Z&per_page=100",
+         "github/issues/dt=2026-11-25/octo-org/web.json"),
     ], {}),
     "Cursor paging, like Stripe's `starting_after`": (
         [("stripe/charges/2026-11-25", "https://api.stripe.com/v1/charges?limit=100", "stripe/charges/dt=2026-11-25/data.json")], {},
