@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from apilake.errors import TransferError
-from apilake.fetch.auth import credentials_for, forget_tokens
+from apilake.fetch.auth import forget_tokens
 from apilake.fetch.client import SourceClient
+from apilake.fetch.credentials import credentials_for
 from apilake.jobfile import Source
 from apilake.redact import Redactor
 

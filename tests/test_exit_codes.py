@@ -23,7 +23,8 @@ from apilake.errors import (
     TransferError,
     is_transient,
 )
-from apilake.fetch.auth import credentials_for, forget_tokens
+from apilake.fetch.auth import forget_tokens
+from apilake.fetch.credentials import credentials_for
 from apilake.jobfile import Source
 from apilake.redact import Redactor
 

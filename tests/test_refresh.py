@@ -14,7 +14,8 @@ import pytest
 
 from apilake.destinations.local import LocalDestination
 from apilake.errors import TransferError
-from apilake.fetch.auth import AccessToken, credentials_for, forget_tokens
+from apilake.fetch.auth import AccessToken, forget_tokens
+from apilake.fetch.credentials import credentials_for
 from apilake.fetch.refresh import Chain, Seal, token_key
 from apilake.jobfile import OAuth2RefreshToken, Source
 from apilake.redact import Redactor

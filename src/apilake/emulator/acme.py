@@ -35,11 +35,13 @@ import json
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from . import data
+from .acme_answers import AcmeResponse, acme_items
+from .acme_feedback import AcmeFeedback
 from .changes import Changes
 from .refresh import RefreshTokens
 from .shapes import shaped
@@ -63,21 +65,6 @@ class AcmeConfig:
     report_files: int = 2
 
 
-@dataclass
-class AcmeResponse:
-    status: int
-    body: bytes
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-    @classmethod
-    def json(cls, status: int, obj: Any, headers: list[tuple[str, str]] | None = None) -> AcmeResponse:
-        return cls(status, json.dumps(obj, separators=(",", ":")).encode(), [("Content-Type", "application/json"), *(headers or [])])
-
-
-def acme_items(count: int) -> list[dict[str, Any]]:
-    return [{"id": f"it{n:03d}", "n": n, "value": data._h("acme", n) % 1000} for n in range(count)]
-
-
 def export_csv(date: str) -> bytes:
     rows = [f"{date},{n},{data._h('export', date, n) % 10_000}" for n in range(50)]
     return ("date,row,value\n" + "\n".join(rows) + "\n").encode()
@@ -99,8 +86,6 @@ class Acme:
         self.tokens_issued = 0
         self.reports_created = 0
         self.changes = Changes()
-        from .acme_feedback import AcmeFeedback  # it builds on this module's answers
-
         self.feedback = AcmeFeedback()  # rate-limit headers and errors in a 200 (`acme_feedback`)
         self.refresh_tokens = RefreshTokens()  # the refresh token grant at the same token endpoint
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from . import data
-from .acme import AcmeResponse, acme_items
+from .acme_answers import AcmeResponse, acme_items
 
 __all__ = ["AcmeFeedback", "FeedbackConfig"]
 

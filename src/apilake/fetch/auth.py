@@ -20,13 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from apilake import __version__
 from apilake.errors import TransferError, is_transient
-from apilake.jobfile import ApiKeyAuth, BasicAuth, BearerAuth, OAuth2Client, OAuth2ClientCredentials, OAuth2RefreshToken, Source, Timeouts
+from apilake.jobfile import OAuth2Client, Timeouts
 from apilake.redact import ERROR_DETAIL_CHARS, Redactor, learn
 
 if TYPE_CHECKING:
     import httpx
-
-    from apilake.destinations import Destination
 
 
 class Credentials:
@@ -213,28 +211,3 @@ class OAuth2Credentials(Credentials):
         if not isinstance(token, str) or not token:
             raise TransferError(f"token endpoint {url}: access_token is empty")
         return AccessToken(token, time.time(), lifetime)
-
-
-def credentials_for(source: Source, http: httpx.AsyncClient | None, redact: Redactor, tokens: Destination | None = None) -> Credentials:
-    """The credentials of a source's auth scheme (`token:` is bearer), with its own `headers:`;
-    `http` asks an OAuth2 token endpoint (None: a client of its own, made when first needed);
-    `tokens` keeps rotated refresh tokens (`fetch.refresh.token_store`)."""
-    headers = dict(source.headers)
-    scheme = source.credentials
-    if isinstance(scheme, BearerAuth):
-        return HeaderCredentials(headers, "Authorization", f"Bearer {scheme.token}")
-    if isinstance(scheme, BasicAuth):
-        return HeaderCredentials(headers, "Authorization", scheme.header)
-    if isinstance(scheme, ApiKeyAuth):
-        if scheme.location == "query":
-            return QueryKeyCredentials(headers, scheme.name, scheme.value)
-        return HeaderCredentials(headers, scheme.name, scheme.value)
-    if isinstance(scheme, OAuth2ClientCredentials):
-        return OAuth2Credentials(headers, scheme, http, redact, source.timeouts)
-    if isinstance(scheme, OAuth2RefreshToken):
-        from apilake.fetch.refresh import RefreshTokenCredentials
-
-        if tokens is None:
-            raise ValueError("an oauth2_refresh_token source needs a token store")
-        return RefreshTokenCredentials(headers, source, scheme, http, redact, tokens)
-    return Credentials(headers)

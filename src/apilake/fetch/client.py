@@ -23,7 +23,7 @@ from tenacity.wait import wait_random_exponential
 from apilake import __version__
 from apilake.destinations import Destination
 from apilake.errors import IntegrityError, TransferError, is_transient
-from apilake.fetch.auth import credentials_for
+from apilake.fetch.credentials import credentials_for
 from apilake.fetch.download import Download, Timeouts, Transport
 from apilake.fetch.limits import Budget
 from apilake.fetch.ratelimit_headers import Pacing, beyond_cap, floored, parse_retry_after
