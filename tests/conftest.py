@@ -23,6 +23,16 @@ from seaweedfs_server import s3_bucket, seaweedfs_endpoint, seaweedfs_server  # 
 
 APILAKE = str(Path(sys.executable).parent / "apilake")
 TOKEN = "tok-9f8e7d6c5b4a"  # distinctive, so a leak anywhere is easy to find
+#: data.ai's app history as a table (two pages of two records per product): the table tests' endpoint.
+HISTORY_TABLE = {
+    "name": "history",
+    "kind": "json",
+    "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
+    "matrix": {"market": ["ios"], "product_id": [7]},
+    "paginate": "next_page",
+    "params": {"start_date": "{date}", "end_date": "{date}", "countries": "US+FR", "page_size": 2},
+    "table": {"records": "list"},
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:

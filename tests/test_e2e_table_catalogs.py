@@ -17,19 +17,11 @@ import boto3
 import sqlalchemy
 
 from apilake.emulator import Emulator
+from conftest import HISTORY_TABLE as HISTORY
 from conftest import TOKEN, all_text, bulk_endpoint, lake_objects, run_cli, write_job
 from moto_server import s3
 
 DATE = "2026-11-25"
-HISTORY = {
-    "name": "history",
-    "kind": "json",
-    "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
-    "matrix": {"market": ["ios"], "product_id": [7]},
-    "paginate": "next_page",
-    "params": {"start_date": "{date}", "end_date": "{date}", "countries": "US+FR", "page_size": 2},
-    "table": {"records": "list"},
-}
 BULK = bulk_endpoint("app_downloads", files="metrics", table={"name": "bulk_{file_kind}"})
 # One `apilake query` each (each opens the catalog: seconds of CPU), both tables in one statement.
 ROWS = "SELECT date, country, device, _apilake_object, _date, (SELECT count(*) FROM dataai.bulk_metrics) AS bulk_rows FROM dataai.history"

@@ -16,19 +16,11 @@ from typing import Any
 import sqlalchemy
 
 from apilake.emulator import Emulator
+from conftest import HISTORY_TABLE as HISTORY
 from conftest import TOKEN, run_cli, start_cli, wait_for, write_job
 
 DATE = "2026-11-25"
 LEASE = {"mode": "always", "expiry_seconds": 5, "renew_seconds": 1}
-HISTORY = {
-    "name": "history",
-    "kind": "json",
-    "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
-    "matrix": {"market": ["ios"], "product_id": [7]},
-    "paginate": "next_page",
-    "params": {"start_date": "{date}", "end_date": "{date}", "countries": "US+FR", "page_size": 2},
-    "table": {"records": "list"},
-}
 
 
 def lease_doc(lake: Path) -> dict[str, Any]:

@@ -11,18 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from apilake.emulator import Emulator, Fault
+from conftest import HISTORY_TABLE as HISTORY
 from conftest import TOKEN, all_text, lake_objects, records, run_cli, start_cli, wait_for, write_job
 
 DATE = "2026-11-25"
-HISTORY = {
-    "name": "history",
-    "kind": "json",
-    "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
-    "matrix": {"market": ["ios"], "product_id": [7]},
-    "paginate": "next_page",
-    "params": {"start_date": "{date}", "end_date": "{date}", "countries": "US+FR", "page_size": 2},
-    "table": {"records": "list"},
-}
 
 
 def landed_rows(lake: Path) -> int:

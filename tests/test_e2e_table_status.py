@@ -12,18 +12,10 @@ from selenium.webdriver.common.by import By
 
 from apilake.emulator import Emulator
 from browser import chromium, screenshot
+from conftest import HISTORY_TABLE as HISTORY
 from conftest import TOKEN, run_cli, write_job
 
 DATES = ("2026-11-24", "2026-11-25")
-HISTORY = {
-    "name": "history",
-    "kind": "json",
-    "path": "/v1.3/intelligence/apps/{market}/app/{product_id}/history",
-    "matrix": {"market": ["ios"], "product_id": [7]},
-    "paginate": "next_page",
-    "params": {"start_date": "{date}", "end_date": "{date}", "countries": "US+FR", "page_size": 2},
-    "table": {"records": "list"},
-}
 SPAN = ["--from", DATES[0], "--to", DATES[1]]
 
 
