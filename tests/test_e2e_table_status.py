@@ -73,6 +73,21 @@ def test_status_of_a_job_without_tables_does_not_import_pyiceberg(tmp_path: Path
     assert "| pyiceberg" not in status.stderr and "| apilake.status" in status.stderr  # the import log works, and has no pyiceberg
 
 
+def test_status_of_built_tables_reads_their_state_not_the_catalog_unless_the_state_is_gone(tmp_path: Path, emulator: Emulator) -> None:
+    job = write_job(tmp_path, emulator, [HISTORY], tables={})
+    assert run_cli("run", str(job), "--date", DATES[0]).returncode == 0
+    expected = f"dataai.history: {rows(job):,} rows, up to date"
+    profiled = {"PYTHONPROFILEIMPORTTIME": "1"}
+    status = run_cli("status", str(job), "--from", DATES[0], "--to", DATES[0], env=profiled)
+    assert status.returncode == 0 and expected in status.stdout, status.stdout
+    assert "| pyiceberg" not in status.stderr and "| apilake.status" in status.stderr  # the lake's table state answered
+    for state in (tmp_path / "lake" / "_apilake" / "tables" / "state").glob("*.json"):
+        state.unlink()
+    status = run_cli("status", str(job), "--from", DATES[0], "--to", DATES[0], env=profiled)
+    assert status.returncode == 0 and expected in status.stdout, status.stdout  # the same answer, from the catalog
+    assert "| pyiceberg" in status.stderr
+
+
 def test_status_names_a_catalog_it_cannot_read(tmp_path: Path, emulator: Emulator) -> None:
     broken = {"catalog": {"type": "<b>catalog</b>"}, "warehouse": (tmp_path / "warehouse").as_uri()}
     job = write_job(tmp_path, emulator, [HISTORY], tables=broken)

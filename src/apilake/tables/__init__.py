@@ -179,26 +179,31 @@ def build_tables(
 def known_unchanged(job: Job, destination: str, by_table: dict[str, list[Any]]) -> list[str]:
     """The tables whose every planned date the lake's table state says is built from these very
     raw objects (`tables.state`): no catalog, no pyiceberg for them."""
+    from apilake.tables.state import unchanged
+
+    states = current_states(job, destination, by_table)
+    return [identifier for identifier, mine in by_table.items() if unchanged({p.date: p.fingerprint for p in mine}, states.get(identifier))]
+
+
+def current_states(job: Job, destination: str, identifiers: Collection[str]) -> dict[str, dict[str, Any]]:
+    """The lake's states of these tables that describe their catalog's current commit: with the
+    default SQLite catalog, those whose metadata location is the catalog's current one (read
+    without pyiceberg); with a shared catalog, which is not read here, every readable state."""
     from apilake.record import on_destination
     from apilake.tables.catalog import catalog_properties
-    from apilake.tables.state import read_states, sqlite_locations, unchanged
+    from apilake.tables.state import read_states, sqlite_locations
 
-    states = on_destination(destination, job.s3, lambda dest: read_states(dest, by_table))
+    states = on_destination(destination, job.s3, lambda dest: read_states(dest, identifiers))
     if not states:
-        return []
+        return {}
     name, props = catalog_properties(job, destination)
     uri = props.get("uri", "")
-    local = props.get("type") == "sql" and uri.startswith("sqlite:///")
-    locations = sqlite_locations(uri, name) if local else {}
+    if not (props.get("type") == "sql" and uri.startswith("sqlite:///")):
+        return states
+    locations = sqlite_locations(uri, name)
     if locations is None:
-        return []
-
-    def location(identifier: str) -> str | None:  # None: a shared catalog, not read here
-        return locations.get(identifier, "") if local else None
-
-    return [
-        identifier for identifier, mine in by_table.items() if unchanged({p.date: p.fingerprint for p in mine}, states.get(identifier), location(identifier))
-    ]
+        return {}
+    return {identifier: state for identifier, state in states.items() if state["location"] == locations.get(identifier, "")}
 
 
 def raw_opener(s3_options: Any, destination: str) -> Callable[[Any, str], Any]:
@@ -231,26 +236,47 @@ class TableStatus:
 
 def table_status(job: Job, destination: str, records: list[RunRecord] | None = None, dates: Collection[str] | None = None) -> list[TableStatus]:
     """Per table: rows in its current snapshot and the dates whose partition is behind the raw
-    zone. For `apilake status`, the dashboard and metrics; reads only metadata."""
+    zone. For `apilake status`, the dashboard and metrics; reads only metadata: the lake's table
+    state where it describes the current commit (no catalog, no pyiceberg), else the catalog."""
     from apilake.record import load_records
-    from apilake.tables.catalog import open_catalog
     from apilake.tables.plan import plan_partitions
-    from apilake.tables.refresh import FINGERPRINT, _load
 
     records = load_records(destination, job.s3) if records is None else records
-    partitions = plan_partitions(job, records, dates=dates)
-    catalog = open_catalog(job, destination)
     found: dict[str, list[Any]] = {}
-    for partition in partitions:
+    for partition in plan_partitions(job, records, dates=dates):
         found.setdefault(partition.identifier, []).append(partition)
+    states = {i: s for i, s in current_states(job, destination, found).items() if isinstance(s.get("rows"), int)}
+    from_catalog = _catalog_status(job, destination, [i for i in found if i not in states])
     out = []
     for identifier, mine in sorted(found.items()):
+        if identifier in states:
+            state = states[identifier]
+            rows: int | None = state["rows"]
+            built: dict[str, str] = state["fingerprints"]
+        else:
+            rows, built = from_catalog[identifier]
+        out.append(TableStatus(identifier, rows, tuple(p.date for p in mine if built.get(p.date) != p.fingerprint)))
+    return out
+
+
+def _catalog_status(job: Job, destination: str, identifiers: list[str]) -> dict[str, tuple[int | None, dict[str, str]]]:
+    """Rows and date fingerprints of these tables' current snapshots, from the catalog."""
+    if not identifiers:
+        return {}
+    from apilake.tables.catalog import open_catalog
+    from apilake.tables.refresh import FINGERPRINT, _load
+
+    catalog = open_catalog(job, destination)
+    out: dict[str, tuple[int | None, dict[str, str]]] = {}
+    for identifier in identifiers:
         current = _load(catalog, identifier)
-        props = current.properties if current is not None else {}
-        snapshot = current.current_snapshot() if current is not None else None
-        rows = int(snapshot.summary.additional_properties.get("total-records", 0)) if snapshot and snapshot.summary else (0 if current else None)
-        behind = tuple(p.date for p in mine if props.get(FINGERPRINT + p.date) != p.fingerprint)
-        out.append(TableStatus(identifier, rows, behind))
+        if current is None:
+            out[identifier] = (None, {})
+            continue
+        snapshot = current.current_snapshot()
+        rows = int(snapshot.summary.additional_properties.get("total-records", 0)) if snapshot and snapshot.summary else 0
+        built = {k.removeprefix(FINGERPRINT): v for k, v in current.properties.items() if k.startswith(FINGERPRINT)}
+        out[identifier] = (rows, built)
     return out
 
 

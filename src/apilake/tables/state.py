@@ -68,16 +68,20 @@ def sqlite_locations(uri: str, catalog_name: str) -> dict[str, str] | None:
     return {f"{namespace}.{name}": location for namespace, name, location in rows}
 
 
-def unchanged(fingerprints: dict[str, str], state: dict[str, Any] | None, location: str | None) -> bool:
-    """Whether the state says the table holds these dates built from these fingerprints (and,
-    when the catalog's current metadata `location` is known, that the state is of that commit)."""
-    if state is None or (location is not None and state["location"] != location):
+def unchanged(fingerprints: dict[str, str], state: dict[str, Any] | None) -> bool:
+    """Whether the state (of the catalog's current commit: `tables.current_states`) says the
+    table holds these dates built from these fingerprints."""
+    if state is None:
         return False
     known = state["fingerprints"]
     return all(known.get(date) == fp for date, fp in fingerprints.items())
 
 
 def state_of(table: Any, prefix: str) -> bytes:
-    """The state of a committed pyiceberg table: its metadata location and date fingerprints."""
+    """The state of a committed pyiceberg table: its metadata location, date fingerprints and rows
+    (what `apilake status` shows without opening the catalog)."""
     fingerprints = {k.removeprefix(prefix): v for k, v in table.properties.items() if k.startswith(prefix)}
-    return json.dumps({"location": table.metadata_location, "fingerprints": fingerprints}, sort_keys=True).encode()
+    snapshot = table.current_snapshot()
+    rows = int(snapshot.summary.additional_properties.get("total-records", 0)) if snapshot and snapshot.summary else 0
+    state = {"location": table.metadata_location, "fingerprints": fingerprints, "rows": rows}
+    return json.dumps(state, sort_keys=True).encode()
