@@ -217,3 +217,38 @@ def test_where_refresh_tokens_are_kept(tmp_path: Path, monkeypatch: pytest.Monke
     dest = LocalDestination(tmp_path / "lake")
     store = token_store(job, dest)
     assert store is dest if where == "lake" else store.url == str(tmp_path / where)
+
+
+class SpendsOnReceipt(Vendor):
+    """Spends the refresh token as the request arrives and answers later, as real servers do."""
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        form = dict(httpx.QueryParams(request.content.decode()))
+        self.forms.append(form)
+        if form.get("refresh_token") not in self.live:
+            return httpx.Response(400, json={"error": "invalid_grant"})
+        self.n += 1
+        self.live = {f"rt-{self.n}"}
+        await asyncio.sleep(self.delay)
+        return httpx.Response(200, json={"access_token": f"at-{self.n}", "expires_in": 3600, "refresh_token": f"rt-{self.n}"})
+
+
+def test_a_request_cancelled_while_it_refreshes_loses_no_rotated_token(tmp_path: Path) -> None:
+    """A page fetched ahead finds the token stale, starts the refresh and is cancelled (paging
+    ended): the refresh goes on, the page that waited gets its token, and the next run too."""
+    forget_tokens()
+    vendor, store = SpendsOnReceipt(delay=0.3), LocalDestination(tmp_path)
+
+    async def run() -> str:
+        creds = credentials(vendor, store)
+        ahead = asyncio.ensure_future(bearer(creds))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(bearer(creds))
+        await asyncio.sleep(0.05)
+        ahead.cancel()
+        return await waiting
+
+    assert asyncio.run(run()) == "Bearer at-1"
+    forget_tokens()
+    assert asyncio.run(bearer(credentials(vendor, store))) == "Bearer at-1"  # the next run: the kept access token, nothing spent
+    assert [f["refresh_token"] for f in vendor.forms] == ["rt-0"]

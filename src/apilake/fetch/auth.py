@@ -123,6 +123,7 @@ class OAuth2Credentials(Credentials):
         self.timeouts = timeouts
         self.redact = redact
         self._lock = asyncio.Lock()
+        self._renewing: asyncio.Future[str] | None = None
         self._client: tuple[str | None, ...] = (spec.token_url, spec.client_id, spec.client_secret, spec.scope)
 
     async def headers(self) -> dict[str, str]:
@@ -141,11 +142,20 @@ class OAuth2Credentials(Credentials):
                 cached = _TOKENS.get(self._client)
             if cached is not None and cached.fresh(self.spec.expiry_margin_seconds):
                 return cached.value
-            token = await self._fetch()
-            learn(token.value)
-            with _TOKENS_LOCK:
-                _TOKENS[self._client] = token
-            return token.value
+            if self._renewing is None or self._renewing.done():
+                self._renewing = asyncio.ensure_future(self._renew())
+            # Shielded: the request that found the token stale may be cancelled (a page fetched
+            # ahead that paging no longer needs, a timeout); the token request goes on, and the
+            # next caller awaits it. Cancelled half-way, a spent refresh token's successor would
+            # be lost with its answer.
+            return await asyncio.shield(self._renewing)
+
+    async def _renew(self) -> str:
+        token = await self._fetch()
+        learn(token.value)
+        with _TOKENS_LOCK:
+            _TOKENS[self._client] = token
+        return token.value
 
     async def _fetch(self) -> AccessToken:
         form = {"grant_type": "client_credentials"}
