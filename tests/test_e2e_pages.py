@@ -203,3 +203,14 @@ def test_a_raw_file_with_its_own_key_or_an_extension_in_its_path_is_not_retyped(
     result = cli(acme_job(tmp_path, emulator, endpoints))
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(lake_objects(tmp_path / "lake")) == [f"acme/keyed/{DATE}/raw", f"acme/plain/dt={DATE}/data{extension}"]
+
+
+def test_an_ndjson_parent_fans_out_like_a_json_one(tmp_path: Path, emulator: Emulator) -> None:
+    child = {"name": "kids", "kind": "json", "path": "/accounts/{item}/products", "for_each": {"endpoint": "events", "values": "[].id", "as": "item"}}
+    job = acme_job(tmp_path, emulator, [NDJSON, child])
+    result = cli(job)
+    assert result.returncode == 0, result.stdout + result.stderr
+    kids = {u["unit"] for u in records(tmp_path / "lake")[-1]["units"] if u["endpoint"] == "kids" and u["status"] == "landed"}
+    assert kids == {f"acme/kids/{DATE}/item={item['id']}" for item in acme_items(23)}  # one child per record of every line of every page
+    status = run_cli("status", str(job), "--from", DATE, "--to", DATE, env=ENV)
+    assert status.returncode == 0 and "missing" not in status.stdout, status.stdout

@@ -260,3 +260,5 @@ def test_an_ignored_parent_has_no_children_and_the_run_succeeds(tmp_path: Path, 
     assert lake_objects(tmp_path / "lake") == {}
     assert [u["status"] for u in records(tmp_path / "lake")[-1]["units"]] == ["ignored"]
     assert emulator.stats.count(path_contains="/products") == 0
+    status = run_cli("status", str(tmp_path / "job.yaml"), "--from", DATE, "--to", DATE)  # done, as in the run: no gap
+    assert status.returncode == 0 and "missing" not in status.stdout, status.stdout

@@ -17,3 +17,9 @@ def ndjson_records(body: bytes) -> list[Any]:
             except ValueError as exc:
                 raise ValueError(f"line {number} is not JSON ({exc})") from None
     return records
+
+
+def landed_page(body: bytes, fmt: str) -> Any:
+    """A landed page as cursors and fan-out read it: a JSON page is its document, an NDJSON page
+    (`format: ndjson`) the list of its records."""
+    return ndjson_records(body) if fmt == "ndjson" else json.loads(body)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -35,7 +34,7 @@ from apilake.fetch.bulk import FileTransfer
 from apilake.fetch.json import landed_pages
 from apilake.incremental import advance, open_windows
 from apilake.jobfile import Endpoint, Job, Source
-from apilake.ndjson import ndjson_records
+from apilake.ndjson import landed_page
 from apilake.plan import Unit, expand_children, incremental_children
 from apilake.record import UnitResult, landed_sizes, read_records
 from apilake.redact import Redactor
@@ -153,10 +152,12 @@ class Executor(abc.ABC):
         try:
             if missing:
                 raise ApilakeError(f"parent {missing[0].unit} did not land ({missing[0].status}: {missing[0].error})")
+            assert child.for_each is not None
+            fmt = self._endpoints[source.name, child.for_each.endpoint].format
             pages = []
             for parent in (r for r in ready.parents if r.status != "ignored"):  # an ignored parent has no values
                 for body in await landed_pages(self.dest, parent.objects[0].key):
-                    pages.append(json.loads(body))
+                    pages.append(landed_page(body, fmt))
             windows = await open_windows(self.dest, incremental_children(source, child, ready.run_date, pages), dt.datetime.now(dt.UTC))
             units = expand_children(source, child, ready.run_date, pages, windows)
             self._claims.claim(units)
@@ -183,7 +184,7 @@ class Executor(abc.ABC):
             return result
         try:
             bodies = await landed_pages(self.dest, unit.key) if result.status in THERE else []
-            pages = [ndjson_records(body) if endpoint.format == "ndjson" else json.loads(body) for body in bodies]
+            pages = [landed_page(body, endpoint.format) for body in bodies]
             await advance(self.dest, unit.source, endpoint, unit.variables, unit.run_date, unit.id, pages, dt.datetime.now(dt.UTC))
         except (ApilakeError, ValueError, OSError) as exc:
             result.status, result.error = "failed", self.redact(str(exc))

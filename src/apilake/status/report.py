@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from apilake.errors import ApilakeError, ExitCode
 from apilake.fetch.quota import job_quota_use
 from apilake.incremental import UNOPENED, CursorState, Window, cursors, recorded_windows, window_key
 from apilake.jobfile import KINDS_WITH_KEY, Job
+from apilake.ndjson import landed_page
 from apilake.record import RecordCache, RunRecord, landed_sizes, on_destination, read_records
 from apilake.redact import Redactor
 from apilake.status.gaps import Cell, Evidence, Gap, cells, expected_from_records, find_gaps
@@ -91,23 +91,27 @@ def covered_out(units: list[Unit], windows: Mapping[str, Window | None]) -> list
     return [u for u in units if windows.get(window_key(u.source, u.endpoint, u.variables, u.run_date), UNOPENED) is not None]
 
 
-async def expect_children(dest: Destination, job: Job, run_dates: list[dt.date], expected: dict[tuple[str, str], set[str]], units: Planned) -> None:
+async def expect_children(
+    dest: Destination, job: Job, run_dates: list[dt.date], expected: dict[tuple[str, str], set[str]], units: Planned, ignored: set[str]
+) -> None:
     """Add the fan-out children to `expected` and `units`: the ones their landed parent implies.
 
     A child date whose parent has not (all) landed is expected as one unit named after the date
-    (`source/child/date`), which is never present: the date is a gap until the parent lands.
+    (`source/child/date`), which is never present: the date is a gap until the parent lands. A
+    parent a response rule `ignored` is done and implies no children, as in the run.
     """
     from apilake.fetch.json import landed_pages
     from apilake.plan import children, expand_children, incremental_children
 
     for source, child in children(job):
         assert child.for_each is not None
+        fmt = next(e.format for e in source.endpoints if e.name == child.for_each.endpoint)
         for run_date in run_dates:
-            parents = expected.get((f"{source.name}/{child.for_each.endpoint}", run_date.isoformat()), set())
+            parents = expected.get((f"{source.name}/{child.for_each.endpoint}", run_date.isoformat()), set()) - ignored
             keys = [units[p][1] for p in parents if p in units]  # a pending parent has no unit (nor key) yet
             ids: set[str] = set()
             if len(keys) == len(parents) and len(await existing(dest, keys)) == len(keys):  # no parents: no children
-                pages = [json.loads(body) for key in sorted(keys) for body in await landed_pages(dest, key)]
+                pages = [landed_page(body, fmt) for key in sorted(keys) for body in await landed_pages(dest, key)]
                 windows = await recorded_windows(dest, incremental_children(source, child, run_date, pages))
                 for unit in covered_out(expand_children(source, child, run_date, pages, opened(windows)), windows):
                     ids.add(unit.id)
@@ -162,7 +166,7 @@ async def build_report(
         from apilake.plan import incremental_units
 
         expected, planned = expected_from_job(job, run_dates, await recorded_windows(dest, incremental_units(job, run_dates)))
-        await expect_children(dest, job, run_dates, expected, planned)
+        await expect_children(dest, job, run_dates, expected, planned, evidence.ignored)
         candidates = {unit_id: planned_keys(evidence, unit_id, kind, key) for unit_id, (kind, key) in planned.items()}
     else:
         expected = expected_from_records(records, run_dates)
