@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import itertools
+import time
 from typing import Any
 
 import pytest
@@ -231,3 +233,26 @@ def test_pacing_off_ignores_the_headers() -> None:
         await asyncio.wait_for(pacing.before(), 1)
 
     asyncio.run(go())
+
+
+def test_told_none_left_but_not_when_one_request_at_a_time_finds_out() -> None:
+    """After the floor, one request probes the window; the others wait for its answer, not all go at once."""
+
+    async def go() -> list[float]:
+        pacing = Pacing(RateLimitHeaders(), Retry(min_retry_after=0.2))
+        await pacing.before()
+        pacing.after(200, {"x-ratelimit-remaining": "0"})  # none left, and no reset told
+        started = time.monotonic()
+        sent: list[float] = []
+
+        async def request() -> None:
+            await pacing.before()
+            sent.append(time.monotonic() - started)
+            await asyncio.sleep(0.05)
+            pacing.after(200, {"x-ratelimit-remaining": "0"})
+
+        await asyncio.gather(*(request() for _ in range(3)))
+        return sent
+
+    sent = asyncio.run(go())
+    assert len(sent) == 3 and all(later - earlier >= 0.19 for earlier, later in itertools.pairwise(sent))

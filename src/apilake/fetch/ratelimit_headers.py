@@ -131,8 +131,8 @@ class Pacing:
                 self._announced = self._reset_at
                 log.info("rate limit: waiting %.1f s for the vendor's window to reset", wait)
             await asyncio.sleep(wait)
-            if self._reset_at is None:  # not told when: let one request find out
-                self._left = max(self._left or 0, 1)
+            if self._reset_at is None and self._in_flight == 0:  # not told when: one request finds out, the others wait for its answer
+                self._left = 1
         if self._left is not None:
             self._left -= 1
         self._in_flight += 1
