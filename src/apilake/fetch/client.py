@@ -67,8 +67,6 @@ class SourceClient:
         self._credentials = credentials_for(source, None, redact, tokens)
         self._transport = Transport(f"apilake/{__version__}", Timeouts(connect=t.connect, read=t.read), source.concurrency)
         self.pacing = Pacing(source.rate_limit_headers, source.retry)
-        # Admission lets `concurrency` units of the source run, each with one request at a time,
-        # but a unit's pages fetched ahead (`fetch.ahead`) are more: every request takes a place here.
         self._in_flight = asyncio.Semaphore(source.concurrency)
 
     async def close(self) -> None:
@@ -77,21 +75,6 @@ class SourceClient:
 
     @asynccontextmanager
     async def download(
-        self,
-        url: str,
-        make_check: Callable[[int | None], StreamCheck],
-        *,
-        method: str = "GET",
-        body: str | None = None,
-        decode: bool = False,
-        headers: Mapping[str, str] = {},
-    ) -> AsyncIterator[Download]:
-        """`_download`, while at most the source's `concurrency` requests are in flight in this process."""
-        async with self._in_flight, self._download(url, make_check, method=method, body=body, decode=decode, headers=headers) as response:
-            yield response
-
-    @asynccontextmanager
-    async def _download(
         self,
         url: str,
         make_check: Callable[[int | None], StreamCheck],
@@ -126,17 +109,20 @@ class SourceClient:
                 raise
             return started
 
-        response = await self._follow(url, send, method, body=content is not None)
-        try:
-            yield response
-        except IntegrityError:
-            raise
-        except TransferError as exc:
-            if exc.status is not None:
+        # Admission lets `concurrency` units run, but a unit's pages fetched ahead (`fetch.ahead`)
+        # are more requests: every request takes one of the source's places here.
+        async with self._in_flight:
+            response = await self._follow(url, send, method, body=content is not None)
+            try:
+                yield response
+            except IntegrityError:
                 raise
-            raise TransferError(self.redact(f"{exc} ({url})"), transient=exc.transient) from None
-        finally:
-            await response.aclose()
+            except TransferError as exc:
+                if exc.status is not None:
+                    raise
+                raise TransferError(self.redact(f"{exc} ({url})"), transient=exc.transient) from None
+            finally:
+                await response.aclose()
 
     async def _follow(self, url: str, send: Callable[[str, dict[str, str], str], Awaitable[Download]], method: str, *, body: bool) -> Download:
         """Send a request hop by hop: redirects are followed here so that credentials reach only
