@@ -97,3 +97,52 @@ def test_a_status_line_without_a_reason_phrase_gets_the_standard_one() -> None:
 )
 def test_a_url_goes_out_in_ascii_with_what_it_may_not_hold_encoded(url: str, sent: str) -> None:
     assert wire_url(url) == sent
+
+
+def test_waiting_for_the_vendors_window_is_not_counted_against_timeouts_total() -> None:
+    """`timeouts.total` bounds a request from its first send: the wait for the vendor's rate-limit
+    window before it (2 s here, longer than the 1 s total) is not the request taking long."""
+    import asyncio
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from apilake.fetch.client import SourceClient
+    from apilake.fetch.json import get_json
+    from apilake.fetch.limits import RequestBudget
+    from apilake.jobfile import Source
+    from apilake.redact import Redactor
+
+    class SpentWindow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            for name, value in [("Content-Type", "application/json"), ("Content-Length", "2"), ("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "2")]:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SpentWindow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    source = Source.model_validate(
+        {"name": "s", "base_url": base, "timeouts": {"total": 1}, "retry": {"attempts": 1}, "endpoints": [{"name": "e", "kind": "json", "path": "/x"}]}
+    )
+
+    async def two_pages() -> float:
+        client = SourceClient(source, Redactor(), RequestBudget(source))
+        try:
+            await get_json(client, f"{base}/x", "s/e page 1")
+            started = time.monotonic()
+            await get_json(client, f"{base}/x?page=2", "s/e page 2")  # waits for the window, then is sent
+            return time.monotonic() - started
+        finally:
+            await client.close()
+
+    try:
+        assert asyncio.run(two_pages()) >= 1.5
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -14,6 +14,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -35,6 +36,10 @@ from apilake.redact import ERROR_DETAIL_CHARS, Redactor
 from apilake.traffic import count_request, count_response
 
 log = logging.getLogger("apilake")
+
+#: The `timeouts.total` clock of the attempt in progress (`SourceClient.retrying`), started when
+#: the attempt sends its first hop (`SourceClient._start_clock`).
+_ATTEMPT_CLOCK: ContextVar[asyncio.Timeout | None] = ContextVar("attempt_clock", default=None)
 T = TypeVar("T")
 
 
@@ -167,8 +172,10 @@ class SourceClient:
         """Send one hop; one to the source's own origin waits while the vendor's rate-limit
         headers say its window is spent, and its answer tells the window (`Pacing`)."""
         if not own_origin:
+            self._start_clock()
             return await send()
         await self.pacing.before()
+        self._start_clock()
         try:
             response = await send()
         except BaseException:
@@ -176,6 +183,13 @@ class SourceClient:
             raise
         self.pacing.after(response.status_code, response.headers)
         return response
+
+    def _start_clock(self) -> None:
+        """Start the attempt's `timeouts.total` at its first send: waiting for a place, the rate
+        budget, a token or the vendor's window is not the request taking long."""
+        clock = _ATTEMPT_CLOCK.get()
+        if clock is not None and clock.when() is None:
+            clock.reschedule(asyncio.get_running_loop().time() + self.source.timeouts.total)
 
     async def _headers_for(self, url: str) -> dict[str, str]:
         """The one place a request gets credentials (headers here, a query key in `_follow`): only
@@ -209,7 +223,7 @@ class SourceClient:
 
         Only transient `TransferError`s are retried, with exponential back-off and full jitter;
         a `Retry-After` from the server wins over the back-off. Every attempt runs under the
-        source's whole-request timeout, so a stalled server can never hang a run.
+        source's whole-request timeout from its first send on, so a stalled server can never hang a run.
         """
         total = self.source.timeouts.total
         retrying = AsyncRetrying(
@@ -222,8 +236,12 @@ class SourceClient:
 
         async def bounded() -> T:
             try:
-                async with asyncio.timeout(total):
-                    return await attempt()
+                async with asyncio.timeout(None) as clock:  # started by the attempt's first send (`_paced`)
+                    started = _ATTEMPT_CLOCK.set(clock)
+                    try:
+                        return await attempt()
+                    finally:
+                        _ATTEMPT_CLOCK.reset(started)
             except TransferError as exc:
                 final = beyond_cap(exc, policy)
                 if final is exc:
