@@ -148,6 +148,8 @@ def test_schedule_serves_metrics_health_and_dashboard(tmp_path: Path, emulator) 
     try:
         base = serving_at(scheduler)
         assert base.startswith("http://127.0.0.1:")
+        # Served before its loop first wakes (a moment after start-up): until then it says it is not yet alive.
+        wait_for(lambda: httpx.get(base + "healthz").status_code == 200)
         health = httpx.get(base + "healthz")
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert dt.datetime.fromisoformat(health.json()["last_tick"]) <= dt.datetime.now(dt.UTC)

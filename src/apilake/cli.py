@@ -443,13 +443,13 @@ def schedule(
     for sched, fire in scheduler.upcoming():
         utc = fire.astimezone(dt.UTC)
         click.echo(f"  {sched.expression:<20} {sched.describe():<30} next {fire:%Y-%m-%d %H:%M %Z} ({utc:%Y-%m-%d %H:%M} UTC)")
+    _freeze_imports()  # before serving: /healthz says "stalled" until the loop below first wakes
+    scheduler.install_signal_handlers()
     server = _schedule_server(http_address, job, job_file, destination, scheduler, lambda: records[0]) if http_address else None
     if server is not None:
         refresh()
         server.start()
         click.echo(f"serving {server.url}metrics, {server.url}healthz and the dashboard at {server.url}")
-    scheduler.install_signal_handlers()
-    _freeze_imports()
     try:
         scheduler.run_forever()
     finally:
