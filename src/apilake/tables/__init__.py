@@ -249,35 +249,23 @@ def table_status(job: Job, destination: str, records: list[RunRecord] | None = N
     from_catalog = _catalog_status(job, destination, [i for i in found if i not in states])
     out = []
     for identifier, mine in sorted(found.items()):
-        if identifier in states:
-            state = states[identifier]
-            rows: int | None = state["rows"]
-            built: dict[str, str] = state["fingerprints"]
-        else:
-            rows, built = from_catalog[identifier]
-        out.append(TableStatus(identifier, rows, tuple(p.date for p in mine if built.get(p.date) != p.fingerprint)))
+        state = states[identifier] if identifier in states else from_catalog[identifier]
+        built: dict[str, str] = state["fingerprints"] if state else {}
+        out.append(TableStatus(identifier, state["rows"] if state else None, tuple(p.date for p in mine if built.get(p.date) != p.fingerprint)))
     return out
 
 
-def _catalog_status(job: Job, destination: str, identifiers: list[str]) -> dict[str, tuple[int | None, dict[str, str]]]:
-    """Rows and date fingerprints of these tables' current snapshots, from the catalog."""
+def _catalog_status(job: Job, destination: str, identifiers: list[str]) -> dict[str, dict[str, Any] | None]:
+    """The summaries (`state.summary_of`) of these tables' current commits, from the catalog; None
+    for a table that does not exist yet."""
     if not identifiers:
         return {}
     from apilake.tables.catalog import open_catalog
     from apilake.tables.refresh import FINGERPRINT, _load
+    from apilake.tables.state import summary_of
 
     catalog = open_catalog(job, destination)
-    out: dict[str, tuple[int | None, dict[str, str]]] = {}
-    for identifier in identifiers:
-        current = _load(catalog, identifier)
-        if current is None:
-            out[identifier] = (None, {})
-            continue
-        snapshot = current.current_snapshot()
-        rows = int(snapshot.summary.additional_properties.get("total-records", 0)) if snapshot and snapshot.summary else 0
-        built = {k.removeprefix(FINGERPRINT): v for k, v in current.properties.items() if k.startswith(FINGERPRINT)}
-        out[identifier] = (rows, built)
-    return out
+    return {identifier: None if (current := _load(catalog, identifier)) is None else summary_of(current, FINGERPRINT) for identifier in identifiers}
 
 
 def refresh_landed(job: Job, destination: str, results: list[UnitResult], *, stopped: Callable[[], str | None], writer: Any = None) -> TablesReport | None:

@@ -77,11 +77,15 @@ def unchanged(fingerprints: dict[str, str], state: dict[str, Any] | None) -> boo
     return all(known.get(date) == fp for date, fp in fingerprints.items())
 
 
-def state_of(table: Any, prefix: str) -> bytes:
-    """The state of a committed pyiceberg table: its metadata location, date fingerprints and rows
-    (what `apilake status` shows without opening the catalog)."""
+def summary_of(table: Any, prefix: str) -> dict[str, Any]:
+    """What a committed pyiceberg table holds, as its state says it: its metadata location, date
+    fingerprints and rows (what `apilake status` shows without opening the catalog)."""
     fingerprints = {k.removeprefix(prefix): v for k, v in table.properties.items() if k.startswith(prefix)}
     snapshot = table.current_snapshot()
     rows = int(snapshot.summary.additional_properties.get("total-records", 0)) if snapshot and snapshot.summary else 0
-    state = {"location": table.metadata_location, "fingerprints": fingerprints, "rows": rows}
-    return json.dumps(state, sort_keys=True).encode()
+    return {"location": table.metadata_location, "fingerprints": fingerprints, "rows": rows}
+
+
+def state_of(table: Any, prefix: str) -> bytes:
+    """The state object of a committed pyiceberg table (`summary_of`)."""
+    return json.dumps(summary_of(table, prefix), sort_keys=True).encode()
