@@ -20,6 +20,6 @@ def ndjson_records(body: bytes) -> list[Any]:
 
 
 def landed_page(body: bytes, fmt: str) -> Any:
-    """A landed page as cursors and fan-out read it: a JSON page is its document, an NDJSON page
+    """A page as a fetch, cursors, fan-out and tables read it: a JSON page is its document, an NDJSON page
     (`format: ndjson`) the list of its records."""
     return ndjson_records(body) if fmt == "ndjson" else json.loads(body)

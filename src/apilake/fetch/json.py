@@ -6,7 +6,6 @@ every page of it exists, which is what reruns rely on to skip it.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -21,7 +20,7 @@ from apilake.fetch.paginate import Page, Paginator
 from apilake.fetch.rules import Answer, active
 from apilake.integrity import StreamCheck
 from apilake.keys import page_key
-from apilake.ndjson import ndjson_records
+from apilake.ndjson import landed_page
 from apilake.plan import Unit
 from apilake.record import LandedObject, UnitResult
 from apilake.redact import ERROR_DETAIL_CHARS
@@ -143,7 +142,7 @@ def parse_body(body: bytes, what: str, client: SourceClient, fmt: str = "json") 
             f"more than {PARSE_FACTOR} × max_json_mb ({mb:g} MB); raise sources[].max_json_mb if such answers are expected"
         )
     try:
-        doc = ndjson_records(body) if fmt == "ndjson" else json.loads(body)
+        doc = landed_page(body, fmt)
     except RecursionError:
         raise TransferError(f"{what}: JSON is nested too deeply to be data") from None
     except ValueError as exc:

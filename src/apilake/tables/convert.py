@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 from isal import igzip_lib
 
 from apilake.errors import TableError
-from apilake.ndjson import ndjson_records
+from apilake.ndjson import landed_page
 from apilake.tables.plan import RawObject
 
 DATE_COLUMN = "_date"
@@ -81,7 +81,7 @@ def _json_rows(obj: RawObject, stream: BinaryIO) -> Iterator[pa.RecordBatch]:
         raise TableError(f"{obj.key}: JSON of more than {MAX_JSON_OBJECT_BYTES >> 20} MiB{' inflated' if obj.key.endswith('.gz') else ''} "
                          "is not read as rows (a JSON object is parsed whole); land such data as CSV, or leave it out with `table: false`")  # fmt: skip
     try:
-        doc = ndjson_records(body) if obj.format == "ndjson" else json.loads(body)
+        doc = landed_page(body, obj.format)
     except (ValueError, UnicodeDecodeError) as exc:
         raise TableError(f"{obj.key}: not {obj.format.upper()} ({exc})") from None
     rows = records_of(doc, obj.records, obj.key)
