@@ -5,7 +5,8 @@ upload (`PutObject`, `UploadPart`) whose path contains `match`, as a store does 
 aws-chunked framing of a request as data. Checksum headers of an altered request are dropped, so
 the store accepts it: the point is a store that says yes and keeps other bytes. With
 `drop_conditions` (and `match` matching nothing) it is instead a store that ignores conditional
-writes.
+writes. With `fail_part` it answers every upload of that part number with an S3 500
+(`InternalError`), retries included: a store that fails one part.
 
 `with AlteringProxy(moto_url) as url:` runs it on 127.0.0.1 and a free port and stops it after.
 """
@@ -23,11 +24,20 @@ CHECKSUM_HEADERS = ("content-md5", "x-amz-checksum-", "x-amz-sdk-checksum-", "x-
 
 
 class AlteringProxy:
-    def __init__(self, upstream: str, *, match: str = "/dataai/", junk: bytes = b"0\r\n" * 189 + b"\r\n", drop_conditions: bool = False) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        match: str = "/dataai/",
+        junk: bytes = b"0\r\n" * 189 + b"\r\n",
+        drop_conditions: bool = False,
+        fail_part: int | None = None,
+    ) -> None:
         self.upstream = urlsplit(upstream)
         self.match = match
         self.junk = junk  # 569 bytes, like the framing a real store kept
         self.drop_conditions = drop_conditions  # a store that ignores If-Match / If-None-Match
+        self.fail_part = fail_part
         self.altered = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -56,6 +66,13 @@ class AlteringProxy:
 
             def _forward(self) -> None:
                 body = self._body()
+                if proxy.fail_part is not None and f"partNumber={proxy.fail_part}&" in self.path + "&":
+                    error = b"<Error><Code>InternalError</Code><Message>boom</Message></Error>"
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
                 alter = self.command == "PUT" and proxy.match in self.path and "x-amz-copy-source" not in self.headers
                 drop = HOP_BY_HOP | ({"if-match", "if-none-match"} if proxy.drop_conditions else set())
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}

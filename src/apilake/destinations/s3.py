@@ -5,33 +5,41 @@ Small bodies go up in one `PutObject`; anything of a part or more becomes a mult
 is completed only when the `open_write` block exits cleanly and aborted on any exception
 (cancellation included), so neither a half object nor orphaned parts are left behind.
 
-Credentials come from the standard AWS chain only (environment, shared config / profile, instance
-or task role); apilake never reads or stores keys itself, and no message ever contains one.
-
-boto3 is blocking and slow to import, so it is imported on first use and every call runs on this
-destination's own thread pool: part uploads of many concurrent transfers then do not starve the
-event loop's default executor, which the rest of apilake shares.
+The data path is obstore (Rust `object_store`, native asyncio): single PUTs, multipart uploads,
+the conditional writes of the lease, quota ledger and report store, listing, HEAD, GET and
+DELETE. Every request carries `x-amz-checksum-sha256` of its body, which the store verifies.
+Credentials come from the standard AWS chain, resolved as boto3 resolves them (`s3_credentials`);
+apilake never stores keys itself, and no message ever contains one. What obstore cannot do
+(listing, sizing and aborting the multipart uploads killed runs left open, `s3_leftovers`) goes
+through three requests signed by botocore's signer (`s3_requests`); boto3 is not used.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import builtins
 import concurrent.futures
 import datetime as dt
 import hashlib
+import io
 import logging
+import mmap
+import re
+import ssl
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
+from urllib.parse import urlsplit
 
-from apilake.destinations import Destination, ObjectInfo, Versioned, s3_leftovers
+from apilake.destinations import Destination, ObjectInfo, Versioned, s3_credentials, s3_leftovers, s3_requests
 from apilake.errors import DestinationError
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    from obstore import PutMode
+    from typing_extensions import Buffer  # collections.abc from Python 3.12
+    from obstore.store import ClientConfig, S3Config, S3Store
 
     from apilake.jobfile import S3Options
 
@@ -47,14 +55,11 @@ HINT_PARTS = 9_000  # with a size hint, aim below the limit so a slightly long s
 GROW_EVERY = 1_000  # without a hint, double the part size every this many parts
 OVERRUN_GROW_EVERY = 100  # a stream longer than its hint doubles faster over its last 1,000 parts
 SMALL_BUFFER = 1 * MIB  # below this a body grows in place; past it the whole part is reserved once
-THREADS = 32  # boto3 calls in flight per destination (also the HTTP connection pool size)
+THREADS = 8  # blocking calls at once: the AWS chain, the multipart housekeeping (`s3_leftovers`)
+READ_BUFFER = 1 * MIB  # the chunks `open_read` reads a GET in
 SHA256_META = "sha256"  # stored as x-amz-meta-sha256 on single-request objects
 
-CREDENTIALS_HELP = (
-    "apilake takes S3 credentials only from the standard AWS chain: the environment "
-    "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), a profile in ~/.aws/config "
-    "(AWS_PROFILE or s3.profile in the job file), or an instance / task role"
-)
+CREDENTIALS_HELP = s3_credentials.HELP
 _AUTH_CODES = frozenset(
     {
         "InvalidAccessKeyId",
@@ -68,8 +73,10 @@ _AUTH_CODES = frozenset(
 )
 _NO_BUCKET_CODES = frozenset({"NoSuchBucket"})
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
-# A conditional write lost to another writer: 412, or 409 when two conditional writes race.
-_CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+_CODE = re.compile(r"<Code>([^<]+)</Code>")
+_STATUS = re.compile(r"status(?: code)?:? (\d{3})")
+_MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+_PART_NUMBER = re.compile(r"partNumber=(\d+)")
 ALTERED_HINT = (
     "S3-compatible stores that keep the aws-chunked framing of botocore's default checksums as data do this: "
     "set AWS_REQUEST_CHECKSUM_CALCULATION=when_required (and AWS_RESPONSE_CHECKSUM_VALIDATION=when_required) "
@@ -122,10 +129,10 @@ class S3Destination(Destination):
         self.url = url
         self.options = options
         self.bucket, self.root = parse_s3_url(url)
-        self._client: S3Client | None = None
-        self._client_lock = threading.Lock()
+        self._settings: s3_credentials.Settings | None = None
+        self._store: S3Store | None = None
+        self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._checksum_parts = False
         self.part_budget = PartBudget(max(options.part_memory_mb * MIB, MIN_PART))
         self._confirmed: dict[str, tuple[int, str]] = {}  # key → (size, sha256) the store's answer to PutObject vouched for
 
@@ -148,109 +155,142 @@ class S3Destination(Destination):
         """The prefix in its store: one bucket name on two endpoints (AWS and a MinIO) is two places."""
         return f"{self._where()} at {self.options.endpoint_url or 'AWS S3'}"
 
-    def client(self) -> S3Client:
-        """The boto3 S3 client, created on first use (blocking: call it from a thread)."""
-        with self._client_lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
+    def settings(self) -> s3_credentials.Settings:
+        """The AWS chain's answer for this destination, resolved once (blocking: it may read files
+        or ask a metadata endpoint)."""
+        with self._lock:
+            if self._settings is None:
+                self._settings = s3_credentials.resolve(self.options)
+            return self._settings
 
-    def _make_client(self) -> S3Client:
-        import boto3
-        from botocore.config import Config
+    def store(self) -> S3Store:
+        """The obstore S3 store of the bucket (the data path), made on first use (blocking)."""
+        with self._lock:
+            store = self._store
+        if store is None:
+            try:
+                store = self._make_store(self.settings())
+            except DestinationError:
+                raise
+            except Exception as exc:
+                raise self._error(exc, "connect to", None) from None
+            with self._lock:
+                self._store = store
+        return store
+
+    def _make_store(self, found: s3_credentials.Settings) -> S3Store:
+        from obstore.store import S3Store
 
         opts = self.options
-        config = Config(
-            retries={"mode": "standard"},
-            max_pool_connections=THREADS,
-            connect_timeout=10,
-            s3={"addressing_style": opts.addressing_style},
+        client: ClientConfig = {"connect_timeout": dt.timedelta(seconds=10), "allow_http": True}
+        if not opts.verify_tls:
+            client["allow_invalid_certificates"] = True
+        elif found.ca_bundle:
+            client["root_certificate"] = found.ca_bundle
+        config: S3Config = {}
+        if found.keys is not None:
+            config = {"access_key_id": found.keys.access_key_id, "secret_access_key": found.keys.secret_access_key}
+            if found.keys.token:
+                config["session_token"] = found.keys.token
+        return S3Store(
+            self.bucket,
+            region=found.region,
+            checksum_algorithm="sha256",  # the store verifies every body it is sent
+            virtual_hosted_style_request=_virtual_hosted(opts.addressing_style, opts.endpoint_url, self.bucket),
+            client_options=client,
+            retry_config={"max_retries": found.max_attempts - 1, "retry_timeout": dt.timedelta(minutes=3)},
+            credential_provider=found.provider,
+            config=config,
+            **({"endpoint": opts.endpoint_url} if opts.endpoint_url else {}),
         )
-        try:
-            session = boto3.session.Session(profile_name=opts.profile)
-            client = session.client(
-                "s3",
-                endpoint_url=opts.endpoint_url,
-                region_name=opts.region,
-                # None keeps AWS_CA_BUNDLE / ca_bundle from the AWS config working.
-                verify=None if opts.verify_tls else False,
-                config=config,
-            )
-        except Exception as exc:
-            raise self._error(exc, "connect to", None) from None
-        # Mirror s3transfer: when botocore adds CRC32 checksums by default (AWS), declare the
-        # algorithm on the multipart upload and hand part checksums back on completion; when the
-        # user turned that off (AWS_REQUEST_CHECKSUM_CALCULATION=when_required, for S3-compatible
-        # stores that reject it) send none.
-        self._checksum_parts = getattr(client.meta.config, "request_checksum_calculation", None) == "when_supported"
-        return client
 
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="apilake-s3")
-        return self._pool
+    def requests(self) -> s3_requests.Requests:
+        """Signed requests for what obstore cannot do (the multipart housekeeping); blocking."""
+        found = self.settings()
+        opts = self.options
+        virtual = _virtual_hosted(opts.addressing_style, opts.endpoint_url, self.bucket)
+        endpoint = opts.endpoint_url or f"https://s3.{found.region}.amazonaws.com"
+        return s3_requests.Requests(endpoint, self.bucket, virtual, found.region, found.current_keys, opts.verify_tls, found.ca_bundle)
 
-    def _sync(self, action: str, key: str | None, call: Callable[..., T], /, **kwargs: Any) -> T:
-        """Run one boto3 call, turning its failures into `DestinationError` (no secrets, no chain)."""
+    async def _ready(self) -> S3Store:
+        """The store, made in a thread the first time (the AWS chain may ask a metadata endpoint)."""
+        if self._store is not None:
+            return self._store
+        return await self._run(self.store)
+
+    async def _run(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """A blocking call (the chain, the housekeeping, a reader) on this destination's own
+        threads, off the event loop's default executor that the rest of apilake shares."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="apilake-s3")
+            pool = self._pool
+        return await asyncio.wrap_future(pool.submit(fn, *args))
+
+    async def _call(self, action: str, key: str | None, op: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        """One obstore call on the store, its failure a `DestinationError` (`_Missing` for a 404)."""
+        store = await self._ready()
         try:
-            return call(**kwargs)
+            return await op(store, *args, **kwargs)
         except DestinationError:
             raise
         except Exception as exc:
+            if action != "access" and _missing(exc) and "NoSuchBucket" not in str(exc):
+                raise _Missing(f"no object {self._where(key)}") from None
             raise self._error(exc, action, key) from None
 
-    async def _run(self, fn: Callable[..., T], /, *args: Any) -> T:
-        return await asyncio.wrap_future(self._executor().submit(fn, *args))
-
-    async def _call(self, action: str, key: str | None, method: str, /, **kwargs: Any) -> Any:
-        def go() -> Any:
-            return self._sync(action, key, getattr(self.client(), method), **kwargs)
-
-        return await self._run(go)
-
     def _error(self, exc: BaseException, action: str, key: str | None) -> DestinationError:
-        from botocore import exceptions as bx
-
+        """The message for a failed S3 call, whichever client made it: no secret, no chain."""
         where = self._where(key) if key is not None else f"s3://{self.bucket}"
-        if isinstance(exc, bx.ProfileNotFound):
-            return DestinationError(f"AWS profile {self.options.profile!r} is not in the shared AWS config; {CREDENTIALS_HELP}")
-        if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError | bx.CredentialRetrievalError):
-            return DestinationError(f"no usable AWS credentials to {action} {where}; {CREDENTIALS_HELP}")
-        if isinstance(exc, bx.SSLError):
-            return DestinationError(f"TLS failed talking to the S3 endpoint {self._endpoint()}: {exc}")
-        if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ConnectionClosedError):
-            return DestinationError(f"cannot reach the S3 endpoint {self._endpoint()} to {action} {where}: {exc}")
-        if isinstance(exc, bx.ReadTimeoutError):
-            return DestinationError(f"the S3 endpoint {self._endpoint()} timed out while we tried to {action} {where}")
-        if isinstance(exc, bx.ClientError):
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", "?"))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in _NO_BUCKET_CODES or (action == "access" and status == 404):
-                return DestinationError(f"bucket {self.bucket!r} does not exist at {self._endpoint()}; create it or fix the destination URL")
-            if code in _AUTH_CODES:
-                return DestinationError(f"S3 rejected the credentials ({code}) trying to {action} {where}; {CREDENTIALS_HELP}")
-            if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled") or status == 403:
-                return DestinationError(
-                    f"access denied (HTTP 403) trying to {action} {where}: the credentials are invalid or lack "
-                    f"permission on bucket {self.bucket!r}; {CREDENTIALS_HELP}"
-                )
-            message = error.get("Message") or ""
-            return DestinationError(f"S3 could not {action} {where}: {code} {message}".rstrip())
-        if isinstance(exc, bx.BotoCoreError):
+        if isinstance(exc, DestinationError):
+            return exc
+        if isinstance(exc, s3_requests.S3Answer):
+            return self._coded_error(exc.code, exc.status, exc.message, action, where)
+        if isinstance(exc, s3_requests.RequestFailed):
             return DestinationError(f"S3 could not {action} {where}: {exc}")
-        return DestinationError(f"S3 could not {action} {where}: {type(exc).__name__}: {exc}")
+        text = str(exc)
+        if isinstance(exc, ssl.SSLError):
+            return DestinationError(f"TLS failed talking to the S3 endpoint {self._endpoint()}: {exc}")
+        if isinstance(exc, OSError):
+            return DestinationError(f"cannot reach the S3 endpoint {self._endpoint()} to {action} {where}: {exc}")
+        code_match, status = _CODE.search(text), _status(text)
+        code = code_match.group(1) if code_match else ""
+        if status is None and code == "":
+            if any(t in text for t in ("certificate", "TLS", "tls handshake", "SSL")):
+                return DestinationError(f"TLS failed talking to the S3 endpoint {self._endpoint()}: {_first_line(text)}")
+            if any(t in text for t in ("error sending request", "Connection refused", "connect", "dns error", "timed out")):
+                return DestinationError(f"cannot reach the S3 endpoint {self._endpoint()} to {action} {where}: {_first_line(text)}")
+        return self._coded_error(code or str(status or "?"), status, _message(text), action, where)
+
+    def _coded_error(self, code: str, status: int | None, message: str, action: str, where: str) -> DestinationError:
+        """The message for an S3 error answer: its code and HTTP status."""
+        if code in _NO_BUCKET_CODES or (action == "access" and status == 404):
+            return DestinationError(f"bucket {self.bucket!r} does not exist at {self._endpoint()}; create it or fix the destination URL")
+        if code in _AUTH_CODES:
+            http = f", HTTP {status}" if status else ""
+            return DestinationError(f"S3 rejected the credentials ({code}{http}) trying to {action} {where}; {CREDENTIALS_HELP}")
+        if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled") or status == 403:
+            return DestinationError(
+                f"access denied (HTTP 403) trying to {action} {where}: the credentials are invalid or lack "
+                f"permission on bucket {self.bucket!r}; {CREDENTIALS_HELP}"
+            )
+        return DestinationError(f"S3 could not {action} {where}: {code} {message}".rstrip())
 
     # -- the Destination interface ------------------------------------------------------------
 
     async def check(self) -> None:
-        """The bucket exists and the credentials may see it (HEAD bucket), before any transfer."""
-        await self._call("access", None, "head_bucket", Bucket=self.bucket)
+        """The bucket exists and the credentials may see it (a one-key listing), before any transfer."""
+        import obstore
+
+        async def probe(store: Any) -> None:
+            await obstore.list(store, self.root or None, chunk_size=1).collect_async()
+
+        await self._call("access", None, probe)
 
     @asynccontextmanager
     async def open_write(self, key: str, *, size_hint: int | None = None) -> AsyncIterator[S3Writer]:
         writer = S3Writer(self, key, self._full_key(key), size_hint)
-        await self._run(self.client)
+        self.store()
         try:
             yield writer
             await writer.commit()
@@ -264,108 +304,102 @@ class S3Destination(Destination):
         Multipart objects carry no sha256 (it is known only after the last part, and S3 metadata
         cannot be changed without copying the object): `sha256` is None; the run records hold it.
         """
-        full = self._full_key(key)
+        import obstore
 
-        def head() -> ObjectInfo | None:
-            try:
-                found = self.client().head_object(Bucket=self.bucket, Key=full)
-            except Exception as exc:
-                if _is_missing(exc):
-                    return None
-                raise self._error(exc, "stat", key) from None
-            return ObjectInfo(key, int(found["ContentLength"]), found.get("Metadata", {}).get(SHA256_META))
-
-        return await self._run(head)
+        try:
+            found = await self._call("stat", key, obstore.get_async, self._full_key(key), options={"head": True})
+        except _Missing:
+            return None
+        return ObjectInfo(key, int(found.meta["size"]), found.attributes.get(SHA256_META))
 
     async def read(self, key: str) -> bytes:
         """The whole object; a missing key raises FileNotFoundError, as the local destination does."""
-        full = self._full_key(key)
-
-        def get() -> bytes:
-            try:
-                return self.client().get_object(Bucket=self.bucket, Key=full)["Body"].read()
-            except Exception as exc:
-                if _is_missing(exc):
-                    raise FileNotFoundError(f"no object {self._where(key)}") from None
-                raise self._error(exc, "read", key) from None
-
-        return await self._run(get)
+        try:
+            return (await self._get(key)).data
+        except _Missing:
+            raise FileNotFoundError(f"no object {self._where(key)}") from None
 
     def open_read(self, key: str) -> tuple[int, BinaryIO] | None:
+        import obstore
+
         try:
-            answer = self.client().get_object(Bucket=self.bucket, Key=self._full_key(key))
+            found = obstore.get(self.store(), self._full_key(key))
         except Exception as exc:
-            if _is_missing(exc):
+            if _missing(exc):
                 return None
             raise self._error(exc, "read", key) from None
-        return int(answer["ContentLength"]), cast(BinaryIO, answer["Body"])  # botocore's StreamingBody reads as one
+        return int(found.meta["size"]), cast(BinaryIO, io.BufferedReader(_Body(found.stream(READ_BUFFER)), READ_BUFFER))
+
+    async def _get(self, key: str) -> Versioned:
+        import obstore
+
+        found = await self._call("read", key, obstore.get_async, self._full_key(key))
+        return Versioned(bytes(await found.bytes_async()), str(found.meta["e_tag"]))
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """Objects under `prefix` (keys relative to the destination), in key order, page by page."""
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.root + prefix}
+        import obstore
+
+        full = self.root + prefix
+        # obstore lists whole `/`-separated segments: ask for the folder, keep what starts with the prefix.
+        stream = obstore.list(await self._ready(), full.rpartition("/")[0] or None)
         while True:
-            page = await self._call("list", prefix, "list_objects_v2", **kwargs)
-            for item in page.get("Contents", []):
-                yield ObjectInfo(item["Key"][len(self.root) :], int(item["Size"]))
-            if not page.get("IsTruncated"):
+            try:
+                page = await stream.__anext__()
+            except StopAsyncIteration:
                 return
-            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+            except Exception as exc:
+                raise self._error(exc, "list", prefix) from None
+            for item in sorted(page, key=lambda found: found["path"]):
+                if item["path"].startswith(full):
+                    yield ObjectInfo(item["path"][len(self.root) :], int(item["size"]))
 
     async def delete(self, key: str) -> None:
-        await self._call("delete", key, "delete_object", Bucket=self.bucket, Key=self._full_key(key))
+        import obstore
+
+        await self._call("delete", key, obstore.delete_async, self._full_key(key))
 
     altered_hint = ALTERED_HINT
     needs_lease = True
 
     async def verify(self, key: str, *, size: int, sha256: str | None = None) -> None:
-        """A `PutObject` whose answer carried our checksum (or the plain MD5 ETag of our bytes)
-        needs no HEAD: the store has said what it kept. Multipart objects always get one."""
+        """A `PutObject` whose answer carried the plain MD5 ETag of our bytes needs no HEAD: the
+        store has said what it kept. Multipart objects always get one."""
         confirmed = self._confirmed.pop(key, None)
         if confirmed is not None and confirmed[0] == size and sha256 in (None, confirmed[1]):
             return
         await super().verify(key, size=size, sha256=sha256)
 
     async def read_versioned(self, key: str) -> Versioned | None:
-        full = self._full_key(key)
-
-        def get() -> Versioned | None:
-            try:
-                found = self.client().get_object(Bucket=self.bucket, Key=full)
-            except Exception as exc:
-                if _is_missing(exc):
-                    return None
-                raise self._error(exc, "read", key) from None
-            return Versioned(found["Body"].read(), found["ETag"])
-
-        return await self._run(get)
+        try:
+            return await self._get(key)
+        except _Missing:
+            return None
 
     async def put_if(self, key: str, data: bytes, *, version: str | None, private: bool = False) -> str | None:
         """S3 conditional writes: `If-None-Match: *` to create, `If-Match: <ETag>` to replace.
         (`private` asks nothing more: who reads an object is the bucket's policy.)"""
-        full = self._full_key(key)
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
 
-        def put() -> str | None:
-            client = self.client()
-            try:
-                if version is None:
-                    return client.put_object(Bucket=self.bucket, Key=full, Body=data, IfNoneMatch="*")["ETag"]
-                return client.put_object(Bucket=self.bucket, Key=full, Body=data, IfMatch=version)["ETag"]
-            except Exception as exc:
-                if _is_conflict(exc) or (version is not None and _is_missing(exc)):
-                    return None
-                raise self._error(exc, "write", key) from None
-
-        return await self._run(put)
+        mode: PutMode = "create" if version is None else {"e_tag": version}
+        try:
+            sent = await obstore.put_async(await self._ready(), self._full_key(key), data, mode=mode, use_multipart=False)
+        except (AlreadyExistsError, PreconditionError):
+            return None
+        except Exception as exc:
+            if _conflict(exc) or (version is not None and _missing(exc)):
+                return None
+            raise self._error(exc, "write", key) from None
+        return str(sent["e_tag"])
 
     async def close(self) -> None:
-        """Wait for calls still running (an abort, say), then drop threads and connections."""
-        pool, self._pool = self._pool, None
+        """Wait for housekeeping calls still running (an abort, say), then drop threads and connections."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            self._store = None
         if pool is not None:
             await asyncio.to_thread(pool.shutdown, wait=True)
-        with self._client_lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
 
     def open_multipart_uploads(self) -> builtins.list[str]:
         """Keys (relative to the destination) of multipart uploads in progress under the prefix.
@@ -382,6 +416,72 @@ class S3Destination(Destination):
 
     async def clear_stale_uploads(self, prefixes: Iterable[str], older_than: dt.timedelta) -> None:
         await s3_leftovers.clear(self, prefixes, older_than)
+
+
+class _Body(io.RawIOBase):
+    """The chunks of one streaming GET as a standard binary stream (pyarrow's readers take one)."""
+
+    def __init__(self, chunks: Iterator[Buffer]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._left = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, into: Buffer) -> int:
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left = memoryview(chunk).cast("B")
+        target = memoryview(into).cast("B")
+        n = min(target.nbytes, self._left.nbytes)
+        target[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+
+class _Missing(DestinationError):
+    """No such object (raised by `S3Destination._call` for a 404, caught where absence is an answer)."""
+
+
+def _virtual_hosted(style: str, endpoint: str | None, bucket: str) -> bool:
+    """botocore's addressing: `auto` is virtual hosting on AWS and path style on an endpoint
+    that is an IP address or localhost, or for a bucket name that is not a DNS label."""
+    if style != "auto":
+        return style == "virtual"
+    host = (urlsplit(endpoint).hostname or "") if endpoint else ""
+    if host == "localhost" or (host and re.fullmatch(r"[\d.]+|[0-9a-fA-F:]+", host)):
+        return False
+    return re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket) is not None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _message(text: str) -> str:
+    found = _MESSAGE.search(text)
+    return found.group(1) if found else _first_line(text)
+
+
+def _missing(exc: BaseException) -> bool:
+    from obstore.exceptions import NotFoundError
+
+    return isinstance(exc, NotFoundError | FileNotFoundError) or _status(str(exc)) == 404
+
+
+def _conflict(exc: BaseException) -> bool:
+    """A conditional write lost to another writer: 412, or 409 when two conditional writes race."""
+    text = str(exc)
+    return _status(text) in (409, 412) or "ConditionalRequestConflict" in text
+
+
+def _status(text: str) -> int | None:
+    """The HTTP status in an obstore error's text, if it names one."""
+    found = _STATUS.search(text)
+    return int(found.group(1)) if found else None
 
 
 class PartBudget:
@@ -434,11 +534,14 @@ def _wake(room: asyncio.Future[None]) -> None:
 
 
 class S3Writer:
-    """Buffers one part at a time and keeps at most `parts_in_flight` part uploads running.
+    """Buffers one part at a time and hands full parts to one obstore multipart upload.
 
-    `write()` waits while that many are in flight, so a transfer holds at most
-    (parts_in_flight + 1) parts in memory; `held_bytes` / `peak_held_bytes` count them. Every part
-    buffer is reserved from the destination's `PartBudget` first, shared by all transfers.
+    obstore runs `parts_in_flight` part uploads at once and asks for the next part only when one
+    has room, so `write()` waits meanwhile: a transfer holds at most (parts_in_flight + 3) parts
+    (those sent, one waiting for room, one handed over, one being filled).
+    Every part buffer is reserved from the destination's `PartBudget` first, shared by all
+    transfers, and given back when obstore lets go of it (its part is sent), not before.
+    Parts are anonymous memory maps: obstore reads them in place, without a copy.
     """
 
     def __init__(self, dest: S3Destination, key: str, full_key: str, size_hint: int | None) -> None:
@@ -446,172 +549,156 @@ class S3Writer:
         self.key = key
         self._full_key = full_key
         self._size_hint = size_hint
-        self._buf = bytearray()
+        self._part = part_size(1, part_size_mb=dest.options.part_size_mb, size_hint=size_hint)
+        self._buf: bytearray | mmap.mmap = bytearray()
         self._filled = 0
-        self._part_number = 1
-        self._target = self._part_size(1)
-        self._upload_id: str | None = None
-        self._in_flight: dict[asyncio.Future[dict[str, Any]], int] = {}
-        self._started: list[concurrent.futures.Future[dict[str, Any]]] = []
-        self._parts: list[dict[str, Any]] = []
+        self._parts = 0  # parts handed to the upload
+        self._queue: asyncio.Queue[memoryview | BaseException | None] | None = None
+        self._upload: asyncio.Future[Any] | None = None
         self._committed = False
         self._reserved = 0  # budget bytes of the part being filled
         self.size = 0
+        self.held_bytes = 0  # bytes of this transfer's parts not yet let go by obstore
         self.peak_held_bytes = 0
 
-    def _part_size(self, number: int) -> int:
-        return part_size(number, part_size_mb=self._dest.options.part_size_mb, size_hint=self._size_hint)
-
-    @property
-    def held_bytes(self) -> int:
-        """Bytes this transfer keeps in memory: the part being filled plus the parts in flight."""
-        return len(self._buf) + sum(self._in_flight.values())
-
-    def _note_held(self) -> None:
-        self.peak_held_bytes = max(self.peak_held_bytes, self.held_bytes)
-
     async def write(self, *pieces: bytes) -> None:
-        self._collect(fut for fut in self._in_flight if fut.done())
         for piece in pieces:
             view = memoryview(piece).cast("B")
             while view.nbytes:
-                if self._part_number > MAX_PARTS:
-                    raise DestinationError(f"{self._dest._where(self.key)} is too big for one S3 multipart upload")
-                take = view[: self._target - self._filled]
+                take = view[: self._part - self._filled]
                 if not self._reserved and self._needs_part(take.nbytes):
-                    await self._dest.part_budget.reserve(self._target)
-                    self._reserved = self._target
+                    await self._dest.part_budget.reserve(self._part)
+                    self._reserved = self._part
                 self._store(take)
                 view = view[take.nbytes :]
-                if self._filled == self._target:
+                if self._filled == self._part:
                     await self._ship_part()
 
     def _needs_part(self, more: int) -> bool:
         """Whether `more` bytes make the body reserve a whole part (see `_store`)."""
         end = self._filled + more
-        return end > len(self._buf) and not (end <= SMALL_BUFFER and self._upload_id is None)
+        return not isinstance(self._buf, mmap.mmap) and not (end <= SMALL_BUFFER and self._upload is None)
 
     def _store(self, data: memoryview) -> None:
         end = self._filled + data.nbytes
-        if end <= len(self._buf):
+        if isinstance(self._buf, mmap.mmap):
             self._buf[self._filled : end] = data
-        elif end <= SMALL_BUFFER and self._upload_id is None:
+        elif end <= SMALL_BUFFER and self._upload is None:
             self._buf += data  # small bodies (most API responses) never reserve a whole part
         else:
-            # Reserve the exact part once: growing a bytearray over-allocates by up to 1/8.
-            part = bytearray(self._target)
+            part = mmap.mmap(-1, self._part)  # the exact part, zero pages until written
             part[: self._filled] = self._buf[: self._filled]
             part[self._filled : end] = data
             self._buf = part
+            self._hold(self._part, self._reserved)
         self._filled = end
         self.size += data.nbytes
-        self._note_held()
+
+    def _hold(self, size: int, reserved: int) -> None:
+        """Count a part buffer until it is garbage: obstore drops it once its part is sent."""
+        self.held_bytes += size
+        self.peak_held_bytes = max(self.peak_held_bytes, self.held_bytes)
+        weakref.finalize(self._buf, self._let_go, size, reserved)
+
+    def _let_go(self, size: int, reserved: int) -> None:
+        self.held_bytes -= size  # may run on obstore's threads: PartBudget.release is thread-safe
+        if reserved:
+            self._dest.part_budget.release(reserved)
 
     async def _ship_part(self) -> None:
-        dest = self._dest
-        if self._upload_id is None:
-            await self._settle(self._create)
-        while len(self._in_flight) >= dest.options.parts_in_flight:
-            done, _ = await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
-            self._collect(done)
-        data = self._buf
-        if len(data) > self._filled:
-            del data[self._filled :]
-        size = len(data)
-        started = dest._executor().submit(self._upload_part, self._part_number, [data])
-        del data
-        self._started.append(started)
-        uploading = asyncio.wrap_future(started)
-        reserved, self._reserved = self._reserved, 0
-        if reserved:  # freed when the upload ends, whoever waits for it
-            uploading.add_done_callback(lambda _: dest.part_budget.release(reserved))
-        self._in_flight[uploading] = size
-        self._buf = bytearray()
+        if self._parts >= MAX_PARTS:
+            raise DestinationError(
+                f"{self._dest._where(self.key)} is too big for one S3 multipart upload of "
+                f"{MAX_PARTS:,} parts of {self._part // MIB} MiB; raise s3.part_size_mb"
+            )
+        if self._upload is None:
+            self._start()
+        assert self._queue is not None and self._upload is not None
+        if self._upload.done():
+            self._upload.result()  # the upload failed: its error
+        part, self._buf, self._reserved = self._buf, bytearray(), 0  # the budget is given back when the part is garbage
+        view = memoryview(part)[: self._filled]
+        del part
         self._filled = 0
-        self._part_number += 1
-        if self._part_number <= MAX_PARTS:
-            self._target = self._part_size(self._part_number)
-
-    def _create(self) -> None:
-        dest = self._dest
-        dest.abort_stale_uploads(self._full_key)
-        extra = {"ChecksumAlgorithm": "CRC32"} if dest._checksum_parts else {}
-        created = dest._sync(
-            "start a multipart upload of", self.key, dest.client().create_multipart_upload,
-            Bucket=dest.bucket, Key=self._full_key, **extra,
-        )  # fmt: skip
-        self._upload_id = created["UploadId"]  # set in the thread: a cancelled caller still aborts it
-
-    def _upload_part(self, number: int, holder: list[bytearray]) -> dict[str, Any]:
-        # The part arrives in a list that is emptied here, so the buffer is freed as soon as it is
-        # sent, before the event loop hears the part is done and fills the next one: the executor's
-        # work item would otherwise keep it alive a moment longer, one part over the memory bound.
-        data = holder.pop()
-        dest = self._dest
-        extra = {"ChecksumAlgorithm": "CRC32"} if dest._checksum_parts else {}
+        self._parts += 1
+        put = asyncio.ensure_future(self._queue.put(view))
+        del view
         try:
-            sent = dest._sync(
-                f"upload part {number} of", self.key, dest.client().upload_part,
-                Bucket=dest.bucket, Key=self._full_key, UploadId=self._upload_id, PartNumber=number,
-                Body=data, ContentLength=len(data), **extra,
-            )  # fmt: skip
+            await asyncio.wait([put, self._upload], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            del data
-        part = {"PartNumber": number, "ETag": sent["ETag"]}
-        if "ChecksumCRC32" in sent and dest._checksum_parts:
-            part["ChecksumCRC32"] = sent["ChecksumCRC32"]
-        return part
+            put.cancel()  # a part obstore did not take is dropped (its budget comes back with it)
+        if not put.done() or put.cancelled():
+            self._upload.result()  # the upload failed: its error
 
-    def _collect(self, done: Any) -> None:
-        for fut in list(done):
-            self._in_flight.pop(fut)
-            self._parts.append(fut.result())  # a failed part raises its DestinationError here
+    def _start(self) -> None:
+        import obstore
+
+        dest = self._dest
+        self._queue = asyncio.Queue(maxsize=1)
+
+        async def upload() -> Any:
+            await asyncio.to_thread(dest.abort_stale_uploads, self._full_key)
+            try:
+                return await obstore.put_async(dest.store(), self._full_key, self._parts_from_queue(),
+                                               chunk_size=self._part, max_concurrency=dest.options.parts_in_flight)  # fmt: skip
+            except Exception as exc:  # obstore has aborted the upload
+                number = _PART_NUMBER.search(str(exc))
+                action = f"upload part {number.group(1)} of" if number else "upload"
+                raise dest._error(exc, action, self.key) from None
+
+        self._upload = asyncio.ensure_future(upload())
+
+    async def _parts_from_queue(self) -> AsyncIterator[memoryview]:
+        """The parts, as obstore asks for them; an exception put in the queue makes obstore abort."""
+        assert self._queue is not None
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            del item
 
     async def commit(self) -> None:
         """Make the object visible: one PutObject, or the last part and CompleteMultipartUpload."""
-        if self._upload_id is None:
-            body = self._buf
-            if len(body) > self._filled:
-                del body[self._filled :]
+        if self._upload is None:
+            body = bytes(self._buf[: self._filled])
+            self._buf = bytearray()
             try:
-                await self._settle(self._put, body)
+                await self._settle(self._put(body))
             finally:
                 self._give_back()
             return
         if self._filled:
             await self._ship_part()
-        while self._in_flight:
-            done, _ = await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
-            self._collect(done)
-        await self._settle(self._complete)
+        assert self._queue is not None
+        await self._settle(self._finish())
 
-    def _put(self, body: bytearray) -> None:
+    async def _put(self, body: bytes) -> None:
+        import obstore
+
         dest = self._dest
-        digest = hashlib.sha256(body).digest()
-        checksum = base64.b64encode(digest).decode()
-        sent = dest._sync(
-            "write", self.key, dest.client().put_object,
-            Bucket=dest.bucket, Key=self._full_key, Body=body, ContentLength=len(body),
-            Metadata={SHA256_META: digest.hex()}, ChecksumSHA256=checksum,
-        )  # fmt: skip
+        digest = hashlib.sha256(body).hexdigest()
+        try:
+            sent = await obstore.put_async(dest.store(), self._full_key, body, attributes={SHA256_META: digest}, use_multipart=False)
+        except Exception as exc:
+            raise dest._error(exc, "write", self.key) from None
         self._committed = True
-        if sent.get("ChecksumSHA256") == checksum or sent.get("ETag", "").strip('"') == hashlib.md5(body, usedforsecurity=False).hexdigest():
-            dest._confirmed[self.key] = (len(body), digest.hex())  # the store's answer vouches for the bytes
+        if str(sent.get("e_tag") or "").strip('"') == hashlib.md5(body, usedforsecurity=False).hexdigest():
+            dest._confirmed[self.key] = (len(body), digest)  # the store's answer vouches for the bytes
 
-    def _complete(self) -> None:
-        dest = self._dest
-        dest._sync(
-            "complete the multipart upload of", self.key, dest.client().complete_multipart_upload,
-            Bucket=dest.bucket, Key=self._full_key, UploadId=self._upload_id,
-            MultipartUpload={"Parts": sorted(self._parts, key=lambda p: p["PartNumber"])},
-        )  # fmt: skip
+    async def _finish(self) -> None:
+        assert self._queue is not None and self._upload is not None
+        await self._queue.put(None)
+        await self._upload
         self._committed = True
 
-    async def _settle(self, fn: Callable[..., None], /, *args: Any) -> None:
-        """Run a call that changes what S3 holds (start, put, complete) to its end even when the
-        caller is cancelled meanwhile, so the abort that follows knows the upload to drop and a key
-        is either landed or untouched when the CancelledError goes on, never unknown."""
-        fut = asyncio.wrap_future(self._dest._executor().submit(fn, *args))
+    async def _settle(self, work: Any) -> None:
+        """Run a call that changes what S3 holds (put, complete) to its end even when the caller
+        is cancelled meanwhile, so a key is either landed or untouched when the CancelledError goes
+        on, never unknown."""
+        fut = asyncio.ensure_future(work)
         try:
             await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -623,45 +710,33 @@ class S3Writer:
 
     def _give_back(self) -> None:
         reserved, self._reserved = self._reserved, 0
-        if reserved:
+        if reserved and not isinstance(self._buf, mmap.mmap):
             self._dest.part_budget.release(reserved)
+        self._buf = bytearray()  # a part being filled is given back when it is garbage
 
     async def abort(self) -> None:
         """Drop the multipart upload and its parts; shielded, so cancellation cannot skip it."""
         self._give_back()
-        if self._upload_id is None or self._committed:
+        if self._upload is None or self._committed:
             return
-        for started in self._started:
-            started.cancel()  # parts not yet begun never start
-        fut = asyncio.wrap_future(self._dest._executor().submit(self._abort))
+        assert self._queue is not None
+        upload, queue = self._upload, self._queue
+        while not queue.empty():  # parts obstore has not taken are dropped
+            queue.get_nowait()
+        queue.put_nowait(DestinationError("the transfer was stopped"))  # obstore aborts the upload on it
+
+        async def stop() -> None:
+            try:
+                await upload
+            except DestinationError as exc:
+                if "the transfer was stopped" not in str(exc):
+                    raise
+
         try:
-            await asyncio.shield(fut)
+            await asyncio.shield(asyncio.ensure_future(stop()))
         except asyncio.CancelledError:
-            raise  # the abort goes on in its thread
+            raise  # the abort goes on
         except Exception as exc:  # the original error matters more; say what is left behind
             log.warning("%s; %s", exc, s3_leftovers.LIFECYCLE_HINT)
 
-    def _abort(self) -> None:
-        # Parts still uploading could outlive the abort and linger as orphans: let them end first.
-        concurrent.futures.wait(self._started)
-        dest = self._dest
-        dest._sync(
-            "abort the multipart upload of", self.key, dest.client().abort_multipart_upload,
-            Bucket=dest.bucket, Key=self._full_key, UploadId=self._upload_id,
-        )  # fmt: skip
 
-
-def _is_conflict(exc: BaseException) -> bool:
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return False
-    code = str(response.get("Error", {}).get("Code", ""))
-    return code in _CONFLICT_CODES or response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412)
-
-
-def _is_missing(exc: BaseException) -> bool:
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return False
-    code = str(response.get("Error", {}).get("Code", ""))
-    return code in _MISSING_CODES or response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404

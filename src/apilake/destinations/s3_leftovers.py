@@ -25,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Iterator
+import ssl
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from apilake.destinations.s3_requests import RequestFailed, Requests, Upload
 from apilake.errors import DestinationError
 from apilake.sizes import human_bytes
 
@@ -38,27 +40,18 @@ T = TypeVar("T")
 
 class S3Destination(Protocol):
     """What the sweeps use of an S3 destination (`s3.S3Destination`, which calls them): its
-    bucket and prefix, its client, and its way of running a call (errors mapped, in a thread)."""
+    bucket and prefix, its signed requests, and its way of running a blocking call in a thread."""
 
     bucket: str
     root: str
 
-    def client(self) -> Any: ...
-    def _sync(self, action: str, key: str | None, call: Callable[..., T], /, **kwargs: Any) -> T: ...
+    def requests(self) -> Requests: ...
+    def _error(self, exc: BaseException, action: str, key: str | None) -> DestinationError: ...
     async def _run(self, fn: Callable[..., T], /, *args: Any) -> T: ...
     def _where(self, key: str | None = None) -> str: ...
 
 
 LIFECYCLE_HINT = "an S3 lifecycle rule AbortIncompleteMultipartUpload removes such leftovers"
-
-
-@dataclass(frozen=True, slots=True)
-class Upload:
-    """A multipart upload in progress; `key` is the full key in the bucket."""
-
-    key: str
-    upload_id: str
-    initiated: dt.datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,43 +66,25 @@ class Sweep:
     young: int = 0
 
 
-def uploads(dest: S3Destination, full_prefix: str) -> Iterator[Upload]:
-    """Multipart uploads in progress under a full key prefix, page by page (blocking)."""
-    client = dest.client()
-    kwargs: dict[str, Any] = {"Bucket": dest.bucket, "Prefix": full_prefix}
-    while True:
-        page = dest._sync("list multipart uploads in", None, client.list_multipart_uploads, **kwargs)
-        for found in page.get("Uploads", []):
-            yield Upload(found["Key"], found["UploadId"], found["Initiated"])
-        if not page.get("IsTruncated"):
-            return
-        kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
-        kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+def uploads(dest: S3Destination, full_prefix: str) -> list[Upload]:
+    """Multipart uploads in progress under a full key prefix (blocking)."""
+    try:
+        return list(dest.requests().uploads(full_prefix))
+    except (RequestFailed, ssl.SSLError, ValueError) as exc:
+        raise dest._error(exc, "list multipart uploads in", None) from None
 
 
 def abort(dest: S3Destination, upload: Upload) -> int | None:
     """Abort one upload (blocking); the bytes its parts held, or None when the store did not say."""
-    size = _part_bytes(dest, upload)
-    dest._sync(
-        "abort the multipart upload of", upload.key.removeprefix(dest.root), dest.client().abort_multipart_upload,
-        Bucket=dest.bucket, Key=upload.key, UploadId=upload.upload_id,
-    )  # fmt: skip
-    return size
-
-
-def _part_bytes(dest: S3Destination, upload: Upload) -> int | None:
-    client = dest.client()
-    kwargs: dict[str, Any] = {"Bucket": dest.bucket, "Key": upload.key, "UploadId": upload.upload_id}
-    total = 0
     try:
-        while True:
-            page = client.list_parts(**kwargs)
-            total += sum(int(part.get("Size", 0)) for part in page.get("Parts", []))
-            if not page.get("IsTruncated"):
-                return total
-            kwargs["PartNumberMarker"] = page["NextPartNumberMarker"]
-    except Exception:  # noqa: BLE001 - the size is for the log line only
-        return None
+        size: int | None = dest.requests().part_bytes(upload)
+    except (RequestFailed, ssl.SSLError, ValueError):  # the size is for the log line only
+        size = None
+    try:
+        dest.requests().abort(upload)
+    except (RequestFailed, ssl.SSLError) as exc:
+        raise dest._error(exc, "abort the multipart upload of", upload.key.removeprefix(dest.root)) from None
+    return size
 
 
 def abort_key(dest: S3Destination, full_key: str, before: dt.datetime) -> None:

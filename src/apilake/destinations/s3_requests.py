@@ -1,0 +1,149 @@
+"""The few S3 calls obstore does not make: listing, sizing and aborting multipart uploads by id.
+
+obstore aborts the uploads it starts, but a killed run's uploads must be found and aborted by the
+next run (`s3_leftovers`), and `object_store` has no call for that. These three bodiless requests
+(ListMultipartUploads, ListParts, AbortMultipartUpload) are signed by botocore's SigV4 signer,
+the same code boto3 signs with, and sent over `http.client` with the store's TLS settings.
+Blocking: callers run them in threads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import ssl
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from apilake.destinations.s3_credentials import Keys
+
+NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+MAX_ANSWER = 16 << 20  # a listing page of 1,000 uploads is ~0.5 MB; more is not an S3 answer
+TIMEOUT = 60.0
+
+
+class RequestFailed(Exception):
+    """A signed request that got no usable answer: no credentials, no connection, no S3 XML."""
+
+
+class S3Answer(RequestFailed):
+    """An S3 error answer: its HTTP status and the `<Code>` and `<Message>` of its body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code} {message}".strip())
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A multipart upload in progress; `key` is the full key in the bucket."""
+
+    key: str
+    upload_id: str
+    initiated: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Requests:
+    """Signed requests to one bucket: where it is, how it is addressed, with which credentials."""
+
+    endpoint: str  # scheme://host[:port], without the bucket
+    bucket: str
+    virtual_hosted: bool
+    region: str
+    keys: Callable[[], Keys]
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+
+    def uploads(self, full_prefix: str) -> Iterator[Upload]:
+        """Multipart uploads in progress under a full key prefix, page by page."""
+        query = {"uploads": "", "prefix": full_prefix}
+        while True:
+            page = self._send("GET", "", query)
+            for found in _all(page, "Upload"):
+                initiated = dt.datetime.fromisoformat(_text(found, "Initiated").replace("Z", "+00:00"))
+                yield Upload(_text(found, "Key"), _text(found, "UploadId"), initiated)
+            if _text(page, "IsTruncated") != "true":
+                return
+            query = {**query, "key-marker": _text(page, "NextKeyMarker"), "upload-id-marker": _text(page, "NextUploadIdMarker")}
+
+    def part_bytes(self, upload: Upload) -> int:
+        """The bytes the parts of an upload hold."""
+        query = {"uploadId": upload.upload_id}
+        total = 0
+        while True:
+            page = self._send("GET", upload.key, query)
+            total += sum(int(_text(part, "Size") or 0) for part in _all(page, "Part"))
+            if _text(page, "IsTruncated") != "true":
+                return total
+            query = {**query, "part-number-marker": _text(page, "NextPartNumberMarker")}
+
+    def abort(self, upload: Upload) -> None:
+        self._send("DELETE", upload.key, {"uploadId": upload.upload_id})
+
+    def _send(self, method: str, key: str, query: dict[str, str]) -> ET.Element:
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        base = urlsplit(self.endpoint)
+        host = f"{self.bucket}.{base.netloc}" if self.virtual_hosted else base.netloc
+        path = (base.path.rstrip("/") + ("" if self.virtual_hosted else f"/{self.bucket}") + "/" + quote(key, safe="/-_.~"))
+        target = path + "?" + "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
+        request = AWSRequest(method=method, url=f"{base.scheme}://{host}{target}", headers={"Host": host})
+        try:
+            keys = self.keys()
+        except Exception as exc:  # noqa: BLE001 - the chain's failures (botocore's many types) become one
+            raise RequestFailed(f"no usable AWS credentials ({type(exc).__name__})") from None
+        S3SigV4Auth(Credentials(keys.access_key_id, keys.secret_access_key, keys.token), "s3", self.region).add_auth(request)
+        connection = self._connect(base.scheme, host)
+        try:
+            connection.request(method, target, headers=dict(request.headers.items()))
+            answer = connection.getresponse()
+            body = answer.read(MAX_ANSWER + 1)
+        except ssl.SSLError:
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            raise RequestFailed(f"cannot reach the S3 endpoint {self.endpoint}: {type(exc).__name__}: {exc}") from None
+        finally:
+            connection.close()
+        if answer.status >= 300:
+            raise _answer(answer.status, body)
+        if not body.strip():
+            return ET.Element("empty")
+        return _parse(answer.status, body)
+
+    def _connect(self, scheme: str, host: str) -> http.client.HTTPConnection:
+        if scheme == "http":
+            return http.client.HTTPConnection(host, timeout=TIMEOUT)
+        # s3.verify_tls: false is the user's explicit choice of an unverified connection
+        context = ssl.create_default_context(cafile=self.ca_bundle) if self.verify_tls else ssl._create_unverified_context()
+        return http.client.HTTPSConnection(host, timeout=TIMEOUT, context=context)
+
+
+def _parse(status: int, body: bytes) -> ET.Element:
+    if len(body) > MAX_ANSWER:
+        raise S3Answer(status, "AnswerTooLarge", f"the store answered over {MAX_ANSWER >> 20} MiB")
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError:
+        raise S3Answer(status, "NotS3", "the store's answer is not S3 XML") from None
+
+
+def _answer(status: int, body: bytes) -> S3Answer:
+    try:
+        root = _parse(status, body)
+    except S3Answer:
+        return S3Answer(status, str(status), "")
+    return S3Answer(status, root.findtext("Code") or str(status), root.findtext("Message") or "")
+
+
+def _all(element: ET.Element, name: str) -> Iterator[ET.Element]:
+    """Children named `name`, in S3's namespace or in none (some compatible stores omit it)."""
+    return (child for child in element if child.tag in (f"{NS}{name}", name))
+
+
+def _text(element: ET.Element, name: str) -> str:
+    return element.findtext(f"{NS}{name}") or element.findtext(name) or ""
