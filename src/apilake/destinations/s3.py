@@ -30,6 +30,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -186,7 +187,10 @@ class S3Destination(Destination):
         if not opts.verify_tls:
             client["allow_invalid_certificates"] = True
         elif found.ca_bundle:
-            client["root_certificate"] = found.ca_bundle
+            try:  # AWS_CA_BUNDLE / ca_bundle names a file; obstore takes the PEM text
+                client["root_certificate"] = Path(found.ca_bundle).expanduser().read_bytes()
+            except OSError as exc:
+                raise DestinationError(f"the CA bundle {found.ca_bundle!r} (AWS_CA_BUNDLE or ca_bundle in the AWS config) cannot be read: {exc.strerror}") from None
         config: S3Config = {}
         if found.keys is not None:
             config = {"access_key_id": found.keys.access_key_id, "secret_access_key": found.keys.secret_access_key}
