@@ -213,7 +213,9 @@ class S3Destination(Destination):
 
         where = self._where(key) if key is not None else f"s3://{self.bucket}"
         if isinstance(exc, bx.ProfileNotFound):
-            return DestinationError(f"AWS profile {self.options.profile!r} is not in the shared AWS config; {CREDENTIALS_HELP}")
+            # The profile may come from AWS_PROFILE rather than the job file: name the one botocore looked for.
+            profile = exc.kwargs.get("profile", self.options.profile)
+            return DestinationError(f"AWS profile {profile!r} is not in the shared AWS config; {CREDENTIALS_HELP}")
         if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError | bx.CredentialRetrievalError):
             return DestinationError(f"no usable AWS credentials to {action} {where}; {CREDENTIALS_HELP}")
         if isinstance(exc, bx.SSLError):
