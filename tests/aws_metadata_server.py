@@ -1,10 +1,11 @@
-"""Where an AWS host's role credentials come from, on loopback: the EC2 instance metadata service
-(IMDSv2, `AWS_EC2_METADATA_SERVICE_ENDPOINT`) and the ECS task credentials endpoint
-(`AWS_CONTAINER_CREDENTIALS_FULL_URI`), as the AWS credential chains reach them.
+"""Where role credentials come from, on loopback: the EC2 instance metadata service (IMDSv2,
+`AWS_EC2_METADATA_SERVICE_ENDPOINT`), the ECS task credentials endpoint
+(`AWS_CONTAINER_CREDENTIALS_FULL_URI`) and the IAM Identity Center (SSO) portal's
+GetRoleCredentials (`AWS_ENDPOINT_URL_SSO`), as the AWS credential chain reaches them.
 
-`with MetadataServer(instance_role=..., task_role=...) as url:` serves either or both on
-127.0.0.1 and a free port and stops after; every request it answered is in `seen`, so a test can
-tell which source a client asked.
+`with MetadataServer(instance_role=..., task_role=..., sso_role=...) as url:` serves any of them
+on 127.0.0.1 and a free port and stops after; every request it answered is in `seen`, so a test
+can tell which source a client asked.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import json
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 from server_process import ServerContext
 
 TOKEN_PATH = "/latest/api/token"
 ROLES_PATH = "/latest/meta-data/iam/security-credentials/"
 TASK_PATH = "/creds"
+SSO_PATH = "/federation/credentials"
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class AwsKeys:
     token: str | None = None
 
     def document(self) -> bytes:
-        """The role's credentials as both services hand them out."""
+        """The role's credentials as the instance and task services hand them out."""
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
         return json.dumps(
             {
@@ -44,6 +47,12 @@ class AwsKeys:
                 "Expiration": (now + dt.timedelta(hours=6)).isoformat().replace("+00:00", "Z"),
             }
         ).encode()
+
+    def sso_document(self) -> bytes:
+        """The role's credentials as the SSO portal hands them out (expiry in epoch milliseconds)."""
+        expiration = int((dt.datetime.now(dt.UTC) + dt.timedelta(hours=6)).timestamp() * 1000)
+        credentials = {"accessKeyId": self.access_key_id, "secretAccessKey": self.secret_access_key, "sessionToken": self.token, "expiration": expiration}
+        return json.dumps({"roleCredentials": credentials}).encode()
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,9 @@ class Asked:
 
 class MetadataServer(ServerContext[str]):
     """Instance metadata with IMDSv2 session tokens (a credentials GET without the token it
-    handed out gets 401, as on EC2), and the task endpoint at `/creds`, which checks
-    `AWS_CONTAINER_AUTHORIZATION_TOKEN` when `task_authorization` is set."""
+    handed out gets 401, as on EC2); the task endpoint at `/creds`, which checks
+    `AWS_CONTAINER_AUTHORIZATION_TOKEN` when `task_authorization` is set; the SSO portal, which
+    hands `sso_role` out for the SSO access token `sso_access_token` (else 401)."""
 
     def __init__(
         self,
@@ -68,17 +78,22 @@ class MetadataServer(ServerContext[str]):
         task_role: AwsKeys | None = None,
         role_name: str = "apilake-writer",
         task_authorization: str | None = None,
+        sso_role: AwsKeys | None = None,
+        sso_access_token: str = "",
     ) -> None:
         self.instance_role = instance_role
         self.task_role = task_role
         self.role_name = role_name
         self.task_authorization = task_authorization
+        self.sso_role = sso_role
+        self.sso_access_token = sso_access_token
         self.session_token = "imds-session-token-5e1f"
         self.seen: list[Asked] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def answer(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    def answer(self, method: str, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        path = urlsplit(target).path
         if self.instance_role is not None and path.startswith("/latest/"):
             if method == "PUT":
                 return (200, self.session_token.encode()) if path == TOKEN_PATH and "x-aws-ec2-metadata-token-ttl-seconds" in headers else (400, b"")
@@ -92,6 +107,11 @@ class MetadataServer(ServerContext[str]):
             if self.task_authorization is not None and headers.get("authorization") != self.task_authorization:
                 return 401, b""
             return 200, self.task_role.document()
+        if self.sso_role is not None and method == "GET" and path == SSO_PATH:
+            query = parse_qs(urlsplit(target).query)
+            if headers.get("x-amz-sso_bearer_token") != self.sso_access_token or query.get("role_name") != [self.role_name]:
+                return 401, b""
+            return 200, self.sso_role.sso_document()
         return 404, b""
 
     def start(self) -> str:

@@ -14,11 +14,14 @@ it, whatever client carries the data. No secret may appear in anything apilake w
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
+import json
 import re
 import socket
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,14 +53,16 @@ INSTANCE_ROLE = AwsKeys("ASIAINSTANCEROLE0001", "secret-of-the-instance-role-81f
 TASK_ROLE = AwsKeys("ASIATASKROLE00000001", "secret-of-the-task-role-3c5b", "token-of-the-task-role-e90d")
 TASK_AUTHORIZATION = "task-authorization-token-77aa"
 WEB_IDENTITY_TOKEN = "web-identity-jwt-0c1d2e3f"
+SSO_ACCESS_TOKEN = "sso-access-token-b4e8"
 SECRETS = [
     s for keys in (ENVIRONMENT, CREDENTIALS_DEFAULT, CONFIG_DEFAULT, OTHER, THIRD, INSTANCE_ROLE, TASK_ROLE) for s in (keys.secret_access_key, keys.token) if s
-] + [TASK_AUTHORIZATION, WEB_IDENTITY_TOKEN]
+] + [TASK_AUTHORIZATION, WEB_IDENTITY_TOKEN, SSO_ACCESS_TOKEN]
 # Whatever else could steer the chain, besides what `AWS_ENV_TO_CLEAR` already names.
 MORE_TO_CLEAR = (
     *DUMMY_AWS_ENV,
     "AWS_ROLE_SESSION_NAME",
     "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_SSO",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
     "AWS_EC2_METADATA_SERVICE_ENDPOINT",
     "AWS_METADATA_SERVICE_TIMEOUT",
@@ -85,7 +90,19 @@ class Store:
         return signed
 
     def s3_requests(self) -> list[Seen]:
-        return [s for s in self.proxy.seen if "/sts/aws4_request" not in s.headers.get("authorization", "") and b"AssumeRole" not in s.answer]
+        return [s for s in self.proxy.seen if s not in self.sts_requests()]
+
+    def sts_requests(self) -> list[Seen]:
+        """STS's AssumeRole* calls that came through (AWS_ENDPOINT_URL_STS names the proxy)."""
+        return [s for s in self.proxy.seen if re.search(rb"<AssumeRole\w*Response", s.answer)]
+
+    def issued(self) -> AwsKeys:
+        """The keys the one STS call through the proxy handed out."""
+        answers = [s.answer.decode() for s in self.sts_requests()]
+        assert len(answers) == 1, [(s.method, s.target, s.status) for s in self.proxy.seen]
+        key_id, secret, token = (re.search(f"<{tag}>(.+?)</{tag}>", answers[0]) for tag in ("AccessKeyId", "SecretAccessKey", "SessionToken"))
+        assert key_id and secret and token, answers[0]
+        return AwsKeys(key_id[1], secret[1], token[1])
 
     def landed(self) -> list[str]:
         return [o["Key"] for o in self.moto.list_objects_v2(Bucket="lake", Prefix="raw/").get("Contents", [])]
@@ -98,7 +115,8 @@ class Store:
 @pytest.fixture
 def home(bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A HOME of the test's own with no AWS setup: no AWS variables, no proxies, the config and
-    credentials files under it (absent until the test writes them), no instance metadata."""
+    credentials files under it (absent until the test writes them), no instance metadata. After
+    `bucket`, whose dummy AWS environment it empties."""
     for name in (*AWS_ENV_TO_CLEAR, *MORE_TO_CLEAR):
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
@@ -285,8 +303,8 @@ def test_ecs_task_role_before_the_instance_role(tmp_path: Path, emulator, store:
         monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", TASK_AUTHORIZATION)
         result, output = apilake_run(tmp_path, emulator, store.url)
     assert_landed_with(store, result, output, TASK_ROLE)
-    assert [(a.method, a.path, a.status) for a in metadata.seen if a.path == "/creds"][:1] == [("GET", "/creds", 200)]
-    assert not [a for a in metadata.seen if a.path.startswith("/latest/")]
+    assert ("GET", "/creds", 200) in [(a.method, a.path, a.status) for a in metadata.seen]
+    assert not [a for a in metadata.seen if a.path.startswith("/latest/")]  # the instance role was never asked
 
 
 def test_web_identity_role_from_sts(tmp_path: Path, emulator, store: Store, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -300,11 +318,56 @@ def test_web_identity_role_from_sts(tmp_path: Path, emulator, store: Store, home
     monkeypatch.setenv("AWS_ROLE_SESSION_NAME", "apilake-e2e")
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", store.url)
     result, output = apilake_run(tmp_path, emulator, store.url)
-    answers = [s.answer for s in store.proxy.seen if b"AssumeRoleWithWebIdentityResponse" in s.answer]
-    assert len(answers) == 1, [s.target for s in store.proxy.seen]
-    issued = AwsKeys(*(re.search(rb"<%s>(.+?)</%s>" % (tag, tag), answers[0])[1].decode() for tag in (b"AccessKeyId", b"SecretAccessKey", b"SessionToken")))  # type: ignore[index]
+    issued = store.issued()
     assert_landed_with(store, result, output, issued)
     assert_no_secret(output + store.written(), issued.secret_access_key, issued.token or "")
+
+
+@pytest.mark.parametrize("named_by", ["job file", "AWS_PROFILE"])
+def test_profile_that_assumes_a_role_with_a_source_profile(
+    tmp_path: Path, emulator, store: Store, home: Path, monkeypatch: pytest.MonkeyPatch, named_by: str
+) -> None:
+    """`role_arn` + `source_profile`: the source profile's keys sign the AssumeRole call, the
+    role's keys sign S3, both for the profile's region (without one, STS is not called: exit 2,
+    "You must specify a region", whatever `s3.region` says)."""
+    write_aws_file(home, "credentials", {"default": profile(CREDENTIALS_DEFAULT), "source": profile(THIRD)})
+    role = {"role_arn": "arn:aws:iam::123456789012:role/lake-writer", "source_profile": "source", "region": "eu-west-1"}
+    write_aws_file(home, "config", {"profile other": role})
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", store.url)
+    if named_by == "AWS_PROFILE":
+        monkeypatch.setenv("AWS_PROFILE", "other")
+    result, output = apilake_run(tmp_path, emulator, store.url, **({"profile": "other"} if named_by == "job file" else {}))
+    issued = store.issued()
+    assert_landed_with(store, result, output, issued, region="eu-west-1")
+    assert re.search(f"Credential={THIRD.access_key_id}/\\d{{8}}/eu-west-1/sts/aws4_request", store.sts_requests()[0].headers["authorization"])
+    assert_no_secret(output + store.written(), issued.secret_access_key, issued.token or "")
+
+
+def test_credential_process_of_the_config_file(tmp_path: Path, emulator, store: Store, home: Path) -> None:
+    helper = tmp_path / "credential-helper.py"
+    document = {"Version": 1, "AccessKeyId": OTHER.access_key_id, "SecretAccessKey": OTHER.secret_access_key, "SessionToken": OTHER.token}
+    helper.write_text(f"print({json.dumps(json.dumps(document))})\n")
+    write_aws_file(home, "config", {"default": {"credential_process": f"{sys.executable} {helper}"}})
+    assert_landed_with(store, *apilake_run(tmp_path, emulator, store.url), OTHER)
+
+
+def test_sso_profile_with_a_cached_login(tmp_path: Path, emulator, store: Store, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IAM Identity Center: the access token `aws sso login` cached is swapped at the SSO portal
+    (AWS_ENDPOINT_URL_SSO, here on loopback) for the role's keys."""
+    start_url = "https://apilake-e2e.awsapps.com/start"
+    sso_profile = {"sso_start_url": start_url, "sso_region": "eu-west-1", "sso_account_id": "123456789012", "sso_role_name": "apilake-writer"}
+    write_aws_file(home, "config", {"profile other": sso_profile})
+    cache = home / ".aws" / "sso" / "cache"
+    cache.mkdir(parents=True)
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    login = {"startUrl": start_url, "region": "eu-west-1", "accessToken": SSO_ACCESS_TOKEN, "expiresAt": expires}
+    (cache / f"{hashlib.sha1(start_url.encode()).hexdigest()}.json").write_text(json.dumps(login))
+    portal = MetadataServer(sso_role=TASK_ROLE, sso_access_token=SSO_ACCESS_TOKEN)
+    with portal as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SSO", url)
+        result, output = apilake_run(tmp_path, emulator, store.url, profile="other")
+    assert_landed_with(store, result, output, TASK_ROLE)
+    assert [(a.path.split("?")[0], a.status) for a in portal.seen] == [("/federation/credentials", 200)]
 
 
 # -- no credentials ----------------------------------------------------------------------------
