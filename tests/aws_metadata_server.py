@@ -67,7 +67,7 @@ class Asked:
 
 class MetadataServer(ServerContext[str]):
     """Instance metadata with IMDSv2 session tokens (a credentials GET without the token it
-    handed out gets 401, as on EC2); the task endpoint at `/creds`, which checks
+    handed out gets 401, as on EC2), which also tells the instance's region; the task endpoint at `/creds`, which checks
     `AWS_CONTAINER_AUTHORIZATION_TOKEN` when `task_authorization` is set; the SSO portal, which
     hands `sso_role` out for the SSO access token `sso_access_token` (else 401)."""
 
@@ -77,6 +77,7 @@ class MetadataServer(ServerContext[str]):
         instance_role: AwsKeys | None = None,
         task_role: AwsKeys | None = None,
         role_name: str = "apilake-writer",
+        instance_region: str = "ap-southeast-2",
         task_authorization: str | None = None,
         sso_role: AwsKeys | None = None,
         sso_access_token: str = "",
@@ -84,6 +85,7 @@ class MetadataServer(ServerContext[str]):
         self.instance_role = instance_role
         self.task_role = task_role
         self.role_name = role_name
+        self.instance_region = instance_region
         self.task_authorization = task_authorization
         self.sso_role = sso_role
         self.sso_access_token = sso_access_token
@@ -103,6 +105,10 @@ class MetadataServer(ServerContext[str]):
                 return 200, self.role_name.encode()
             if path == ROLES_PATH + self.role_name:
                 return 200, self.instance_role.document()
+            if path == "/latest/meta-data/placement/region":
+                return 200, self.instance_region.encode()
+            if path.rstrip("/") == "/latest/meta-data/placement/availability-zone":
+                return 200, f"{self.instance_region}a".encode()
         if self.task_role is not None and method == "GET" and path == TASK_PATH:
             if self.task_authorization is not None and headers.get("authorization") != self.task_authorization:
                 return 401, b""

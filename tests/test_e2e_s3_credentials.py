@@ -25,7 +25,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
@@ -38,6 +38,9 @@ from altering_proxy import AlteringProxy, Seen
 from aws_metadata_server import AwsKeys, MetadataServer
 from conftest import details_endpoint, run_cli, write_job
 from moto_server import AWS_ENV_TO_CLEAR, DUMMY_AWS_ENV, s3
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 DATE = "2026-11-25"
 LANDED = f"raw/dataai/details/dt={DATE}/market=ios,product_id=1.json"
@@ -76,7 +79,7 @@ class Store:
     """moto with the bucket `lake` (and the test's own client of it, made before the test sets
     up its AWS environment), and the recording proxy in front of it that apilake talks to."""
 
-    moto: Any
+    moto: S3Client
     proxy: AlteringProxy
     url: str
 
@@ -278,10 +281,12 @@ def test_job_file_profile_gives_its_region_too(tmp_path: Path, emulator, store: 
     assert_landed_with(store, *apilake_run(tmp_path, emulator, store.url, profile="other"), OTHER, region="eu-north-1")
 
 
-# -- roles: EC2 instance, ECS task, web identity ---------------------------------------------
+# -- roles: EC2 instance, ECS task, web identity, assumed, SSO; credential_process ---------------------------------------------
 
 
 def test_ec2_instance_role_from_imdsv2(tmp_path: Path, emulator, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The role's keys, asked for with an IMDSv2 session token; the instance's region, which the
+    metadata service would tell, is not used (signed for us-east-1)."""
     metadata = MetadataServer(instance_role=INSTANCE_ROLE)
     with metadata as url:
         monkeypatch.delenv("AWS_EC2_METADATA_DISABLED")
