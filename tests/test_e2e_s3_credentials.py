@@ -162,12 +162,11 @@ def profile(keys: AwsKeys | None = None, **settings: str) -> dict[str, str]:
     return {**lines, **settings}
 
 
-def apilake_run(tmp_path: Path, emulator, endpoint_url: str, **s3_options: object) -> tuple[subprocess.CompletedProcess[str], str]:
-    """`apilake run` of one small unit into s3://lake/raw at `endpoint_url`: its result, and its
-    output and log file as one text."""
-    job = write_job(
-        tmp_path / "job", emulator, [details_endpoint(("ios",), (1,))], destination="s3://lake/raw", s3={"endpoint_url": endpoint_url, **s3_options}
-    )
+def apilake_run(tmp_path: Path, emulator, endpoint_url: str | None, **s3_options: object) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`apilake run` of one small unit into s3://lake/raw at `endpoint_url` (None: the job file
+    names none): its result, and its output and log file as one text."""
+    s3_settings = {**({"endpoint_url": endpoint_url} if endpoint_url else {}), **s3_options}
+    job = write_job(tmp_path / "job", emulator, [details_endpoint(("ios",), (1,))], destination="s3://lake/raw", s3=s3_settings)
     log_file = tmp_path / "apilake.log"
     result = run_cli("run", str(job), "--date", DATE, "--log-file", str(log_file))
     return result, "\n".join([result.stdout, result.stderr, log_file.read_text() if log_file.exists() else ""])
@@ -443,13 +442,37 @@ def test_self_signed_endpoint_is_refused_by_default(tmp_path: Path, emulator, tl
     assert emulator.stats.count() == 0
 
 
-@pytest.mark.parametrize("trust", ["verify_tls: false", "AWS_CA_BUNDLE"])
-def test_self_signed_endpoint_lands_when_trusted(tmp_path: Path, emulator, tls_store: tuple[Store, Path], monkeypatch: pytest.MonkeyPatch, trust: str) -> None:
+@pytest.mark.parametrize("trust", ["verify_tls: false", "AWS_CA_BUNDLE", "ca_bundle of the profile"])
+def test_self_signed_endpoint_lands_when_trusted(
+    tmp_path: Path, emulator, tls_store: tuple[Store, Path], home: Path, monkeypatch: pytest.MonkeyPatch, trust: str
+) -> None:
     store, cert = tls_store
     if trust == "AWS_CA_BUNDLE":
         monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+    if trust == "ca_bundle of the profile":
+        write_aws_file(home, "config", {"default": {"ca_bundle": str(cert)}})
     result, output = apilake_run(tmp_path, emulator, store.url, **({"verify_tls": False} if trust == "verify_tls: false" else {}))
     assert_landed_with(store, result, output, ENVIRONMENT)
+
+
+# -- endpoint ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])
+def test_endpoint_from_the_environment_when_the_job_file_names_none(
+    tmp_path: Path, emulator, store: Store, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    set_environment_keys(monkeypatch, ENVIRONMENT)
+    monkeypatch.setenv(variable, store.url)
+    assert_landed_with(store, *apilake_run(tmp_path, emulator, None), ENVIRONMENT)
+
+
+def test_job_file_endpoint_beats_the_environment_and_the_profile(tmp_path: Path, emulator, store: Store, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    set_environment_keys(monkeypatch, ENVIRONMENT)
+    nowhere = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", nowhere)
+    write_aws_file(home, "config", {"default": {"endpoint_url": nowhere}})
+    assert_landed_with(store, *apilake_run(tmp_path, emulator, store.url), ENVIRONMENT)
 
 
 # -- addressing style --------------------------------------------------------------------------
