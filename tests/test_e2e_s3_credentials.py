@@ -458,12 +458,15 @@ def test_self_signed_endpoint_lands_when_trusted(
 # -- endpoint ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])
-def test_endpoint_from_the_environment_when_the_job_file_names_none(
-    tmp_path: Path, emulator, store: Store, monkeypatch: pytest.MonkeyPatch, variable: str
+@pytest.mark.parametrize("source", ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "endpoint_url of the profile"])
+def test_endpoint_from_the_environment_or_profile_when_the_job_file_names_none(
+    tmp_path: Path, emulator, store: Store, home: Path, monkeypatch: pytest.MonkeyPatch, source: str
 ) -> None:
     set_environment_keys(monkeypatch, ENVIRONMENT)
-    monkeypatch.setenv(variable, store.url)
+    if source.startswith("AWS_"):
+        monkeypatch.setenv(source, store.url)
+    else:
+        write_aws_file(home, "config", {"default": {"endpoint_url": store.url}})
     assert_landed_with(store, *apilake_run(tmp_path, emulator, None), ENVIRONMENT)
 
 
