@@ -6,7 +6,13 @@ aws-chunked framing of a request as data. Checksum headers of an altered request
 the store accepts it: the point is a store that says yes and keeps other bytes. With
 `drop_conditions` (and `match` matching nothing) it is instead a store that ignores conditional
 writes. With `fail_part` it answers every upload of that part number with an S3 500
-(`InternalError`), retries included: a store that fails one part.
+(`InternalError`), retries included: a store that fails one part. With `match=None` it alters
+nothing: a witness of what reached the store.
+
+Every request is kept in `seen` (what a client signed, with which key and region, is only visible
+on the wire). With `tls` it serves HTTPS (a store behind a certificate of its own), and a client
+may take it for its HTTP proxy (absolute-form requests, the Host header passed on as the client
+sent it: a virtual-hosted bucket name reaches moto).
 
 `with AlteringProxy(moto_url) as url:` runs it on 127.0.0.1 and a free port and stops it after.
 """
@@ -14,13 +20,26 @@ writes. With `fail_part` it answers every upload of that part number with an S3 
 from __future__ import annotations
 
 import http.client
+import ssl
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import urlsplit
 
-HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "expect"}
+HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "expect", "proxy-connection"}
 CHECKSUM_HEADERS = ("content-md5", "x-amz-checksum-", "x-amz-sdk-checksum-", "x-amz-content-sha256", "x-amz-trailer", "x-amz-decoded-content-length")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as it reached the proxy (header names in lower case), and the store's answer."""
+
+    method: str
+    target: str  # a path, or a whole URL when the client took the proxy for its HTTP proxy
+    headers: dict[str, str]
+    status: int
+    answer: bytes
 
 
 class AlteringProxy:
@@ -28,13 +47,16 @@ class AlteringProxy:
         self,
         upstream: str,
         *,
-        match: str = "/dataai/",
+        match: str | None = "/dataai/",
         junk: bytes = b"0\r\n" * 189 + b"\r\n",
         drop_conditions: bool = False,
         fail_part: int | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.upstream = urlsplit(upstream)
         self.match = match
+        self.tls = tls
+        self.seen: list[Seen] = []
         self.junk = junk  # 569 bytes, like the framing a real store kept
         self.drop_conditions = drop_conditions  # a store that ignores If-Match / If-None-Match
         self.fail_part = fail_part
@@ -73,7 +95,9 @@ class AlteringProxy:
                     self.end_headers()
                     self.wfile.write(error)
                     return
-                alter = self.command == "PUT" and proxy.match in self.path and "x-amz-copy-source" not in self.headers
+                target = urlsplit(self.path)
+                path = f"{target.path}?{target.query}" if target.query else target.path
+                alter = self.command == "PUT" and proxy.match is not None and proxy.match in path and "x-amz-copy-source" not in self.headers
                 drop = HOP_BY_HOP | ({"if-match", "if-none-match"} if proxy.drop_conditions else set())
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
                 if alter:
@@ -83,9 +107,10 @@ class AlteringProxy:
                 headers["Content-Length"] = str(len(body))
                 connection = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
                 try:
-                    connection.request(self.command, self.path, body=body, headers=headers)
+                    connection.request(self.command, path, body=body, headers=headers)
                     response = connection.getresponse()
                     data = response.read()
+                    proxy.seen.append(Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, response.status, data))
                     self.send_response(response.status, response.reason)
                     for key, value in response.getheaders():
                         if key.lower() not in HOP_BY_HOP:
@@ -102,9 +127,11 @@ class AlteringProxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
         server, self._server = self._server, None

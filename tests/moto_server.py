@@ -137,10 +137,17 @@ def moto_endpoint(aws_env: None, moto_server: str) -> str:
 
 
 def s3(endpoint: str):
-    """A boto3 S3 client of the test's moto server (the dummy credentials come from `aws_env`)."""
+    """A boto3 S3 client of the test's moto server, with the dummy credentials whatever the
+    test's environment (a credentials test empties it)."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=DUMMY_AWS_ENV["AWS_DEFAULT_REGION"],
+        aws_access_key_id=DUMMY_AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 @pytest.fixture
