@@ -399,45 +399,53 @@ def closed_port() -> int:
 
 @pytest.fixture
 def tls_store(bucket: str, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Store, Path]]:
-    """The store behind HTTPS with a self-signed certificate for 127.0.0.1, and that certificate."""
-    cert, key = self_signed_certificate(tmp_path)
+    """The store behind HTTPS with a certificate for 127.0.0.1 from a private CA, and that CA."""
+    ca, cert, key = private_ca_certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     proxy = AlteringProxy(bucket, match=None, tls=context)
     url = proxy.start()
     set_environment_keys(monkeypatch, ENVIRONMENT)
     try:
-        yield Store(s3(bucket), proxy, url), cert
+        yield Store(s3(bucket), proxy, url), ca
     finally:
         proxy.stop()
 
 
-def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apilake test store")])
+def private_ca_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """A private CA (as a self-hosted store behind a company CA has), and the store's certificate
+    for 127.0.0.1 signed by it: the CA's file, the certificate's and its key's."""
     now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "store-cert.pem", folder / "store-key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_path, key_path
+
+    def issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, store_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = issue("apilake test CA", ca_key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apilake test CA")]), ca_key, ca=True)
+    store = issue("apilake test store", store_key, ca.subject, ca_key, ca=False)
+    ca_path, cert_path, key_path = folder / "ca.pem", folder / "store-cert.pem", folder / "store-key.pem"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(store.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(store_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return ca_path, cert_path, key_path
 
 
 def test_self_signed_endpoint_is_refused_by_default(tmp_path: Path, emulator, tls_store: tuple[Store, Path]) -> None:
     store, _cert = tls_store
     result, output = apilake_run(tmp_path, emulator, store.url)
-    assert_refused(result, output, "TLS failed talking to the S3 endpoint", "CERTIFICATE_VERIFY_FAILED")
+    assert_refused(result, output, "TLS failed talking to the S3 endpoint", "certificate is not trusted", "AWS_CA_BUNDLE")
     assert store.proxy.seen == []
     assert emulator.stats.count() == 0
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
 
 from apilake.destinations import ObjectInfo, open_destination
 from apilake.destinations.s3 import MAX_PARTS, MIB, MIN_PART, PartBudget, S3Destination, S3Writer, part_size

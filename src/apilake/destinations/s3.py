@@ -61,6 +61,7 @@ READ_BUFFER = 1 * MIB  # the chunks `open_read` reads a GET in
 SHA256_META = "sha256"  # stored as x-amz-meta-sha256 on single-request objects
 
 CREDENTIALS_HELP = s3_credentials.HELP
+TLS_HELP = "trust its CA with AWS_CA_BUNDLE (or ca_bundle in the AWS config), or set s3.verify_tls: false"
 _AUTH_CODES = frozenset(
     {
         "InvalidAccessKeyId",
@@ -77,6 +78,7 @@ _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _CODE = re.compile(r"<Code>([^<]+)</Code>")
 _STATUS = re.compile(r"status(?: code)?:? (\d{3})")
 _MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
+_CERTIFICATE = re.compile(r"InvalidCertificate\(\s*(\w+)")  # rustls's reason, in obstore's error chain
 _PART_NUMBER = re.compile(r"partNumber=(\d+)")
 ALTERED_HINT = (
     "S3-compatible stores that keep the aws-chunked framing of botocore's default checksums as data do this: "
@@ -149,7 +151,10 @@ class S3Destination(Destination):
         return f"s3://{self.bucket}/{self.root}{key or ''}"
 
     def _endpoint(self) -> str:
-        return self.options.endpoint_url or f"AWS S3 ({self.options.region or 'default region'})"
+        found = self._settings  # the chain's answer once resolved (it may name the endpoint)
+        endpoint = found.endpoint if found is not None else self.options.endpoint_url
+        region = found.region if found is not None else self.options.region
+        return endpoint or f"AWS S3 ({region or 'default region'})"
 
     @property
     def place(self) -> str:
@@ -197,24 +202,30 @@ class S3Destination(Destination):
             config = {"access_key_id": found.keys.access_key_id, "secret_access_key": found.keys.secret_access_key}
             if found.keys.token:
                 config["session_token"] = found.keys.token
+        virtual = _virtual_hosted(opts.addressing_style, found.endpoint, self.bucket)
         return S3Store(
             self.bucket,
             region=found.region,
+            # Every setting that decides where requests go and how they are checked is given here:
+            # obstore would otherwise take AWS_* variables of its own reading from the environment.
+            aws_endpoint_url_s3=_store_url(found.endpoint, self.bucket, found.region, virtual=virtual),
+            virtual_hosted_style_request=virtual,
             checksum_algorithm="sha256",  # the store verifies every body it is sent
-            virtual_hosted_style_request=_virtual_hosted(opts.addressing_style, opts.endpoint_url, self.bucket),
+            unsigned_payload=False,
+            skip_signature=False,
+            conditional_put="etag",
             client_options=client,
             retry_config={"max_retries": found.max_attempts - 1, "retry_timeout": dt.timedelta(minutes=3)},
             credential_provider=found.provider,
             config=config,
-            **({"endpoint": opts.endpoint_url} if opts.endpoint_url else {}),
         )
 
     def requests(self) -> s3_requests.Requests:
         """Signed requests for what obstore cannot do (the multipart housekeeping); blocking."""
         found = self.settings()
         opts = self.options
-        virtual = _virtual_hosted(opts.addressing_style, opts.endpoint_url, self.bucket)
-        endpoint = opts.endpoint_url or f"https://s3.{found.region}.amazonaws.com"
+        virtual = _virtual_hosted(opts.addressing_style, found.endpoint, self.bucket)
+        endpoint = found.endpoint or f"https://s3.{found.region}.amazonaws.com"
         return s3_requests.Requests(endpoint, self.bucket, virtual, found.region, found.current_keys, opts.verify_tls, found.ca_bundle)
 
     async def _ready(self) -> S3Store:
@@ -255,14 +266,16 @@ class S3Destination(Destination):
             return DestinationError(f"S3 could not {action} {where}: {exc}")
         text = str(exc)
         if isinstance(exc, ssl.SSLError):
-            return DestinationError(f"TLS failed talking to the S3 endpoint {self._endpoint()}: {exc}")
+            return DestinationError(f"TLS failed talking to the S3 endpoint {self._endpoint()}: {exc}; {TLS_HELP}")
         if isinstance(exc, OSError):
             return DestinationError(f"cannot reach the S3 endpoint {self._endpoint()} to {action} {where}: {exc}")
         code_match, status = _CODE.search(text), _status(text)
         code = code_match.group(1) if code_match else ""
         if status is None and code == "":
-            if any(t in text for t in ("certificate", "TLS", "tls handshake", "SSL")):
-                return DestinationError(f"TLS failed talking to the S3 endpoint {self._endpoint()}: {_first_line(text)}")
+            certificate = _CERTIFICATE.search(text)
+            if certificate or any(t in text.lower() for t in ("certificate", "tls handshake", "ssl")):
+                why = f"the store's certificate is not trusted ({certificate.group(1)})" if certificate else _first_line(text)
+                return DestinationError(f"TLS failed talking to the S3 endpoint {self._endpoint()}: {why}; {TLS_HELP}")
             if any(t in text for t in ("error sending request", "Connection refused", "connect", "dns error", "timed out")):
                 return DestinationError(f"cannot reach the S3 endpoint {self._endpoint()} to {action} {where}: {_first_line(text)}")
         return self._coded_error(code or str(status or "?"), status, _message(text), action, where)
@@ -452,15 +465,23 @@ class _Missing(DestinationError):
     """No such object (raised by `S3Destination._call` for a 404, caught where absence is an answer)."""
 
 
+def _store_url(endpoint: str | None, bucket: str, region: str, *, virtual: bool) -> str:
+    """The URL obstore sends to: the endpoint (AWS's for the region by default), with the bucket
+    as the first label of the host when it is addressed virtually."""
+    base = urlsplit(endpoint or f"https://s3.{region}.amazonaws.com")
+    netloc = f"{bucket}.{base.netloc}" if virtual else base.netloc
+    return f"{base.scheme}://{netloc}{base.path.rstrip('/')}"
+
+
 def _virtual_hosted(style: str, endpoint: str | None, bucket: str) -> bool:
-    """botocore's addressing: `auto` is virtual hosting on AWS and path style on an endpoint
-    that is an IP address or localhost, or for a bucket name that is not a DNS label."""
-    if style != "auto":
-        return style == "virtual"
+    """boto3's addressing: `auto` is virtual hosting on AWS for a bucket name that is a DNS label
+    and path style on any other endpoint; `virtual` falls back to path style on an IP address."""
     host = (urlsplit(endpoint).hostname or "") if endpoint else ""
-    if host == "localhost" or (host and re.fullmatch(r"[\d.]+|[0-9a-fA-F:]+", host)):
+    if style == "path" or (host and re.fullmatch(r"[\d.]+|[0-9a-fA-F:]+", host)):
         return False
-    return re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket) is not None
+    if style == "virtual":
+        return True
+    return not endpoint and re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket) is not None
 
 
 def _first_line(text: str) -> str:
@@ -643,8 +664,7 @@ class S3Writer:
     async def _ship_part(self) -> None:
         if self._parts >= MAX_PARTS:
             raise DestinationError(
-                f"{self._dest._where(self.key)} is too big for one S3 multipart upload of "
-                f"{MAX_PARTS:,} parts of {self._part // MIB} MiB; raise s3.part_size_mb"
+                f"{self._dest._where(self.key)} is too big for one S3 multipart upload of {MAX_PARTS:,} parts of {self._part // MIB} MiB; raise s3.part_size_mb"
             )
         if self._upload is None:
             self._start()
@@ -778,5 +798,3 @@ class S3Writer:
             raise  # the abort goes on
         except Exception as exc:  # the original error matters more; say what is left behind
             log.warning("%s; %s", exc, s3_leftovers.LIFECYCLE_HINT)
-
-

@@ -5,9 +5,10 @@ web identity, ECS and EC2 roles but not shared config / credentials files, profi
 `credential_process`, and reads some variables under other names. So apilake does not use it:
 
 - With keys in the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optionally
-  `AWS_SESSION_TOKEN`), no `s3.profile` and no shared AWS files to read, the answer is what
-  botocore would give, read straight from the same variables: a container's or a CI job's
-  usual case pays nothing for botocore.
+  `AWS_SESSION_TOKEN`), no profile named (`s3.profile`, `AWS_PROFILE`) and no shared AWS files to
+  read, the answer is what botocore would give, read straight from the same variables (the
+  region from `AWS_DEFAULT_REGION`; botocore does not read `AWS_REGION`): a container's or a CI
+  job's usual case pays nothing for botocore.
 - Otherwise botocore's session resolves everything (environment, `AWS_PROFILE` / `s3.profile`,
   config and credentials files, web identity, SSO, process credentials, ECS, instance metadata)
   and hands the credentials to obstore through its credential-provider hook, asked again before
@@ -61,6 +62,7 @@ class Settings:
     of attempts, and the credentials, fixed (`keys`) or asked for when due (`provider`)."""
 
     region: str
+    endpoint: str | None  # s3.endpoint_url, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / the profile's
     ca_bundle: str | None
     max_attempts: int
     keys: Keys | None
@@ -78,9 +80,12 @@ def resolve(options: S3Options) -> Settings:
     """The settings of the standard AWS chain for these options (blocking: botocore may read files
     or ask a metadata endpoint). Raises `DestinationError` for an unknown profile or no credentials."""
     env = os.environ
-    if options.profile is None and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not _shared_files():
+    named = options.profile or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE")
+    if not named and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not _shared_files():
+        configured = None if _true(env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")) else env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
         return Settings(
-            region=options.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
+            region=options.region or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
+            endpoint=options.endpoint_url or configured or None,
             ca_bundle=env.get("AWS_CA_BUNDLE") or None,
             max_attempts=_attempts(env.get("AWS_MAX_ATTEMPTS")),
             keys=Keys(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None),
@@ -96,6 +101,10 @@ def _shared_files() -> bool:
     config = env.get("AWS_CONFIG_FILE") or "~/.aws/config"
     credentials = env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"
     return any(Path(name).expanduser().exists() for name in (config, credentials))
+
+
+def _true(value: object) -> bool:
+    return str(value).strip().lower() == "true"
 
 
 def _attempts(value: object) -> int:
@@ -114,19 +123,32 @@ def _from_botocore(options: S3Options) -> Settings:
         session.get_scoped_config()  # an unknown profile fails here, before any request
         provider = CredentialProvider(session)
         provider.keys()  # no credentials at all fails here, before any request
-    except bx.ProfileNotFound:
-        raise DestinationError(f"AWS profile {options.profile!r} is not in the shared AWS config; {HELP}") from None
+    except bx.ProfileNotFound as exc:
+        # The profile may come from AWS_PROFILE rather than the job file: name the one botocore looked for.
+        profile = exc.kwargs.get("profile", options.profile)
+        raise DestinationError(f"AWS profile {profile!r} is not in the shared AWS config; {HELP}") from None
     except (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError) as exc:
         raise DestinationError(f"no usable AWS credentials ({type(exc).__name__}); {HELP}") from None
     except bx.BotoCoreError as exc:
         raise DestinationError(f"the AWS configuration could not be read: {exc}; {HELP}") from None
     return Settings(
         region=options.region or session.get_config_variable("region") or DEFAULT_REGION,
+        endpoint=options.endpoint_url or _configured_endpoint(session),
         ca_bundle=session.get_config_variable("ca_bundle"),
         max_attempts=_attempts(session.get_config_variable("max_attempts")),
         keys=None,
         provider=provider,
     )
+
+
+def _configured_endpoint(session: Session) -> str | None:
+    """The S3 endpoint the environment or the profile configures, as boto3 would take it."""
+    from botocore.configprovider import ConfiguredEndpointProvider
+
+    if _true(session.get_config_variable("ignore_configured_endpoint_urls")):
+        return None
+    found = ConfiguredEndpointProvider(session.full_config, session.get_scoped_config(), "s3").provide()
+    return str(found) if found else None
 
 
 class CredentialProvider:
@@ -153,5 +175,6 @@ class CredentialProvider:
             "access_key_id": keys.access_key_id,
             "secret_access_key": keys.secret_access_key,
             "token": keys.token,
-            "expires_at": keys.expires - REFRESH_MARGIN if keys.expires is not None else None,
+            # obstore takes UTC itself (botocore's expiry carries dateutil's zone)
+            "expires_at": (keys.expires - REFRESH_MARGIN).astimezone(dt.UTC) if keys.expires is not None else None,
         }

@@ -90,7 +90,7 @@ class Requests:
 
         base = urlsplit(self.endpoint)
         host = f"{self.bucket}.{base.netloc}" if self.virtual_hosted else base.netloc
-        path = (base.path.rstrip("/") + ("" if self.virtual_hosted else f"/{self.bucket}") + "/" + quote(key, safe="/-_.~"))
+        path = base.path.rstrip("/") + ("" if self.virtual_hosted else f"/{self.bucket}") + "/" + quote(key, safe="/-_.~")
         target = path + "?" + "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
         request = AWSRequest(method=method, url=f"{base.scheme}://{host}{target}", headers={"Host": host})
         try:
