@@ -100,7 +100,15 @@ def _shared_files() -> bool:
     env = os.environ
     config = env.get("AWS_CONFIG_FILE") or "~/.aws/config"
     credentials = env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"
-    return any(Path(name).expanduser().exists() for name in (config, credentials))
+    return any(_has_content(Path(name).expanduser()) for name in (config, credentials))
+
+
+def _has_content(path: Path) -> bool:
+    """An empty file (or /dev/null, as containers often point these variables at) sets nothing."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def _true(value: object) -> bool:
