@@ -90,5 +90,5 @@ def test_half_a_key_in_the_environment_is_refused_as_boto3_refuses_it(monkeypatc
 
 
 def test_no_credentials_anywhere_is_a_destination_error() -> None:
-    with pytest.raises(DestinationError, match="no usable AWS credentials.*standard AWS chain"):
+    with pytest.raises(DestinationError, match=r"no usable AWS credentials.*standard AWS chain"):
         s3_credentials.resolve(S3Options())
