@@ -514,8 +514,8 @@ def _status(text: str) -> int | None:
 class PartBudget:
     """Bytes of part buffers that all transfers into one destination may hold together.
 
-    Each transfer may hold up to (parts_in_flight + 1) parts, so without a shared bound eight
-    transfers of big files hold 8 × 3 × 8 MiB; with it, memory stays at `s3.part_memory_mb`
+    Each transfer may hold up to (parts_in_flight + 3) parts, so without a shared bound eight
+    transfers of big files hold 8 × 5 × 8 MiB; with it, memory stays at `s3.part_memory_mb`
     however many run, and a transfer waiting for room pauses its download. A transfer only
     waits for a new part while its own parts already reserved can still finish (they free
     their bytes when their upload ends), so the budget never deadlocks; a part bigger than the
