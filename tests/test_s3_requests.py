@@ -1,0 +1,116 @@
+"""The signed housekeeping requests (`destinations/s3_requests.py`) against hostile or broken
+stores on loopback: every bad answer is a `RequestFailed` naming what was wrong, never a traceback,
+and nothing is read past the cap. Against real stores (moto and SeaweedFS) they are exercised by
+the kill -9 tests of test_e2e_s3.py, which need them to find and abort a killed run's upload."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from apilake.destinations.s3_credentials import Keys
+from apilake.destinations.s3_requests import MAX_ANSWER, RequestFailed, Requests, S3Answer, Upload
+
+LISTING = b"""<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>lake</Bucket><IsTruncated>false</IsTruncated>
+  <Upload><Key>raw/a b&amp;c.csv.gz</Key><UploadId>u1</UploadId><Initiated>2026-12-01T10:00:00.000Z</Initiated></Upload>
+</ListMultipartUploadsResult>"""
+
+
+class Store:
+    """A loopback 'store' that answers every request with one status and body, and keeps the requests."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status, self.body = status, body
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+
+    def __enter__(self) -> str:
+        store = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                store.seen.append((self.command, self.path, dict(self.headers)))
+                self.send_response(store.status)
+                self.send_header("Content-Length", str(len(store.body)))
+                self.end_headers()
+                self.wfile.write(store.body)
+
+            do_DELETE = do_GET
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def requests(endpoint: str) -> Requests:
+    return Requests(endpoint, "lake", False, "eu-west-1", lambda: Keys("AKIDTEST", "secret-key", "session-token"))
+
+
+def test_a_listing_is_read_and_the_requests_are_signed_for_the_bucket() -> None:
+    store = Store(200, LISTING)
+    with store as endpoint:
+        found = list(requests(endpoint).uploads("raw/"))
+    assert found == [Upload("raw/a b&c.csv.gz", "u1", dt.datetime(2026, 12, 1, 10, tzinfo=dt.UTC))]
+    [(method, path, _headers)] = store.seen
+    assert (method, path) == ("GET", "/lake/?prefix=raw%2F&uploads=")
+
+
+@pytest.fixture
+def signed() -> Iterator[Store]:
+    store = Store(204, b"")
+    with store as endpoint:
+        requests(endpoint).abort(Upload("raw/a b&c.csv.gz", "u/1+2", dt.datetime.now(dt.UTC)))
+        yield store
+
+
+def test_an_abort_names_the_key_and_upload_and_signs_with_the_session(signed: Store) -> None:
+    [(method, path, headers)] = signed.seen
+    assert method == "DELETE"
+    assert path == "/lake/raw/a%20b%26c.csv.gz?uploadId=u%2F1%2B2"
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDTEST/")
+    assert "/eu-west-1/s3/aws4_request" in headers["Authorization"]
+    assert headers["X-Amz-Security-Token"] == "session-token"
+    assert "secret-key" not in repr(headers)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (403, b"<Error><Code>AccessDenied</Code><Message>no</Message></Error>", "AccessDenied no"),
+        (500, b"upstream broke", "500"),  # not XML: the status stands for the code
+        (200, b"<html>a captive portal</html", "not S3 XML"),
+        (200, b"<" + b"x" * (MAX_ANSWER + 10), "over 16 MiB"),
+    ],
+)
+def test_broken_answers_are_named(status: int, body: bytes, expected: str) -> None:
+    with Store(status, body) as endpoint, pytest.raises(RequestFailed, match=expected) as caught:
+        list(requests(endpoint).uploads("raw/"))
+    if status >= 300:
+        assert isinstance(caught.value, S3Answer) and caught.value.status == status
+
+
+def test_an_endpoint_nobody_listens_on_is_a_request_failure() -> None:
+    with Store(200, b"") as endpoint:
+        pass  # closed again: the port is free
+    with pytest.raises(RequestFailed, match="cannot reach the S3 endpoint"):
+        list(requests(endpoint).uploads("raw/"))
+
+
+def test_credentials_that_cannot_be_had_are_a_request_failure() -> None:
+    def broken() -> Keys:
+        raise RuntimeError("the metadata endpoint is down")
+
+    with Store(200, LISTING) as endpoint, pytest.raises(RequestFailed, match=r"no usable AWS credentials \(RuntimeError\)"):
+        list(Requests(endpoint, "lake", False, "us-east-1", broken).uploads(""))
