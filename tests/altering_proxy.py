@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import http.client
 import ssl
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from server_process import ServerContext, ThreadedServer
 
 HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "expect", "proxy-connection"}
 CHECKSUM_HEADERS = ("content-md5", "x-amz-checksum-", "x-amz-sdk-checksum-", "x-amz-content-sha256", "x-amz-trailer", "x-amz-decoded-content-length")
@@ -42,7 +42,7 @@ class Seen:
     answer: bytes
 
 
-class AlteringProxy:
+class AlteringProxy(ServerContext[str]):
     def __init__(
         self,
         upstream: str,
@@ -61,8 +61,7 @@ class AlteringProxy:
         self.drop_conditions = drop_conditions  # a store that ignores If-Match / If-None-Match
         self.fail_part = fail_part
         self.altered = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     def start(self) -> str:
         proxy = self
@@ -125,24 +124,9 @@ class AlteringProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        if self.tls is not None:
-            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
+        self._server = ThreadedServer(Handler, self.tls)
+        return self._server.start()
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def __enter__(self) -> str:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
+        if self._server is not None:
+            self._server.stop()

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from server_process import ServerContext
+from server_process import ServerContext, ThreadedServer
 
 TOKEN_PATH = "/latest/api/token"
 ROLES_PATH = "/latest/meta-data/iam/security-credentials/"
@@ -91,8 +90,7 @@ class MetadataServer(ServerContext[str]):
         self.sso_access_token = sso_access_token
         self.session_token = "imds-session-token-5e1f"
         self.seen: list[Asked] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     def answer(self, method: str, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
         path = urlsplit(target).path
@@ -138,16 +136,9 @@ class MetadataServer(ServerContext[str]):
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = ThreadedServer(Handler)
+        return self._server.start()
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._server is not None:
+            self._server.stop()

@@ -6,14 +6,14 @@ the kill -9 tests of test_e2e_s3.py, which need them to find and abort a killed 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from apilake.destinations.s3_credentials import Keys
 from apilake.destinations.s3_requests import MAX_ANSWER, RequestFailed, Requests, S3Answer, Upload
+from server_process import ServerContext, ThreadedServer
 
 LISTING = b"""<?xml version="1.0" encoding="UTF-8"?>
 <ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
@@ -22,14 +22,15 @@ LISTING = b"""<?xml version="1.0" encoding="UTF-8"?>
 </ListMultipartUploadsResult>"""
 
 
-class Store:
+class Store(ServerContext[str]):
     """A loopback 'store' that answers every request with one status and body, and keeps the requests."""
 
     def __init__(self, status: int, body: bytes) -> None:
         self.status, self.body = status, body
         self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self._server: ThreadedServer | None = None
 
-    def __enter__(self) -> str:
+    def start(self) -> str:
         store = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,13 +46,12 @@ class Store:
 
             do_DELETE = do_GET
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._server = ThreadedServer(Handler)
+        return self._server.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
 
 
 def requests(endpoint: str) -> Requests:
