@@ -694,7 +694,7 @@ class S3Writer:
         self._queue = asyncio.Queue(maxsize=1)
 
         async def upload() -> Any:
-            await asyncio.to_thread(dest.abort_stale_uploads, self._full_key)
+            await dest._run(dest.abort_stale_uploads, self._full_key)
             try:
                 return await obstore.put_async(dest.store(), self._full_key, self._parts_from_queue(),
                                                chunk_size=self._part, max_concurrency=dest.options.parts_in_flight)  # fmt: skip
