@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -409,6 +410,7 @@ def measure(server: str, clients: list[str], rounds: int, log: Callable[[str], N
     from .verify import clear_s3, verify_s3
 
     bucket = "micro"
+    clients = [c for c in clients if _installed(c, log)]
     expected = {name: expected_digests(w) for name, w in WORKLOADS.items()}
     best: dict[tuple[str, str], Result] = {}
     with MotoProcess() if server == "moto" else SeaweedFSProcess() as s3:
@@ -433,6 +435,14 @@ def measure(server: str, clients: list[str], rounds: int, log: Callable[[str], N
                         f"{r.peak_rss_bytes / 1e6:5.0f} MB peak  {client}")  # fmt: skip
                     best[client, name] = r.best(best[client, name]) if (client, name) in best else r
     return best
+
+
+def _installed(client: str, log: Callable[[str], None]) -> bool:
+    module = client.split()[0].rstrip(",")  # every client's name starts with its package's
+    if importlib.util.find_spec(module) is None:
+        log(f"(skipped {client}: pip install {module})")
+        return False
+    return True
 
 
 def _slug(client: str) -> str:
