@@ -3,8 +3,10 @@
 Every (client, workload) runs in a fresh child process started through reaper.py, as the bench
 starts its contenders (`measure.run_measured`): its import cost, CPU and peak RSS are its own,
 with no floor inherited from this process. The child first makes its data, untimed: 64 MiB of
-random bytes from a fixed seed, from which every object is cut (as memoryviews, so the data is
-held once). It notes its CPU and peak RSS, imports and sets up the client (timed: *import +
+random bytes from a fixed seed, from which every object is cut. Each piece a client gets is a
+fresh `bytes` copy, as a socket read gives one (so a client that keeps references instead of
+copying holds what it would hold in apilake; the copy costs every client the same, ~0.1 s/GB).
+It notes its CPU and peak RSS, imports and sets up the client (timed: *import +
 setup*), then runs one workload (timed: the client's CPU and wall time):
 
 - large: 8 × 64 MiB objects, 8 uploads at once, multipart in 8 MiB parts, 2 parts in flight per
@@ -74,17 +76,17 @@ class Workload:
     def total_bytes(self) -> int:
         return self.objects * self.size
 
-    def chunks(self, base: memoryview, i: int) -> Iterator[memoryview]:
-        """Object `i`, multipart: the base rotated by 5·i MiB, in 1 MiB views (every object differs)."""
+    def chunks(self, base: memoryview, i: int) -> Iterator[bytes]:
+        """Object `i`, multipart: the base rotated by 5·i MiB, in 1 MiB chunks (every object differs)."""
         slots = BASE_SIZE // CHUNK
         for j in range(self.size // CHUNK):
             start = (5 * i + j) % slots * CHUNK
-            yield base[start : start + CHUNK]
+            yield bytes(base[start : start + CHUNK])
 
-    def body(self, base: memoryview, i: int) -> memoryview:
+    def body(self, base: memoryview, i: int) -> bytes:
         """Object `i`, one PUT: a window of the base (distinct offsets, so every object differs)."""
         start = i * self.size % (BASE_SIZE - self.size)
-        return base[start : start + self.size]
+        return bytes(base[start : start + self.size])
 
     def key(self, prefix: str, i: int) -> str:
         return f"{prefix}/{self.name}-{i:04d}"
@@ -119,9 +121,9 @@ def expected_digests(workload: Workload) -> Counter[str]:
 
 
 class Uploader(Protocol):
-    async def multipart(self, key: str, chunks: Iterator[memoryview]) -> None: ...
+    async def multipart(self, key: str, chunks: Iterator[bytes]) -> None: ...
 
-    async def put(self, key: str, body: memoryview) -> None: ...
+    async def put(self, key: str, body: bytes) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -130,13 +132,13 @@ def _credentials() -> tuple[str, str]:
     return os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 
 
-def _parts(chunks: Iterator[memoryview]) -> Iterator[bytes]:
+def _parts(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """8 MiB parts joined from the chunks: one copy each, as apilake fills its part buffers."""
-    pending: list[memoryview] = []
+    pending: list[bytes] = []
     filled = 0
     for chunk in chunks:
         pending.append(chunk)
-        filled += chunk.nbytes
+        filled += len(chunk)
         if filled >= PART:
             yield b"".join(pending)
             pending, filled = [], 0
@@ -144,7 +146,7 @@ def _parts(chunks: Iterator[memoryview]) -> Iterator[bytes]:
         yield b"".join(pending)
 
 
-async def _upload_parts(chunks: Iterator[memoryview], send: Callable[[int, bytes], Awaitable[dict[str, Any]]]) -> list[dict[str, Any]]:
+async def _upload_parts(chunks: Iterator[bytes], send: Callable[[int, bytes], Awaitable[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Send every part with `send(number, data)`, at most PARTS_IN_FLIGHT at once; the parts' answers in order."""
     in_flight: set[asyncio.Future[dict[str, Any]]] = set()
     done: list[dict[str, Any]] = []
@@ -158,7 +160,7 @@ async def _upload_parts(chunks: Iterator[memoryview], send: Callable[[int, bytes
     return sorted(done, key=lambda p: p["PartNumber"])
 
 
-def _put_checksum(body: memoryview) -> dict[str, Any]:
+def _put_checksum(body: bytes) -> dict[str, Any]:
     """apilake's single PUT: the sha256 as the store's checksum and in the metadata."""
     digest = hashlib.sha256(body).digest()
     return {"Metadata": {"sha256": digest.hex()}, "ChecksumSHA256": base64.b64encode(digest).decode()}
@@ -181,7 +183,7 @@ class Boto3:
     async def _call(self, method: str, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, partial(getattr(self.client, method), Bucket=self.bucket, **kwargs))
 
-    async def multipart(self, key: str, chunks: Iterator[memoryview]) -> None:
+    async def multipart(self, key: str, chunks: Iterator[bytes]) -> None:
         upload_id = (await self._call("create_multipart_upload", Key=key, ChecksumAlgorithm="CRC32"))["UploadId"]
 
         async def send(number: int, data: bytes) -> dict[str, Any]:
@@ -193,9 +195,8 @@ class Boto3:
         parts = await _upload_parts(chunks, send)
         await self._call("complete_multipart_upload", Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
 
-    async def put(self, key: str, body: memoryview) -> None:
-        data = bytes(body)  # apilake holds a small body in a bytearray of its own
-        await self._call("put_object", Key=key, Body=data, ContentLength=len(data), **_put_checksum(body))
+    async def put(self, key: str, body: bytes) -> None:
+        await self._call("put_object", Key=key, Body=body, ContentLength=len(body), **_put_checksum(body))
 
     async def close(self) -> None:
         self.pool.shutdown()
@@ -218,7 +219,7 @@ class Aiobotocore:
     async def start(self) -> None:
         self.client = await self._context.__aenter__()
 
-    async def multipart(self, key: str, chunks: Iterator[memoryview]) -> None:
+    async def multipart(self, key: str, chunks: Iterator[bytes]) -> None:
         c, b = self.client, self.bucket
         upload_id = (await c.create_multipart_upload(Bucket=b, Key=key, ChecksumAlgorithm="CRC32"))["UploadId"]
 
@@ -229,9 +230,8 @@ class Aiobotocore:
         parts = await _upload_parts(chunks, send)
         await c.complete_multipart_upload(Bucket=b, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
 
-    async def put(self, key: str, body: memoryview) -> None:
-        data = bytes(body)
-        await self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentLength=len(data), **_put_checksum(body))
+    async def put(self, key: str, body: bytes) -> None:
+        await self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentLength=len(body), **_put_checksum(body))
 
     async def close(self) -> None:
         await self._context.__aexit__(None, None, None)
@@ -251,14 +251,14 @@ class Obstore:
             virtual_hosted_style_request=False, client_options={"allow_http": True}, **config,
         )  # fmt: skip
 
-    async def multipart(self, key: str, chunks: Iterator[memoryview]) -> None:
-        async def feed() -> AsyncIterator[memoryview]:
+    async def multipart(self, key: str, chunks: Iterator[bytes]) -> None:
+        async def feed() -> AsyncIterator[bytes]:
             for chunk in chunks:
                 yield chunk
 
         await self.put_async(self.store, key, feed(), use_multipart=True, chunk_size=PART, max_concurrency=PARTS_IN_FLIGHT)
 
-    async def put(self, key: str, body: memoryview) -> None:
+    async def put(self, key: str, body: bytes) -> None:
         await self.put_async(self.store, key, body, use_multipart=False)
 
     async def close(self) -> None:
@@ -268,7 +268,7 @@ class Obstore:
 class _ChunkStream(io.RawIOBase):
     """A request body for awscrt: each read hands over (the rest of) one chunk."""
 
-    def __init__(self, chunks: Iterator[memoryview]) -> None:
+    def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._left = memoryview(b"")
 
@@ -280,7 +280,7 @@ class _ChunkStream(io.RawIOBase):
             next_chunk = next(self._chunks, None)
             if next_chunk is None:
                 return 0
-            self._left = next_chunk
+            self._left = memoryview(next_chunk)
         n = min(len(buffer), self._left.nbytes)
         buffer[:n] = self._left[:n]
         self._left = self._left[n:]
@@ -306,7 +306,7 @@ class Awscrt:
             tls_mode=s3.S3RequestTlsMode.DISABLED, part_size=PART, multipart_upload_threshold=PART,
         )  # fmt: skip
 
-    async def _put(self, key: str, size: int, chunks: Iterator[memoryview], algorithm: Any, connections: int | None) -> None:
+    async def _put(self, key: str, size: int, chunks: Iterator[bytes], algorithm: Any, connections: int | None) -> None:
         s3 = self._s3
         headers = self._http.HttpHeaders([("Host", self.host), ("Content-Length", str(size)), ("Content-Type", "application/octet-stream")])
         request = self._http.HttpRequest("PUT", f"/{self.bucket}/{key}", headers, _ChunkStream(chunks))
@@ -316,12 +316,12 @@ class Awscrt:
         )
         await asyncio.wrap_future(made.finished_future)
 
-    async def multipart(self, key: str, chunks: Iterator[memoryview]) -> None:
+    async def multipart(self, key: str, chunks: Iterator[bytes]) -> None:
         size = WORKLOADS["large"].size
         await self._put(key, size, chunks, self._s3.S3ChecksumAlgorithm.CRC32, PARTS_IN_FLIGHT)
 
-    async def put(self, key: str, body: memoryview) -> None:
-        await self._put(key, body.nbytes, iter([body]), self._s3.S3ChecksumAlgorithm.SHA256, None)
+    async def put(self, key: str, body: bytes) -> None:
+        await self._put(key, len(body), iter([body]), self._s3.S3ChecksumAlgorithm.SHA256, None)
 
     async def close(self) -> None:
         pass
