@@ -155,8 +155,8 @@ def s3_clients(servers: list[str], only: list[str] | None, rounds: int) -> None:
     out = [f"- **Date:** {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; load average at start (1, 5, 15 min): {load}",
            f"- **Run:** `{command}`: best of {rounds} rounds, clients alternating"]  # fmt: skip
     for server in servers:
-        results = s3.measure(server, clients, rounds, lambda line: print(line, file=sys.stderr, flush=True))
-        out += ["", f"### into {server}", "", *s3.render(results, clients)]
+        results, notes = s3.measure(server, clients, rounds, lambda line: print(line, file=sys.stderr, flush=True))
+        out += ["", f"### into {server}", "", *s3.render(results, clients), *(["", *(f"- {n}" for n in notes)] if notes else [])]
     out.append(f"\n- **Load average at end:** {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("\n".join(out))
 
