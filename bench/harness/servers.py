@@ -151,7 +151,8 @@ class SeaweedFSProcess(_ServerProcess):
     as the tests start it (tests/seaweedfs_process.py), with room for GBs."""
 
     def __init__(self) -> None:
-        sys.path.insert(0, str(TESTS_DIR))
+        if str(TESTS_DIR) not in sys.path:
+            sys.path.append(str(TESTS_DIR))  # after everything else: its modules shadow nothing
         from seaweedfs_process import SeaweedFS
 
         self._server = SeaweedFS(env=bench_env(), volume_size_mb=1024, max_volumes=0)
