@@ -1,6 +1,7 @@
 """Micro-benchmarks of apilake's per-byte work on the emulator's files: what a GB costs.
 
     .venv/bin/python bench/micro.py [--size-mib 64] [--repeat 3] [--http-only]
+    .venv/bin/python bench/micro.py --s3 [--s3-server moto] [--s3-client obstore] [--repeat 2]
 
 Measured on one in-memory emulator file (multi-member gzip, ~40 KiB members, the bulk
 scenarios' content): sha256; the gzip check as `apilake.integrity.StreamCheck` does it today;
@@ -11,6 +12,12 @@ and unbuffered 1 MiB writes to a file. CPU seconds per GB of *compressed* input,
 Then HTTP clients side by side (`harness/http_clients.py`): client CPU per GB reading 8 × 64 MiB
 bodies 8 at a time, and per request reading 500 × 200 KiB bodies 8 at a time, from a sendfile
 server in another process. These numbers chose libcurl for file bodies.
+
+`--s3`: S3 clients side by side on uploads (`harness/s3_clients.py`), each in a fresh child
+process: client CPU per GB (8 × 64 MiB multipart, 8 at once) and per object (500 × 200 KiB PUTs,
+8 at a time), import + setup CPU, peak RSS and throughput, into moto and into SeaweedFS, every
+object checked byte-exact afterwards; best of `--repeat` (2). Prints Markdown tables
+(bench/results/s3_clients.md keeps the latest with a reading).
 """
 
 from __future__ import annotations
@@ -118,12 +125,40 @@ def measure(fn: Callable[[list[bytes]], None], parts: list[bytes], repeat: int) 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size-mib", type=int, default=64)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, help="best of this many runs (default 3; 2 with --s3)")
     p.add_argument("--http-only", action="store_true", help="only the HTTP client comparison")
+    p.add_argument("--s3", action="store_true", help="only the S3 client comparison")
+    p.add_argument("--s3-server", action="append", choices=["moto", "seaweedfs"], help="with --s3: only this server (repeatable)")
+    p.add_argument("--s3-client", action="append", metavar="NAME", help="with --s3: only clients whose name contains NAME (repeatable)")
     a = p.parse_args()
+    if a.s3:
+        s3_clients(a.s3_server or ["moto", "seaweedfs"], a.s3_client, a.repeat or 2)
+        return
+    repeat = a.repeat or 3
     if not a.http_only:
-        per_byte(a.size_mib, a.repeat)
-    http_clients(a.repeat)
+        per_byte(a.size_mib, repeat)
+    http_clients(repeat)
+
+
+def s3_clients(servers: list[str], only: list[str] | None, rounds: int) -> None:
+    import datetime as dt
+    import shlex
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from harness import s3_clients as s3
+
+    clients = [c for c in s3.CLIENTS if not only or any(o.lower() in c.lower() for o in only)]
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    command = shlex.join(["bench/micro.py", *sys.argv[1:]])
+    out = [f"- **Date:** {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; load average at start (1, 5, 15 min): {load}",
+           f"- **Run:** `{command}`: best of {rounds} rounds, clients alternating"]  # fmt: skip
+    for server in servers:
+        results, notes = s3.measure(server, clients, rounds, lambda line: print(line, file=sys.stderr, flush=True))
+        out += ["", f"### into {server}", "", *s3.render(results, clients), *(["", *(f"- {n}" for n in notes)] if notes else [])]
+    out.append(f"\n- **Load average at end:** {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("\n".join(out))
 
 
 def http_clients(repeat: int) -> None:

@@ -1,6 +1,6 @@
 """apilake's benchmark harness: `make bench` (or `.venv/bin/python bench/run.py [--quick]`).
 
-Starts its own vendor emulator (and, for S3, a moto server) on loopback, runs every scenario with
+Starts its own vendor emulator (and, for S3, a moto server and SeaweedFS) on loopback, runs every scenario with
 every contender in alternation for several rounds, verifies each run's output before its time
 counts, and writes bench/results/latest.md and latest.json (`--quick`: quick.md / quick.json).
 See bench/README.md.
@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TypeGuard
 
 import httpx
 import yaml
@@ -46,7 +47,7 @@ from harness.scenarios import (
     StartupScenario,
     default_scenarios,
 )
-from harness.servers import EmulatorProcess, MotoProcess, bench_env, s3_client
+from harness.servers import EmulatorProcess, MotoProcess, S3Server, SeaweedFSProcess, bench_env, s3_client
 from harness.verify import Verdict, clear_local, clear_s3, verify_count, verify_local, verify_s3
 
 BENCH = Path(__file__).resolve().parent
@@ -58,14 +59,16 @@ def log(message: str) -> None:
 
 
 class Bench:
-    """Runs scenarios against contenders; owns the moto server and the work folder."""
+    """Runs scenarios against contenders; owns the S3 servers (by name, each with a bucket) and the work folder."""
 
-    def __init__(self, contenders: list[Contender], rounds: int, workdir: Path, moto: MotoProcess | None) -> None:
+    def __init__(self, contenders: list[Contender], rounds: int, workdir: Path, s3_servers: dict[str, S3Server]) -> None:
         self.contenders = contenders
         self.rounds = rounds
         self.workdir = workdir
-        self.moto = moto
-        self.s3 = s3_client(moto.endpoint_url) if moto else None
+        self.s3_servers = s3_servers
+        self.s3 = {name: s3_client(server.endpoint_url) for name, server in s3_servers.items()}
+        for client in self.s3.values():
+            client.create_bucket(Bucket=BUCKET)
 
     # -- bulk and JSON -----------------------------------------------------------------------
     def run_scenario(self, scenario: BulkScenario | JsonScenario | LatencyScenario) -> ScenarioReport:
@@ -99,7 +102,8 @@ class Bench:
         return ScenarioReport(scenario, summaries, runs, notes)
 
     def _setup(self, scenario: BulkScenario | JsonScenario | LatencyScenario, emulator: EmulatorProcess) -> Setup:
-        setup = Setup(emulator, self.workdir, self.moto.endpoint_url if self.moto else None)
+        s3_endpoint = self.s3_servers[scenario.s3_server].endpoint_url if _into_s3(scenario) else None
+        setup = Setup(emulator, self.workdir, s3_endpoint)
         if isinstance(scenario, BulkScenario):
             listing = httpx.get(emulator.api_url + scenario.listing_path, headers={"Authorization": f"Bearer {TOKEN}"})
             listing.raise_for_status()
@@ -140,8 +144,8 @@ class Bench:
         if isinstance(scenario, JsonScenario):
             time.sleep(1.2)  # let the quota's 1-second window empty
         servers = {"emulator": setup.emulator.cpu_seconds}
-        if self.moto is not None and scenario.dest == "s3":
-            servers["moto"] = self.moto.cpu_seconds
+        if _into_s3(scenario):
+            servers[scenario.s3_server] = self.s3_servers[scenario.s3_server].cpu_seconds
         m = run_measured(command.argv, env=command.env, cwd=scratch, servers=servers)
         synced = time.monotonic()
         os.sync()  # what the contender left for the kernel to write back: the durable figure counts it
@@ -151,12 +155,12 @@ class Bench:
             verdict = Verdict(0, (f"exit code {m.exit_code}: {m.output.strip()[-600:]}",))
         elif isinstance(scenario, LatencyScenario):
             verdict = verify_count(Path(dest), scenario.expected_objects, expected)
-        elif scenario.dest == "s3":
-            verdict = verify_s3(self.s3, dest, expected)
+        elif _into_s3(scenario):
+            verdict = verify_s3(self.s3[scenario.s3_server], dest, expected)
         else:
             verdict = verify_local(Path(dest), expected)
-        if scenario.dest == "s3":
-            clear_s3(self.s3, dest)
+        if _into_s3(scenario):
+            clear_s3(self.s3[scenario.s3_server], dest)
         else:
             clear_local(Path(dest))
         clear_local(scratch)
@@ -207,6 +211,11 @@ class Bench:
         return result
 
 
+def _into_s3(scenario: Scenario) -> TypeGuard[BulkScenario]:
+    """Whether the scenario lands into one of the harness's S3 servers (only bulk scenarios do)."""
+    return isinstance(scenario, BulkScenario) and scenario.dest == "s3"
+
+
 def _matrix_scenario(scenario: StartupScenario) -> JsonScenario:
     """A JSON scenario whose job expands to `scenario.units` units (one date, one matrix)."""
     return JsonScenario(scenario.name, scenario.title, scenario.units)
@@ -242,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios: list[Scenario] = default_scenarios(quick=args.quick)
     if args.list:
         for s in scenarios:
-            print(f"{s.name:<18} {s.title}")
+            print(f"{s.name:<24} {s.title}")
         return 0
     if args.scenario:
         unknown = set(args.scenario) - {s.name for s in scenarios}
@@ -262,11 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     machine = describe_machine(workdir)
     compile_apilake()
     started = time.monotonic()
-    moto = MotoProcess() if any(getattr(s, "dest", None) == "s3" for s in scenarios) else None
+    s3_servers: dict[str, S3Server] = {}
     try:
-        bench = Bench(contenders, rounds, workdir, moto)
-        if bench.s3 is not None:
-            bench.s3.create_bucket(Bucket=BUCKET)
+        for name in dict.fromkeys(s.s3_server for s in scenarios if _into_s3(s)):
+            s3_servers[name] = MotoProcess() if name == "moto" else SeaweedFSProcess()
+        bench = Bench(contenders, rounds, workdir, s3_servers)
         reports: list[ScenarioReport] = []
         startup: StartupResult | None = None
         for scenario in scenarios:
@@ -275,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 reports.append(bench.run_scenario(scenario))
     finally:
-        if moto is not None:
-            moto.stop()
+        for server in s3_servers.values():
+            server.stop()
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     settings["seconds"] = round(time.monotonic() - started)

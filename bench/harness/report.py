@@ -88,7 +88,7 @@ def targets(reports: list[ScenarioReport], startup: StartupResult | None) -> lis
                 limit = CPU_MS_PER_FILE_TARGETS[sc.name]
                 per_file = me.cpu_s.median / sc.files * 1000
                 rows.append(Target(f"{sc.name}: CPU ≤ {limit:g} ms per file", f"{per_file:.2f} ms", per_file <= limit))
-            local = by_name.get(sc.name.replace("-s3", "-local"))
+            local = by_name.get(sc.local_name)
             if me is not None and sc.dest == "s3" and local is not None and (mine := local.get("apilake")) is not None:
                 ratio = me.cpu_s_per_gb / mine.cpu_s_per_gb
                 rows.append(Target(
@@ -145,7 +145,7 @@ def _scenario_table(rep: ScenarioReport) -> list[str]:
     sc = rep.scenario
     me = rep.get("apilake")
     is_json = isinstance(sc, JsonScenario)
-    servers = ["emulator", "moto"] if sc.dest == "s3" else ["emulator"]
+    servers = ["emulator", sc.s3_server] if isinstance(sc, BulkScenario) and sc.dest == "s3" else ["emulator"]
     rate, cost = ("units/s", "CPU ms/unit") if is_json else ("MB/s", "CPU s/GB")
     columns = ["contender", rate, "wall s, median (min–max)", "durable MB/s (with sync)", "CPU s", cost, "peak RSS MB"]
     columns += [f"{name} CPU s" for name in servers] + ["apilake ×"] + (["429s, median (max)"] if is_json else [])
@@ -226,8 +226,8 @@ def render_markdown(machine: dict[str, Any], settings: dict[str, Any], reports: 
         "## How to read this",
         "",
         "- Each contender runs as a child process; wall time, CPU (user + system) and peak RSS come from",
-        "  `wait4` for that process and every process it started. The emulator and moto run in their own",
-        "  processes; their CPU during the run is shown separately.",
+        "  `wait4` for that process and every process it started. The emulator and the S3 server (moto, or",
+        "  SeaweedFS for `…-s3-seaweedfs`) run in their own processes; their CPU during the run is shown separately.",
         "- A run counts only if every expected object landed byte-identical (sha256) and nothing else did.",
         "- MB = 10^6 bytes; MB/s = bytes moved / median wall time; CPU s/GB = median CPU s per 10^9 bytes.",
         "- `apilake ×` = apilake's throughput divided by that contender's (above 1: apilake is faster).",
@@ -235,7 +235,7 @@ def render_markdown(machine: dict[str, Any], settings: dict[str, Any], reports: 
         "  the original pattern make the listing call themselves.",
         "- rclone 1.60 cannot copy a list of signed URLs in one process: it runs one `rclone copyurl` per",
         "  file (4 at a time), so with small files its numbers are mostly rclone's own start-up (~50 ms CPU each).",
-        "- moto is reached over plain HTTP, so boto3 (apilake, original, S3 limit) signs a sha256 of every",
+        "- The S3 servers are reached over plain HTTP, so boto3 (apilake, original, S3 limit) signs a sha256 of every",
         "  payload (SigV4); over HTTPS to AWS it would not. rclone sends unsigned payloads.",
         "- JSON: the emulator enforces the 6,000/min quota as 100 calls in any 1-second window (so the",
         "  floor is units / 100 s); apilake's job sets `requests_per_second: 100` as a user would.",

@@ -25,6 +25,8 @@ TOKEN = "demo-token"
 DETAILS_PATH = "/v1.3/apps/ios/app/{product_id}/details"  # one call per unit, no paging
 
 Dest = Literal["local", "s3"]
+S3Server = Literal["moto", "seaweedfs"]
+S3_SERVER_TITLES: dict[S3Server, str] = {"moto": "moto", "seaweedfs": "SeaweedFS"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,13 @@ class BulkScenario:
     file_size: int
     dest: Dest
     verify: Literal["gzip", "length"] = "gzip"  # apilake's `verify:` (the other contenders check nothing)
+    s3_server: S3Server = "moto"  # the S3 server the harness starts, when `dest` is s3
     kind: Literal["bulk"] = "bulk"
+
+    @property
+    def local_name(self) -> str:
+        """The same files into the local lake: the reference of an S3 scenario's CPU target."""
+        return self.name.replace("-s3", "-local").removesuffix(f"-{self.s3_server}")
 
     def emulator_config(self) -> dict[str, object]:
         return {"file_size": self.file_size, "metric_files": self.files, "dimensions": []}
@@ -196,8 +204,15 @@ def default_scenarios(*, quick: bool = False) -> list[Scenario]:
     latency = LatencyScenario("latency-mixed", "3-date backfill of a mixed job, 150 ms latency, 4 MiB/s per connection")
     if quick:
         latency = replace(latency, title=latency.title.replace("3-date", "1-date"), dates=latency.dates[-1:])
-    return [large, length, _into_s3(large), small, _into_s3(small), single, json_, latency, startup]
+    return [
+        large, length, _into_s3(large, "moto"), _into_s3(large, "seaweedfs"),
+        small, _into_s3(small, "moto"), _into_s3(small, "seaweedfs"),
+        single, json_, latency, startup,
+    ]  # fmt: skip
 
 
-def _into_s3(scenario: BulkScenario) -> BulkScenario:
-    return replace(scenario, name=scenario.name.replace("-local", "-s3"), title=scenario.title.replace("the local lake", "S3 (moto)"), dest="s3")
+def _into_s3(scenario: BulkScenario, server: S3Server) -> BulkScenario:
+    """`bulk-…-s3` into moto; `bulk-…-s3-seaweedfs` into SeaweedFS."""
+    name = scenario.name.replace("-local", "-s3") + ("" if server == "moto" else f"-{server}")
+    title = scenario.title.replace("the local lake", f"S3 ({S3_SERVER_TITLES[server]})")
+    return replace(scenario, name=name, title=title, dest="s3", s3_server=server)

