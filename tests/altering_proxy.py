@@ -6,7 +6,7 @@ aws-chunked framing of a request as data. Checksum headers of an altered request
 the store accepts it: the point is a store that says yes and keeps other bytes. With
 `drop_conditions` (and `match` matching nothing) it is instead a store that ignores conditional
 writes. With `fail_part` it answers every upload of that part number with an S3 500
-(`InternalError`), retries included: a store that fails one part. With `match=None` it alters
+(`InternalError`), retries included, `fail_after` seconds late: a store that fails one part. With `match=None` it alters
 nothing: a witness of what reached the store.
 
 Every request is kept in `seen` (what a client signed, with which key and region, is only visible
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import http.client
 import ssl
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
@@ -51,6 +52,7 @@ class AlteringProxy(ServerContext[str]):
         junk: bytes = b"0\r\n" * 189 + b"\r\n",
         drop_conditions: bool = False,
         fail_part: int | None = None,
+        fail_after: float = 0.0,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.upstream = urlsplit(upstream)
@@ -60,6 +62,7 @@ class AlteringProxy(ServerContext[str]):
         self.junk = junk  # 569 bytes, like the framing a real store kept
         self.drop_conditions = drop_conditions  # a store that ignores If-Match / If-None-Match
         self.fail_part = fail_part
+        self.fail_after = fail_after  # seconds before that part's error answer
         self.altered = 0
         self._server: ThreadedServer | None = None
 
@@ -88,6 +91,7 @@ class AlteringProxy(ServerContext[str]):
             def _forward(self) -> None:
                 body = self._body()
                 if proxy.fail_part is not None and f"partNumber={proxy.fail_part}&" in self.path + "&":
+                    time.sleep(proxy.fail_after)
                     error = b"<Error><Code>InternalError</Code><Message>boom</Message></Error>"
                     self.send_response(500)
                     self.send_header("Content-Length", str(len(error)))

@@ -230,6 +230,29 @@ def test_failed_part_upload_names_the_key_and_aborts(endpoint: str) -> None:
     assert _run(dest, lambda: dest.stat("flaky.bin")) is None
 
 
+def test_a_part_failing_after_the_last_was_handed_over_fails_the_transfer_without_hanging(endpoint: str) -> None:
+    # One part in flight, a body of exactly three parts: by the time part 1 fails, parts 2 and 3
+    # wait with obstore, which then aborts and never asks for more; the end of the body must not
+    # wait for it for ever, and every part's budget comes back.
+    from altering_proxy import AlteringProxy
+
+    with AlteringProxy(endpoint, match="nothing", fail_part=1, fail_after=1.0) as proxied:
+        dest = _dest(proxied, part_size_mb=5, parts_in_flight=1)
+
+        async def go() -> None:
+            async def transfer() -> None:
+                async with dest.open_write("late.bin") as writer:
+                    for i in range(3):
+                        await writer.write(bytes([i]) * (5 * MIB))
+
+            await asyncio.wait_for(transfer(), 60)
+
+        with pytest.raises(DestinationError, match=r"part 1 of s3://lake/landing/late\.bin.*InternalError"):
+            asyncio.run(go())
+    assert dest.part_budget.held == 0
+    assert _dest(endpoint).open_multipart_uploads() == []
+
+
 def test_check_missing_bucket(moto_endpoint: str) -> None:
     dest = S3Destination("s3://no-such-bucket/x", _options(moto_endpoint))
     with pytest.raises(DestinationError, match="bucket 'no-such-bucket' does not exist"):

@@ -678,14 +678,7 @@ class S3Writer:
         del part
         self._filled = 0
         self._parts += 1
-        put = asyncio.ensure_future(self._queue.put(view))
-        del view
-        try:
-            await asyncio.wait([put, self._upload], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            put.cancel()  # a part obstore did not take is dropped (its budget comes back with it)
-        if not put.done() or put.cancelled():
-            self._upload.result()  # the upload failed: its error
+        await self._hand_over(view)
 
     def _start(self) -> None:
         import obstore
@@ -746,10 +739,25 @@ class S3Writer:
             dest._confirmed[self.key] = (len(body), digest)  # the store's answer vouches for the bytes
 
     async def _finish(self) -> None:
-        assert self._queue is not None and self._upload is not None
-        await self._queue.put(None)
+        assert self._upload is not None
+        await self._hand_over(None)
         await self._upload
         self._committed = True
+
+    async def _hand_over(self, part: memoryview | None) -> None:
+        """Give obstore the next part (None: there is no more) once it asks, unless the upload
+        ends first: a part that failed meanwhile makes obstore abort and never ask again, and its
+        error is raised here instead of waiting for ever."""
+        assert self._queue is not None and self._upload is not None
+        put = asyncio.ensure_future(self._queue.put(part))
+        del part
+        try:
+            await asyncio.wait([put, self._upload], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            put.cancel()  # a part obstore did not take is dropped (its budget comes back with it)
+        if not put.done() or put.cancelled():
+            self._upload.result()  # the upload failed: its error
+            raise DestinationError(f"{self._dest._where(self.key)}: the upload ended before it was sent every part")
 
     async def _settle(self, work: Any) -> None:
         """Run a call that changes what S3 holds (put, complete) to its end even when the caller
