@@ -206,6 +206,13 @@ def test_environment_keys_and_session_token_sign_every_request_before_the_creden
     assert_landed_with(store, *apilake_run(tmp_path, emulator, store.url), ENVIRONMENT)
 
 
+def test_an_empty_session_token_in_the_environment_is_no_token(tmp_path: Path, emulator, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As botocore reads it; a client reading the variable itself would sign an empty token header.
+    set_environment_keys(monkeypatch, CREDENTIALS_DEFAULT)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "")
+    assert_landed_with(store, *apilake_run(tmp_path, emulator, store.url), CREDENTIALS_DEFAULT)
+
+
 def test_credentials_file_default_profile_when_the_environment_has_none_before_the_config_file(tmp_path: Path, emulator, store: Store, home: Path) -> None:
     write_aws_file(home, "credentials", {"default": profile(CREDENTIALS_DEFAULT)})
     write_aws_file(home, "config", {"default": profile(CONFIG_DEFAULT)})

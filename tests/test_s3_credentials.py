@@ -32,6 +32,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     [
         (KEYS, {}, {}, True),
         (KEYS | {"AWS_SESSION_TOKEN": "tok"}, {}, {}, True),
+        (KEYS | {"AWS_CREDENTIAL_EXPIRATION": "2030-01-01T00:00:00Z"}, {}, {}, False),  # botocore refreshes these
         (KEYS, {"config": ""}, {}, True),  # an empty file (or /dev/null) sets nothing
         (KEYS, {"config": "[default]\nregion = eu-west-1\n"}, {}, False),  # the file may set the region
         (KEYS, {"credentials": "[default]\nregion = eu-west-1\n"}, {}, False),
@@ -47,7 +48,7 @@ def test_the_environment_answers_alone_only_when_botocore_would_agree(
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     found = s3_credentials.resolve(S3Options(**options))
-    assert (found.provider is None) == from_environment
+    assert isinstance(found.credentials, s3_credentials.FixedCredentials) == from_environment
     keys = found.current_keys()
     assert keys.access_key_id == ("AKIDFILE" if "profile" in options else "AKIDENV")
     assert "secret" not in repr(keys) and "AKID" not in repr(keys)
@@ -73,6 +74,18 @@ def test_region_and_endpoint_from_the_environment(
         monkeypatch.setenv(name, value)
     found = s3_credentials.resolve(S3Options(**options))
     assert (found.region, found.endpoint) == (region, endpoint)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "expected"),
+    [({}, None), ({"AWS_SESSION_TOKEN": ""}, None), ({"AWS_SESSION_TOKEN": "new"}, "new"), ({"AWS_SECURITY_TOKEN": "old", "AWS_SESSION_TOKEN": "new"}, "old")],
+)
+def test_the_session_token_is_the_one_botocore_would_take(tokens: dict[str, str], expected: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in (KEYS | tokens).items():
+        monkeypatch.setenv(name, value)
+    found = s3_credentials.resolve(S3Options())
+    assert found.current_keys().token == expected
+    assert found.credentials().get("token") == expected  # what obstore is given, whatever it reads itself
 
 
 def test_unknown_profile_from_aws_profile_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

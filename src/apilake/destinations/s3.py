@@ -39,7 +39,7 @@ from apilake.errors import DestinationError
 
 if TYPE_CHECKING:
     from obstore import PutMode
-    from obstore.store import ClientConfig, S3Config, S3Store
+    from obstore.store import ClientConfig, S3Store
     from typing_extensions import Buffer  # collections.abc from Python 3.12
 
     from apilake.jobfile import S3Options
@@ -197,11 +197,6 @@ class S3Destination(Destination):
             except OSError as exc:
                 where = "AWS_CA_BUNDLE or ca_bundle in the AWS config"
                 raise DestinationError(f"the CA bundle {found.ca_bundle!r} ({where}) cannot be read: {exc.strerror}") from None
-        config: S3Config = {}
-        if found.keys is not None:
-            config = {"access_key_id": found.keys.access_key_id, "secret_access_key": found.keys.secret_access_key}
-            if found.keys.token:
-                config["session_token"] = found.keys.token
         virtual = _virtual_hosted(opts.addressing_style, found.endpoint, self.bucket)
         return S3Store(
             self.bucket,
@@ -216,8 +211,7 @@ class S3Destination(Destination):
             conditional_put="etag",
             client_options=client,
             retry_config={"max_retries": found.max_attempts - 1, "retry_timeout": dt.timedelta(minutes=3)},
-            credential_provider=found.provider,
-            config=config,
+            credential_provider=found.credentials,
         )
 
     def requests(self) -> s3_requests.Requests:

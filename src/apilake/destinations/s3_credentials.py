@@ -58,22 +58,19 @@ class Keys:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """What the store needs besides the job file's options: the region, a CA bundle, the number
-    of attempts, and the credentials, fixed (`keys`) or asked for when due (`provider`)."""
+    """What the store needs besides the job file's options: the region, the endpoint, a CA bundle,
+    the number of attempts, and where the credentials come from (obstore asks them through it,
+    so nothing it would read from the environment itself, an empty AWS_SESSION_TOKEN say, counts)."""
 
     region: str
     endpoint: str | None  # s3.endpoint_url, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / the profile's
     ca_bundle: str | None
     max_attempts: int
-    keys: Keys | None
-    provider: CredentialProvider | None
+    credentials: FixedCredentials | CredentialProvider
 
     def current_keys(self) -> Keys:
-        """The credentials to sign with now: the fixed ones, or the provider's (refreshed when due)."""
-        if self.provider is not None:
-            return self.provider.keys()
-        assert self.keys is not None  # resolve() sets one of the two
-        return self.keys
+        """The credentials to sign with now (temporary ones refreshed when due)."""
+        return self.credentials.keys()
 
 
 def resolve(options: S3Options) -> Settings:
@@ -81,15 +78,18 @@ def resolve(options: S3Options) -> Settings:
     or ask a metadata endpoint). Raises `DestinationError` for an unknown profile or no credentials."""
     env = os.environ
     named = options.profile or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE")
-    if not named and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not _shared_files():
+    expiring = env.get("AWS_CREDENTIAL_EXPIRATION")  # botocore refreshes such keys: its chain
+    if not named and not expiring and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not _shared_files():
         configured = None if _true(env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")) else env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
         return Settings(
             region=options.region or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
             endpoint=options.endpoint_url or configured or None,
             ca_bundle=env.get("AWS_CA_BUNDLE") or None,
             max_attempts=_attempts(env.get("AWS_MAX_ATTEMPTS")),
-            keys=Keys(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None),
-            provider=None,
+            # botocore's order: the older AWS_SECURITY_TOKEN first
+            credentials=FixedCredentials(
+                Keys(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SECURITY_TOKEN") or env.get("AWS_SESSION_TOKEN") or None)
+            ),
         )
     return _from_botocore(options)
 
@@ -144,8 +144,7 @@ def _from_botocore(options: S3Options) -> Settings:
         endpoint=options.endpoint_url or _configured_endpoint(session),
         ca_bundle=session.get_config_variable("ca_bundle"),
         max_attempts=_attempts(session.get_config_variable("max_attempts")),
-        keys=None,
-        provider=provider,
+        credentials=provider,
     )
 
 
@@ -178,11 +177,27 @@ class CredentialProvider:
         return Keys(frozen.access_key, frozen.secret_key, frozen.token, expiry)
 
     def __call__(self) -> S3Credential:
-        keys = self.keys()
-        return {
-            "access_key_id": keys.access_key_id,
-            "secret_access_key": keys.secret_access_key,
-            "token": keys.token,
-            # obstore takes UTC itself (botocore's expiry carries dateutil's zone)
-            "expires_at": (keys.expires - REFRESH_MARGIN).astimezone(dt.UTC) if keys.expires is not None else None,
-        }
+        return _for_obstore(self.keys())
+
+
+class FixedCredentials:
+    """obstore's credential hook over keys read from the environment: the same answer each time."""
+
+    def __init__(self, keys: Keys) -> None:
+        self._keys = keys
+
+    def keys(self) -> Keys:
+        return self._keys
+
+    def __call__(self) -> S3Credential:
+        return _for_obstore(self._keys)
+
+
+def _for_obstore(keys: Keys) -> S3Credential:
+    return {
+        "access_key_id": keys.access_key_id,
+        "secret_access_key": keys.secret_access_key,
+        "token": keys.token,
+        # obstore takes UTC itself (botocore's expiry carries dateutil's zone)
+        "expires_at": (keys.expires - REFRESH_MARGIN).astimezone(dt.UTC) if keys.expires is not None else None,
+    }
