@@ -295,6 +295,38 @@ def test_check_unreachable_endpoint(aws_env: None, monkeypatch: pytest.MonkeyPat
             _run(dest, dest.check)
 
 
+def test_a_store_that_stops_answering_times_out_with_a_message_saying_so(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from apilake.destinations import s3
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setattr(s3, "READ_TIMEOUT", 1)
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        dest = S3Destination(f"s3://{BUCKET}", _options(endpoint))
+        started = time.monotonic()
+        with pytest.raises(DestinationError, match=f"the S3 endpoint {endpoint} timed out while we tried to access s3://{BUCKET}"):
+            _run(dest, dest.check)
+    assert time.monotonic() - started < 30  # the read timeout, not obstore's or a test's
+
+
+def test_check_reads_one_listing_page_however_many_objects_there_are(endpoint: str) -> None:
+    from altering_proxy import AlteringProxy
+
+    client = boto3.client("s3", endpoint_url=endpoint)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:  # S3 lists 1,000 keys a page: two pages
+        list(pool.map(lambda i: client.put_object(Bucket=BUCKET, Key=f"landing/k{i:04d}", Body=b"x"), range(1_001)))
+    proxy = AlteringProxy(endpoint, match=None)
+    with proxy as proxied:
+        dest = _dest(proxied)
+        _run(dest, dest.check)
+    listings = [seen.target for seen in proxy.seen if "list-type=2" in seen.target]
+    assert len(listings) == 1, listings
+
+
 class SocketClosedPort:
     """A loopback port with nothing listening."""
 

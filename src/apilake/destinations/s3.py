@@ -58,6 +58,8 @@ OVERRUN_GROW_EVERY = 100  # a stream longer than its hint doubles faster over it
 SMALL_BUFFER = 1 * MIB  # below this a body grows in place; past it the whole part is reserved once
 THREADS = 8  # blocking calls at once: the AWS chain, the multipart housekeeping (`s3_leftovers`)
 READ_BUFFER = 1 * MIB  # the chunks `open_read` reads a GET in
+READ_TIMEOUT = 60  # seconds without a byte before a request is given up (and retried)
+REQUEST_TIMEOUT = 3600  # seconds one request may last: a part at 2.4 KB/s, 1 GiB read at 0.3 MB/s
 SHA256_META = "sha256"  # stored as x-amz-meta-sha256 on single-request objects
 
 CREDENTIALS_HELP = s3_credentials.HELP
@@ -188,7 +190,14 @@ class S3Destination(Destination):
         from obstore.store import S3Store
 
         opts = self.options
-        client: ClientConfig = {"connect_timeout": dt.timedelta(seconds=10), "allow_http": True}
+        # obstore's default ends every request after 30 s, a part upload or a GET included: botocore's
+        # 60 s without a byte finds a stalled connection, and an hour ends a request that crawls.
+        client: ClientConfig = {
+            "connect_timeout": dt.timedelta(seconds=10),
+            "read_timeout": dt.timedelta(seconds=READ_TIMEOUT),
+            "timeout": dt.timedelta(seconds=REQUEST_TIMEOUT),
+            "allow_http": True,
+        }
         if not opts.verify_tls:
             client["allow_invalid_certificates"] = True
         elif found.ca_bundle:
@@ -270,7 +279,9 @@ class S3Destination(Destination):
             if certificate or any(t in text.lower() for t in ("certificate", "tls handshake", "ssl")):
                 why = f"the store's certificate is not trusted ({certificate.group(1)})" if certificate else _first_line(text)
                 return DestinationError(f"TLS failed talking to the S3 endpoint {self._endpoint()}: {why}; {TLS_HELP}")
-            if any(t in text for t in ("error sending request", "Connection refused", "connect", "dns error", "timed out")):
+            if "timed out" in text.lower() or "Timeout" in text:
+                return DestinationError(f"the S3 endpoint {self._endpoint()} timed out while we tried to {action} {where}")
+            if any(t in text for t in ("error sending request", "Connection refused", "connect", "dns error")):
                 return DestinationError(f"cannot reach the S3 endpoint {self._endpoint()} to {action} {where}: {_first_line(text)}")
         return self._coded_error(code or str(status or "?"), status, _message(text), action, where)
 
@@ -294,8 +305,11 @@ class S3Destination(Destination):
         """The bucket exists and the credentials may see it (a one-key listing), before any transfer."""
         import obstore
 
-        async def probe(store: Any) -> None:
-            await obstore.list(store, self.root or None, chunk_size=1).collect_async()
+        async def probe(store: S3Store) -> None:
+            try:  # one page of one key: the whole listing of a big lake would cost minutes
+                await obstore.list(store, self.root or None, chunk_size=1).__anext__()
+            except StopAsyncIteration:
+                pass  # an empty prefix is fine
 
         await self._call("access", None, probe)
 
@@ -340,7 +354,8 @@ class S3Destination(Destination):
             if _missing(exc):
                 return None
             raise self._error(exc, "read", key) from None
-        return int(found.meta["size"]), cast(BinaryIO, io.BufferedReader(_Body(found.stream(READ_BUFFER)), READ_BUFFER))
+        body = _Body(found.stream(READ_BUFFER), lambda exc: self._error(exc, "read", key))
+        return int(found.meta["size"]), cast(BinaryIO, io.BufferedReader(body, READ_BUFFER))
 
     async def _get(self, key: str) -> Versioned:
         import obstore
@@ -400,7 +415,7 @@ class S3Destination(Destination):
         except (AlreadyExistsError, PreconditionError):
             return None
         except Exception as exc:
-            if _conflict(exc) or (version is not None and _missing(exc)):
+            if _conflict(exc) or (version is not None and _missing(exc) and "NoSuchBucket" not in str(exc)):
                 return None
             raise self._error(exc, "write", key) from None
         return str(sent["e_tag"])
@@ -434,9 +449,10 @@ class S3Destination(Destination):
 class _Body(io.RawIOBase):
     """The chunks of one streaming GET as a standard binary stream (pyarrow's readers take one)."""
 
-    def __init__(self, chunks: Iterator[Buffer]) -> None:
+    def __init__(self, chunks: Iterator[Buffer], error: Callable[[BaseException], DestinationError]) -> None:
         super().__init__()
         self._chunks = chunks
+        self._error = error  # a failure mid-body, as the destination names it
         self._left = memoryview(b"")
 
     def readable(self) -> bool:
@@ -444,7 +460,10 @@ class _Body(io.RawIOBase):
 
     def readinto(self, into: Buffer) -> int:
         while not self._left:
-            chunk = next(self._chunks, None)
+            try:
+                chunk = next(self._chunks, None)
+            except Exception as exc:
+                raise self._error(exc) from None
             if chunk is None:
                 return 0
             self._left = memoryview(chunk).cast("B")
