@@ -436,6 +436,19 @@ def test_memory_is_bounded_by_parts_in_flight(endpoint: str) -> None:
     assert traced_peak <= bound, traced_peak / MIB
 
 
+def test_spare_part_buffers_of_another_size_are_dropped_not_kept_beside_new_ones() -> None:
+    budget = PartBudget(10 * MIB)
+    five = budget.buffer(5 * MIB)
+    budget.release(0, five)  # sent: kept as a spare
+    assert budget.buffer(5 * MIB) is five  # reused
+    budget.release(0, five)
+    six = budget.buffer(6 * MIB)  # another transfer's part size: the 5 MiB spare goes
+    budget.release(0, six)
+    assert budget.mapped == 2
+    assert budget.buffer(6 * MIB) is six
+    assert five.closed
+
+
 def test_part_memory_is_one_budget_shared_by_all_transfers(endpoint: str) -> None:
     # Four transfers of 4 parts each could hold 4 × (2 + 1) parts; the shared budget allows 2.
     dest = _dest(endpoint, part_size_mb=5, parts_in_flight=2, part_memory_mb=10)

@@ -114,3 +114,16 @@ def test_credentials_that_cannot_be_had_are_a_request_failure() -> None:
 
     with Store(200, LISTING) as endpoint, pytest.raises(RequestFailed, match=r"no usable AWS credentials \(RuntimeError\)"):
         list(Requests(endpoint, "lake", False, "us-east-1", broken).uploads(""))
+
+
+def test_a_listing_that_says_it_goes_on_without_saying_where_is_refused_not_looped() -> None:
+    endless = LISTING.replace(b"<IsTruncated>false</IsTruncated>", b"<IsTruncated>true</IsTruncated>")
+    with Store(200, endless) as endpoint, pytest.raises(RequestFailed, match="no new place to go on from"):
+        list(requests(endpoint).uploads("raw/"))
+
+
+def test_an_upload_begun_at_a_time_without_a_zone_is_taken_as_utc() -> None:
+    naive = LISTING.replace(b"2026-12-01T10:00:00.000Z", b"2026-12-01T10:00:00")
+    with Store(200, naive) as endpoint:
+        [upload] = list(requests(endpoint).uploads("raw/"))
+    assert upload.initiated == dt.datetime(2026, 12, 1, 10, tzinfo=dt.UTC)

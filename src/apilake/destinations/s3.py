@@ -554,7 +554,12 @@ class PartBudget:
             for i, spare in enumerate(self._spare):
                 if len(spare) == size:
                     return self._spare.pop(i)
+            # Spares of other sizes (another transfer's part size) would sit beside the new map
+            # and take the budget's memory twice over: drop them.
+            stale, self._spare = self._spare, []
             self.mapped += 1
+        for spare in stale:
+            _unmap(spare)
         return mmap.mmap(-1, size)
 
     def drain(self) -> None:

@@ -64,10 +64,15 @@ class Requests:
             page = self._send("GET", "", query)
             for found in _all(page, "Upload"):
                 initiated = dt.datetime.fromisoformat(_text(found, "Initiated").replace("Z", "+00:00"))
+                if initiated.tzinfo is None:  # S3 says UTC; a store that leaves the zone out means it too
+                    initiated = initiated.replace(tzinfo=dt.UTC)
                 yield Upload(_text(found, "Key"), _text(found, "UploadId"), initiated)
             if _text(page, "IsTruncated") != "true":
                 return
-            query = {**query, "key-marker": _text(page, "NextKeyMarker"), "upload-id-marker": _text(page, "NextUploadIdMarker")}
+            markers = {"key-marker": _text(page, "NextKeyMarker"), "upload-id-marker": _text(page, "NextUploadIdMarker")}
+            if not markers["key-marker"] or all(query.get(k) == v for k, v in markers.items()):
+                raise S3Answer(200, "BadListing", "the store says the listing goes on but gives no new place to go on from")
+            query = {**query, **markers}
 
     def part_bytes(self, upload: Upload) -> int:
         """The bytes the parts of an upload hold."""
@@ -78,7 +83,10 @@ class Requests:
             total += sum(int(_text(part, "Size") or 0) for part in _all(page, "Part"))
             if _text(page, "IsTruncated") != "true":
                 return total
-            query = {**query, "part-number-marker": _text(page, "NextPartNumberMarker")}
+            marker = _text(page, "NextPartNumberMarker")
+            if not marker or query.get("part-number-marker") == marker:
+                raise S3Answer(200, "BadListing", "the store says the part listing goes on but gives no new place to go on from")
+            query = {**query, "part-number-marker": marker}
 
     def abort(self, upload: Upload) -> None:
         self._send("DELETE", upload.key, {"uploadId": upload.upload_id})
