@@ -127,3 +127,21 @@ def test_an_upload_begun_at_a_time_without_a_zone_is_taken_as_utc() -> None:
     with Store(200, naive) as endpoint:
         [upload] = list(requests(endpoint).uploads("raw/"))
     assert upload.initiated == dt.datetime(2026, 12, 1, 10, tzinfo=dt.UTC)
+
+
+def test_the_requests_go_through_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from altering_proxy import AlteringProxy
+
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    store = Store(200, LISTING)
+    with store as endpoint:
+        proxy = AlteringProxy(endpoint, match=None)
+        with proxy as proxy_url:
+            monkeypatch.setenv("HTTP_PROXY", proxy_url)
+            [upload] = list(requests(endpoint).uploads("raw/"))
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+            list(requests(endpoint).uploads("raw/"))  # exempt: straight to the store
+    assert upload.upload_id == "u1"
+    assert [seen.target for seen in proxy.seen] == [f"{endpoint}/lake/?prefix=raw%2F&uploads="]
+    assert len(store.seen) == 2

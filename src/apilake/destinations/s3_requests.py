@@ -9,13 +9,15 @@ Blocking: callers run them in threads.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import http.client
 import ssl
+import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from apilake.destinations.s3_credentials import Keys
 
@@ -106,9 +108,10 @@ class Requests:
         except Exception as exc:  # noqa: BLE001 - the chain's failures (botocore's many types) become one
             raise RequestFailed(f"no usable AWS credentials ({type(exc).__name__})") from None
         S3SigV4Auth(Credentials(keys.access_key_id, keys.secret_access_key, keys.token), "s3", self.region).add_auth(request)
-        connection = self._connect(base.scheme, host)
+        connection, absolute, proxy_headers = self._connect(base.scheme, host)
         try:
-            connection.request(method, target, headers=dict(request.headers.items()))
+            url = f"{base.scheme}://{host}{target}" if absolute else target
+            connection.request(method, url, headers=dict(request.headers.items()) | proxy_headers)
             answer = connection.getresponse()
             body = answer.read(MAX_ANSWER + 1)
         except ssl.SSLError:
@@ -123,12 +126,33 @@ class Requests:
             return ET.Element("empty")
         return _parse(answer.status, body)
 
-    def _connect(self, scheme: str, host: str) -> http.client.HTTPConnection:
+    def _connect(self, scheme: str, host: str) -> tuple[http.client.HTTPConnection, bool, dict[str, str]]:
+        """A connection to `host`, through the proxy the environment names for it as obstore's
+        requests go (HTTP_PROXY / HTTPS_PROXY, NO_PROXY); whether the request line takes the whole
+        URL (plain HTTP through a proxy), and headers for the proxy."""
+        proxy = _proxy_for(scheme, host)
+        proxy_headers: dict[str, str] = {}
+        if proxy is not None and proxy.username:
+            userinfo = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
+            proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(userinfo).decode()
+        via = f"{proxy.hostname}:{proxy.port or 80}" if proxy is not None else None
         if scheme == "http":
-            return http.client.HTTPConnection(host, timeout=TIMEOUT)
+            return http.client.HTTPConnection(via or host, timeout=TIMEOUT), via is not None, proxy_headers
         # s3.verify_tls: false is the user's explicit choice of an unverified connection
         context = ssl.create_default_context(cafile=self.ca_bundle) if self.verify_tls else ssl._create_unverified_context()
-        return http.client.HTTPSConnection(host, timeout=TIMEOUT, context=context)
+        if via is None:
+            return http.client.HTTPSConnection(host, timeout=TIMEOUT, context=context), False, {}
+        connection = http.client.HTTPSConnection(via, timeout=TIMEOUT, context=context)
+        connection.set_tunnel(host, headers=proxy_headers)  # CONNECT: the proxy sees no request
+        return connection, False, {}
+
+
+def _proxy_for(scheme: str, host: str) -> SplitResult | None:
+    hostname = urlsplit(f"//{host}").hostname or host
+    proxy = urllib.request.getproxies().get(scheme)
+    if not proxy or urllib.request.proxy_bypass(hostname):
+        return None
+    return urlsplit(proxy if "://" in proxy else f"http://{proxy}")
 
 
 def _parse(status: int, body: bytes) -> ET.Element:
