@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
@@ -25,8 +26,8 @@ LISTING = b"""<?xml version="1.0" encoding="UTF-8"?>
 class Store(ServerContext[str]):
     """A loopback 'store' that answers every request with one status and body, and keeps the requests."""
 
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status, self.body = status, body
+    def __init__(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.status, self.body, self.headers = status, body, headers or {}
         self.seen: list[tuple[str, str, dict[str, str]]] = []
         self._server: ThreadedServer | None = None
 
@@ -41,10 +42,13 @@ class Store(ServerContext[str]):
                 store.seen.append((self.command, self.path, dict(self.headers)))
                 self.send_response(store.status)
                 self.send_header("Content-Length", str(len(store.body)))
+                for name, value in store.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(store.body)
+                if self.command != "HEAD":
+                    self.wfile.write(store.body)
 
-            do_DELETE = do_GET
+            do_DELETE = do_HEAD = do_GET
 
         self._server = ThreadedServer(Handler)
         return self._server.start()
@@ -145,3 +149,30 @@ def test_the_requests_go_through_the_proxy_the_environment_names(monkeypatch: py
     assert upload.upload_id == "u1"
     assert [seen.target for seen in proxy.seen] == [f"{endpoint}/lake/?prefix=raw%2F&uploads="]
     assert len(store.seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "region"), [({"x-amz-bucket-region": "eu-west-3"}, "eu-west-3"), ({}, None), ({"x-amz-bucket-region": "eu west\r\n"}, None)]
+)
+def test_a_destination_without_a_region_asks_s3_where_its_bucket_lives(
+    answer: dict[str, str], region: str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # boto3 followed S3's redirect to the bucket's region; obstore does not, so apilake asks once.
+    from apilake.destinations import s3_requests
+    from apilake.destinations.s3 import S3Destination
+    from apilake.jobfile import S3Options
+
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    store = Store(403, b"", answer)  # S3 names the region even when it refuses
+    with store as endpoint:
+        monkeypatch.setattr(s3_requests, "AWS_GLOBAL", endpoint)
+        found = S3Destination("s3://far-bucket/raw", S3Options()).settings()
+        configured = S3Destination("s3://far-bucket/raw", S3Options(region="ap-south-1")).settings()
+    assert found.region == (region or "us-east-1")
+    assert [(method, path) for method, path, _ in store.seen] == [("HEAD", "/far-bucket")]  # unsigned, and once
+    assert configured.region == "ap-south-1"  # a region the user named is not second-guessed

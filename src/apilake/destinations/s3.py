@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -168,7 +169,12 @@ class S3Destination(Destination):
         or ask a metadata endpoint)."""
         with self._lock:
             if self._settings is None:
-                self._settings = s3_credentials.resolve(self.options)
+                found = s3_credentials.resolve(self.options)
+                if not found.region_given and found.endpoint is None:
+                    # boto3 followed S3's redirect to the bucket's region; obstore does not: ask S3 once.
+                    region = s3_requests.bucket_region(self.bucket, verify_tls=self.options.verify_tls, ca_bundle=found.ca_bundle)
+                    found = dataclasses.replace(found, region=region or found.region)
+                self._settings = found
             return self._settings
 
     def store(self) -> S3Store:
@@ -228,7 +234,7 @@ class S3Destination(Destination):
         found = self.settings()
         opts = self.options
         virtual = _virtual_hosted(opts.addressing_style, found.endpoint, self.bucket)
-        endpoint = found.endpoint or f"https://s3.{found.region}.amazonaws.com"
+        endpoint = found.endpoint or s3_credentials.aws_endpoint(found.region)
         return s3_requests.Requests(endpoint, self.bucket, virtual, found.region, found.current_keys, opts.verify_tls, found.ca_bundle)
 
     async def _ready(self) -> S3Store:
@@ -481,7 +487,7 @@ class _Missing(DestinationError):
 def _store_url(endpoint: str | None, bucket: str, region: str, *, virtual: bool) -> str:
     """The URL obstore sends to: the endpoint (AWS's for the region by default), with the bucket
     as the first label of the host when it is addressed virtually."""
-    base = urlsplit(endpoint or f"https://s3.{region}.amazonaws.com")
+    base = urlsplit(endpoint or s3_credentials.aws_endpoint(region))
     netloc = f"{bucket}.{base.netloc}" if virtual else base.netloc
     return f"{base.scheme}://{netloc}{base.path.rstrip('/')}"
 

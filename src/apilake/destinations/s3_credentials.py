@@ -63,6 +63,7 @@ class Settings:
     so nothing it would read from the environment itself, an empty AWS_SESSION_TOKEN say, counts)."""
 
     region: str
+    region_given: bool  # named by the job file, the environment or the profile (else the default)
     endpoint: str | None  # s3.endpoint_url, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / the profile's
     ca_bundle: str | None
     max_attempts: int
@@ -81,8 +82,10 @@ def resolve(options: S3Options) -> Settings:
     expiring = env.get("AWS_CREDENTIAL_EXPIRATION")  # botocore refreshes such keys: its chain
     if not named and not expiring and env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY") and not _shared_files():
         configured = None if _true(env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")) else env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        region = options.region or env.get("AWS_DEFAULT_REGION")
         return Settings(
-            region=options.region or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
+            region=region or DEFAULT_REGION,
+            region_given=bool(region),
             endpoint=options.endpoint_url or configured or None,
             ca_bundle=env.get("AWS_CA_BUNDLE") or None,
             max_attempts=_attempts(env.get("AWS_MAX_ATTEMPTS")),
@@ -92,6 +95,11 @@ def resolve(options: S3Options) -> Settings:
             ),
         )
     return _from_botocore(options)
+
+
+def aws_endpoint(region: str) -> str:
+    """AWS's own S3 endpoint for a region (China's regions live under amazonaws.com.cn)."""
+    return f"https://s3.{region}.amazonaws.com{'.cn' if region.startswith('cn-') else ''}"
 
 
 def _shared_files() -> bool:
@@ -139,8 +147,10 @@ def _from_botocore(options: S3Options) -> Settings:
         raise DestinationError(f"no usable AWS credentials ({type(exc).__name__}); {HELP}") from None
     except bx.BotoCoreError as exc:
         raise DestinationError(f"the AWS configuration could not be read: {exc}; {HELP}") from None
+    region = options.region or session.get_config_variable("region")
     return Settings(
-        region=options.region or session.get_config_variable("region") or DEFAULT_REGION,
+        region=region or DEFAULT_REGION,
+        region_given=bool(region),
         endpoint=options.endpoint_url or _configured_endpoint(session),
         ca_bundle=session.get_config_variable("ca_bundle"),
         max_attempts=_attempts(session.get_config_variable("max_attempts")),

@@ -24,6 +24,7 @@ from apilake.destinations.s3_credentials import Keys
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 MAX_ANSWER = 16 << 20  # a listing page of 1,000 uploads is ~0.5 MB; more is not an S3 answer
 TIMEOUT = 60.0
+PROBE_TIMEOUT = 10.0  # asking AWS where a bucket lives: a fallback follows, no need to wait long
 
 
 class RequestFailed(Exception):
@@ -108,7 +109,7 @@ class Requests:
         except Exception as exc:  # noqa: BLE001 - the chain's failures (botocore's many types) become one
             raise RequestFailed(f"no usable AWS credentials ({type(exc).__name__})") from None
         S3SigV4Auth(Credentials(keys.access_key_id, keys.secret_access_key, keys.token), "s3", self.region).add_auth(request)
-        connection, absolute, proxy_headers = self._connect(base.scheme, host)
+        connection, absolute, proxy_headers = _connect(base.scheme, host, self.verify_tls, self.ca_bundle)
         try:
             url = f"{base.scheme}://{host}{target}" if absolute else target
             connection.request(method, url, headers=dict(request.headers.items()) | proxy_headers)
@@ -126,25 +127,28 @@ class Requests:
             return ET.Element("empty")
         return _parse(answer.status, body)
 
-    def _connect(self, scheme: str, host: str) -> tuple[http.client.HTTPConnection, bool, dict[str, str]]:
-        """A connection to `host`, through the proxy the environment names for it as obstore's
-        requests go (HTTP_PROXY / HTTPS_PROXY, NO_PROXY); whether the request line takes the whole
-        URL (plain HTTP through a proxy), and headers for the proxy."""
-        proxy = _proxy_for(scheme, host)
-        proxy_headers: dict[str, str] = {}
-        if proxy is not None and proxy.username:
-            userinfo = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
-            proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(userinfo).decode()
-        via = f"{proxy.hostname}:{proxy.port or 80}" if proxy is not None else None
-        if scheme == "http":
-            return http.client.HTTPConnection(via or host, timeout=TIMEOUT), via is not None, proxy_headers
-        # s3.verify_tls: false is the user's explicit choice of an unverified connection
-        context = ssl.create_default_context(cafile=self.ca_bundle) if self.verify_tls else ssl._create_unverified_context()
-        if via is None:
-            return http.client.HTTPSConnection(host, timeout=TIMEOUT, context=context), False, {}
-        connection = http.client.HTTPSConnection(via, timeout=TIMEOUT, context=context)
-        connection.set_tunnel(host, headers=proxy_headers)  # CONNECT: the proxy sees no request
-        return connection, False, {}
+
+def _connect(
+    scheme: str, host: str, verify_tls: bool, ca_bundle: str | None, timeout: float = TIMEOUT
+) -> tuple[http.client.HTTPConnection, bool, dict[str, str]]:
+    """A connection to `host`, through the proxy the environment names for it as obstore's
+    requests go (HTTP_PROXY / HTTPS_PROXY, NO_PROXY); whether the request line takes the whole
+    URL (plain HTTP through a proxy), and headers for the proxy."""
+    proxy = _proxy_for(scheme, host)
+    proxy_headers: dict[str, str] = {}
+    if proxy is not None and proxy.username:
+        userinfo = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
+        proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(userinfo).decode()
+    via = f"{proxy.hostname}:{proxy.port or 80}" if proxy is not None else None
+    if scheme == "http":
+        return http.client.HTTPConnection(via or host, timeout=timeout), via is not None, proxy_headers
+    # s3.verify_tls: false is the user's explicit choice of an unverified connection
+    context = ssl.create_default_context(cafile=ca_bundle) if verify_tls else ssl._create_unverified_context()
+    if via is None:
+        return http.client.HTTPSConnection(host, timeout=timeout, context=context), False, {}
+    connection = http.client.HTTPSConnection(via, timeout=timeout, context=context)
+    connection.set_tunnel(host, headers=proxy_headers)  # CONNECT: the proxy sees no request
+    return connection, False, {}
 
 
 def _proxy_for(scheme: str, host: str) -> SplitResult | None:
@@ -153,6 +157,28 @@ def _proxy_for(scheme: str, host: str) -> SplitResult | None:
     if not proxy or urllib.request.proxy_bypass(hostname):
         return None
     return urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+
+
+AWS_GLOBAL = "https://s3.amazonaws.com"  # answers for every bucket with the region it lives in
+REGION_HEADER = "x-amz-bucket-region"
+
+
+def bucket_region(bucket: str, *, verify_tls: bool = True, ca_bundle: str | None = None) -> str | None:
+    """The AWS region a bucket lives in, from S3's answer to an unsigned HEAD of the bucket (it
+    says so even when it refuses: 301, 403), or None when S3 cannot be asked."""
+    aws = AWS_GLOBAL
+    base = urlsplit(aws)
+    try:
+        connection, absolute, proxy_headers = _connect(base.scheme, base.netloc, verify_tls, ca_bundle, PROBE_TIMEOUT)
+        try:
+            path = f"{base.path.rstrip('/')}/{quote(bucket, safe='')}"
+            connection.request("HEAD", f"{aws.rstrip('/')}/{quote(bucket, safe='')}" if absolute else path, headers=proxy_headers)
+            region = connection.getresponse().getheader(REGION_HEADER)
+        finally:
+            connection.close()
+    except (OSError, http.client.HTTPException):
+        return None
+    return region.strip() if region and region.strip().replace("-", "").isalnum() else None
 
 
 def _parse(status: int, body: bytes) -> ET.Element:
