@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from apilake.destinations import ObjectInfo, open_destination
-from apilake.destinations.s3 import MAX_PARTS, MIB, MIN_PART, PartBudget, S3Destination, S3Writer, part_size
+from apilake.destinations.s3 import MAX_PART, MAX_PARTS, MIB, PartBudget, S3Destination, S3Writer, part_size
 from apilake.errors import DestinationError
 from apilake.jobfile import S3Options
 from conftest import wait_for
@@ -363,45 +363,38 @@ def test_unsafe_keys_are_refused(key: str) -> None:
         asyncio.run(go())
 
 
-def _plan(total: int, *, part_size_mb: int, size_hint: int | None) -> list[int]:
-    sizes, left = [], total
-    while left > 0:
-        size = min(left, part_size(len(sizes) + 1, part_size_mb=part_size_mb, size_hint=size_hint))
-        sizes.append(size)
-        left -= size
-    return sizes
-
-
 GB = 10**9
 
 
 @pytest.mark.parametrize(
-    ("total", "part_size_mb", "hinted", "parts", "first_part"),
+    ("part_size_mb", "size_hint", "size", "largest_stream"),
     [
-        (50 * GB, 8, True, 5_961, 8 * MIB),  # 50 GB / 9,000 = 5.3 MiB < 8 MiB
-        (50 * GB, 5, True, 7_948, 6 * MIB),  # 5.3 MiB, rounded up to 6 MiB
-        (1_500_000_000, 8, True, 179, 8 * MIB),
-        (50 * GB, 8, False, 2_741, 8 * MIB),  # 1,000 x 8 MiB, 1,000 x 16 MiB, 741 x 32 MiB
-        (50 * GB, 5, False, 3_318, 5 * MIB),  # ... up to 40 MiB parts
-        (200 * GB, 8, False, 4_553, 8 * MIB),  # ... up to 128 MiB parts
-        (20 * MIB, 5, False, 4, 5 * MIB),
+        (8, 50 * GB, 8 * MIB, 83_886_080_000),  # 50 GB / 9,000 = 5.3 MiB < 8 MiB
+        (5, 50 * GB, 6 * MIB, 62_914_560_000),  # 5.3 MiB, rounded up to 6 MiB
+        (8, 500 * GB, 53 * MIB, 555_745_280_000),  # 500 GB / 9,000 = 52.98 MiB, rounded up
+        (8, 1_500_000_000, 8 * MIB, 83_886_080_000),
+        (8, None, 8 * MIB, 83_886_080_000),  # unknown length: up to 78 GiB
+        (5, None, 5 * MIB, 52_428_800_000),
+        (64, None, 64 * MIB, 671_088_640_000),  # raise part_size_mb for longer unknown streams
+        (1, None, 5 * MIB, 52_428_800_000),  # S3's minimum
+        (8, 100_000 * GB, 5 * 1024 * MIB, 53_687_091_200_000),  # S3's maximum part
     ],
 )
-def test_part_size_table(total: int, part_size_mb: int, hinted: bool, parts: int, first_part: int) -> None:
-    sizes = _plan(total, part_size_mb=part_size_mb, size_hint=total if hinted else None)
-    assert len(sizes) <= MAX_PARTS
-    assert all(size >= MIN_PART for size in sizes[:-1])
-    assert len(sizes) == parts
-    assert sizes[0] == first_part
-    if hinted:
-        assert len(set(sizes[:-1])) <= 1  # one size when the length is known: predictable memory
+def test_part_size_table(part_size_mb: int, size_hint: int | None, size: int, largest_stream: int) -> None:
+    assert part_size(part_size_mb=part_size_mb, size_hint=size_hint) == size
+    assert size * MAX_PARTS == largest_stream
+    if size_hint is not None and size < MAX_PART:
+        assert size_hint <= size * 9_000  # a hinted length fits with 1,000 parts to spare
 
 
-def test_part_size_stream_longer_than_its_hint_still_fits() -> None:
-    sizes = _plan(500 * GB, part_size_mb=8, size_hint=10 * GB)
-    assert len(sizes) <= MAX_PARTS and all(size >= MIN_PART for size in sizes[:-1])
-    with pytest.raises(DestinationError, match="at most 10,000 parts"):
-        part_size(MAX_PARTS + 1, part_size_mb=8)
+def test_a_stream_past_10000_parts_fails_naming_the_setting(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from apilake.destinations import s3
+
+    monkeypatch.setattr(s3, "MAX_PARTS", 2)  # S3's 10,000, made small
+    dest = _dest(endpoint, part_size_mb=5)
+    with pytest.raises(DestinationError, match=r"too big for one S3 multipart upload of 2 parts of 5 MiB; raise s3.part_size_mb"):
+        _stream(dest, "long.bin", os.urandom(11 * MIB))
+    assert dest.open_multipart_uploads() == []
 
 
 def test_memory_is_bounded_by_parts_in_flight(endpoint: str) -> None:

@@ -54,8 +54,6 @@ MIN_PART = 5 * MIB  # S3: every part but the last must be at least this big
 MAX_PART = 5 * 1024 * MIB  # S3: no part may be bigger
 MAX_PARTS = 10_000  # S3: part numbers run 1..10,000
 HINT_PARTS = 9_000  # with a size hint, aim below the limit so a slightly long stream still fits
-GROW_EVERY = 1_000  # without a hint, double the part size every this many parts
-OVERRUN_GROW_EVERY = 100  # a stream longer than its hint doubles faster over its last 1,000 parts
 SMALL_BUFFER = 1 * MIB  # below this a body grows in place; past it the whole part is reserved once
 THREADS = 8  # blocking calls at once: the AWS chain, the multipart housekeeping (`s3_leftovers`)
 READ_BUFFER = 1 * MIB  # the chunks `open_read` reads a GET in
@@ -90,24 +88,19 @@ ALTERED_HINT = (
 )
 
 
-def part_size(part_number: int, *, part_size_mb: int, size_hint: int | None = None) -> int:
-    """Bytes in part `part_number` (1-based) of a multipart upload.
+def part_size(*, part_size_mb: int, size_hint: int | None = None) -> int:
+    """Bytes in every part of one multipart upload (obstore cuts a stream into parts of one size).
 
-    With a size hint, every part has one size, big enough that the hinted length needs at most
-    9,000 parts (rounded up to a MiB), so a 50 GB file with 8 MiB parts still fits S3's 10,000.
-    Without one, the size doubles every 1,000 parts (8, 16, 32 ... MiB), which keeps memory small
-    for the common case and still fits streams of many terabytes. A stream that outruns its hint
-    doubles every 100 parts past part 9,000. Every part is between 5 MiB and 5 GiB.
+    With a size hint the part is big enough that the hinted length needs at most 9,000 parts
+    (rounded up to a MiB), so a 50 GB file with 8 MiB parts still fits S3's 10,000 and a stream a
+    little longer than its hint still fits. Without one it is `part_size_mb`: a stream of unknown
+    length may then be up to 10,000 parts long (78 GiB at 8 MiB), past which the upload fails
+    naming the setting to raise. Every part is between 5 MiB and 5 GiB.
     """
-    if not 1 <= part_number <= MAX_PARTS:
-        raise DestinationError(f"an S3 multipart upload has at most {MAX_PARTS:,} parts (asked for part {part_number})")
     base = max(part_size_mb * MIB, MIN_PART)
     if size_hint is not None and size_hint > 0:
         base = max(base, _ceil_mib(-(-size_hint // HINT_PARTS)))
-        doublings = 0 if part_number <= HINT_PARTS else (part_number - HINT_PARTS - 1) // OVERRUN_GROW_EVERY + 1
-    else:
-        doublings = (part_number - 1) // GROW_EVERY
-    return min(MAX_PART, base << doublings)
+    return min(MAX_PART, base)
 
 
 def _ceil_mib(n: int) -> int:
@@ -633,7 +626,7 @@ class S3Writer:
         self.key = key
         self._full_key = full_key
         self._size_hint = size_hint
-        self._part = part_size(1, part_size_mb=dest.options.part_size_mb, size_hint=size_hint)
+        self._part = part_size(part_size_mb=dest.options.part_size_mb, size_hint=size_hint)
         self._buf: bytearray | mmap.mmap = bytearray()
         self._filled = 0
         self._parts = 0  # parts handed to the upload
