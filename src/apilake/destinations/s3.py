@@ -253,7 +253,7 @@ class S3Destination(Destination):
         except DestinationError:
             raise
         except Exception as exc:
-            if action != "access" and _missing(exc) and "NoSuchBucket" not in str(exc):
+            if action != "access" and _missing(exc):
                 raise _Missing(f"no object {self._where(key)}") from None
             raise self._error(exc, action, key) from None
 
@@ -315,7 +315,7 @@ class S3Destination(Destination):
     @asynccontextmanager
     async def open_write(self, key: str, *, size_hint: int | None = None) -> AsyncIterator[S3Writer]:
         writer = S3Writer(self, key, self._full_key(key), size_hint)
-        self.store()
+        await self._ready()  # the store (and the AWS chain behind it) made off the event loop
         try:
             yield writer
             await writer.commit()
@@ -414,7 +414,7 @@ class S3Destination(Destination):
         except (AlreadyExistsError, PreconditionError):
             return None
         except Exception as exc:
-            if _conflict(exc) or (version is not None and _missing(exc) and "NoSuchBucket" not in str(exc)):
+            if _conflict(exc) or (version is not None and _missing(exc)):
                 return None
             raise self._error(exc, "write", key) from None
         return str(sent["e_tag"])
@@ -506,9 +506,11 @@ def _message(text: str) -> str:
 
 
 def _missing(exc: BaseException) -> bool:
+    """No such object: a 404 that is not about the bucket (a missing bucket is an error to name)."""
     from obstore.exceptions import NotFoundError
 
-    return isinstance(exc, NotFoundError | FileNotFoundError) or _status(str(exc)) == 404
+    text = str(exc)
+    return (isinstance(exc, NotFoundError | FileNotFoundError) or _status(text) == 404) and "NoSuchBucket" not in text
 
 
 def _conflict(exc: BaseException) -> bool:
@@ -625,7 +627,6 @@ class S3Writer:
         self._dest = dest
         self.key = key
         self._full_key = full_key
-        self._size_hint = size_hint
         self._part = part_size(part_size_mb=dest.options.part_size_mb, size_hint=size_hint)
         self._buf: bytearray | mmap.mmap = bytearray()
         self._filled = 0
