@@ -103,29 +103,40 @@ class Requests:
         host = f"{self.bucket}.{base.netloc}" if self.virtual_hosted else base.netloc
         path = base.path.rstrip("/") + ("" if self.virtual_hosted else f"/{self.bucket}") + "/" + quote(key, safe="/-_.~")
         target = path + "?" + "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items()))
-        request = AWSRequest(method=method, url=f"{base.scheme}://{host}{target}", headers={"Host": host})
+        url = f"{base.scheme}://{host}{target}"
+        request = AWSRequest(method=method, url=url, headers={"Host": host})
         try:
             keys = self.keys()
         except Exception as exc:  # noqa: BLE001 - the chain's failures (botocore's many types) become one
             raise RequestFailed(f"no usable AWS credentials ({type(exc).__name__})") from None
         S3SigV4Auth(Credentials(keys.access_key_id, keys.secret_access_key, keys.token), "s3", self.region).add_auth(request)
-        connection, absolute, proxy_headers = _connect(base.scheme, host, self.verify_tls, self.ca_bundle)
         try:
-            url = f"{base.scheme}://{host}{target}" if absolute else target
-            connection.request(method, url, headers=dict(request.headers.items()) | proxy_headers)
-            answer = connection.getresponse()
-            body = answer.read(MAX_ANSWER + 1)
+            status, _headers, body = _request(method, url, dict(request.headers.items()), self.verify_tls, self.ca_bundle)
         except ssl.SSLError:
             raise
         except (OSError, http.client.HTTPException) as exc:
             raise RequestFailed(f"cannot reach the S3 endpoint {self.endpoint}: {type(exc).__name__}: {exc}") from None
-        finally:
-            connection.close()
-        if answer.status >= 300:
-            raise _answer(answer.status, body)
+        if status >= 300:
+            raise _answer(status, body)
         if not body.strip():
             return ET.Element("empty")
-        return _parse(answer.status, body)
+        return _parse(status, body)
+
+
+def _request(
+    method: str, url: str, headers: dict[str, str], verify_tls: bool, ca_bundle: str | None, timeout: float = TIMEOUT
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request to `url`, through the environment's proxy: the status, the headers and at most
+    MAX_ANSWER + 1 bytes of the body."""
+    target = urlsplit(url)
+    connection, absolute, proxy_headers = _connect(target.scheme, target.netloc, verify_tls, ca_bundle, timeout)
+    try:
+        origin_form = target.path + (f"?{target.query}" if target.query else "")
+        connection.request(method, url if absolute else origin_form, headers=headers | proxy_headers)
+        answer = connection.getresponse()
+        return answer.status, answer.headers, answer.read(MAX_ANSWER + 1)
+    finally:
+        connection.close()
 
 
 def _connect(
@@ -166,18 +177,11 @@ REGION_HEADER = "x-amz-bucket-region"
 def bucket_region(bucket: str, *, verify_tls: bool = True, ca_bundle: str | None = None) -> str | None:
     """The AWS region a bucket lives in, from S3's answer to an unsigned HEAD of the bucket (it
     says so even when it refuses: 301, 403), or None when S3 cannot be asked."""
-    aws = AWS_GLOBAL
-    base = urlsplit(aws)
     try:
-        connection, absolute, proxy_headers = _connect(base.scheme, base.netloc, verify_tls, ca_bundle, PROBE_TIMEOUT)
-        try:
-            path = f"{base.path.rstrip('/')}/{quote(bucket, safe='')}"
-            connection.request("HEAD", f"{aws.rstrip('/')}/{quote(bucket, safe='')}" if absolute else path, headers=proxy_headers)
-            region = connection.getresponse().getheader(REGION_HEADER)
-        finally:
-            connection.close()
+        _status, headers, _body = _request("HEAD", f"{AWS_GLOBAL.rstrip('/')}/{quote(bucket, safe='')}", {}, verify_tls, ca_bundle, PROBE_TIMEOUT)
     except (OSError, http.client.HTTPException):
         return None
+    region = headers.get(REGION_HEADER)
     return region.strip() if region and region.strip().replace("-", "").isalnum() else None
 
 
