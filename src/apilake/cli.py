@@ -60,7 +60,7 @@ def entry() -> None:
     destination), leave without the interpreter's teardown. Its worker threads may still hand a
     result to Python while Python finalizes, and Python 3.11 ends such a thread in a way Rust
     turns into SIGABRT: exit code 134 in place of the run's own (5 of 16 runs of 20 uploads,
-    `bench/results/notes.md`). Output and log files are flushed first; apilake registers nothing
+    `bench/results/s3_clients.md`). Output and log files are flushed first; apilake registers nothing
     else to run at exit."""
     try:
         main()

@@ -76,12 +76,13 @@ def uploads(dest: S3Destination, full_prefix: str) -> list[Upload]:
 
 def abort(dest: S3Destination, upload: Upload) -> int | None:
     """Abort one upload (blocking); the bytes its parts held, or None when the store did not say."""
+    requests = dest.requests()
     try:
-        size: int | None = dest.requests().part_bytes(upload)
+        size: int | None = requests.part_bytes(upload)
     except (RequestFailed, ssl.SSLError, ValueError):  # the size is for the log line only
         size = None
     try:
-        dest.requests().abort(upload)
+        requests.abort(upload)
     except (RequestFailed, ssl.SSLError) as exc:
         raise dest._error(exc, "abort the multipart upload of", upload.key.removeprefix(dest.root)) from None
     return size
